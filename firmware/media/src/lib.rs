@@ -1,0 +1,14 @@
+//! Media for cambox: where pictures and sound come from, how they are encoded, and how
+//! encoded frames are organised and packaged for viewers.
+//!
+//! Everything physical sits behind a trait ([`VideoSource`], [`AudioSource`],
+//! [`VideoEncoder`]) with a real implementation and a simulated one, so that the logic above
+//! the device is tested on any machine.
+
+pub mod encode;
+pub mod frame;
+pub mod source;
+
+pub use encode::{EncodeError, EncoderChoice, VideoEncoder, VideoEncoderSettings};
+pub use frame::{AudioBlock, Captured, EncodedFrame, FrameRate, RawFrame, VideoFormat};
+pub use source::{AudioSource, SourceError, VideoSource};
