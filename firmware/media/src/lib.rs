@@ -5,9 +5,14 @@
 //! [`VideoEncoder`]) with a real implementation and a simulated one, so that the logic above
 //! the device is tested on any machine.
 
+pub mod annexb;
+pub mod broadcast;
 pub mod encode;
+pub mod fmp4;
 pub mod frame;
 pub mod source;
+pub mod strip;
+pub mod y4m;
 
 pub use encode::{EncodeError, EncoderChoice, VideoEncoder, VideoEncoderSettings};
 pub use frame::{AudioBlock, Captured, EncodedFrame, FrameRate, RawFrame, VideoFormat};

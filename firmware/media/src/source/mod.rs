@@ -5,6 +5,10 @@
 //! source on a thread of its own, so a slow device never stalls the network.
 
 
+pub mod pacer;
+pub mod testsrc;
+pub mod tone;
+
 use crate::frame::{AudioBlock, Captured, VideoFormat};
 
 /// Why a source cannot deliver. Every variant says what the user can do about it.

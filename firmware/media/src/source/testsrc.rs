@@ -1,0 +1,189 @@
+//! The synthetic camera: colour bars, a moving block, and the machine-readable strip.
+//!
+//! The default source wherever no camera is found, and the one every latency and
+//! continuity measurement relies on (see `crate::strip`).
+
+use super::pacer::{Due, Pacer, Pacing};
+use super::{SourceError, VideoSource};
+use crate::frame::{Captured, RawFrame, VideoFormat};
+use crate::strip::{write_strip, StripReading, STRIP_ROWS};
+
+/// Frames more than this late are dropped rather than delivered late.
+const MAX_LAG_US: u64 = 100_000;
+
+#[derive(Debug)]
+pub struct TestSource {
+    format: VideoFormat,
+    pacer: Pacer,
+    start_us: u64,
+    next: u64,
+    background: Vec<u8>,
+}
+
+/// BT.601 limited-range YUV of the classic bars: white, yellow, cyan, green, magenta, red, blue, black.
+const BARS: [(u8, u8, u8); 8] = [
+    (180, 128, 128),
+    (162, 44, 142),
+    (131, 156, 44),
+    (112, 72, 58),
+    (84, 184, 198),
+    (65, 100, 212),
+    (35, 212, 114),
+    (16, 128, 128),
+];
+
+impl TestSource {
+    /// `start_us` is the capture time of frame 0; share it with the test tone so that the
+    /// beeps line up with the frames they belong to.
+    pub fn new(format: VideoFormat, pacing: Pacing, start_us: u64) -> Result<Self, SourceError> {
+        if format.width < 48 || format.height < STRIP_ROWS || format.width % 2 != 0 || format.height % 2 != 0 {
+            return Err(SourceError::Format {
+                what: "testsrc".into(),
+                reason: format!(
+                    "size {}x{} is too small or odd: the test strip needs an even size of at least 48x32",
+                    format.width, format.height
+                ),
+            });
+        }
+        if format.rate.num == 0 || format.rate.den == 0 {
+            return Err(SourceError::Format {
+                what: "testsrc".into(),
+                reason: "frame rate must be above zero".into(),
+            });
+        }
+        Ok(Self {
+            background: bars(format.width, format.height),
+            format,
+            pacer: Pacer::new(pacing, MAX_LAG_US),
+            start_us,
+            next: 0,
+        })
+    }
+
+    fn render(&self, number: u64, capture_us: u64) -> RawFrame {
+        let (w, h) = (self.format.width as usize, self.format.height as usize);
+        let mut data = self.background.clone();
+        // A block that sweeps across the picture, so motion (and a frozen picture) is obvious.
+        let side = (h / 4).max(2) & !1;
+        let travel = w.saturating_sub(side).max(1);
+        let x0 = ((number as usize * 8) % (2 * travel)).abs_diff(travel).min(travel) & !1;
+        let y0 = (h / 2 - side / 2) & !1;
+        let luma = if number % 2 == 0 { 235 } else { 200 };
+        for row in y0..(y0 + side).min(h) {
+            data[row * w + x0..row * w + (x0 + side).min(w)].fill(luma);
+        }
+        write_strip(
+            &mut data[..w * h],
+            w,
+            self.format.width,
+            self.format.height,
+            StripReading {
+                frame: number as u32,
+                capture_ms: capture_us / 1000,
+            },
+        );
+        RawFrame {
+            number,
+            capture_us,
+            width: self.format.width,
+            height: self.format.height,
+            data,
+        }
+    }
+}
+
+fn bars(width: u32, height: u32) -> Vec<u8> {
+    let (w, h) = (width as usize, height as usize);
+    let (cw, ch) = (w / 2, h / 2);
+    let mut data = vec![0u8; RawFrame::i420_len(width, height)];
+    let (y, uv) = data.split_at_mut(w * h);
+    let (u, v) = uv.split_at_mut(cw * ch);
+    for x in 0..w {
+        let bar = BARS[x * BARS.len() / w];
+        for row in 0..h {
+            // A vertical luma ramp over the bars keeps the encoder honest about gradients.
+            let ramp = (row * 24 / h) as u8;
+            y[row * w + x] = bar.0.saturating_add(ramp).min(235);
+        }
+    }
+    for x in 0..cw {
+        let bar = BARS[x * BARS.len() / cw];
+        for row in 0..ch {
+            u[row * cw + x] = bar.1;
+            v[row * cw + x] = bar.2;
+        }
+    }
+    data
+}
+
+impl VideoSource for TestSource {
+    fn describe(&self) -> String {
+        format!(
+            "testsrc {}x{}@{}",
+            self.format.width, self.format.height, self.format.rate
+        )
+    }
+
+    fn format(&self) -> VideoFormat {
+        self.format
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+        loop {
+            let number = self.next;
+            self.next += 1;
+            let capture_us = self.start_us + self.format.rate.frame_offset_us(number);
+            match self.pacer.wait_until(capture_us) {
+                Due::Now => return Ok(Some(Captured::Raw(self.render(number, capture_us)))),
+                // Too late: skip it, as a camera drops frames its consumer did not take.
+                Due::Late => continue,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameRate;
+    use crate::strip::read_strip;
+
+    fn fmt(w: u32, h: u32) -> VideoFormat {
+        VideoFormat {
+            width: w,
+            height: h,
+            rate: FrameRate::per_second(30),
+        }
+    }
+
+    #[test]
+    fn frames_carry_number_and_capture_time() {
+        let start = 1_700_000_000_000_000;
+        let mut src = TestSource::new(fmt(640, 360), Pacing::Unpaced, start).unwrap();
+        for n in 0..40u64 {
+            let Some(Captured::Raw(f)) = src.next_frame().unwrap() else {
+                panic!("testsrc must give raw frames")
+            };
+            assert_eq!(f.number, n);
+            assert_eq!(f.capture_us, start + n * 1_000_000 / 30);
+            assert_eq!(f.data.len(), 640 * 360 * 3 / 2);
+            let r = read_strip(f.y(), 640, 640, 360).expect("strip readable");
+            assert_eq!(r.frame as u64, n);
+            assert_eq!(r.capture_ms, f.capture_us / 1000);
+        }
+    }
+
+    #[test]
+    fn picture_moves() {
+        let src = TestSource::new(fmt(320, 240), Pacing::Unpaced, 0).unwrap();
+        let a = src.render(1, 0);
+        let b = src.render(10, 0);
+        assert_ne!(a.y()[32 * 320..], b.y()[32 * 320..]);
+    }
+
+    #[test]
+    fn refuses_sizes_without_room_for_the_strip() {
+        assert!(TestSource::new(fmt(40, 360), Pacing::Unpaced, 0).is_err());
+        assert!(TestSource::new(fmt(641, 360), Pacing::Unpaced, 0).is_err());
+    }
+}
