@@ -279,12 +279,16 @@ impl TrackReader {
     }
 }
 
-/// A live broadcast: a name and its tracks.
+/// A live broadcast: a name, its tracks, and what a player must know to decode them.
 #[derive(Debug, Clone)]
 pub struct Broadcast {
     pub name: String,
     pub video: Track,
     pub audio: Option<Track>,
+    /// The video's nominal frame rate (sample durations in MP4, RTP clock steps).
+    pub rate: crate::frame::FrameRate,
+    /// Opus pre-skip in samples, when there is an audio track.
+    pub audio_pre_skip: Option<u16>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod source;
 pub mod strip;
 pub mod y4m;
 
+pub use broadcast::{Broadcast, GroupObject, Track, TrackReader, TrackWriter};
 pub use encode::{EncodeError, EncoderChoice, VideoEncoder, VideoEncoderSettings};
 pub use frame::{AudioBlock, Captured, EncodedFrame, FrameRate, RawFrame, VideoFormat};
-pub use source::{AudioSource, SourceError, VideoSource};
+pub use source::{AudioSource, SourceError, SourceSpec, VideoSource};

@@ -1,1 +1,17 @@
+//! The box's runtime: it owns threads, sockets and timers and feeds the media crate.
+//!
+//! - [`pipeline`]: capture and encode threads writing a live broadcast;
+//! - [`station`]: the box's live state (what the button and `POST /api/v1/live` change);
+//! - [`http`]: the web page, the JSON API, live fragmented MP4 and Prometheus metrics;
+//! - [`client`]: fetching a live stream from another box (for `record` and `strip`).
 
+pub mod client;
+pub mod http;
+pub mod live;
+pub mod metrics;
+pub mod pipeline;
+pub mod settings;
+pub mod station;
+
+pub use settings::BoxSettings;
+pub use station::Station;

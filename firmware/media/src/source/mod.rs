@@ -5,9 +5,13 @@
 //! source on a thread of its own, so a slow device never stalls the network.
 
 
+pub mod file;
 pub mod pacer;
+pub mod spec;
 pub mod testsrc;
 pub mod tone;
+
+pub use spec::SourceSpec;
 
 use crate::frame::{AudioBlock, Captured, VideoFormat};
 
@@ -42,6 +46,10 @@ pub trait VideoSource: Send {
     fn describe(&self) -> String;
     /// Size and rate of what `next_frame` delivers.
     fn format(&self) -> VideoFormat;
+    /// True when frames come already encoded (H.264 passed through), so no encoder is needed.
+    fn is_encoded(&self) -> bool {
+        false
+    }
     /// Blocks until the next frame; `Ok(None)` at the end of a finite source.
     fn next_frame(&mut self) -> Result<Option<Captured>, SourceError>;
 }

@@ -1,0 +1,91 @@
+//! Reading a live stream from a box over HTTP, for `cambox record` and `cambox strip`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("'{0}' is not a valid http:// URL")]
+    BadUrl(String),
+    #[error("{url}: only http:// is supported here; put a TLS proxy in front or use the box's http address")]
+    Https { url: String },
+    #[error("{url}: cannot connect: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url}: the box answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: reading the stream failed: {reason}")]
+    Read { url: String, reason: String },
+}
+
+/// An open HTTP response body read chunk by chunk.
+#[derive(Debug)]
+pub struct BodyStream {
+    url: String,
+    body: Incoming,
+}
+
+impl BodyStream {
+    /// Next chunk of the body; `None` at its end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(ClientError::Read {
+                        url: self.url.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// GETs `url` and returns its body as a stream; a non-2xx answer is an error with the
+/// box's JSON message.
+pub async fn get(url: &str) -> Result<BodyStream, ClientError> {
+    if url.starts_with("https://") {
+        return Err(ClientError::Https { url: url.into() });
+    }
+    let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.into()))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(ClientError::BadUrl(url.into()));
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let resp = client.get(uri).await.map_err(|e| ClientError::Connect {
+        url: url.into(),
+        reason: format!("{e:?}"),
+    })?;
+    let status = resp.status();
+    let mut stream = BodyStream {
+        url: url.into(),
+        body: resp.into_body(),
+    };
+    if !status.is_success() {
+        let mut body = Vec::new();
+        while let Ok(Some(c)) = stream.chunk().await {
+            body.extend_from_slice(&c);
+            if body.len() > 4096 {
+                break;
+            }
+        }
+        return Err(ClientError::Status {
+            url: url.into(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    Ok(stream)
+}

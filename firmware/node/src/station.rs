@@ -1,0 +1,144 @@
+//! The box's live state: one place that the button, the web page and the API all change.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use cambox_media::source::pacer::Pacing;
+use cambox_media::Broadcast;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::settings::BoxSettings;
+
+/// What `/api/v1/status` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub node: String,
+    pub stream: String,
+    pub site: String,
+    pub live: bool,
+    pub source: String,
+    pub encoder: String,
+    /// Target video bitrate, bits per second.
+    pub bitrate: u32,
+    pub fps: f64,
+    pub width: u32,
+    pub height: u32,
+    /// Seconds since the box started.
+    pub uptime: f64,
+    pub viewers: i64,
+    /// Why the box last stopped being live, if it was not asked to.
+    pub error: Option<String>,
+    pub version: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Station {
+    pub settings: BoxSettings,
+    pub metrics: Arc<Metrics>,
+    started: Instant,
+    pacing: Pacing,
+    pipeline: Mutex<Option<Pipeline>>,
+    last_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Station {
+    pub fn new(settings: BoxSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            settings,
+            metrics,
+            started: Instant::now(),
+            pacing: Pacing::RealTime,
+            pipeline: Mutex::new(None),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Forgets a pipeline whose source ended or failed, keeping its error for the status.
+    fn reap(&self, slot: &mut Option<Pipeline>) {
+        if slot.as_ref().is_some_and(|p| !p.is_running()) {
+            if let Some(p) = slot.take() {
+                if let Some(e) = lock(&p.state.error).take() {
+                    *lock(&self.last_error) = Some(e);
+                }
+            }
+            self.metrics.live.set(0);
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        let mut slot = lock(&self.pipeline);
+        self.reap(&mut slot);
+        slot.is_some()
+    }
+
+    /// Goes live or stops; going live opens the camera and encoder, which can fail.
+    /// Blocking: call from a blocking context.
+    pub fn set_live(&self, live: bool) -> Result<(), PipelineError> {
+        let mut slot = lock(&self.pipeline);
+        self.reap(&mut slot);
+        match (live, slot.is_some()) {
+            (true, false) => {
+                match Pipeline::start(&self.settings, self.metrics.clone(), self.pacing) {
+                    Ok(p) => {
+                        tracing::info!(stream = %self.settings.stream, source = %p.source, encoder = %p.encoder, "live");
+                        *slot = Some(p);
+                        *lock(&self.last_error) = None;
+                        self.metrics.live.set(1);
+                    }
+                    Err(e) => {
+                        *lock(&self.last_error) = Some(e.to_string());
+                        return Err(e);
+                    }
+                }
+            }
+            (false, true) => {
+                // Dropping the pipeline stops its threads and closes the broadcast, which
+                // ends every viewer's stream cleanly.
+                *slot = None;
+                self.metrics.live.set(0);
+                tracing::info!(stream = %self.settings.stream, "stopped");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The live broadcast, if the box is live.
+    pub fn broadcast(&self) -> Option<Broadcast> {
+        let mut slot = lock(&self.pipeline);
+        self.reap(&mut slot);
+        slot.as_ref().map(|p| p.broadcast.clone())
+    }
+
+    pub fn status(&self) -> Status {
+        let mut slot = lock(&self.pipeline);
+        self.reap(&mut slot);
+        let s = &self.settings;
+        let (source, encoder, format) = match slot.as_ref() {
+            Some(p) => (p.source.clone(), p.encoder.clone(), p.format),
+            None => (s.source.to_string(), s.encoder_name(), s.format),
+        };
+        Status {
+            node: s.node.clone(),
+            stream: s.stream.clone(),
+            site: s.site.clone(),
+            live: slot.is_some(),
+            source,
+            encoder,
+            bitrate: s.bitrate,
+            fps: format.rate.as_f64(),
+            width: format.width,
+            height: format.height,
+            uptime: self.started.elapsed().as_secs_f64(),
+            viewers: self.metrics.viewers.get(),
+            error: lock(&self.last_error).clone(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
