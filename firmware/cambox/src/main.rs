@@ -1,1 +1,78 @@
-fn main() {}
+//! `cambox`: a live-video box, and the tools around it.
+
+mod config;
+mod duration;
+mod record;
+mod run;
+mod strip;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cambox",
+    version,
+    about = "A live-video box: camera and microphone in, H.264 + Opus out to every viewer.",
+    long_about = "A live-video box: camera and microphone in, H.264 + Opus out to every viewer.\n\n\
+        `cambox run` starts the box with its web page; without a camera it uses a test \
+        picture and tone. `cambox record` saves a live stream (or any source) to MP4; \
+        `cambox strip` reads the test strip from a recording or live stream to measure \
+        latency and lost frames."
+)]
+struct Cli {
+    /// Log filter, e.g. info, debug, cambox_node=trace.
+    #[arg(long, global = true, env = "CAMBOX_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the box: capture, encode, and serve the web page and live streams.
+    ///
+    /// Every option is also a key of the TOML file given with --config and an environment
+    /// variable CAMBOX_<OPTION>; flags win over the environment, which wins over the file.
+    Run(config::RunConfig),
+    /// Record a live stream (http://box:8080/live/NAME.mp4) or a source (testsrc,
+    /// file:PATH, a path) to an MP4 file.
+    Record(record::RecordArgs),
+    /// Read the test strip of every frame of a recording or live stream: frame number,
+    /// capture time, arrival time, and a summary of gaps, repeats and latency.
+    Strip(strip::StripArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cambox: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(cfg) => run::run(cfg).await,
+            Command::Record(args) => record::record(args).await,
+            Command::Strip(args) => strip::strip(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cambox: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

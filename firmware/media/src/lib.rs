@@ -7,6 +7,7 @@
 
 pub mod annexb;
 pub mod broadcast;
+pub mod decode;
 pub mod encode;
 pub mod fmp4;
 pub mod frame;

@@ -319,10 +319,22 @@ mod tests {
     fn frame_durations() {
         assert_eq!(frame_duration_us(FrameRate::per_second(30)), 33_333);
         assert_eq!(frame_duration_us(FrameRate::per_second(25)), 40_000);
-        assert_eq!(frame_duration_us(FrameRate { num: 30_000, den: 1001 }), 33_367);
+        assert_eq!(
+            frame_duration_us(FrameRate {
+                num: 30_000,
+                den: 1001
+            }),
+            33_367
+        );
         assert_eq!(frame_duration_us(FrameRate { num: 0, den: 1 }), 1_000_000);
-        assert_eq!(clamp_frame_duration_us(8_333, Some((16_666, 1_000_000))), 16_666);
-        assert_eq!(clamp_frame_duration_us(33_333, Some((16_666, 1_000_000))), 33_333);
+        assert_eq!(
+            clamp_frame_duration_us(8_333, Some((16_666, 1_000_000))),
+            16_666
+        );
+        assert_eq!(
+            clamp_frame_duration_us(33_333, Some((16_666, 1_000_000))),
+            33_333
+        );
         assert_eq!(clamp_frame_duration_us(33_333, None), 33_333);
         assert_eq!(clamp_frame_duration_us(33_333, Some((0, 0))), 33_333);
     }
@@ -330,9 +342,12 @@ mod tests {
     #[test]
     fn sensor_time_becomes_unix_time() {
         let offset = 1_700_000_000_000_000 - 5_000_000; // UNIX minus monotonic
-        assert_eq!(sensor_ns_to_unix_us(5_000_000_000, offset), 1_700_000_000_000_000);
         assert_eq!(
-            sensor_ns_to_unix_us(5_000_033_333_999, offset),
+            sensor_ns_to_unix_us(5_000_000_000, offset),
+            1_700_000_000_000_000
+        );
+        assert_eq!(
+            sensor_ns_to_unix_us(5_033_333_999, offset),
             1_700_000_000_000_000 + 33_333
         );
         assert_eq!(sensor_ns_to_unix_us(-5_000, -10), 0);
@@ -340,7 +355,10 @@ mod tests {
 
     #[test]
     fn offset_uses_the_midpoint_of_the_bracket() {
-        assert_eq!(offset_from_reading(1_000_100, 100_000, 1_000_300), 1_000_100);
+        assert_eq!(
+            offset_from_reading(1_000_100, 100_000, 1_000_300),
+            1_000_100
+        );
     }
 
     #[test]
@@ -359,7 +377,10 @@ mod tests {
             Some(739_598_483_221)
         );
         assert_eq!(parse_instant_debug("Instant(12.3s)"), None);
-        assert_eq!(parse_instant_debug("Instant { tv_sec: 1, tv_nsec: 1000000000 }"), None);
+        assert_eq!(
+            parse_instant_debug("Instant { tv_sec: 1, tv_nsec: 1000000000 }"),
+            None
+        );
     }
 
     #[test]

@@ -5,7 +5,12 @@
 //! source on a thread of its own, so a slow device never stalls the network.
 
 
+#[cfg(feature = "alsa")]
+pub mod alsa;
+pub mod camera_util;
 pub mod file;
+#[cfg(feature = "libcamera")]
+pub mod libcamera;
 pub mod pacer;
 pub mod spec;
 pub mod testsrc;

@@ -1,0 +1,296 @@
+//! One configuration for `cambox run`: a TOML file, `CAMBOX_*` environment variables and
+//! command-line flags, in rising order of precedence. The same struct is the flag parser
+//! and the file schema, so every flag is a config key and the other way round.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cambox_media::encode::EncoderChoice;
+use cambox_media::source::spec::AudioSpec;
+use cambox_media::{FrameRate, SourceSpec, VideoFormat};
+use cambox_node::BoxSettings;
+use serde::Deserialize;
+
+pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
+
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// TOML file with any of these options as keys (e.g. `name = "hall"`).
+    #[arg(long, env = "CAMBOX_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Web page, API and live streams listen here [default: 0.0.0.0:8080].
+    #[arg(long, env = "CAMBOX_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+
+    /// Go live at start instead of waiting for the button or `POST /api/v1/live`.
+    #[arg(long, env = "CAMBOX_LIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub live: Option<bool>,
+
+    /// The stream's name, played at /live/<NAME>.mp4 [default: the host name].
+    #[arg(long, env = "CAMBOX_NAME")]
+    pub name: Option<String>,
+
+    /// This box's name on the network [default: the host name].
+    #[arg(long, env = "CAMBOX_NODE")]
+    pub node: Option<String>,
+
+    /// The site (office, building) this box is at [default: local].
+    #[arg(long, env = "CAMBOX_SITE")]
+    pub site: Option<String>,
+
+    /// Video: auto, testsrc, file:PATH, - (stdin), v4l2:/dev/videoN, libcamera[:ID]
+    /// [default: auto = a camera if found, else testsrc]. Files may be H.264 Annex-B
+    /// (passed through) or Y4M (encoded).
+    #[arg(long, env = "CAMBOX_SOURCE", value_name = "SOURCE")]
+    pub source: Option<String>,
+
+    /// Sound: auto, tone, none, alsa[:DEVICE] [default: auto = microphone with a camera,
+    /// test tone otherwise].
+    #[arg(long, env = "CAMBOX_AUDIO", value_name = "AUDIO")]
+    pub audio: Option<String>,
+
+    /// Start a file source again at its end.
+    #[arg(long = "loop", env = "CAMBOX_LOOP", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(rename = "loop")]
+    pub looping: Option<bool>,
+
+    /// Picture width in pixels [default: 1280].
+    #[arg(long, env = "CAMBOX_WIDTH")]
+    pub width: Option<u32>,
+
+    /// Picture height in pixels [default: 720].
+    #[arg(long, env = "CAMBOX_HEIGHT")]
+    pub height: Option<u32>,
+
+    /// Frames per second [default: 30].
+    #[arg(long, env = "CAMBOX_FPS")]
+    pub fps: Option<u32>,
+
+    /// Video encoder: auto (hardware if present), openh264, v4l2m2m[:/dev/videoN] [default: auto].
+    #[arg(long, env = "CAMBOX_ENCODER")]
+    pub encoder: Option<String>,
+
+    /// Video bitrate in bits/s; k and M suffixes allowed [default: 2M].
+    #[arg(long, env = "CAMBOX_BITRATE", value_parser = parse_bitrate)]
+    #[serde(default, deserialize_with = "bitrate_from_toml")]
+    pub bitrate: Option<u32>,
+
+    /// Seconds between keyframes: a new viewer starts at most this late [default: 1].
+    #[arg(long, env = "CAMBOX_KEYFRAME_INTERVAL", value_name = "SECONDS")]
+    pub keyframe_interval: Option<f64>,
+
+    /// Opus bitrate in bits/s [default: 64k].
+    #[arg(long, env = "CAMBOX_AUDIO_BITRATE", value_parser = parse_bitrate)]
+    #[serde(default, deserialize_with = "bitrate_from_toml")]
+    pub audio_bitrate: Option<u32>,
+}
+
+/// `2000000`, `2000k`, `2M`, `2.5M`.
+pub fn parse_bitrate(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a bitrate; write e.g. 2M, 800k or 64000"))?;
+    let bps = v * mult;
+    if !(1000.0..=100e6).contains(&bps) {
+        return Err(format!("bitrate {s} is out of range (1k to 100M)"));
+    }
+    Ok(bps as u32)
+}
+
+fn bitrate_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => parse_bitrate(&n.to_string()).map(Some),
+        Raw::S(s) => parse_bitrate(&s).map(Some),
+    }
+    .map_err(serde::de::Error::custom)
+}
+
+/// Reads a config file; unknown keys and wrong types are errors naming the key and file.
+pub fn load_file(path: &Path) -> anyhow::Result<RunConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e))
+}
+
+impl RunConfig {
+    /// Fills every option not given on the command line or environment from `file`.
+    pub fn under(self, file: RunConfig) -> RunConfig {
+        RunConfig {
+            config: self.config,
+            http: self.http.or(file.http),
+            live: self.live.or(file.live),
+            name: self.name.or(file.name),
+            node: self.node.or(file.node),
+            site: self.site.or(file.site),
+            source: self.source.or(file.source),
+            audio: self.audio.or(file.audio),
+            looping: self.looping.or(file.looping),
+            width: self.width.or(file.width),
+            height: self.height.or(file.height),
+            fps: self.fps.or(file.fps),
+            encoder: self.encoder.or(file.encoder),
+            bitrate: self.bitrate.or(file.bitrate),
+            keyframe_interval: self.keyframe_interval.or(file.keyframe_interval),
+            audio_bitrate: self.audio_bitrate.or(file.audio_bitrate),
+        }
+    }
+
+    /// Merges the config file (if any) under the flags.
+    pub fn with_file(self) -> anyhow::Result<RunConfig> {
+        match self.config.clone() {
+            Some(path) => Ok(self.under(load_file(&path)?)),
+            None => Ok(self),
+        }
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .unwrap_or_else(|| DEFAULT_HTTP.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))))
+    }
+
+    /// Resolves defaults and checks every value.
+    pub fn settings(&self) -> anyhow::Result<BoxSettings> {
+        let host = hostname();
+        let stream = self.name.clone().unwrap_or_else(|| host.clone());
+        check_name(&stream)?;
+        let source: SourceSpec = self
+            .source
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .context("--source")?;
+        let audio: AudioSpec = self
+            .audio
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .context("--audio")?;
+        let encoder: EncoderChoice = self
+            .encoder
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .context("--encoder")?;
+        let (width, height) = (self.width.unwrap_or(1280), self.height.unwrap_or(720));
+        if !(48..=4096).contains(&width) || !(32..=4096).contains(&height) || width % 2 == 1 || height % 2 == 1 {
+            anyhow::bail!("picture size {width}x{height} is not usable: width 48-4096 and height 32-4096, both even");
+        }
+        let fps = self.fps.unwrap_or(30);
+        if !(1..=120).contains(&fps) {
+            anyhow::bail!("--fps {fps} is out of range (1-120)");
+        }
+        let keyframe_interval = self.keyframe_interval.unwrap_or(1.0);
+        if !(0.1..=10.0).contains(&keyframe_interval) {
+            anyhow::bail!("--keyframe-interval {keyframe_interval} is out of range (0.1-10 s)");
+        }
+        Ok(BoxSettings {
+            node: self.node.clone().unwrap_or(host),
+            stream,
+            site: self.site.clone().unwrap_or_else(|| "local".into()),
+            source,
+            audio,
+            looping: self.looping.unwrap_or(false),
+            format: VideoFormat {
+                width,
+                height,
+                rate: FrameRate::per_second(fps),
+            },
+            encoder,
+            bitrate: self.bitrate.unwrap_or(2_000_000),
+            keyframe_interval,
+            audio_bitrate: self.audio_bitrate.unwrap_or(64_000),
+        })
+    }
+}
+
+/// Stream names appear in URLs and mDNS records: keep them to safe characters.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !ok {
+        anyhow::bail!("stream name '{name}' must be 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.'");
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+        .take(63)
+        .collect();
+    if clean.is_empty() {
+        "cambox".into()
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cambox.toml");
+        std::fs::write(&path, "name = \"hall\"\nresolution = \"720p\"\n").unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("resolution"), "{err}");
+        assert!(err.contains("cambox.toml"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let file: RunConfig =
+            toml::from_str("name = \"hall\"\nfps = 25\nbitrate = \"1.5M\"\nloop = true\n").unwrap();
+        let cli = RunConfig {
+            fps: Some(15),
+            ..Default::default()
+        };
+        let s = cli.under(file).settings().unwrap();
+        assert_eq!(s.stream, "hall");
+        assert_eq!(s.format.rate.num, 15);
+        assert_eq!(s.bitrate, 1_500_000);
+        assert!(s.looping);
+        assert_eq!((s.format.width, s.format.height), (1280, 720));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        assert!(parse_bitrate("fast").is_err());
+        assert_eq!(parse_bitrate("800k"), Ok(800_000));
+        let bad = RunConfig {
+            name: Some("my stream!".into()),
+            ..Default::default()
+        };
+        assert!(bad.settings().unwrap_err().to_string().contains("stream name"));
+        let bad = RunConfig {
+            width: Some(641),
+            ..Default::default()
+        };
+        assert!(bad.settings().is_err());
+        assert!(toml::from_str::<RunConfig>("fps = \"fast\"").is_err());
+    }
+}
