@@ -218,6 +218,41 @@ impl ClockOffset {
     }
 }
 
+/// Frame numbers from the sensor's sequence counter, so that frames the pipeline or a slow
+/// consumer dropped leave gaps, as they do for the synthetic source: the encoder and viewers
+/// can then tell a dropped frame from a frozen picture.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameNumbering {
+    last_seq: Option<u32>,
+    last_number: Option<u64>,
+}
+
+impl FrameNumbering {
+    /// A sequence jump larger than this is a counter reset, not lost frames.
+    const MAX_GAP: u32 = 10_000;
+
+    /// The number of the frame with sensor sequence `seq` (`None` when the pipeline did not
+    /// report one); the first frame is 0.
+    pub fn number(&mut self, seq: Option<u32>) -> u64 {
+        let number = match self.last_number {
+            None => 0,
+            Some(prev) => {
+                let step = match (self.last_seq, seq) {
+                    (Some(last), Some(seq)) => match seq.wrapping_sub(last) {
+                        gap @ 1..=Self::MAX_GAP => gap as u64,
+                        _ => 1,
+                    },
+                    _ => 1,
+                };
+                prev + step
+            }
+        };
+        self.last_seq = seq;
+        self.last_number = Some(number);
+        number
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,5 +436,24 @@ mod tests {
         let now = crate::frame::now_us();
         let mapped = sensor_ns_to_unix_us(mono, offset);
         assert!(mapped.abs_diff(now) < 5_000, "{mapped} vs {now}");
+    }
+
+    #[test]
+    fn frame_numbers_follow_the_sensor_sequence() {
+        let mut n = FrameNumbering::default();
+        let got: Vec<u64> = [Some(7), Some(8), Some(10), Some(10), None, Some(13)]
+            .into_iter()
+            .map(|s| n.number(s))
+            .collect();
+        assert_eq!(got, [0, 1, 3, 4, 5, 6]);
+        let mut n = FrameNumbering::default();
+        assert_eq!(n.number(Some(u32::MAX)), 0);
+        assert_eq!(n.number(Some(1)), 2);
+        assert_eq!(n.number(Some(500_000)), 3);
+        let mut n = FrameNumbering::default();
+        assert_eq!(
+            [n.number(None), n.number(None), n.number(Some(3))],
+            [0, 1, 2]
+        );
     }
 }

@@ -1,0 +1,183 @@
+//! Test harness: real `cambox` processes on 127.0.0.1, talked to with plain HTTP and
+//! checked with tools nobody on this team wrote (ffmpeg, ffprobe, Chromium).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cambox");
+
+/// Boxes encode in real time; running two tests' boxes at once on a small machine would
+/// make them drop frames. Every test that starts a box holds this lock.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Fails with a clear message when a peer tool is missing (the README's test command installs them).
+pub fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "{tool} is not installed; run scripts/test (it installs what the tests need)");
+}
+
+/// A `cambox run` process on a free loopback port; killed when dropped.
+pub struct BoxProc {
+    pub child: Child,
+    pub base: String,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl BoxProc {
+    pub fn start(args: &[&str]) -> BoxProc {
+        let mut child = Command::new(BIN)
+            .args(["run", "--http", "127.0.0.1:0"])
+            .args(args)
+            .env("CAMBOX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cambox");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("at http://") {
+                    let url: String = line[i + 3..].split_whitespace().next().unwrap_or("").into();
+                    let _ = tx.send(url);
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("cambox did not start: {}", log.lock().unwrap()));
+        BoxProc {
+            child,
+            base: base.trim_end_matches('/').to_string(),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the box's live state is `live`.
+    pub fn wait_live(&self, live: bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let (code, body) = http(&self.addr(), "GET", "/api/v1/status", "");
+            if code == 200 && json(&body)["live"] == serde_json::Value::Bool(live) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("box never became live={live}: {}", self.logs());
+    }
+
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, body) = http(&self.addr(), "GET", "/metrics", "");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing in:\n{body}"))
+    }
+}
+
+impl Drop for BoxProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns status and body (for small, non-streaming answers).
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, rest.to_string())
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Runs a command to completion; panics with its stderr when it fails.
+pub fn run(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// ffprobe's view of a file, as JSON.
+pub fn ffprobe(path: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = run(Command::new("ffprobe")
+        .args(["-v", "error", "-of", "json"])
+        .args(extra)
+        .arg(path));
+    serde_json::from_slice(&out).expect("ffprobe JSON")
+}
+
+/// Decodes the video with ffmpeg and reads the strip of every decoded picture.
+pub fn strip_via_ffmpeg(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+) -> Vec<Option<cambox_media::strip::StripReading>> {
+    let mut child = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg");
+    let mut stdout = child.stdout.take().unwrap();
+    let size = (width * height) as usize;
+    let mut frame = vec![0u8; size];
+    let mut readings = Vec::new();
+    while stdout.read_exact(&mut frame).is_ok() {
+        readings.push(cambox_media::strip::read_strip(&frame, width as usize, width, height));
+    }
+    assert!(child.wait().unwrap().success(), "ffmpeg could not decode {path:?}");
+    readings
+}
