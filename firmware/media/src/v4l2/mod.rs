@@ -40,6 +40,9 @@ pub enum V4l2Error {
     /// The device answered something the API does not allow (a buffer index it never
     /// handed out, a payload longer than its buffer): a driver bug, reported, not trusted.
     Protocol { device: String, reason: String },
+    /// The device stopped doing its job: reported an error while streaming, or let a
+    /// deadline pass.
+    Failed { device: String, reason: String },
 }
 
 impl V4l2Error {
@@ -65,11 +68,19 @@ impl V4l2Error {
         }
     }
 
+    pub fn failed(device: &str, reason: impl Into<String>) -> Self {
+        Self::Failed {
+            device: device.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub fn device(&self) -> &str {
         match self {
             Self::Sys { device, .. }
             | Self::Unsupported { device, .. }
-            | Self::Protocol { device, .. } => device,
+            | Self::Protocol { device, .. }
+            | Self::Failed { device, .. } => device,
         }
     }
 
@@ -84,7 +95,7 @@ impl V4l2Error {
     pub fn detail(&self) -> String {
         match self {
             Self::Sys { op, errno, .. } => format!("{op} failed: {errno}{}", hint(*errno)),
-            Self::Unsupported { reason, .. } => reason.clone(),
+            Self::Unsupported { reason, .. } | Self::Failed { reason, .. } => reason.clone(),
             Self::Protocol { reason, .. } => format!("driver misbehaved: {reason}"),
         }
     }

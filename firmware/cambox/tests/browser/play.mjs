@@ -1,0 +1,286 @@
+#!/usr/bin/env node
+// Plays a cambox live stream in Debian's Chromium the way a person would, and measures what
+// the browser really shows: frame numbers and capture times read from the test strip in the
+// picture, and the loudness of the sound the page plays.
+//
+//   npm install --prefix firmware/cambox/tests/browser      (once; never `npx playwright install`)
+//   node firmware/cambox/tests/browser/play.mjs <base-url> <stream-name> [--screenshot out.png]
+//
+// Needs a box streaming the test source with the test tone, e.g.
+//   cambox run --live --http 127.0.0.1:18080 --name teststream --source testsrc
+//
+// Prints one JSON line to stdout:
+//   {firstFrame, lastFrame, advanced, readings, unreadable, maxRms, audioTracks,
+//    audioDecodedBytes, mime, latencyMs: {mean, p95}, errors: [...]}
+// and exits 0 when the picture advanced by at least 50 frames in 3 s and sound was heard
+// (max RMS > 0.01), else 1 with the reason on stderr.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const SAMPLE_FOR_MS = 3000;
+const SAMPLE_EVERY_MS = 50;
+const START_TIMEOUT_MS = 20000;
+const OVERALL_TIMEOUT_MS = 90000;
+const MIN_ADVANCED = 50;
+const MIN_RMS = 0.01;
+
+function usage(message) {
+  if (message) process.stderr.write(`play.mjs: ${message}\n`);
+  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png]\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const positional = [];
+  let screenshot = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--screenshot') {
+      screenshot = argv[++i];
+      if (!screenshot) usage('--screenshot needs a file name');
+    } else if (a.startsWith('--screenshot=')) {
+      screenshot = a.slice('--screenshot='.length);
+    } else if (a === '-h' || a === '--help') {
+      usage();
+    } else if (a.startsWith('--')) {
+      usage(`unknown option ${a}`);
+    } else {
+      positional.push(a);
+    }
+  }
+  if (positional.length !== 2) usage('need a base URL and a stream name');
+  let base;
+  try {
+    base = new URL(positional[0]);
+  } catch {
+    usage(`not a URL: ${positional[0]}`);
+  }
+  return { base, name: positional[1], screenshot };
+}
+
+async function launch(userDataDir) {
+  // launch() refuses --user-data-dir in args; a persistent context on a fresh temporary
+  // directory is the same thing.
+  return chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    // Playwright adds --mute-audio in headless mode. With it, Chromium still decodes the
+    // sound, but what a MediaElementSource hands to WebAudio is silence, so the RMS check
+    // would always fail: the flag must not be set.
+    ignoreDefaultArgs: ['--mute-audio'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+    viewport: { width: 1280, height: 800 },
+  });
+}
+
+/** Clicks the stream's Play control in the list, finding it by what a person sees. */
+async function clickPlay(page, name) {
+  const row = page
+    .getByRole('listitem')
+    .filter({ has: page.getByText(name, { exact: true }) });
+  await row.getByRole('button', { name: /play/i }).first().click({ timeout: START_TIMEOUT_MS });
+}
+
+async function waitForPicture(page) {
+  await page.waitForFunction(
+    () => {
+      const v = document.querySelector('video');
+      return v && !v.paused && v.readyState >= 2 && v.videoWidth > 0 && v.currentTime > 0;
+    },
+    null,
+    { timeout: START_TIMEOUT_MS, polling: 100 },
+  );
+}
+
+/**
+ * Runs inside the page: listens to the video's sound through WebAudio and reads the test
+ * strip every `everyMs` for `forMs`. Returns the raw readings; the sums are done in Node.
+ */
+async function sampleInPage({ forMs, everyMs }) {
+  const video = document.querySelector('video');
+
+  // Sound: the element's output goes through an analyser (and on to the speakers, so the
+  // page behaves as before). The tone is a 100 ms 1 kHz beep once a second, so a window of
+  // 2048 samples (~43 ms at 48 kHz) read every 50 ms cannot miss it.
+  let analyser = null;
+  let audioError = null;
+  try {
+    const ctx = new AudioContext();
+    const source = ctx.createMediaElementSource(video);
+    analyser = ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    source.connect(analyser);
+    analyser.connect(ctx.destination);
+    await ctx.resume();
+  } catch (e) {
+    audioError = String(e);
+  }
+  const pcm = new Float32Array(2048);
+  const rmsNow = () => {
+    if (!analyser) return 0;
+    analyser.getFloatTimeDomainData(pcm);
+    let sum = 0;
+    for (const x of pcm) sum += x * x;
+    return Math.sqrt(sum / pcm.length);
+  };
+
+  // Picture: the strip is two lines of 48 cells, a cell floor(width / 48) pixels wide and
+  // 16 rows high; white = 1, most significant bit first. Line 1: frame number (u32), then
+  // the NOT of its low 16 bits as a check. Line 2: capture time, ms since the epoch (u48).
+  const canvas = document.createElement('canvas');
+  const g = canvas.getContext('2d', { willReadFrequently: true });
+  const readStrip = () => {
+    const w = video.videoWidth, h = video.videoHeight;
+    const cell = Math.floor(w / 48);
+    if (!cell || h < 32) return null;
+    canvas.width = w;
+    canvas.height = 32;
+    g.drawImage(video, 0, 0, w, 32, 0, 0, w, 32);
+    const px = g.getImageData(0, 0, w, 32).data;
+    const line = (row) => {
+      let v = 0n;
+      for (let c = 0; c < 48; c++) {
+        const i = (row * w + c * cell + (cell >> 1)) * 4;
+        const luma = 0.299 * px[i] + 0.587 * px[i + 1] + 0.114 * px[i + 2];
+        v = (v << 1n) | (luma >= 128 ? 1n : 0n);
+      }
+      return v;
+    };
+    const l1 = line(8);  // centre row of line 1
+    const l2 = line(24); // centre row of line 2
+    const frame = l1 >> 16n;
+    if ((l1 & 0xffffn) !== (~frame & 0xffffn)) return null;
+    return { frame: Number(frame), captureMs: Number(l2) };
+  };
+
+  const samples = [];
+  let maxRms = 0;
+  const end = performance.now() + forMs;
+  while (performance.now() < end) {
+    const at = Date.now();
+    let reading = null;
+    try {
+      reading = readStrip();
+    } catch (e) {
+      reading = null;
+    }
+    samples.push(reading ? { at, frame: reading.frame, captureMs: reading.captureMs } : null);
+    maxRms = Math.max(maxRms, rmsNow());
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+
+  return {
+    samples,
+    maxRms,
+    audioError,
+    audioTracks: video.audioTracks ? video.audioTracks.length : null,
+    audioDecodedBytes: typeof video.webkitAudioDecodedByteCount === 'number' ? video.webkitAudioDecodedByteCount : null,
+    videoError: video.error ? `${video.error.code}: ${video.error.message}` : null,
+  };
+}
+
+function summarise(raw) {
+  const good = raw.samples.filter(Boolean);
+  const latencies = good.map((s) => s.at - s.captureMs).sort((a, b) => a - b);
+  const mean = latencies.length ? latencies.reduce((a, b) => a + b, 0) / latencies.length : null;
+  // Nearest-rank 95th percentile.
+  const p95 = latencies.length ? latencies[Math.min(latencies.length - 1, Math.ceil(0.95 * latencies.length) - 1)] : null;
+  const firstFrame = good.length ? good[0].frame : null;
+  const lastFrame = good.length ? good[good.length - 1].frame : null;
+  return {
+    firstFrame,
+    lastFrame,
+    advanced: good.length ? lastFrame - firstFrame : 0,
+    readings: good.length,
+    unreadable: raw.samples.length - good.length,
+    maxRms: Number(raw.maxRms.toFixed(4)),
+    audioTracks: raw.audioTracks,
+    audioDecodedBytes: raw.audioDecodedBytes,
+    latencyMs: {
+      mean: mean === null ? null : Math.round(mean),
+      p95: p95 === null ? null : Math.round(p95),
+    },
+  };
+}
+
+async function main() {
+  const { base, name, screenshot } = parseArgs(process.argv.slice(2));
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`play.mjs: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
+    process.exit(1);
+  }, OVERALL_TIMEOUT_MS);
+
+  const userDataDir = await mkdtemp(join(tmpdir(), 'cambox-chromium-'));
+  const errors = [];
+  let mime = null;
+  let context = null;
+  let result = null;
+  let failure = null;
+  try {
+    context = await launch(userDataDir);
+    const page = context.pages()[0] ?? (await context.newPage());
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    // The exact MSE type the box announced for this stream.
+    const streamPath = `/live/${encodeURIComponent(name)}.mp4`;
+    page.on('response', (r) => {
+      if (new URL(r.url()).pathname === streamPath && r.ok()) mime = r.headers()['content-type'] ?? null;
+    });
+
+    await page.goto(new URL('/', base).href, { waitUntil: 'load' });
+    await clickPlay(page, name);
+    try {
+      await waitForPicture(page);
+    } catch (e) {
+      const shown = await page.locator('#overlay-text').textContent().catch(() => null);
+      throw new Error(`no picture within ${START_TIMEOUT_MS / 1000} s${shown ? ` (page says: ${shown})` : ''}`);
+    }
+    const raw = await page.evaluate(sampleInPage, { forMs: SAMPLE_FOR_MS, everyMs: SAMPLE_EVERY_MS });
+    if (raw.audioError) errors.push(`test: WebAudio: ${raw.audioError}`);
+    if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
+    result = { ...summarise(raw), mime, errors };
+    if (screenshot) await page.screenshot({ path: screenshot });
+  } catch (e) {
+    failure = e.message || String(e);
+  } finally {
+    if (context) await context.close().catch(() => {});
+    await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+    clearTimeout(watchdog);
+  }
+
+  if (!result) {
+    process.stdout.write(JSON.stringify({ mime, errors, failure }) + '\n');
+    process.stderr.write(`play.mjs: ${failure}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(JSON.stringify(result) + '\n');
+  const problems = [];
+  if (result.advanced < MIN_ADVANCED) {
+    problems.push(`the picture advanced ${result.advanced} frames in ${SAMPLE_FOR_MS / 1000} s (want >= ${MIN_ADVANCED}; ${result.readings} strip readings, ${result.unreadable} unreadable)`);
+  }
+  if (!(result.maxRms > MIN_RMS)) {
+    problems.push(`no sound: max RMS ${result.maxRms} (want > ${MIN_RMS})`);
+  }
+  if (problems.length) {
+    process.stderr.write(`play.mjs: FAIL: ${problems.join('; ')}\n`);
+    process.exit(1);
+  }
+  process.exit(0);
+}
+
+main().catch((e) => {
+  process.stderr.write(`play.mjs: ${e.stack || e}\n`);
+  process.exit(1);
+});
