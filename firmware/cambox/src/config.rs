@@ -160,8 +160,11 @@ impl RunConfig {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http
-            .unwrap_or_else(|| DEFAULT_HTTP.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))))
+        self.http.unwrap_or_else(|| {
+            DEFAULT_HTTP
+                .parse()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))
+        })
     }
 
     /// Resolves defaults and checks every value.
@@ -188,7 +191,11 @@ impl RunConfig {
             .parse()
             .context("--encoder")?;
         let (width, height) = (self.width.unwrap_or(1280), self.height.unwrap_or(720));
-        if !(48..=4096).contains(&width) || !(32..=4096).contains(&height) || width % 2 == 1 || height % 2 == 1 {
+        if !(48..=4096).contains(&width)
+            || !(32..=4096).contains(&height)
+            || width % 2 == 1
+            || height % 2 == 1
+        {
             anyhow::bail!("picture size {width}x{height} is not usable: width 48-4096 and height 32-4096, both even");
         }
         let fps = self.fps.unwrap_or(30);
@@ -227,7 +234,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if !ok {
-        anyhow::bail!("stream name '{name}' must be 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.'");
+        anyhow::bail!(
+            "stream name '{name}' must be 1-63 characters of a-z, A-Z, 0-9, '-', '_', '.'"
+        );
     }
     Ok(())
 }
@@ -285,7 +294,11 @@ mod tests {
             name: Some("my stream!".into()),
             ..Default::default()
         };
-        assert!(bad.settings().unwrap_err().to_string().contains("stream name"));
+        assert!(bad
+            .settings()
+            .unwrap_err()
+            .to_string()
+            .contains("stream name"));
         let bad = RunConfig {
             width: Some(641),
             ..Default::default()

@@ -45,8 +45,8 @@ fn open_output(path: &PathBuf) -> anyhow::Result<Box<dyn Write>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(std::io::BufWriter::new(std::io::stdout())));
     }
-    let f = std::fs::File::create(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+    let f =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     Ok(Box::new(std::io::BufWriter::new(f)))
 }
 
@@ -56,7 +56,9 @@ pub async fn record(args: RecordArgs) -> anyhow::Result<()> {
     } else {
         let spec = match args.input.parse::<SourceSpec>() {
             Ok(s) => s,
-            Err(_) if std::path::Path::new(&args.input).exists() => SourceSpec::File(args.input.clone().into()),
+            Err(_) if std::path::Path::new(&args.input).exists() => {
+                SourceSpec::File(args.input.clone().into())
+            }
             Err(e) => bail!("{e}; or give an http:// URL or an existing file"),
         };
         tokio::task::spawn_blocking(move || record_source(&args, &spec))
@@ -90,7 +92,10 @@ async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
     while !(cut.video_done && cut.audio_done) {
         let remaining = deadline.saturating_sub(started.elapsed());
         let chunk = match tokio::time::timeout(remaining, body.chunk()).await {
-            Err(_) => bail!("the stream stalled: nothing new for {}s", deadline.as_secs()),
+            Err(_) => bail!(
+                "the stream stalled: nothing new for {}s",
+                deadline.as_secs()
+            ),
             Ok(r) => r?,
         };
         let Some(chunk) = chunk else {
@@ -99,12 +104,19 @@ async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
         };
         for event in reader.push(&chunk).context("reading the live MP4")? {
             match event {
-                Mp4Event::Init { bytes: init, tracks, .. } => {
+                Mp4Event::Init {
+                    bytes: init,
+                    tracks,
+                    ..
+                } => {
                     cut.audio_done = !tracks.iter().any(|t| t.kind == TrackKind::Audio);
                     out.write_all(&init)?;
                     bytes += init.len();
                 }
-                Mp4Event::Fragment { bytes: frag, samples } => {
+                Mp4Event::Fragment {
+                    bytes: frag,
+                    samples,
+                } => {
                     let mut keep = !samples.is_empty();
                     for s in &samples {
                         let Some(meta) = reader.tracks().iter().find(|t| t.id == s.track_id) else {
@@ -146,7 +158,11 @@ async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    eprintln!("cambox: wrote {} kB to {}", bytes / 1000, args.output.display());
+    eprintln!(
+        "cambox: wrote {} kB to {}",
+        bytes / 1000,
+        args.output.display()
+    );
     Ok(())
 }
 
@@ -178,8 +194,17 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
         )?)
     };
     // A test picture gets its test tone; files and cameras are recorded as they are.
-    let audio_spec = if *spec == SourceSpec::Testsrc { AudioSpec::Tone } else { AudioSpec::None };
-    let mut audio = open_audio(&audio_spec, spec, format.rate, SourceOptions { format, ..opts })?;
+    let audio_spec = if *spec == SourceSpec::Testsrc {
+        AudioSpec::Tone
+    } else {
+        AudioSpec::None
+    };
+    let mut audio = open_audio(
+        &audio_spec,
+        spec,
+        format.rate,
+        SourceOptions { format, ..opts },
+    )?;
     let mut opus = match audio {
         Some(_) => Some(OpusEncoder::new(64_000)?),
         None => None,
@@ -195,7 +220,9 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
     let mut since_key = u64::MAX;
     let mut frames = 0u64;
     loop {
-        let Some(captured) = video.next_frame()? else { break };
+        let Some(captured) = video.next_frame()? else {
+            break;
+        };
         if captured.capture_us() >= end_us {
             break;
         }
@@ -223,7 +250,8 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
         }
         let Some(f) = frag.as_mut() else { continue };
         // Sound captured up to this picture goes first, so the file is interleaved in time.
-        while let (Some(block), Some(enc), Some(src)) = (&next_block, opus.as_mut(), audio.as_mut()) {
+        while let (Some(block), Some(enc), Some(src)) = (&next_block, opus.as_mut(), audio.as_mut())
+        {
             if block.capture_us > e.capture_us || block.capture_us >= end_us {
                 break;
             }
@@ -235,13 +263,14 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
         }
         out.write_all(&f.video(e.capture_us, key, &data)?)?;
         frames += 1;
-        if frames % (format.rate.rounded() as u64 * 5) == 0 {
+        if frames.is_multiple_of(format.rate.rounded() as u64 * 5) {
             eprintln!("cambox: recorded {frames} frames");
         }
     }
     // The sound after the last picture, up to the end.
     if let Some(f) = frag.as_mut() {
-        while let (Some(block), Some(enc), Some(src)) = (&next_block, opus.as_mut(), audio.as_mut()) {
+        while let (Some(block), Some(enc), Some(src)) = (&next_block, opus.as_mut(), audio.as_mut())
+        {
             if block.capture_us >= end_us {
                 break;
             }

@@ -12,9 +12,9 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let cfg = cli.with_file()?;
     let settings = cfg.settings()?;
     let addr = cfg.http_addr();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {addr} (in use? try --http 127.0.0.1:8081)"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for HTTP on {addr} (in use? try --http 127.0.0.1:8081)")
+    })?;
     let local = listener.local_addr().unwrap_or(addr);
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
     let shown = if local.ip().is_unspecified() {
@@ -33,7 +33,9 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             .context("going live")?
             .context("cannot go live")?;
     } else {
-        eprintln!("cambox: waiting for the button: press 'Go live' on the page or POST /api/v1/live");
+        eprintln!(
+            "cambox: waiting for the button: press 'Go live' on the page or POST /api/v1/live"
+        );
     }
     let server = http::serve_on(listener, station.clone());
     tokio::select! {
@@ -51,13 +53,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

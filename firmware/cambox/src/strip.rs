@@ -93,7 +93,8 @@ impl Collector {
             self.latencies.sort_by(|a, b| a.total_cmp(b));
             let n = self.latencies.len();
             s.latency_mean_ms = Some(self.latencies.iter().sum::<f64>() / n as f64);
-            s.latency_p95_ms = Some(self.latencies[((n * 95).div_ceil(100)).saturating_sub(1).min(n - 1)]);
+            s.latency_p95_ms =
+                Some(self.latencies[((n * 95).div_ceil(100)).saturating_sub(1).min(n - 1)]);
         }
         s
     }
@@ -108,7 +109,8 @@ pub async fn strip(args: StripArgs) -> anyhow::Result<()> {
     if args.input.starts_with("http://") || args.input.starts_with("https://") {
         read_live(&args, &mut col).await?;
     } else {
-        let data = std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input))?;
+        let data =
+            std::fs::read(&args.input).with_context(|| format!("cannot read {}", args.input))?;
         read_file(&data, &mut col).with_context(|| format!("reading {}", args.input))?;
     }
     let s = col.summary();
@@ -146,7 +148,10 @@ fn decode_samples(
 ) -> anyhow::Result<()> {
     for e in events {
         match e {
-            Mp4Event::Init { avc: Some((sps, pps)), .. } => {
+            Mp4Event::Init {
+                avc: Some((sps, pps)),
+                ..
+            } => {
                 let mut prefix = vec![0, 0, 0, 1];
                 prefix.extend_from_slice(&sps);
                 prefix.extend_from_slice(&[0, 0, 0, 1]);
@@ -227,7 +232,14 @@ async fn read_live(args: &StripArgs, col: &mut Collector) -> anyhow::Result<()> 
         let Some(chunk) = chunk? else { break };
         let arrival_ms = now_us() / 1000;
         let events = reader.push(&chunk)?;
-        decode_samples(&mut dec, col, events, &reader, &mut sps_pps, Some(arrival_ms))?;
+        decode_samples(
+            &mut dec,
+            col,
+            events,
+            &reader,
+            &mut sps_pps,
+            Some(arrival_ms),
+        )?;
     }
     Ok(())
 }

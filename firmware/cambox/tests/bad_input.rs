@@ -19,8 +19,24 @@ fn fails(args: &[&str]) -> String {
 fn x264_clip(dir: &std::path::Path, frames: u32) -> std::path::PathBuf {
     let path = dir.join("clip.h264");
     run(Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
-        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+        ])
+        .args([
+            "-frames:v",
+            &frames.to_string(),
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+        ])
         .args(["-g", "30", "-f", "h264", "-y"])
         .arg(&path));
     path
@@ -45,7 +61,10 @@ fn garbage_and_truncated_h264_are_refused_with_a_reason() {
     let err = fails(&["record", &src, "-o", "/dev/null"]);
     assert!(err.contains("garbage.h264"), "{err}");
     assert!(
-        err.contains("not an H.264") || err.contains("not H.264") || err.contains("invalid NAL") || err.contains("no keyframe"),
+        err.contains("not an H.264")
+            || err.contains("not H.264")
+            || err.contains("invalid NAL")
+            || err.contains("no keyframe"),
         "{err}"
     );
 
@@ -53,12 +72,23 @@ fn garbage_and_truncated_h264_are_refused_with_a_reason() {
     let data = std::fs::read(&clip).unwrap();
     let truncated = dir.path().join("truncated.h264");
     std::fs::write(&truncated, &data[..100]).unwrap();
-    let err = fails(&["record", &format!("file:{}", truncated.display()), "-o", "/dev/null"]);
+    let err = fails(&[
+        "record",
+        &format!("file:{}", truncated.display()),
+        "-o",
+        "/dev/null",
+    ]);
     assert!(err.contains("no keyframe"), "{err}");
 
     let empty = dir.path().join("empty.h264");
     std::fs::write(&empty, b"").unwrap();
-    assert!(fails(&["record", &format!("file:{}", empty.display()), "-o", "/dev/null"]).contains("empty"));
+    assert!(fails(&[
+        "record",
+        &format!("file:{}", empty.display()),
+        "-o",
+        "/dev/null"
+    ])
+    .contains("empty"));
 }
 
 #[test]
@@ -68,8 +98,16 @@ fn h264_files_pass_through_and_y4m_files_are_encoded() {
     let dir = tempfile::tempdir().unwrap();
     let clip = x264_clip(dir.path(), 60);
     let out = dir.path().join("h264.mp4");
-    run(Command::new(BIN).args(["record"]).arg(&clip).arg("-o").arg(&out).args(["--duration", "10s"]));
-    let frames = ffprobe(&out, &["-count_frames", "-show_streams", "-select_streams", "v:0"]);
+    run(Command::new(BIN)
+        .args(["record"])
+        .arg(&clip)
+        .arg("-o")
+        .arg(&out)
+        .args(["--duration", "10s"]));
+    let frames = ffprobe(
+        &out,
+        &["-count_frames", "-show_streams", "-select_streams", "v:0"],
+    );
     assert_eq!(frames["streams"][0]["nb_read_frames"], "60");
     // Passed through, not re-encoded: x264's SEI (its version banner) is still in the stream.
     let raw = std::fs::read(&out).unwrap();
@@ -77,12 +115,28 @@ fn h264_files_pass_through_and_y4m_files_are_encoded() {
 
     let y4m = dir.path().join("clip.y4m");
     run(Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-frames:v", "25"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-frames:v",
+            "25",
+        ])
         .args(["-pix_fmt", "yuv420p", "-y"])
         .arg(&y4m));
     let out = dir.path().join("y4m.mp4");
-    run(Command::new(BIN).args(["record"]).arg(&y4m).arg("-o").arg(&out));
-    let probe = ffprobe(&out, &["-count_frames", "-show_streams", "-select_streams", "v:0"]);
+    run(Command::new(BIN)
+        .args(["record"])
+        .arg(&y4m)
+        .arg("-o")
+        .arg(&out));
+    let probe = ffprobe(
+        &out,
+        &["-count_frames", "-show_streams", "-select_streams", "v:0"],
+    );
     assert_eq!(probe["streams"][0]["nb_read_frames"], "25");
     assert_eq!(probe["streams"][0]["codec_name"], "h264");
 }
@@ -93,12 +147,34 @@ fn recording_a_source_lasts_exactly_the_duration() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("testsrc.mp4");
     run(Command::new(BIN)
-        .args(["record", "testsrc", "--width", "640", "--height", "360", "--duration", "10s", "-o"])
+        .args([
+            "record",
+            "testsrc",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--duration",
+            "10s",
+            "-o",
+        ])
         .arg(&out));
     let probe = ffprobe(&out, &["-show_format", "-count_frames", "-show_streams"]);
-    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((duration - 10.0).abs() <= 1.0 / 30.0 + 1e-3, "duration {duration}");
-    let video = probe["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == "video").unwrap();
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (duration - 10.0).abs() <= 1.0 / 30.0 + 1e-3,
+        "duration {duration}"
+    );
+    let video = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .unwrap();
     assert_eq!(video["nb_read_frames"], "300");
 }
 
@@ -107,10 +183,20 @@ fn a_y4m_with_a_bad_header_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.y4m");
     std::fs::write(&bad, b"YUV4MPEG2 W320 Hxyz F30:1\nFRAME\n").unwrap();
-    let err = fails(&["record", &format!("file:{}", bad.display()), "-o", "/dev/null"]);
+    let err = fails(&[
+        "record",
+        &format!("file:{}", bad.display()),
+        "-o",
+        "/dev/null",
+    ]);
     assert!(err.contains("bad.y4m") && err.contains("Y4M"), "{err}");
     std::fs::write(&bad, b"YUV4MPEG2 W320 H240 C444\n").unwrap();
-    let err = fails(&["record", &format!("file:{}", bad.display()), "-o", "/dev/null"]);
+    let err = fails(&[
+        "record",
+        &format!("file:{}", bad.display()),
+        "-o",
+        "/dev/null",
+    ]);
     assert!(err.contains("colour space '444'"), "{err}");
 }
 
@@ -119,8 +205,17 @@ fn unknown_config_keys_and_bad_flags_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cambox.toml");
     std::fs::write(&cfg, "name = \"hall\"\ncolour = \"red\"\n").unwrap();
-    let err = fails(&["run", "--config", cfg.to_str().unwrap(), "--http", "127.0.0.1:0"]);
-    assert!(err.contains("colour") && err.contains("cambox.toml"), "{err}");
+    let err = fails(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        err.contains("colour") && err.contains("cambox.toml"),
+        "{err}"
+    );
     let err = fails(&["run", "--source", "webcam", "--http", "127.0.0.1:0"]);
     assert!(err.contains("unknown source 'webcam'"), "{err}");
     let err = fails(&["run", "--bitrate", "fast", "--http", "127.0.0.1:0"]);
@@ -136,7 +231,9 @@ fn unknown_config_keys_and_bad_flags_are_named() {
 #[test]
 fn api_errors_are_json_with_the_right_status_and_the_box_keeps_serving() {
     let _serial = serial();
-    let b = BoxProc::start(&["--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby"]);
+    let b = BoxProc::start(&[
+        "--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby",
+    ]);
     let addr = b.addr();
     // Not live yet: the stream is known but has nothing to play.
     let (code, body) = http(&addr, "GET", "/live/lobby.mp4", "");
@@ -144,20 +241,35 @@ fn api_errors_are_json_with_the_right_status_and_the_box_keeps_serving() {
     assert!(json(&body)["error"].as_str().unwrap().contains("not live"));
     let (code, body) = http(&addr, "GET", "/live/nowhere.mp4", "");
     assert_eq!(code, 404);
-    assert!(json(&body)["error"].as_str().unwrap().contains("unknown stream 'nowhere'"));
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown stream 'nowhere'"));
     let (code, body) = http(&addr, "GET", "/no/such/page", "");
     assert_eq!((code, json(&body)["error"].is_string()), (404, true));
-    for bad in ["{\"live\": ", "[1,2]", "{\"live\": \"yes\"}", "{\"go\": true}", "\u{1}\u{2}"] {
+    for bad in [
+        "{\"live\": ",
+        "[1,2]",
+        "{\"live\": \"yes\"}",
+        "{\"go\": true}",
+        "\u{1}\u{2}",
+    ] {
         let (code, body) = http(&addr, "POST", "/api/v1/live", bad);
         assert_eq!(code, 400, "{bad:?} -> {body}");
-        assert!(json(&body)["error"].as_str().unwrap().contains("JSON"), "{body}");
+        assert!(
+            json(&body)["error"].as_str().unwrap().contains("JSON"),
+            "{body}"
+        );
     }
     // Still alive and still obeying.
     let (code, body) = http(&addr, "POST", "/api/v1/live", "{\"live\": true}");
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["live"], true);
     let (code, body) = http(&addr, "POST", "/api/v1/live", "");
-    assert_eq!((code, json(&body)["live"].clone()), (200, serde_json::Value::Bool(false)));
+    assert_eq!(
+        (code, json(&body)["live"].clone()),
+        (200, serde_json::Value::Bool(false))
+    );
 }
 
 #[test]

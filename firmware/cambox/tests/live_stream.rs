@@ -13,7 +13,13 @@ use common::*;
 fn audio_timeline(path: &std::path::Path) -> (Vec<(f64, usize)>, Vec<i16>) {
     let frames = ffprobe(
         path,
-        &["-select_streams", "a:0", "-show_frames", "-show_entries", "frame=pts_time,nb_samples"],
+        &[
+            "-select_streams",
+            "a:0",
+            "-show_frames",
+            "-show_entries",
+            "frame=pts_time,nb_samples",
+        ],
     );
     let frames: Vec<(f64, usize)> = frames["frames"]
         .as_array()
@@ -29,8 +35,13 @@ fn audio_timeline(path: &std::path::Path) -> (Vec<(f64, usize)>, Vec<i16>) {
     let raw = run(Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "48000", "-"]));
-    let pcm = raw.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        .args([
+            "-map", "0:a:0", "-f", "s16le", "-ac", "1", "-ar", "48000", "-",
+        ]));
+    let pcm = raw
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
     (frames, pcm)
 }
 
@@ -71,15 +82,31 @@ fn ten_seconds_of_live_mp4_decode_frame_by_frame_with_beeps_in_sync() {
 
     let probe = ffprobe(&out, &["-show_streams", "-show_format"]);
     let streams = probe["streams"].as_array().unwrap();
-    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("video stream");
-    let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("audio stream");
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("video stream");
+    let audio = streams
+        .iter()
+        .find(|s| s["codec_type"] == "audio")
+        .expect("audio stream");
     assert_eq!(video["codec_name"], "h264");
     assert_eq!(video["profile"], "Constrained Baseline");
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(1280), Some(720)));
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
     assert_eq!(audio["codec_name"], "opus");
     assert_eq!(audio["sample_rate"], "48000");
-    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((duration - 10.0).abs() <= 1.0 / 30.0 + 1e-3, "duration {duration}");
+    let duration: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (duration - 10.0).abs() <= 1.0 / 30.0 + 1e-3,
+        "duration {duration}"
+    );
 
     // Every frame decodes, and the strip counts 300 +- 1 consecutive frames.
     let readings = strip_via_ffmpeg(&out, 1280, 720);
@@ -92,7 +119,13 @@ fn ten_seconds_of_live_mp4_decode_frame_by_frame_with_beeps_in_sync() {
     // Beeps start within 40 ms of the frames whose number is a multiple of 30.
     let video_frames = ffprobe(
         &out,
-        &["-select_streams", "v:0", "-show_frames", "-show_entries", "frame=pts_time"],
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_frames",
+            "-show_entries",
+            "frame=pts_time",
+        ],
     );
     let pts: Vec<f64> = video_frames["frames"]
         .as_array()
@@ -123,14 +156,20 @@ fn ten_seconds_of_live_mp4_decode_frame_by_frame_with_beeps_in_sync() {
         );
         worst = worst.max(nearest);
     }
-    eprintln!("{} beeps, worst offset from its frame {:.1} ms", onsets.len(), worst * 1000.0);
+    eprintln!(
+        "{} beeps, worst offset from its frame {:.1} ms",
+        onsets.len(),
+        worst * 1000.0
+    );
 }
 
 #[test]
 fn a_joining_viewer_starts_with_a_keyframe() {
     require("ffprobe");
     let _serial = serial();
-    let b = BoxProc::start(&["--live", "--source", "testsrc", "--width", "640", "--height", "360", "--name", "door"]);
+    let b = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "640", "--height", "360", "--name", "door",
+    ]);
     b.wait_live(true);
     for attempt in 0..3 {
         // Join at different points within the group.
@@ -149,7 +188,9 @@ fn a_joining_viewer_starts_with_a_keyframe() {
             let mut data = &buf[..n];
             if !head_done {
                 got.extend_from_slice(data);
-                let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
                 head_done = true;
                 let rest = got.split_off(i + 4);
                 got = rest.clone();
@@ -164,19 +205,31 @@ fn a_joining_viewer_starts_with_a_keyframe() {
             for e in reader.push(data).unwrap() {
                 if let Mp4Event::Fragment { samples, .. } = e {
                     first_video = first_video.or(samples.into_iter().find(|s| {
-                        reader.tracks().iter().any(|t| t.id == s.track_id && t.kind == TrackKind::Video)
+                        reader
+                            .tracks()
+                            .iter()
+                            .any(|t| t.id == s.track_id && t.kind == TrackKind::Video)
                     }));
                 }
             }
         }
-        assert!(first_video.unwrap().keyframe, "first fragment is flagged a sync sample");
+        assert!(
+            first_video.unwrap().keyframe,
+            "first fragment is flagged a sync sample"
+        );
         // ffprobe agrees: the first decoded frame of what we received is a key frame.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("join.mp4");
         std::fs::write(&path, &got).unwrap();
         let frames = ffprobe(
             &path,
-            &["-select_streams", "v:0", "-show_frames", "-show_entries", "frame=key_frame,pict_type"],
+            &[
+                "-select_streams",
+                "v:0",
+                "-show_frames",
+                "-show_entries",
+                "frame=key_frame,pict_type",
+            ],
         );
         let first = &frames["frames"][0];
         assert_eq!(first["key_frame"], 1, "{frames}");
@@ -187,14 +240,14 @@ fn a_joining_viewer_starts_with_a_keyframe() {
 #[test]
 fn metrics_count_frames_and_viewers() {
     let _serial = serial();
-    let b = BoxProc::start(&["--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "m"]);
+    let b = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "m",
+    ]);
     b.wait_live(true);
     std::thread::sleep(std::time::Duration::from_secs(1));
     let viewer = std::thread::spawn({
         let url = b.url("/live/m.mp4");
-        move || {
-            run(Command::new(BIN).args(["strip", &url, "--duration", "2s", "--json"]))
-        }
+        move || run(Command::new(BIN).args(["strip", &url, "--duration", "2s", "--json"]))
     });
     std::thread::sleep(std::time::Duration::from_millis(1000));
     assert_eq!(b.metric("cambox_viewers"), 1.0);

@@ -68,7 +68,9 @@ pub fn check_nal(nal: &[u8]) -> Result<(), AnnexBError> {
         )));
     }
     if nal_type(nal) == 0 {
-        return Err(AnnexBError::InvalidNal("NAL unit type 0 is unspecified".into()));
+        return Err(AnnexBError::InvalidNal(
+            "NAL unit type 0 is unspecified".into(),
+        ));
     }
     Ok(())
 }
@@ -326,12 +328,18 @@ impl BitReader<'_> {
 /// Picture size coded in an SPS NAL unit (header byte included), cropping applied.
 pub fn sps_size(sps: &[u8]) -> Result<(u32, u32), AnnexBError> {
     let rbsp = to_rbsp(sps.get(1..).unwrap_or_default());
-    let mut r = BitReader { data: &rbsp, pos: 0 };
+    let mut r = BitReader {
+        data: &rbsp,
+        pos: 0,
+    };
     let profile = r.bits(8)?;
     r.bits(16)?; // constraint flags, level
     r.ue()?; // sps id
     let mut chroma_format = 1;
-    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format = r.ue()?;
         if chroma_format == 3 {
             r.bit()?;
@@ -384,7 +392,11 @@ pub fn sps_size(sps: &[u8]) -> Result<(u32, u32), AnnexBError> {
     if r.bit()? == 1 {
         let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
         // Crop units for 4:2:0; 4:4:4 and monochrome crop in single pixels horizontally.
-        let unit_x = if chroma_format == 1 || chroma_format == 2 { 2 } else { 1 };
+        let unit_x = if chroma_format == 1 || chroma_format == 2 {
+            2
+        } else {
+            1
+        };
         let unit_y = if chroma_format == 1 { 2 } else { 1 } * mbs_h;
         w = w.saturating_sub(unit_x * (left as u64 + right as u64));
         h = h.saturating_sub(unit_y * (top as u64 + bottom as u64));
@@ -433,7 +445,10 @@ mod tests {
     use super::*;
 
     // Parameter sets as bytes; their content does not matter to the splitter.
-    const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x6c, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcb];
+    const SPS: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x6c, 0x80, 0x00, 0x00,
+        0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcb,
+    ];
     const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
     fn au(nals: &[&[u8]]) -> Vec<u8> {
@@ -442,9 +457,14 @@ mod tests {
 
     #[test]
     fn splits_nals_with_3_and_4_byte_start_codes() {
-        let data = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4];
+        let data = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4,
+        ];
         let nals: Vec<&[u8]> = nal_units(&data).collect();
-        assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]);
+        assert_eq!(
+            nals,
+            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]
+        );
     }
 
     #[test]
@@ -515,7 +535,11 @@ mod tests {
         use crate::encode::{VideoEncoder, VideoEncoderSettings};
         use crate::frame::{FrameRate, RawFrame, VideoFormat};
         for (w, h) in [(1280u32, 720u32), (640, 360), (320, 180)] {
-            let format = VideoFormat { width: w, height: h, rate: FrameRate::per_second(30) };
+            let format = VideoFormat {
+                width: w,
+                height: h,
+                rate: FrameRate::per_second(30),
+            };
             let mut enc = OpenH264Encoder::new(VideoEncoderSettings {
                 format,
                 bitrate: 500_000,
@@ -533,7 +557,11 @@ mod tests {
             assert!(out.keyframe);
             let cfg = AvcConfig::from_keyframe(&out.data).unwrap();
             assert_eq!((cfg.width, cfg.height), (w, h));
-            assert!(cfg.codec_string().starts_with("avc1.42"), "{}", cfg.codec_string());
+            assert!(
+                cfg.codec_string().starts_with("avc1.42"),
+                "{}",
+                cfg.codec_string()
+            );
         }
         assert!(sps_size(&[0x67]).is_err());
         assert!(sps_size(&[0x67, 0x42, 0xc0]).is_err());
@@ -544,7 +572,10 @@ mod tests {
         let a = au(&[SPS, PPS, &[0x65, 0x88, 0, 0, 3, 1]]);
         let sample = to_length_prefixed(&a);
         assert_eq!(sample, vec![0, 0, 0, 6, 0x65, 0x88, 0, 0, 3, 1]);
-        assert_eq!(from_length_prefixed(&sample).unwrap(), au(&[&[0x65, 0x88, 0, 0, 3, 1]]));
+        assert_eq!(
+            from_length_prefixed(&sample).unwrap(),
+            au(&[&[0x65, 0x88, 0, 0, 3, 1]])
+        );
         assert!(from_length_prefixed(&[0, 0, 0, 9, 1]).is_err());
         assert!(from_length_prefixed(&[0, 0]).is_err());
     }

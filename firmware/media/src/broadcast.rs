@@ -318,7 +318,10 @@ mod tests {
         fill(&mut w, 0..3, 5);
         let mut r = t.subscribe();
         let first = r.try_next().unwrap();
-        assert_eq!((first.group, first.index, first.object.capture_us), (2, 0, 200));
+        assert_eq!(
+            (first.group, first.index, first.object.capture_us),
+            (2, 0, 200)
+        );
         assert_eq!(t.latest_group_head().unwrap().capture_us, 200);
     }
 
@@ -339,7 +342,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen, vec![0, 1, 2, 100, 101, 102, 200, 201, 202, 300, 301, 302]);
+        assert_eq!(
+            seen,
+            vec![0, 1, 2, 100, 101, 102, 200, 201, 202, 300, 301, 302]
+        );
         assert_eq!(r.dropped_groups(), 0);
     }
 

@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    Any, Audio, Avc1, Avcc, Codec, Decode, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdat,
-    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz,
-    Stts, Tfdt, Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    Any, Audio, Avc1, Avcc, Codec, Decode, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdat, Mdhd, Mdia,
+    Mfhd, Minf, Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd,
+    Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
 use crate::annexb::{to_length_prefixed, AvcConfig};
@@ -195,7 +195,12 @@ pub fn init_segment(info: &StreamInfo) -> Result<Bytes, Mp4Error> {
     let ftyp = Ftyp {
         major_brand: b"isom".into(),
         minor_version: 512,
-        compatible_brands: vec![b"isom".into(), b"iso6".into(), b"avc1".into(), b"mp41".into()],
+        compatible_brands: vec![
+            b"isom".into(),
+            b"iso6".into(),
+            b"avc1".into(),
+            b"mp41".into(),
+        ],
     };
     let mut out = Vec::new();
     ftyp.encode(&mut out).map_err(enc_err)?;
@@ -323,10 +328,7 @@ pub enum Mp4Event {
         avc: Option<(Bytes, Bytes)>,
     },
     /// A fragment (moof + mdat) as raw bytes, with its samples.
-    Fragment {
-        bytes: Bytes,
-        samples: Vec<Sample>,
-    },
+    Fragment { bytes: Bytes, samples: Vec<Sample> },
 }
 
 #[derive(Debug, Clone)]
@@ -364,10 +366,7 @@ impl Mp4Reader {
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<Mp4Event>, Mp4Error> {
         self.buf.extend_from_slice(data);
         let mut events = Vec::new();
-        loop {
-            let Some((kind, len)) = box_header(&self.buf)? else {
-                break;
-            };
+        while let Some((kind, len)) = box_header(&self.buf)? {
             if (self.buf.len() as u64) < len {
                 break;
             }
@@ -455,8 +454,18 @@ impl Mp4Reader {
         Ok(())
     }
 
-    fn samples(&mut self, moof: &Moof, moof_len: usize, mdat: &[u8]) -> Result<Vec<Sample>, Mp4Error> {
-        let header = if mdat.len() >= 8 && u32::from_be_bytes([mdat[0], mdat[1], mdat[2], mdat[3]]) == 1 { 16 } else { 8 };
+    fn samples(
+        &mut self,
+        moof: &Moof,
+        moof_len: usize,
+        mdat: &[u8],
+    ) -> Result<Vec<Sample>, Mp4Error> {
+        let header =
+            if mdat.len() >= 8 && u32::from_be_bytes([mdat[0], mdat[1], mdat[2], mdat[3]]) == 1 {
+                16
+            } else {
+                8
+            };
         let mut out = Vec::new();
         for traf in &moof.traf {
             let id = traf.tfhd.track_id;
@@ -527,7 +536,7 @@ fn box_header(buf: &[u8]) -> Result<Option<([u8; 4], u64)>, Mp4Error> {
         }
         n => n,
     };
-    if len < 8 || len > MAX_BOX {
+    if !(8..=MAX_BOX).contains(&len) {
         return Err(Mp4Error::Invalid(format!(
             "box '{}' has implausible size {len}",
             String::from_utf8_lossy(&kind)
@@ -593,8 +602,14 @@ mod tests {
             panic!("init first")
         };
         assert_eq!(tracks.len(), 2);
-        assert_eq!((tracks[0].kind, tracks[0].timescale), (TrackKind::Video, 90_000));
-        assert_eq!((tracks[1].kind, tracks[1].timescale), (TrackKind::Audio, 48_000));
+        assert_eq!(
+            (tracks[0].kind, tracks[0].timescale),
+            (TrackKind::Video, 90_000)
+        );
+        assert_eq!(
+            (tracks[1].kind, tracks[1].timescale),
+            (TrackKind::Audio, 48_000)
+        );
         assert_eq!(avc.as_ref().unwrap().0, info.video.sps);
         let samples: Vec<Sample> = events[1..]
             .iter()
@@ -609,12 +624,20 @@ mod tests {
             .collect();
         assert_eq!(
             times,
-            vec![(1, 0, true), (1, 3000, false), (1, 6000, false), (2, 960, true)]
+            vec![
+                (1, 0, true),
+                (1, 3000, false),
+                (1, 6000, false),
+                (2, 960, true)
+            ]
         );
         assert_eq!(&samples[3].data[..], &[0xAB; 7]);
         // The sample is the access unit without parameter sets, NALs intact.
         let back = crate::annexb::from_length_prefixed(&samples[1].data).unwrap();
-        assert_eq!(crate::annexb::to_length_prefixed(&back), samples[1].data.to_vec());
+        assert_eq!(
+            crate::annexb::to_length_prefixed(&back),
+            samples[1].data.to_vec()
+        );
         assert_eq!(
             crate::annexb::to_length_prefixed(&frames[1].data),
             samples[1].data.to_vec()
@@ -626,8 +649,12 @@ mod tests {
         let mut r = Mp4Reader::new();
         assert!(r.push(&[0, 0, 0, 3, b'm', b'o', b'o', b'v']).is_err());
         let mut r = Mp4Reader::new();
-        assert!(r.push(&[0, 0, 0, 16, b'm', b'd', b'a', b't', 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(r
+            .push(&[0, 0, 0, 16, b'm', b'd', b'a', b't', 0, 0, 0, 0, 0, 0, 0, 0])
+            .is_err());
         let mut r = Mp4Reader::new();
-        assert!(r.push(&[0, 0, 0, 12, b'm', b'o', b'o', b'v', 1, 2, 3, 4]).is_err());
+        assert!(r
+            .push(&[0, 0, 0, 12, b'm', b'o', b'o', b'v', 1, 2, 3, 4])
+            .is_err());
     }
 }

@@ -35,7 +35,10 @@ pub fn write_strip(y: &mut [u8], stride: usize, width: u32, height: u32, reading
     if cell_w == 0 || height < STRIP_ROWS || y.len() < stride * STRIP_ROWS as usize {
         return;
     }
-    let lines = [line1_bits(reading.frame), reading.capture_ms & 0xFFFF_FFFF_FFFF];
+    let lines = [
+        line1_bits(reading.frame),
+        reading.capture_ms & 0xFFFF_FFFF_FFFF,
+    ];
     for (line, bits) in lines.iter().enumerate() {
         let mut row_pixels = vec![BLACK; width as usize];
         for cell in 0..CELLS as usize {

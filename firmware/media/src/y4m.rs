@@ -63,7 +63,9 @@ pub fn parse_header(line: &[u8]) -> Result<VideoFormat, Y4mError> {
     let width = width.ok_or_else(|| Y4mError::BadHeader("no width (W)".into()))?;
     let height = height.ok_or_else(|| Y4mError::BadHeader("no height (H)".into()))?;
     if width == 0 || height == 0 || width > 8192 || height > 8192 {
-        return Err(Y4mError::BadHeader(format!("size {width}x{height} out of range")));
+        return Err(Y4mError::BadHeader(format!(
+            "size {width}x{height} out of range"
+        )));
     }
     Ok(VideoFormat {
         width,
@@ -127,10 +129,12 @@ impl<R: BufRead> Y4mReader<R> {
         }
         let len = RawFrame::i420_len(self.format.width, self.format.height);
         let mut data = vec![0u8; len];
-        self.input.read_exact(&mut data).map_err(|e| Y4mError::BadFrame {
-            frame: self.frame,
-            reason: format!("truncated picture ({e}); expected {len} bytes"),
-        })?;
+        self.input
+            .read_exact(&mut data)
+            .map_err(|e| Y4mError::BadFrame {
+                frame: self.frame,
+                reason: format!("truncated picture ({e}); expected {len} bytes"),
+            })?;
         let number = self.frame;
         self.frame += 1;
         Ok(Some(RawFrame {
@@ -168,7 +172,10 @@ mod tests {
         let format = VideoFormat {
             width: 64,
             height: 48,
-            rate: FrameRate { num: 30000, den: 1001 },
+            rate: FrameRate {
+                num: 30000,
+                den: 1001,
+            },
         };
         let mut file = Vec::new();
         write_header(&mut file, format);
@@ -193,7 +200,10 @@ mod tests {
 
     #[test]
     fn bad_headers_are_named() {
-        assert_eq!(Y4mReader::new(&b"hello\n"[..]).unwrap_err(), Y4mError::NotY4m);
+        assert_eq!(
+            Y4mReader::new(&b"hello\n"[..]).unwrap_err(),
+            Y4mError::NotY4m
+        );
         assert!(matches!(
             Y4mReader::new(&b"YUV4MPEG2 W64 F30:1\n"[..]).unwrap_err(),
             Y4mError::BadHeader(_)
@@ -212,6 +222,9 @@ mod tests {
         let mut file = b"YUV4MPEG2 W64 H48\nFRAME\n".to_vec();
         file.extend_from_slice(&[0u8; 100]);
         let mut r = Y4mReader::new(&file[..]).unwrap();
-        assert!(matches!(r.next_frame(), Err(Y4mError::BadFrame { frame: 0, .. })));
+        assert!(matches!(
+            r.next_frame(),
+            Err(Y4mError::BadFrame { frame: 0, .. })
+        ));
     }
 }

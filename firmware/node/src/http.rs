@@ -138,7 +138,10 @@ async fn live_mp4(
     if name != st.settings.stream {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("unknown stream '{name}'; this box streams '{}'", st.settings.stream),
+            format!(
+                "unknown stream '{name}'; this box streams '{}'",
+                st.settings.stream
+            ),
         ));
     }
     let Some(broadcast) = st.broadcast() else {
@@ -147,12 +150,15 @@ async fn live_mp4(
             format!("stream '{name}' is not live; press the button or POST /api/v1/live"),
         ));
     };
-    let (mime, mut rx) = start_viewer(broadcast, st.metrics.clone())
-        .await
-        .map_err(|e| match e {
-            LiveError::Ended => ApiError(StatusCode::NOT_FOUND, format!("stream '{name}' ended")),
-            other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
-        })?;
+    let (mime, mut rx) =
+        start_viewer(broadcast, st.metrics.clone())
+            .await
+            .map_err(|e| match e {
+                LiveError::Ended => {
+                    ApiError(StatusCode::NOT_FOUND, format!("stream '{name}' ended"))
+                }
+                other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+            })?;
     let stream = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::io::Error>))
     });

@@ -208,7 +208,9 @@ impl VideoLoop {
             let n = captured.number();
             if let Some(last) = last_number {
                 // Frame numbers the source skipped were dropped before they reached us.
-                self.metrics.frames_dropped.inc_by(n.saturating_sub(last + 1));
+                self.metrics
+                    .frames_dropped
+                    .inc_by(n.saturating_sub(last + 1));
             }
             last_number = Some(n);
             let encoded = match captured {
@@ -289,7 +291,7 @@ impl AudioLoop {
                     break;
                 }
             };
-            if blocks % AUDIO_GROUP_BLOCKS == 0 {
+            if blocks.is_multiple_of(AUDIO_GROUP_BLOCKS) {
                 self.writer.start_group();
             }
             blocks += 1;

@@ -26,7 +26,10 @@ pub fn require(tool: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "{tool} is not installed; run scripts/test (it installs what the tests need)");
+    assert!(
+        ok,
+        "{tool} is not installed; run scripts/test (it installs what the tests need)"
+    );
 }
 
 /// A `cambox run` process on a free loopback port; killed when dropped.
@@ -140,7 +143,9 @@ pub fn json(s: &str) -> serde_json::Value {
 
 /// Runs a command to completion; panics with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -176,8 +181,16 @@ pub fn strip_via_ffmpeg(
     let mut frame = vec![0u8; size];
     let mut readings = Vec::new();
     while stdout.read_exact(&mut frame).is_ok() {
-        readings.push(cambox_media::strip::read_strip(&frame, width as usize, width, height));
+        readings.push(cambox_media::strip::read_strip(
+            &frame,
+            width as usize,
+            width,
+            height,
+        ));
     }
-    assert!(child.wait().unwrap().success(), "ffmpeg could not decode {path:?}");
+    assert!(
+        child.wait().unwrap().success(),
+        "ffmpeg could not decode {path:?}"
+    );
     readings
 }

@@ -1,8 +1,8 @@
 //! Software H.264 through Cisco's OpenH264: the encoder wherever the board has no hardware one.
 
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod,
-    Profile, RateControlMode, SpsPpsStrategy, UsageType,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
+    RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
@@ -45,12 +45,13 @@ impl OpenH264Encoder {
             .scene_change_detect(false)
             .background_detection(false)
             .num_threads(1);
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(
-            |e| EncodeError::Init {
-                encoder: NAME.into(),
-                reason: e.to_string(),
-            },
-        )?;
+        let encoder =
+            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| {
+                EncodeError::Init {
+                    encoder: NAME.into(),
+                    reason: e.to_string(),
+                }
+            })?;
         Ok(Self {
             encoder,
             settings,

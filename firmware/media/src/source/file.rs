@@ -34,7 +34,10 @@ impl FileInput {
                 })?;
                 Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
             }
-            FileInput::Stdin => Ok(Box::new(BufReader::with_capacity(1 << 16, std::io::stdin()))),
+            FileInput::Stdin => Ok(Box::new(BufReader::with_capacity(
+                1 << 16,
+                std::io::stdin(),
+            ))),
         }
     }
 }

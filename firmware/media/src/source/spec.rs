@@ -103,10 +103,17 @@ pub struct SourceOptions {
 }
 
 /// Opens the video source `spec` names.
-pub fn open_video(spec: &SourceSpec, opts: SourceOptions) -> Result<Box<dyn VideoSource>, SourceError> {
+pub fn open_video(
+    spec: &SourceSpec,
+    opts: SourceOptions,
+) -> Result<Box<dyn VideoSource>, SourceError> {
     match spec {
         SourceSpec::Auto => open_video(&detect_camera(), opts),
-        SourceSpec::Testsrc => Ok(Box::new(TestSource::new(opts.format, opts.pacing, opts.start_us)?)),
+        SourceSpec::Testsrc => Ok(Box::new(TestSource::new(
+            opts.format,
+            opts.pacing,
+            opts.start_us,
+        )?)),
         SourceSpec::File(p) => Ok(Box::new(FileSource::open(
             FileInput::Path(p.clone()),
             opts.looping,
@@ -154,12 +161,21 @@ fn open_v4l2(dev: &str, _opts: SourceOptions) -> Result<Box<dyn VideoSource>, So
 }
 
 #[cfg(feature = "libcamera")]
-fn open_libcamera(cam: Option<&str>, opts: SourceOptions) -> Result<Box<dyn VideoSource>, SourceError> {
-    Ok(Box::new(super::libcamera::LibcameraSource::open(cam, opts.format)?))
+fn open_libcamera(
+    cam: Option<&str>,
+    opts: SourceOptions,
+) -> Result<Box<dyn VideoSource>, SourceError> {
+    Ok(Box::new(super::libcamera::LibcameraSource::open(
+        cam,
+        opts.format,
+    )?))
 }
 
 #[cfg(not(feature = "libcamera"))]
-fn open_libcamera(cam: Option<&str>, _opts: SourceOptions) -> Result<Box<dyn VideoSource>, SourceError> {
+fn open_libcamera(
+    cam: Option<&str>,
+    _opts: SourceOptions,
+) -> Result<Box<dyn VideoSource>, SourceError> {
     Err(SourceError::NotBuilt {
         spec: cam.map_or("libcamera".into(), |c| format!("libcamera:{c}")),
         feature: "libcamera",
@@ -174,7 +190,8 @@ pub fn open_audio(
     rate: FrameRate,
     opts: SourceOptions,
 ) -> Result<Option<Box<dyn AudioSource>>, SourceError> {
-    let tone = || -> Box<dyn AudioSource> { Box::new(ToneSource::new(rate, opts.pacing, opts.start_us)) };
+    let tone =
+        || -> Box<dyn AudioSource> { Box::new(ToneSource::new(rate, opts.pacing, opts.start_us)) };
     match spec {
         AudioSpec::None => Ok(None),
         AudioSpec::Tone => Ok(Some(tone())),
@@ -211,7 +228,10 @@ mod tests {
 
     #[test]
     fn parses_every_spelling() {
-        assert_eq!("testsrc".parse::<SourceSpec>().unwrap(), SourceSpec::Testsrc);
+        assert_eq!(
+            "testsrc".parse::<SourceSpec>().unwrap(),
+            SourceSpec::Testsrc
+        );
         assert_eq!("-".parse::<SourceSpec>().unwrap(), SourceSpec::Stdin);
         assert_eq!(
             "file:a b.h264".parse::<SourceSpec>().unwrap(),
@@ -221,11 +241,27 @@ mod tests {
             "v4l2:/dev/video2".parse::<SourceSpec>().unwrap(),
             SourceSpec::V4l2("/dev/video2".into())
         );
-        assert!(matches!("file:".parse::<SourceSpec>(), Err(SourceError::UnknownSpec(_))));
-        assert!(matches!("webcam".parse::<SourceSpec>(), Err(SourceError::UnknownSpec(_))));
-        assert_eq!("alsa:hw:1,0".parse::<AudioSpec>().unwrap(), AudioSpec::Alsa("hw:1,0".into()));
+        assert!(matches!(
+            "file:".parse::<SourceSpec>(),
+            Err(SourceError::UnknownSpec(_))
+        ));
+        assert!(matches!(
+            "webcam".parse::<SourceSpec>(),
+            Err(SourceError::UnknownSpec(_))
+        ));
+        assert_eq!(
+            "alsa:hw:1,0".parse::<AudioSpec>().unwrap(),
+            AudioSpec::Alsa("hw:1,0".into())
+        );
         assert!("mic".parse::<AudioSpec>().is_err());
-        for s in ["auto", "testsrc", "-", "file:x", "v4l2:/dev/video0", "libcamera"] {
+        for s in [
+            "auto",
+            "testsrc",
+            "-",
+            "file:x",
+            "v4l2:/dev/video0",
+            "libcamera",
+        ] {
             assert_eq!(s.parse::<SourceSpec>().unwrap().to_string(), s);
         }
     }

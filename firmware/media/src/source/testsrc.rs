@@ -36,7 +36,11 @@ impl TestSource {
     /// `start_us` is the capture time of frame 0; share it with the test tone so that the
     /// beeps line up with the frames they belong to.
     pub fn new(format: VideoFormat, pacing: Pacing, start_us: u64) -> Result<Self, SourceError> {
-        if format.width < 48 || format.height < STRIP_ROWS || format.width % 2 != 0 || format.height % 2 != 0 {
+        if format.width < 48
+            || format.height < STRIP_ROWS
+            || !format.width.is_multiple_of(2)
+            || !format.height.is_multiple_of(2)
+        {
             return Err(SourceError::Format {
                 what: "testsrc".into(),
                 reason: format!(
@@ -66,9 +70,12 @@ impl TestSource {
         // A block that sweeps across the picture, so motion (and a frozen picture) is obvious.
         let side = (h / 4).max(2) & !1;
         let travel = w.saturating_sub(side).max(1);
-        let x0 = ((number as usize * 8) % (2 * travel)).abs_diff(travel).min(travel) & !1;
+        let x0 = ((number as usize * 8) % (2 * travel))
+            .abs_diff(travel)
+            .min(travel)
+            & !1;
         let y0 = (h / 2 - side / 2) & !1;
-        let luma = if number % 2 == 0 { 235 } else { 200 };
+        let luma = if number.is_multiple_of(2) { 235 } else { 200 };
         for row in y0..(y0 + side).min(h) {
             data[row * w + x0..row * w + (x0 + side).min(w)].fill(luma);
         }

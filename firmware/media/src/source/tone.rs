@@ -84,7 +84,11 @@ mod tests {
         let onsets: Vec<u64> = (1..48_000 * 3)
             .filter(|&i| tone.sample(i - 1) == 0 && tone.sample(i) == 0 && tone.sample(i + 1) != 0)
             .collect();
-        assert_eq!(onsets, vec![48_000, 96_000], "first beep starts at sample 0");
+        assert_eq!(
+            onsets,
+            vec![48_000, 96_000],
+            "first beep starts at sample 0"
+        );
         assert_ne!(tone.sample(1), 0);
         assert_ne!(tone.sample(4_799), 0);
         assert_eq!(tone.sample(4_800), 0);
@@ -103,7 +107,14 @@ mod tests {
     #[test]
     fn ntsc_rate_beeps_at_frame_multiples_of_30() {
         // 30000/1001: frame 30 is at 1.001 s = sample 48048.
-        let tone = ToneSource::new(FrameRate { num: 30_000, den: 1001 }, Pacing::Unpaced, 0);
+        let tone = ToneSource::new(
+            FrameRate {
+                num: 30_000,
+                den: 1001,
+            },
+            Pacing::Unpaced,
+            0,
+        );
         assert_eq!(tone.sample(48_047), 0);
         assert_eq!(tone.sample(48_048), 0, "sin(0) at the onset");
         assert_ne!(tone.sample(48_049), 0);
