@@ -117,3 +117,114 @@ pub async fn start_viewer(
     });
     Ok((mime, rx))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cambox_media::broadcast::{track, GroupObject, TrackWriter};
+    use cambox_media::encode::openh264::OpenH264Encoder;
+    use cambox_media::encode::{VideoEncoder, VideoEncoderSettings};
+    use cambox_media::fmp4::{Mp4Event, Mp4Reader};
+    use cambox_media::{FrameRate, RawFrame, VideoFormat};
+
+    const PER_GROUP: u8 = 10;
+
+    /// A real keyframe (the viewer reads its SPS), then fake slices that name their place.
+    fn write_group(w: &mut TrackWriter, g: u8, keyframe: &Bytes) {
+        w.start_group();
+        for i in 0..PER_GROUP {
+            let payload = if g == 0 && i == 0 {
+                keyframe.clone()
+            } else {
+                let nal = if i == 0 { 0x65 } else { 0x41 };
+                // A trailing non-zero byte: Annex-B parsing trims trailing zeros.
+                Bytes::from(vec![0, 0, 0, 1, nal, g, i, 0xFF])
+            };
+            w.write(GroupObject {
+                capture_us: 1_000_000 + (g as u64 * PER_GROUP as u64 + i as u64) * 33_333,
+                payload,
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_viewer_that_stops_reading_resumes_at_a_whole_newer_group() {
+        let format = VideoFormat {
+            width: 160,
+            height: 96,
+            rate: FrameRate::per_second(30),
+        };
+        let mut enc = OpenH264Encoder::new(VideoEncoderSettings {
+            format,
+            bitrate: 100_000,
+            keyframe_interval: 30,
+        })
+        .unwrap();
+        let raw = RawFrame {
+            number: 0,
+            capture_us: 0,
+            width: 160,
+            height: 96,
+            data: vec![90; RawFrame::i420_len(160, 96)],
+        };
+        let keyframe = enc.encode(&raw, true).unwrap().unwrap().data;
+
+        let (mut w, video) = track("video", 2);
+        let metrics = Arc::new(Metrics::new());
+        let broadcast = Broadcast {
+            name: "t".into(),
+            video,
+            audio: None,
+            rate: format.rate,
+            audio_pre_skip: None,
+        };
+        write_group(&mut w, 0, &keyframe);
+        let (_, mut rx) = start_viewer(broadcast, metrics.clone()).await.unwrap();
+        // The viewer does not read while five more groups are produced.
+        for g in 1..=5 {
+            write_group(&mut w, g, &keyframe);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(w);
+        let mut reader = Mp4Reader::new();
+        let mut seen = Vec::new();
+        while let Some(bytes) = rx.recv().await {
+            for e in reader.push(&bytes).unwrap() {
+                if let Mp4Event::Fragment { samples, .. } = e {
+                    for s in samples {
+                        // Length prefix (4) + NAL header, then our (group, index) bytes.
+                        let id = if s.data.len() == 8 {
+                            (s.data[5], s.data[6])
+                        } else {
+                            (0, 0)
+                        };
+                        seen.push((id, s.keyframe));
+                    }
+                }
+            }
+        }
+        let groups: Vec<u8> = seen
+            .iter()
+            .filter(|(_, k)| *k)
+            .map(|((g, _), _)| *g)
+            .collect();
+        assert_eq!(groups.first(), Some(&0));
+        assert_eq!(groups.last(), Some(&5), "it ends at the newest group");
+        assert!(groups.len() < 6, "stale groups were dropped: {groups:?}");
+        // Every group it got, it got whole and in order, starting at its keyframe.
+        for g in &groups {
+            let frames: Vec<u8> = seen
+                .iter()
+                .filter(|((sg, _), _)| sg == g)
+                .map(|((_, i), _)| *i)
+                .collect();
+            assert_eq!(frames, (0..PER_GROUP).collect::<Vec<_>>(), "group {g}");
+        }
+        assert_eq!(metrics.viewer_groups_dropped.get(), 6 - groups.len() as u64);
+        assert_eq!(
+            metrics.viewers.get(),
+            0,
+            "the viewer is gone once its stream ended"
+        );
+    }
+}
