@@ -113,6 +113,18 @@ fn h264_files_pass_through_and_y4m_files_are_encoded() {
     let raw = std::fs::read(&out).unwrap();
     assert!(raw.windows(4).any(|w| w == b"x264"), "x264's SEI survived");
 
+    // The same clip through standard input.
+    let piped = dir.path().join("stdin.mp4");
+    let status = Command::new(BIN)
+        .args(["record", "-", "-o"])
+        .arg(&piped)
+        .stdin(std::fs::File::open(&clip).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let frames = ffprobe(&piped, &["-count_frames", "-show_streams", "-select_streams", "v:0"]);
+    assert_eq!(frames["streams"][0]["nb_read_frames"], "60");
+
     let y4m = dir.path().join("clip.y4m");
     run(Command::new("ffmpeg")
         .args([
