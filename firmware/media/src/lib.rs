@@ -13,6 +13,8 @@ pub mod fmp4;
 pub mod frame;
 pub mod source;
 pub mod strip;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 pub mod y4m;
 
 pub use broadcast::{Broadcast, GroupObject, Track, TrackReader, TrackWriter};

@@ -228,8 +228,8 @@ impl VideoLoop {
                     out
                 }
             };
+            // Nothing yet: the picture is still inside a pipelined encoder.
             let Some(frame) = encoded else {
-                self.metrics.frames_dropped.inc();
                 continue;
             };
             let (data, keyframe) = params.complete(&frame.data).map_err(|e| e.to_string())?;

@@ -6,6 +6,8 @@
 
 pub mod openh264;
 pub mod opus;
+#[cfg(feature = "v4l2")]
+pub mod v4l2m2m;
 
 use crate::frame::{EncodedFrame, RawFrame, VideoFormat};
 
@@ -51,7 +53,8 @@ pub struct VideoEncoderSettings {
 pub trait VideoEncoder: Send {
     fn describe(&self) -> String;
     /// Encodes one picture; `force_keyframe` asks for an IDR now.
-    /// Returns `None` when the encoder chose to skip the frame.
+    /// Returns `None` when no access unit is ready yet: a pipelined hardware encoder hands
+    /// a picture back on a later call, with that picture's own number and capture time.
     fn encode(
         &mut self,
         frame: &RawFrame,
@@ -106,6 +109,15 @@ pub fn open_video_encoder(
     }
 }
 
+#[cfg(feature = "v4l2")]
+fn open_m2m(
+    dev: &str,
+    settings: VideoEncoderSettings,
+) -> Result<Box<dyn VideoEncoder>, EncodeError> {
+    Ok(Box::new(v4l2m2m::M2mEncoder::open(dev, settings)?))
+}
+
+#[cfg(not(feature = "v4l2"))]
 fn open_m2m(
     dev: &str,
     _settings: VideoEncoderSettings,

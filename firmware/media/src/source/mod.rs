@@ -4,7 +4,6 @@
 //! (or, for a paced synthetic source, when its capture time has come). The node runs each
 //! source on a thread of its own, so a slow device never stalls the network.
 
-
 #[cfg(feature = "alsa")]
 pub mod alsa;
 pub mod camera_util;
@@ -15,6 +14,8 @@ pub mod pacer;
 pub mod spec;
 pub mod testsrc;
 pub mod tone;
+#[cfg(feature = "v4l2")]
+pub mod v4l2;
 
 pub use spec::SourceSpec;
 
@@ -39,7 +40,9 @@ pub enum SourceError {
     Format { what: String, reason: String },
     #[error("{what}: device error: {reason}")]
     Device { what: String, reason: String },
-    #[error("unknown source '{0}': use testsrc, file:PATH, - (stdin), v4l2:/dev/videoN or libcamera")]
+    #[error(
+        "unknown source '{0}': use testsrc, file:PATH, - (stdin), v4l2:/dev/videoN or libcamera"
+    )]
     UnknownSpec(String),
     #[error("source '{spec}' needs cargo feature '{feature}', which this build does not have")]
     NotBuilt { spec: String, feature: &'static str },

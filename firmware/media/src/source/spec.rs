@@ -140,19 +140,19 @@ pub fn detect_camera() -> SourceSpec {
     if super::libcamera::camera_present() {
         return SourceSpec::Libcamera(None);
     }
-    #[cfg(all(feature = "v4l2", any()))] // LINK-V4L2
+    #[cfg(feature = "v4l2")]
     if let Some(dev) = super::v4l2::find_capture_device() {
         return SourceSpec::V4l2(dev);
     }
     SourceSpec::Testsrc
 }
 
-#[cfg(all(feature = "v4l2", any()))] // LINK-V4L2
+#[cfg(feature = "v4l2")]
 fn open_v4l2(dev: &str, opts: SourceOptions) -> Result<Box<dyn VideoSource>, SourceError> {
     Ok(Box::new(super::v4l2::V4l2Source::open(dev, opts.format)?))
 }
 
-#[cfg(not(all(feature = "v4l2", any())))] // LINK-V4L2
+#[cfg(not(feature = "v4l2"))]
 fn open_v4l2(dev: &str, _opts: SourceOptions) -> Result<Box<dyn VideoSource>, SourceError> {
     Err(SourceError::NotBuilt {
         spec: format!("v4l2:{dev}"),

@@ -38,10 +38,16 @@ impl std::fmt::Debug for Mapping {
 
 impl Mapping {
     pub fn new(dev: &Device, mem_offset: u32, len: u32) -> Result<Self, V4l2Error> {
-        let size = NonZeroUsize::new(len as usize)
-            .ok_or_else(|| V4l2Error::protocol(dev.path(), "QUERYBUF reported a plane of 0 bytes"))?;
+        let size = NonZeroUsize::new(len as usize).ok_or_else(|| {
+            V4l2Error::protocol(dev.path(), "QUERYBUF reported a plane of 0 bytes")
+        })?;
+        // Infallible where off_t is 64-bit, not on 32-bit ARM without large-file support.
+        #[allow(clippy::unnecessary_fallible_conversions)]
         let offset = nix::libc::off_t::try_from(mem_offset).map_err(|_| {
-            V4l2Error::protocol(dev.path(), format!("mmap offset {mem_offset:#x} out of range"))
+            V4l2Error::protocol(
+                dev.path(),
+                format!("mmap offset {mem_offset:#x} out of range"),
+            )
         })?;
         // SAFETY: a new shared mapping of the device at the offset the driver assigned to
         // this plane; `addr` is None, so no existing memory of ours is replaced.
@@ -254,11 +260,29 @@ mod tests {
 
     #[test]
     fn v4l2_payload_bounds_reject_what_does_not_fit() {
-        assert_eq!(payload_bounds(100, 0, 4096), Some(Payload { start: 0, end: 100 }));
-        assert_eq!(payload_bounds(100, 16, 4096), Some(Payload { start: 16, end: 100 }));
-        assert_eq!(payload_bounds(4096, 0, 4096), Some(Payload { start: 0, end: 4096 }));
+        assert_eq!(
+            payload_bounds(100, 0, 4096),
+            Some(Payload { start: 0, end: 100 })
+        );
+        assert_eq!(
+            payload_bounds(100, 16, 4096),
+            Some(Payload {
+                start: 16,
+                end: 100
+            })
+        );
+        assert_eq!(
+            payload_bounds(4096, 0, 4096),
+            Some(Payload {
+                start: 0,
+                end: 4096
+            })
+        );
         assert_eq!(payload_bounds(4097, 0, 4096), None);
         assert_eq!(payload_bounds(10, 16, 4096), None);
-        assert_eq!(payload_bounds(0, 0, 4096), Some(Payload { start: 0, end: 0 }));
+        assert_eq!(
+            payload_bounds(0, 0, 4096),
+            Some(Payload { start: 0, end: 0 })
+        );
     }
 }

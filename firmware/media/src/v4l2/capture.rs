@@ -184,15 +184,21 @@ impl CaptureDevice for CaptureHardware {
         if queue.len() < 2 {
             return Err(V4l2Error::unsupported(
                 &path,
-                format!("granted {} buffer(s); streaming needs at least 2", queue.len()),
+                format!(
+                    "granted {} buffer(s); streaming needs at least 2",
+                    queue.len()
+                ),
             ));
         }
-        if let Some(short) = (0..queue.len())
-            .find(|&i| queue.plane(i, 0).is_none_or(|m| m.len() < layout.min_len()))
+        if let Some(short) =
+            (0..queue.len()).find(|&i| queue.plane(i, 0).is_none_or(|m| m.len() < layout.min_len()))
         {
             return Err(V4l2Error::protocol(
                 &path,
-                format!("buffer {short} is smaller than one {}x{} picture", layout.width, layout.height),
+                format!(
+                    "buffer {short} is smaller than one {}x{} picture",
+                    layout.width, layout.height
+                ),
             ));
         }
         for i in 0..queue.len() {
@@ -315,11 +321,17 @@ mod tests {
         assert!(is_camera(&caps("uvcvideo", cam)));
         assert!(is_camera(&caps("bm2835 mmal", cam)));
         assert!(!is_camera(&caps("uvcvideo", V4L2_CAP_VIDEO_CAPTURE)));
-        assert!(!is_camera(&caps("bcm2835-codec", V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING)));
+        assert!(!is_camera(&caps(
+            "bcm2835-codec",
+            V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING
+        )));
         assert!(!is_camera(&caps("uvcvideo", cam | V4L2_CAP_VIDEO_M2M)));
         assert!(!is_camera(&caps("unicam", cam)));
         assert!(!is_camera(&caps("bcm2835-isp", cam)));
-        assert!(!is_camera(&caps("uvcvideo", V4L2_CAP_VIDEO_CAPTURE_MPLANE | V4L2_CAP_STREAMING)));
+        assert!(!is_camera(&caps(
+            "uvcvideo",
+            V4L2_CAP_VIDEO_CAPTURE_MPLANE | V4L2_CAP_STREAMING
+        )));
     }
 
     #[test]
@@ -333,10 +345,16 @@ mod tests {
             Some(12_345_678)
         );
         assert_eq!(
-            monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | V4L2_BUF_FLAG_KEYFRAME, t),
+            monotonic_timestamp_us(
+                V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC | V4L2_BUF_FLAG_KEYFRAME,
+                t
+            ),
             Some(12_345_678)
         );
-        assert_eq!(monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_COPY, t), None);
+        assert_eq!(
+            monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_COPY, t),
+            None
+        );
         assert_eq!(monotonic_timestamp_us(0, t), None);
         assert_eq!(
             monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC, timeval::default()),
@@ -346,23 +364,37 @@ mod tests {
             tv_sec: -1,
             tv_usec: 0,
         };
-        assert_eq!(monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC, bad), None);
+        assert_eq!(
+            monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC, bad),
+            None
+        );
         let bad = timeval {
             tv_sec: 1,
             tv_usec: 1_000_000,
         };
-        assert_eq!(monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC, bad), None);
+        assert_eq!(
+            monotonic_timestamp_us(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC, bad),
+            None
+        );
     }
 
     #[test]
     fn v4l2_frame_intervals_become_rates() {
-        let r = |n, d| rate_from_timeperframe(v4l2_fract {
-            numerator: n,
-            denominator: d,
-        });
+        let r = |n, d| {
+            rate_from_timeperframe(v4l2_fract {
+                numerator: n,
+                denominator: d,
+            })
+        };
         assert_eq!(r(1, 30), Some(FrameRate::per_second(30)));
         assert_eq!(r(333_333, 10_000_000), Some(FrameRate::per_second(30)));
-        assert_eq!(r(1001, 30000), Some(FrameRate { num: 30000, den: 1001 }));
+        assert_eq!(
+            r(1001, 30000),
+            Some(FrameRate {
+                num: 30000,
+                den: 1001
+            })
+        );
         assert_eq!(r(2, 25), Some(FrameRate { num: 25, den: 2 }));
         assert_eq!(r(0, 30), None);
         assert_eq!(r(1, 0), None);

@@ -1,20 +1,11 @@
 //! The kernel's monotonic clock, which V4L2 stamps captured buffers with, and its relation
 //! to the wall clock that every capture time in cambox is expressed in.
 
-#![allow(unsafe_code)]
-
 use crate::frame::now_us;
 
 /// `CLOCK_MONOTONIC` in microseconds; 0 if the clock cannot be read (it always can on Linux).
 pub fn monotonic_us() -> u64 {
-    // SAFETY: all-zero is a valid timespec (integers and, on some targets, padding).
-    let mut ts: nix::libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: `ts` is a live, writable timespec for clock_gettime to fill.
-    let rc = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_MONOTONIC, &mut ts) };
-    if rc != 0 || ts.tv_sec < 0 || ts.tv_nsec < 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
+    crate::source::camera_util::monotonic_now_ns().map_or(0, |ns| ns / 1_000)
 }
 
 /// UNIX time minus monotonic time, in microseconds, from one reading of the monotonic clock
@@ -55,7 +46,7 @@ mod tests {
         let off = offset_from_reading(1_000_000_000_000, 5_000_000, 1_000_000_000_100);
         assert_eq!(off, 1_000_000_000_050 - 5_000_000);
         assert_eq!(monotonic_to_unix_us(5_000_000, off), 1_000_000_000_050);
-        assert_eq!(monotonic_to_unix_us(6_000_000, off), 1_000_000_001_050);
+        assert_eq!(monotonic_to_unix_us(6_000_000, off), 1_000_001_000_050);
         // A nonsense offset saturates instead of wrapping.
         assert_eq!(monotonic_to_unix_us(5, -10), 0);
     }

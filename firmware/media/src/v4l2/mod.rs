@@ -112,12 +112,10 @@ impl std::error::Error for V4l2Error {}
 /// What the user can do about the errors that have a usual cause.
 fn hint(errno: Errno) -> &'static str {
     match errno {
-        Errno::EACCES | Errno::EPERM => {
-            " (permission denied: add the user to the 'video' group or run as root)"
-        }
+        Errno::EACCES | Errno::EPERM => " (add the user to the 'video' group, or run as root)",
         Errno::EBUSY => " (the device is in use: stop the other program that has it open)",
         Errno::ENOENT | Errno::ENODEV | Errno::ENXIO => {
-            " (no such device: is it plugged in? `ls /dev/video*` shows what exists)"
+            " (is it plugged in? `ls /dev/video*` shows what exists)"
         }
         Errno::ENOTTY => " (not a V4L2 video device, or it does not support this call)",
         Errno::ENOMEM => {

@@ -21,7 +21,8 @@ pub enum PixelFormat {
 impl PixelFormat {
     /// Preference when a camera offers several: I420 needs only a copy, NV12 a
     /// de-interleave, YUYV also a vertical chroma average (and twice the USB bandwidth).
-    pub const PREFERENCE: [PixelFormat; 3] = [PixelFormat::I420, PixelFormat::Nv12, PixelFormat::Yuyv];
+    pub const PREFERENCE: [PixelFormat; 3] =
+        [PixelFormat::I420, PixelFormat::Nv12, PixelFormat::Yuyv];
 
     pub fn fourcc(self) -> u32 {
         match self {
@@ -126,10 +127,16 @@ impl PixelLayout {
         sizeimage: u32,
     ) -> Result<Self, String> {
         if width == 0 || height == 0 || width > MAX_DIMENSION || height > MAX_DIMENSION {
-            return Err(format!("driver reported an unusable picture size {width}x{height}"));
+            return Err(format!(
+                "driver reported an unusable picture size {width}x{height}"
+            ));
         }
         let min = format.min_bytesperline(width);
-        let bytesperline = if bytesperline == 0 { min as u32 } else { bytesperline };
+        let bytesperline = if bytesperline == 0 {
+            min as u32
+        } else {
+            bytesperline
+        };
         if (bytesperline as usize) < min || bytesperline > 4 * MAX_DIMENSION {
             return Err(format!(
                 "driver reported {bytesperline} bytes per line for {width}x{height} {format}, which needs at least {min}"
@@ -271,7 +278,7 @@ impl PixelLayout {
                             let i = 4 * x + chroma;
                             let a = u16::from(top[i]);
                             let b = u16::from(bottom[i]);
-                            out.push(((a + b + 1) / 2) as u8);
+                            out.push((a + b).div_ceil(2) as u8);
                         }
                     }
                 }
@@ -292,7 +299,10 @@ impl PixelLayout {
         dst: &mut [u8],
     ) -> Result<usize, ConvertError> {
         if self.format != PixelFormat::I420 {
-            return Err(ConvertError(format!("cannot write I420 into a {} buffer", self.format)));
+            return Err(ConvertError(format!(
+                "cannot write I420 into a {} buffer",
+                self.format
+            )));
         }
         if width == 0 || height == 0 || width > self.width || height > self.height {
             return Err(ConvertError(format!(
@@ -383,7 +393,9 @@ mod tests {
         assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 50, 51, 60, 61]);
         // The last row of the last plane needs no padding after it.
         assert_eq!(out.len(), 12);
-        assert!(layout(PixelFormat::I420, 4, 2, 8).to_i420(&src[..22]).is_ok());
+        assert!(layout(PixelFormat::I420, 4, 2, 8)
+            .to_i420(&src[..22])
+            .is_ok());
     }
 
     #[test]
@@ -393,8 +405,12 @@ mod tests {
             let err = l.to_i420(&vec![0; len]).unwrap_err();
             assert!(err.0.contains("too short"), "{err}");
         }
-        assert!(layout(PixelFormat::Nv12, 4, 2, 6).to_i420(&[0; 15]).is_err());
-        assert!(layout(PixelFormat::I420, 4, 2, 8).to_i420(&[0; 21]).is_err());
+        assert!(layout(PixelFormat::Nv12, 4, 2, 6)
+            .to_i420(&[0; 15])
+            .is_err());
+        assert!(layout(PixelFormat::I420, 4, 2, 8)
+            .to_i420(&[0; 21])
+            .is_err());
     }
 
     #[test]
@@ -402,7 +418,8 @@ mod tests {
         assert!(PixelLayout::from_driver(PixelFormat::Yuyv, 640, 480, 1000, 0).is_err());
         assert!(PixelLayout::from_driver(PixelFormat::Yuyv, 0, 480, 0, 0).is_err());
         assert!(PixelLayout::from_driver(PixelFormat::I420, 640, 480, 640, 1000).is_err());
-        let l = PixelLayout::from_driver(PixelFormat::I420, 640, 480, 0, 640 * 480 * 3 / 2).unwrap();
+        let l =
+            PixelLayout::from_driver(PixelFormat::I420, 640, 480, 0, 640 * 480 * 3 / 2).unwrap();
         assert_eq!(l.bytesperline, 640);
         assert_eq!(l.min_len(), 640 * 480 * 3 / 2);
     }
@@ -449,7 +466,10 @@ mod tests {
         let l = layout(PixelFormat::I420, 2, 2, 8);
         let mut dst = vec![0xEE; l.min_len()];
         l.fill_from_i420(2, 2, &src, &mut dst).unwrap();
-        assert_eq!(&dst[..10], &[1, 2, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 3, 4]);
+        assert_eq!(
+            &dst[..10],
+            &[1, 2, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE, 3, 4]
+        );
         assert_eq!(dst[16], 5);
         assert_eq!(dst[20], 6);
         assert!(l.fill_from_i420(4, 2, &[0; 12], &mut dst).is_err());
