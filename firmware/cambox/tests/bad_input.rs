@@ -122,7 +122,10 @@ fn h264_files_pass_through_and_y4m_files_are_encoded() {
         .status()
         .unwrap();
     assert!(status.success());
-    let frames = ffprobe(&piped, &["-count_frames", "-show_streams", "-select_streams", "v:0"]);
+    let frames = ffprobe(
+        &piped,
+        &["-count_frames", "-show_streams", "-select_streams", "v:0"],
+    );
     assert_eq!(frames["streams"][0]["nb_read_frames"], "60");
 
     let y4m = dir.path().join("clip.y4m");
