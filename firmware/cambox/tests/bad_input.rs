@@ -104,11 +104,7 @@ fn h264_files_pass_through_and_y4m_files_are_encoded() {
         .arg("-o")
         .arg(&out)
         .args(["--duration", "10s"]));
-    let frames = ffprobe(
-        &out,
-        &["-count_frames", "-show_streams", "-select_streams", "v:0"],
-    );
-    assert_eq!(frames["streams"][0]["nb_read_frames"], "60");
+    assert_eq!(decoded_video_frames(&out), 60);
     // Passed through, not re-encoded: x264's SEI (its version banner) is still in the stream.
     let raw = std::fs::read(&out).unwrap();
     assert!(raw.windows(4).any(|w| w == b"x264"), "x264's SEI survived");
@@ -122,11 +118,7 @@ fn h264_files_pass_through_and_y4m_files_are_encoded() {
         .status()
         .unwrap();
     assert!(status.success());
-    let frames = ffprobe(
-        &piped,
-        &["-count_frames", "-show_streams", "-select_streams", "v:0"],
-    );
-    assert_eq!(frames["streams"][0]["nb_read_frames"], "60");
+    assert_eq!(decoded_video_frames(&piped), 60);
 
     let y4m = dir.path().join("clip.y4m");
     run(Command::new("ffmpeg")
@@ -175,11 +167,7 @@ fn recording_a_source_lasts_exactly_the_duration() {
         ])
         .arg(&out));
     let probe = ffprobe(&out, &["-show_format", "-count_frames", "-show_streams"]);
-    let duration: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let duration = probed_duration(&out);
     assert!(
         (duration - 10.0).abs() <= 1.0 / 30.0 + 1e-3,
         "duration {duration}"

@@ -98,11 +98,7 @@ fn ten_seconds_of_live_mp4_decode_frame_by_frame_with_beeps_in_sync() {
     );
     assert_eq!(audio["codec_name"], "opus");
     assert_eq!(audio["sample_rate"], "48000");
-    let duration: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let duration = probed_duration(&out);
     assert!(
         (duration - 10.0).abs() <= 1.0 / 30.0 + 1e-3,
         "duration {duration}"

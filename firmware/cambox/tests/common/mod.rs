@@ -194,3 +194,24 @@ pub fn strip_via_ffmpeg(
     );
     readings
 }
+
+/// Frames of the first video stream, counted by ffprobe decoding every one.
+pub fn decoded_video_frames(path: &std::path::Path) -> u64 {
+    let probe = ffprobe(
+        path,
+        &["-count_frames", "-show_streams", "-select_streams", "v:0"],
+    );
+    probe["streams"][0]["nb_read_frames"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no video frames in {path:?}: {probe}"))
+}
+
+/// The container duration ffprobe reports, in seconds.
+pub fn probed_duration(path: &std::path::Path) -> f64 {
+    let probe = ffprobe(path, &["-show_format"]);
+    probe["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration for {path:?}: {probe}"))
+}

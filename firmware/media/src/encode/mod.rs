@@ -62,6 +62,33 @@ pub trait VideoEncoder: Send {
     ) -> Result<Option<EncodedFrame>, EncodeError>;
 }
 
+/// Refuses a picture whose size differs from what the encoder was set up for: encoders
+/// would otherwise read past a plane or produce garbage.
+pub(crate) fn check_frame_size(
+    encoder: &str,
+    want: VideoFormat,
+    frame: &RawFrame,
+) -> Result<(), EncodeError> {
+    if frame.width != want.width || frame.height != want.height {
+        return Err(EncodeError::SizeMismatch {
+            encoder: encoder.into(),
+            got_w: frame.width,
+            got_h: frame.height,
+            want_w: want.width,
+            want_h: want.height,
+        });
+    }
+    let need = RawFrame::i420_len(frame.width, frame.height);
+    if frame.data.len() < need {
+        return Err(EncodeError::Frame {
+            encoder: encoder.into(),
+            frame: frame.number,
+            reason: format!("picture has {} bytes, I420 needs {need}", frame.data.len()),
+        });
+    }
+    Ok(())
+}
+
 /// Which encoder to use, as written in config (`auto`, `openh264`, `v4l2m2m[:DEV]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EncoderChoice {

@@ -70,16 +70,7 @@ impl VideoEncoder for OpenH264Encoder {
         frame: &RawFrame,
         force_keyframe: bool,
     ) -> Result<Option<EncodedFrame>, EncodeError> {
-        let want = self.settings.format;
-        if frame.width != want.width || frame.height != want.height {
-            return Err(EncodeError::SizeMismatch {
-                encoder: NAME.into(),
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: want.width,
-                want_h: want.height,
-            });
-        }
+        super::check_frame_size(NAME, self.settings.format, frame)?;
         if force_keyframe {
             self.encoder.force_intra_frame();
         }
@@ -109,5 +100,66 @@ impl VideoEncoder for OpenH264Encoder {
             keyframe,
             data: bytes::Bytes::copy_from_slice(&self.out),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{FrameRate, VideoFormat};
+
+    fn encoder() -> OpenH264Encoder {
+        OpenH264Encoder::new(VideoEncoderSettings {
+            format: VideoFormat {
+                width: 64,
+                height: 48,
+                rate: FrameRate::per_second(30),
+            },
+            bitrate: 100_000,
+            keyframe_interval: 30,
+        })
+        .unwrap()
+    }
+
+    fn frame(w: u32, h: u32, len: usize) -> RawFrame {
+        RawFrame {
+            number: 3,
+            capture_us: 0,
+            width: w,
+            height: h,
+            data: vec![128; len],
+        }
+    }
+
+    #[test]
+    fn refuses_wrong_sizes_and_short_pictures_instead_of_reading_past_them() {
+        let mut enc = encoder();
+        assert!(matches!(
+            enc.encode(&frame(32, 48, RawFrame::i420_len(32, 48)), false),
+            Err(EncodeError::SizeMismatch { .. })
+        ));
+        assert!(matches!(
+            enc.encode(&frame(64, 48, 100), false),
+            Err(EncodeError::Frame { frame: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn forced_keyframes_carry_parameter_sets_and_others_do_not() {
+        let mut enc = encoder();
+        let types = |au: &[u8]| -> Vec<u8> {
+            crate::annexb::nal_units(au)
+                .map(crate::annexb::nal_type)
+                .collect()
+        };
+        let f = frame(64, 48, RawFrame::i420_len(64, 48));
+        let first = enc.encode(&f, true).unwrap().unwrap();
+        assert!(first.keyframe);
+        assert_eq!(&types(&first.data)[..2], &[7, 8]);
+        let next = enc.encode(&f, false).unwrap().unwrap();
+        assert!(!next.keyframe);
+        assert!(!types(&next.data).contains(&5), "a P frame, no IDR");
+        let again = enc.encode(&f, true).unwrap().unwrap();
+        assert!(again.keyframe && types(&again.data).starts_with(&[7, 8]));
     }
 }

@@ -268,16 +268,7 @@ impl<D: M2mDevice> VideoEncoder for M2mEncoder<D> {
         frame: &RawFrame,
         force_keyframe: bool,
     ) -> Result<Option<EncodedFrame>, EncodeError> {
-        let want = self.settings.format;
-        if frame.width != want.width || frame.height != want.height {
-            return Err(EncodeError::SizeMismatch {
-                encoder: self.name.clone(),
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: want.width,
-                want_h: want.height,
-            });
-        }
+        super::check_frame_size(&self.name, self.settings.format, frame)?;
         let need = RawFrame::i420_len(frame.width, frame.height);
         if frame.data.len() < need {
             return Err(EncodeError::Frame {
