@@ -45,5 +45,8 @@ fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
     eprintln!("chromium: {result}");
     assert!(result["advanced"].as_u64().unwrap() >= 50, "{result}");
     assert!(result["maxRms"].as_f64().unwrap() > 0.01, "{result}");
-    assert!(result["mime"].as_str().unwrap().contains("opus"), "{result}");
+    assert!(
+        result["mime"].as_str().unwrap().contains("opus"),
+        "{result}"
+    );
 }

@@ -11,9 +11,21 @@
 //
 // Prints one JSON line to stdout:
 //   {firstFrame, lastFrame, advanced, readings, unreadable, maxRms, audioTracks,
-//    audioDecodedBytes, mime, latencyMs: {mean, p95}, errors: [...]}
-// and exits 0 when the picture advanced by at least 50 frames in 3 s and sound was heard
-// (max RMS > 0.01), else 1 with the reason on stderr.
+//    audioDecodedBytes, stalls, droppedFrames, video: {...}, latencyMs: {mean, p95},
+//    mime, errors: [...]}
+// - advanced: last minus first frame number read from the strip over 3 s (30 fps: ~90);
+// - readings / unreadable: strip reads that passed / failed the check bits;
+// - maxRms: loudest 43 ms window of the page's sound (the test beep gives ~0.26);
+// - audioTracks: video.audioTracks.length, null where the browser hides that API (Chromium
+//   does, unless experimental features are on); audioDecodedBytes: Chromium's
+//   webkitAudioDecodedByteCount, the proof that Opus was decoded;
+// - latencyMs: Date.now() when sampled minus the capture time in the strip (same clock
+//   when box and browser share a machine);
+// - stalls: 'waiting' events while sampling; video: where the element stood at the end;
+// - mime: the Content-Type the box sent with the stream; errors: the page's console errors.
+// Exits 0 when the picture advanced by at least 50 frames in 3 s and sound was heard
+// (max RMS > 0.01), else 1 with the reason on stderr (2 for bad usage).
+// --media-log prints Chromium's media log (chrome://media-internals) to stderr.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,6 +33,9 @@ import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const SAMPLE_FOR_MS = 3000;
+// A new viewer starts at the last keyframe and the page then skips to the live edge:
+// measure after that, so latency is the steady state a viewer lives with.
+const SETTLE_MS = 1000;
 const SAMPLE_EVERY_MS = 50;
 const START_TIMEOUT_MS = 20000;
 const OVERALL_TIMEOUT_MS = 90000;
@@ -29,13 +44,14 @@ const MIN_RMS = 0.01;
 
 function usage(message) {
   if (message) process.stderr.write(`play.mjs: ${message}\n`);
-  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png]\n');
+  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const positional = [];
   let screenshot = null;
+  let mediaLog = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--screenshot') {
@@ -43,6 +59,8 @@ function parseArgs(argv) {
       if (!screenshot) usage('--screenshot needs a file name');
     } else if (a.startsWith('--screenshot=')) {
       screenshot = a.slice('--screenshot='.length);
+    } else if (a === '--media-log') {
+      mediaLog = true;
     } else if (a === '-h' || a === '--help') {
       usage();
     } else if (a.startsWith('--')) {
@@ -58,7 +76,7 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${positional[0]}`);
   }
-  return { base, name: positional[1], screenshot };
+  return { base, name: positional[1], screenshot, mediaLog };
 }
 
 async function launch(userDataDir) {
@@ -67,9 +85,13 @@ async function launch(userDataDir) {
   return chromium.launchPersistentContext(userDataDir, {
     executablePath: '/usr/bin/chromium',
     headless: true,
-    // Playwright adds --mute-audio in headless mode. With it, Chromium still decodes the
-    // sound, but what a MediaElementSource hands to WebAudio is silence, so the RMS check
-    // would always fail: the flag must not be set.
+    // Playwright adds --mute-audio in headless mode; drop it, so that sound goes the way it
+    // goes for a person. What was seen with Chromium 156 in a container without /dev/snd:
+    // - WebAudio runs on a fake output, no sound card or PulseAudio needed;
+    // - the analyser hears the tone with or without --mute-audio (it taps the element
+    //   before the output is muted);
+    // - a muted <video> (say, the page fell back to muted autoplay) gives it pure silence,
+    //   max RMS 0: the failure the sound check is there to catch.
     ignoreDefaultArgs: ['--mute-audio'],
     args: [
       '--no-sandbox',
@@ -91,6 +113,18 @@ async function clickPlay(page, name) {
     .getByRole('listitem')
     .filter({ has: page.getByText(name, { exact: true }) });
   await row.getByRole('button', { name: /play/i }).first().click({ timeout: START_TIMEOUT_MS });
+}
+
+/** With --media-log: Chromium's own media log (what chrome://media-internals shows: demuxer
+ *  warnings, decoder choice, MSE errors) goes to stderr, stamped with ms since the start. */
+async function logMedia(context, page) {
+  const t0 = Date.now();
+  const say = (what, text) => process.stderr.write(`media ${Date.now() - t0}ms ${what}: ${text}\n`);
+  const cdp = await context.newCDPSession(page);
+  cdp.on('Media.playerMessagesLogged', (e) => { for (const m of e.messages) say(m.level, m.message); });
+  cdp.on('Media.playerErrorsRaised', (e) => { for (const m of e.errors) say('error', JSON.stringify(m)); });
+  cdp.on('Media.playerEventsAdded', (e) => { for (const m of e.events) say('event', m.value); });
+  await cdp.send('Media.enable');
 }
 
 async function waitForPicture(page) {
@@ -165,6 +199,11 @@ async function sampleInPage({ forMs, everyMs }) {
     return { frame: Number(frame), captureMs: Number(l2) };
   };
 
+  // Stalls: the picture waited for data while we watched.
+  let stalls = 0;
+  const onWaiting = () => { stalls++; };
+  video.addEventListener('waiting', onWaiting);
+
   const samples = [];
   let maxRms = 0;
   const end = performance.now() + forMs;
@@ -181,12 +220,29 @@ async function sampleInPage({ forMs, everyMs }) {
     await new Promise((r) => setTimeout(r, everyMs));
   }
 
+  video.removeEventListener('waiting', onWaiting);
+  const ranges = [];
+  for (let i = 0; i < video.buffered.length; i++) {
+    ranges.push([+video.buffered.start(i).toFixed(3), +video.buffered.end(i).toFixed(3)]);
+  }
+  const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
   return {
     samples,
     maxRms,
+    stalls,
+    droppedFrames: q ? q.droppedVideoFrames : null,
     audioError,
     audioTracks: video.audioTracks ? video.audioTracks.length : null,
     audioDecodedBytes: typeof video.webkitAudioDecodedByteCount === 'number' ? video.webkitAudioDecodedByteCount : null,
+    // Where the element stood at the end, for a reader of a failed run.
+    video: {
+      currentTime: +video.currentTime.toFixed(3),
+      buffered: ranges,
+      readyState: video.readyState,
+      paused: video.paused,
+      muted: video.muted,
+      playbackRate: video.playbackRate,
+    },
     videoError: video.error ? `${video.error.code}: ${video.error.message}` : null,
   };
 }
@@ -208,6 +264,9 @@ function summarise(raw) {
     maxRms: Number(raw.maxRms.toFixed(4)),
     audioTracks: raw.audioTracks,
     audioDecodedBytes: raw.audioDecodedBytes,
+    stalls: raw.stalls,
+    droppedFrames: raw.droppedFrames,
+    video: raw.video,
     latencyMs: {
       mean: mean === null ? null : Math.round(mean),
       p95: p95 === null ? null : Math.round(p95),
@@ -216,7 +275,7 @@ function summarise(raw) {
 }
 
 async function main() {
-  const { base, name, screenshot } = parseArgs(process.argv.slice(2));
+  const { base, name, screenshot, mediaLog } = parseArgs(process.argv.slice(2));
   const watchdog = setTimeout(() => {
     process.stderr.write(`play.mjs: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
     process.exit(1);
@@ -233,6 +292,7 @@ async function main() {
     const page = context.pages()[0] ?? (await context.newPage());
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     page.on('pageerror', (e) => errors.push(String(e)));
+    if (mediaLog) await logMedia(context, page);
     // The exact MSE type the box announced for this stream.
     const streamPath = `/live/${encodeURIComponent(name)}.mp4`;
     page.on('response', (r) => {
@@ -247,6 +307,7 @@ async function main() {
       const shown = await page.locator('#overlay-text').textContent().catch(() => null);
       throw new Error(`no picture within ${START_TIMEOUT_MS / 1000} s${shown ? ` (page says: ${shown})` : ''}`);
     }
+    await page.waitForTimeout(SETTLE_MS);
     const raw = await page.evaluate(sampleInPage, { forMs: SAMPLE_FOR_MS, everyMs: SAMPLE_EVERY_MS });
     if (raw.audioError) errors.push(`test: WebAudio: ${raw.audioError}`);
     if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
