@@ -239,66 +239,105 @@ impl Fragmenter {
 
     /// A fragment holding one H.264 access unit (Annex-B in, length-prefixed out).
     pub fn video(&mut self, capture_us: u64, keyframe: bool, au: &[u8]) -> Result<Bytes, Mp4Error> {
-        let sample = to_length_prefixed(au);
-        let flags = if keyframe { FLAGS_SYNC } else { FLAGS_NON_SYNC };
-        let t = self.ticks(capture_us, VIDEO_TIMESCALE);
-        self.fragment(VIDEO_TRACK, t, self.video_duration, flags, sample)
+        self.av(Some((capture_us, keyframe, au)), &[])
     }
 
     /// A fragment holding one Opus packet of 20 ms.
     pub fn audio(&mut self, capture_us: u64, packet: &[u8]) -> Result<Bytes, Mp4Error> {
-        let t = self.ticks(capture_us, AUDIO_SAMPLE_RATE);
-        self.fragment(
-            AUDIO_TRACK,
-            t,
-            AUDIO_BLOCK_SAMPLES as u32,
-            FLAGS_SYNC,
-            packet.to_vec(),
-        )
+        self.av(None, &[(capture_us, packet)])
     }
 
-    fn fragment(
+    /// One fragment with a video frame and the Opus packets captured since the previous
+    /// one, a `traf` each. Browsers expect every media segment of a muxed stream to carry
+    /// every track; a segment without one of them leaves MSE unable to tell a gap from a
+    /// pause in that track.
+    pub fn av(
         &mut self,
-        track_id: u32,
-        decode_time: u64,
-        duration: u32,
-        flags: u32,
-        sample: Vec<u8>,
+        video: Option<(u64, bool, &[u8])>,
+        audio: &[(u64, &[u8])],
     ) -> Result<Bytes, Mp4Error> {
+        let mut trafs = Vec::new();
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        if let Some((capture_us, keyframe, au)) = video {
+            let sample = to_length_prefixed(au);
+            let flags = if keyframe { FLAGS_SYNC } else { FLAGS_NON_SYNC };
+            let entry = TrunEntry {
+                duration: Some(self.video_duration),
+                size: Some(sample.len() as u32),
+                flags: Some(flags),
+                cts: None,
+            };
+            trafs.push(traf(
+                VIDEO_TRACK,
+                self.ticks(capture_us, VIDEO_TIMESCALE),
+                vec![entry],
+            ));
+            payloads.push(sample);
+        }
+        if let Some(&(first, _)) = audio.first() {
+            let ticks: Vec<u64> = audio
+                .iter()
+                .map(|(c, _)| self.ticks(*c, AUDIO_SAMPLE_RATE))
+                .collect();
+            // Durations follow the capture times, so a lost packet leaves a gap of the
+            // right length instead of shifting everything after it.
+            let entries = audio
+                .iter()
+                .enumerate()
+                .map(|(i, (_, p))| TrunEntry {
+                    duration: Some(ticks.get(i + 1).map_or(AUDIO_BLOCK_SAMPLES as u32, |n| {
+                        n.saturating_sub(ticks[i]) as u32
+                    })),
+                    size: Some(p.len() as u32),
+                    flags: Some(FLAGS_SYNC),
+                    cts: None,
+                })
+                .collect();
+            trafs.push(traf(
+                AUDIO_TRACK,
+                self.ticks(first, AUDIO_SAMPLE_RATE),
+                entries,
+            ));
+            payloads.push(audio.iter().flat_map(|(_, p)| p.iter().copied()).collect());
+        }
         self.seq = self.seq.wrapping_add(1);
         let mut moof = Moof {
             mfhd: Mfhd {
                 sequence_number: self.seq,
             },
-            traf: vec![Traf {
-                tfhd: Tfhd {
-                    track_id,
-                    default_base_is_moof: true,
-                    ..Default::default()
-                },
-                tfdt: Some(Tfdt {
-                    base_media_decode_time: decode_time,
-                }),
-                trun: vec![Trun {
-                    data_offset: Some(0),
-                    samples: TrunSamples::Explicit(vec![TrunEntry {
-                        duration: Some(duration),
-                        size: Some(sample.len() as u32),
-                        flags: Some(flags),
-                        cts: None,
-                    }]),
-                }],
-                ..Default::default()
-            }],
+            traf: trafs,
         };
-        // The data offset counts from the moof's first byte to the sample in the mdat.
+        // Data offsets count from the moof's first byte to each traf's samples in the mdat.
         let mut probe = Vec::new();
         moof.encode(&mut probe).map_err(enc_err)?;
-        moof.traf[0].trun[0].data_offset = Some(probe.len() as i32 + 8);
-        let mut out = Vec::with_capacity(probe.len() + sample.len() + 16);
+        let mut offset = probe.len() + 8;
+        for (t, payload) in moof.traf.iter_mut().zip(&payloads) {
+            t.trun[0].data_offset = Some(offset as i32);
+            offset += payload.len();
+        }
+        let data = payloads.concat();
+        let mut out = Vec::with_capacity(probe.len() + data.len() + 16);
         moof.encode(&mut out).map_err(enc_err)?;
-        Mdat { data: sample }.encode(&mut out).map_err(enc_err)?;
+        Mdat { data }.encode(&mut out).map_err(enc_err)?;
         Ok(out.into())
+    }
+}
+
+fn traf(track_id: u32, decode_time: u64, entries: Vec<TrunEntry>) -> Traf {
+    Traf {
+        tfhd: Tfhd {
+            track_id,
+            default_base_is_moof: true,
+            ..Default::default()
+        },
+        tfdt: Some(Tfdt {
+            base_media_decode_time: decode_time,
+        }),
+        trun: vec![Trun {
+            data_offset: Some(0),
+            samples: TrunSamples::Explicit(entries),
+        }],
+        ..Default::default()
     }
 }
 
@@ -591,13 +630,25 @@ mod tests {
             stream.extend_from_slice(&frag.video(f.capture_us, f.keyframe, &f.data).unwrap());
         }
         stream.extend_from_slice(&frag.audio(base + 20_000, &[0xAB; 7]).unwrap());
+        // One fragment with both tracks; the second audio packet was lost.
+        stream.extend_from_slice(
+            &frag
+                .av(
+                    Some((base + 100_000, false, &frames[2].data[..])),
+                    &[
+                        (base + 40_000, &[1u8; 5][..]),
+                        (base + 80_000, &[2u8; 6][..]),
+                    ],
+                )
+                .unwrap(),
+        );
 
         let mut reader = Mp4Reader::new();
         let mut events = Vec::new();
         for chunk in stream.chunks(100) {
             events.extend(reader.push(chunk).unwrap());
         }
-        assert_eq!(events.len(), 5);
+        assert_eq!(events.len(), 6);
         let Mp4Event::Init { tracks, avc, .. } = &events[0] else {
             panic!("init first")
         };
@@ -628,10 +679,22 @@ mod tests {
                 (1, 0, true),
                 (1, 3000, false),
                 (1, 6000, false),
-                (2, 960, true)
+                (2, 960, true),
+                (1, 9000, false),
+                (2, 1920, true),
+                (2, 3840, true),
             ]
         );
         assert_eq!(&samples[3].data[..], &[0xAB; 7]);
+        assert_eq!(
+            samples[5].duration, 1920,
+            "the gap of the lost packet is kept"
+        );
+        assert_eq!(
+            (&samples[5].data[..], &samples[6].data[..]),
+            (&[1u8; 5][..], &[2u8; 6][..])
+        );
+        assert_eq!(samples[4].data, samples[2].data);
         // The sample is the access unit without parameter sets, NALs intact.
         let back = crate::annexb::from_length_prefixed(&samples[1].data).unwrap();
         assert_eq!(

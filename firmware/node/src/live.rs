@@ -10,13 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use cambox_media::annexb::AvcConfig;
 use cambox_media::fmp4::{init_segment, Fragmenter, StreamInfo};
-use cambox_media::Broadcast;
+use cambox_media::{Broadcast, GroupObject};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
 
 /// Fragments queued per viewer before its reader stops and, later, skips groups.
 const VIEWER_QUEUE: usize = 16;
+/// Opus packets (20 ms each) held for a video frame before they are sent without one.
+const AUDIO_ALONE_AFTER: usize = 10;
 /// How long a new viewer waits for the first keyframe of a broadcast that just started.
 const FIRST_KEYFRAME_WAIT: Duration = Duration::from_secs(5);
 
@@ -93,14 +95,41 @@ pub async fn start_viewer(
             return;
         }
         let mut dropped = video.dropped_groups();
+        // Opus packets wait here for the next video frame, so each fragment carries both
+        // tracks (what MSE expects of a muxed stream) at a cost of at most one frame.
+        let mut pending: Vec<GroupObject> = Vec::new();
         loop {
             let fragment = tokio::select! {
-                v = video.next() => match v {
-                    Some(o) => frag.video(o.object.capture_us, o.index == 0, &o.object.payload),
-                    None => break,
+                v = video.next() => {
+                    let Some(o) = v else { break };
+                    let now = video.dropped_groups();
+                    if now > dropped {
+                        // The picture skipped ahead to a newer group: the sound follows it,
+                        // so both tracks resume at the same instant.
+                        metrics.viewer_groups_dropped.inc_by(now - dropped);
+                        dropped = now;
+                        pending.clear();
+                        audio = broadcast.audio.as_ref().map(|a| a.subscribe_from(o.object.capture_us));
+                    }
+                    let packets: Vec<(u64, &[u8])> =
+                        pending.iter().map(|p| (p.capture_us, &p.payload[..])).collect();
+                    let f = frag.av(Some((o.object.capture_us, o.index == 0, &o.object.payload)), &packets);
+                    pending.clear();
+                    f
                 },
                 a = async { match audio.as_mut() { Some(r) => r.next().await, None => std::future::pending().await } } => match a {
-                    Some(o) if o.object.capture_us >= base => frag.audio(o.object.capture_us, &o.object.payload),
+                    Some(o) if o.object.capture_us >= base => {
+                        pending.push(o.object);
+                        if pending.len() < AUDIO_ALONE_AFTER {
+                            continue;
+                        }
+                        // No picture for a while (a stalled camera): sound goes on alone.
+                        let packets: Vec<(u64, &[u8])> =
+                            pending.iter().map(|p| (p.capture_us, &p.payload[..])).collect();
+                        let f = frag.av(None, &packets);
+                        pending.clear();
+                        f
+                    }
                     Some(_) => continue,
                     None => { audio = None; continue }
                 },
@@ -110,9 +139,6 @@ pub async fn start_viewer(
             if !send(fragment).await {
                 break;
             }
-            let now = video.dropped_groups();
-            metrics.viewer_groups_dropped.inc_by(now - dropped);
-            dropped = now;
         }
     });
     Ok((mime, rx))

@@ -206,11 +206,12 @@ impl VideoLoop {
             };
             self.metrics.frames_captured.inc();
             let n = captured.number();
+            let mut gap = false;
             if let Some(last) = last_number {
                 // Frame numbers the source skipped were dropped before they reached us.
-                self.metrics
-                    .frames_dropped
-                    .inc_by(n.saturating_sub(last + 1));
+                let skipped = n.saturating_sub(last + 1);
+                self.metrics.frames_dropped.inc_by(skipped);
+                gap = skipped > 0;
             }
             last_number = Some(n);
             let encoded = match captured {
@@ -219,7 +220,9 @@ impl VideoLoop {
                     let Some(enc) = self.encoder.as_mut() else {
                         return Err("source gave raw frames but no encoder is open".into());
                     };
-                    let force = since_key >= self.gop;
+                    // After a gap in time, start a new group: players (MSE above all) treat
+                    // a jump in timestamps as a discontinuity and wait for a keyframe.
+                    let force = since_key >= self.gop || gap;
                     let t = Instant::now();
                     let out = enc.encode(&raw, force).map_err(|e| e.to_string())?;
                     self.metrics
@@ -301,5 +304,76 @@ impl AudioLoop {
             });
             self.metrics.audio_frames_encoded.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cambox_media::encode::openh264::OpenH264Encoder;
+    use cambox_media::{FrameRate, RawFrame, SourceError};
+
+    /// A camera that loses frames 3 and 4.
+    struct LossySource {
+        numbers: std::vec::IntoIter<u64>,
+        format: VideoFormat,
+    }
+
+    impl VideoSource for LossySource {
+        fn describe(&self) -> String {
+            "lossy".into()
+        }
+        fn format(&self) -> VideoFormat {
+            self.format
+        }
+        fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+            Ok(self.numbers.next().map(|n| {
+                Captured::Raw(RawFrame {
+                    number: n,
+                    capture_us: n * 33_333,
+                    width: 64,
+                    height: 48,
+                    data: vec![(n * 20) as u8; RawFrame::i420_len(64, 48)],
+                })
+            }))
+        }
+    }
+
+    #[test]
+    fn a_gap_at_the_source_starts_a_new_group() {
+        let format = VideoFormat {
+            width: 64,
+            height: 48,
+            rate: FrameRate::per_second(30),
+        };
+        let (writer, video) = track("video", 4);
+        let metrics = Arc::new(Metrics::new());
+        let looped = VideoLoop {
+            source: Box::new(LossySource {
+                numbers: vec![0, 1, 2, 5, 6, 7].into_iter(),
+                format,
+            }),
+            encoder: Some(Box::new(
+                OpenH264Encoder::new(VideoEncoderSettings {
+                    format,
+                    bitrate: 100_000,
+                    keyframe_interval: 30,
+                })
+                .unwrap(),
+            )),
+            writer,
+            metrics: metrics.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            state: Arc::new(PipelineState::default()),
+            gop: 30,
+        };
+        let mut reader = video.subscribe_from(0);
+        looped.run();
+        let got: Vec<(u64, usize)> = std::iter::from_fn(|| reader.try_next())
+            .map(|o| (o.object.capture_us / 33_333, o.index))
+            .collect();
+        assert_eq!(got, vec![(0, 0), (1, 1), (2, 2), (5, 0), (6, 1), (7, 2)]);
+        assert_eq!(metrics.frames_dropped.get(), 2);
+        assert_eq!(metrics.frames_encoded.get(), 6);
     }
 }

@@ -115,9 +115,11 @@ fn bars(width: u32, height: u32) -> Vec<u8> {
     }
     for x in 0..cw {
         let bar = BARS[x * BARS.len() / cw];
+        // Grey under the strip, so lossy chroma cannot tint its black and white cells.
         for row in 0..ch {
-            u[row * cw + x] = bar.1;
-            v[row * cw + x] = bar.2;
+            let neutral = row < STRIP_ROWS as usize / 2;
+            u[row * cw + x] = if neutral { 128 } else { bar.1 };
+            v[row * cw + x] = if neutral { 128 } else { bar.2 };
         }
     }
     data
