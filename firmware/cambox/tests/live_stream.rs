@@ -120,9 +120,29 @@ fn ten_seconds_of_live_mp4_decode_frame_by_frame_with_beeps_in_sync() {
             "v:0",
             "-show_frames",
             "-show_entries",
-            "frame=pts_time",
+            "frame=pts_time,key_frame",
         ],
     );
+    // A keyframe every second (30 frames), each at a frame number that is a multiple of 30.
+    let keyframes: Vec<u32> = video_frames["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&readings)
+        .filter(|(f, _)| f["key_frame"] == 1)
+        .map(|(_, r)| r.unwrap().frame)
+        .collect();
+    assert!((10..=11).contains(&keyframes.len()), "{keyframes:?}");
+    assert!(keyframes.iter().all(|n| n % 30 == 0), "{keyframes:?}");
+    // cambox's own strip reader agrees with what ffmpeg decoded.
+    let ours = run(Command::new(BIN).args(["strip", "--json"]).arg(&out));
+    let ours = json(String::from_utf8_lossy(&ours).trim());
+    assert_eq!(ours["frames"].as_u64(), Some(c.frames), "{ours}");
+    assert_eq!(
+        (ours["gaps"].as_u64(), ours["repeats"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(ours["first"].as_u64(), c.first.map(u64::from));
     let pts: Vec<f64> = video_frames["frames"]
         .as_array()
         .unwrap()
