@@ -1,0 +1,115 @@
+//! What neighbours say to each other. The wire form is in `wire`, documented in
+//! `docs/protocol.md`.
+
+use bytes::Bytes;
+
+/// A node's identity: its Ed25519 public key. Certificates in the transport prove it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub [u8; 32]);
+
+impl NodeId {
+    /// The first 6 bytes in hex: enough to tell nodes apart in logs and host names.
+    pub fn short(&self) -> String {
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.short())
+    }
+}
+
+/// A broadcast is named by its origin and a name unique at that origin.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BroadcastId {
+    pub origin: NodeId,
+    pub name: String,
+}
+
+/// Track numbers within a broadcast.
+pub const TRACK_VIDEO: u8 = 0;
+pub const TRACK_AUDIO: u8 = 1;
+
+/// One broadcast as a neighbour knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub broadcast: BroadcastId,
+    /// The origin's site.
+    pub site: String,
+    pub tracks: Vec<u8>,
+    /// The sender's route from the origin: origin first, the sender last. A node never
+    /// takes a route that already contains itself, so trees cannot loop.
+    pub path: Vec<NodeId>,
+    /// True when the sender is receiving the broadcast now (it can serve at once).
+    pub carrying: bool,
+    /// Bumped by the origin on every refresh; stale copies lose to newer ones.
+    pub version: u64,
+    /// How long the entry stays valid without a refresh.
+    pub ttl_ms: u32,
+}
+
+/// Where a subscriber wants a track to continue from after switching parents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub track: u8,
+    pub group: u64,
+    /// The next object the subscriber needs in that group.
+    pub index: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// First message on a connection.
+    Hello {
+        node: NodeId,
+        site: String,
+        /// Upload budget for relaying, kbit/s (0 = unknown).
+        uplink_kbps: u32,
+    },
+    /// Everything the sender knows of, sent periodically and on change.
+    Catalog {
+        entries: Vec<CatalogEntry>,
+    },
+    /// Broadcasts the sender wants, so a site can agree on who pulls each across the WAN.
+    Interest {
+        broadcasts: Vec<BroadcastId>,
+    },
+    Subscribe {
+        broadcast: BroadcastId,
+        resume: Vec<ResumePoint>,
+    },
+    SubscribeOk {
+        broadcast: BroadcastId,
+    },
+    /// The sender cannot take another child for this broadcast: try these instead.
+    Redirect {
+        broadcast: BroadcastId,
+        to: Vec<NodeId>,
+    },
+    Unsubscribe {
+        broadcast: BroadcastId,
+    },
+    /// One frame. In the QUIC transport, each group travels on a stream of its own.
+    Object {
+        broadcast: BroadcastId,
+        track: u8,
+        group: u64,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    Goodbye,
+}

@@ -1,0 +1,499 @@
+//! A deterministic network of [`Node`]s on a fake clock: per-link delay and bandwidth,
+//! nodes that die, and byte counters on every site's WAN link.
+//!
+//! It plays the driver's part (the QUIC transport in the real box): it carries messages,
+//! reports bytes that left a link, tells neighbours when a peer went silent (after
+//! `idle_timeout`, like a QUIC idle timeout) and dials nodes a redirect names.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::msg::{BroadcastId, Msg, NodeId};
+use crate::node::{Config, Event, Node};
+
+/// How a link behaves, in each direction.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSpec {
+    pub delay: Duration,
+    pub bits_per_second: u64,
+}
+
+impl LinkSpec {
+    pub const LAN: LinkSpec = LinkSpec {
+        delay: Duration::from_millis(1),
+        bits_per_second: 100_000_000,
+    };
+    pub const WAN: LinkSpec = LinkSpec {
+        delay: Duration::from_millis(20),
+        bits_per_second: 50_000_000,
+    };
+}
+
+/// An object a node handed to its own viewers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub at: Instant,
+    pub broadcast: BroadcastId,
+    pub track: u8,
+    pub group: u64,
+    pub index: u32,
+    pub capture_us: u64,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    node: Node,
+    site: usize,
+    alive: bool,
+    timer: Option<Instant>,
+    delivered: Vec<Delivered>,
+}
+
+#[derive(Debug)]
+enum Action {
+    Arrive {
+        to: usize,
+        from: usize,
+        msg: Msg,
+    },
+    Sent {
+        at: usize,
+        peer: usize,
+        bytes: usize,
+    },
+    Down {
+        at: usize,
+        peer: usize,
+    },
+    Up {
+        a: usize,
+        b: usize,
+    },
+    Timer {
+        at: usize,
+    },
+    Produce {
+        origin: usize,
+        broadcast: usize,
+        n: u64,
+    },
+}
+
+/// A live broadcast the simulation produces: 30 objects a second, a group a second.
+#[derive(Debug, Clone)]
+pub struct SimBroadcast {
+    pub id: BroadcastId,
+    pub origin: usize,
+    pub keyframe_bytes: usize,
+    pub frame_bytes: usize,
+    pub fps: u32,
+}
+
+/// Bytes over one site's WAN link, by direction and kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WanBytes {
+    pub media_in: u64,
+    pub media_out: u64,
+    pub control_in: u64,
+    pub control_out: u64,
+}
+
+#[derive(Debug)]
+pub struct Net {
+    epoch: Instant,
+    now: Instant,
+    nodes: Vec<SimNode>,
+    index: BTreeMap<NodeId, usize>,
+    links: BTreeMap<(usize, usize), (LinkSpec, Instant)>,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    actions: BTreeMap<u64, Action>,
+    seq: u64,
+    rng: u64,
+    pub idle_timeout: Duration,
+    pub broadcasts: Vec<SimBroadcast>,
+    /// Counting starts when `measure` is set, so start-up can be left out.
+    pub measuring: bool,
+    pub wan: Vec<WanBytes>,
+    /// Media bytes each broadcast's origin produced while measuring.
+    pub produced: Vec<u64>,
+    last_timer: Option<(usize, Instant)>,
+    spins: u32,
+}
+
+impl Net {
+    pub fn new(seed: u64) -> Self {
+        let epoch = Instant::now();
+        Self {
+            epoch,
+            now: epoch,
+            nodes: Vec::new(),
+            index: BTreeMap::new(),
+            links: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            actions: BTreeMap::new(),
+            seq: 0,
+            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            idle_timeout: Duration::from_millis(300),
+            broadcasts: Vec::new(),
+            measuring: false,
+            wan: Vec::new(),
+            produced: Vec::new(),
+            last_timer: None,
+            spins: 0,
+        }
+    }
+
+    /// Deterministic pseudo-random numbers (SplitMix64).
+    pub fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.epoch
+    }
+
+    /// Adds a node in `site` (sites are numbered from 0) with an id made from the seed.
+    pub fn add_node(&mut self, site: usize, mut cfg: Config) -> usize {
+        let mut id = [0u8; 32];
+        for chunk in id.chunks_mut(8) {
+            chunk.copy_from_slice(&self.random().to_be_bytes());
+        }
+        cfg.site = format!("site{site}");
+        let i = self.nodes.len();
+        self.index.insert(NodeId(id), i);
+        self.nodes.push(SimNode {
+            node: Node::new(NodeId(id), cfg),
+            site,
+            alive: true,
+            timer: None,
+            delivered: Vec::new(),
+        });
+        if self.wan.len() <= site {
+            self.wan.resize(site + 1, WanBytes::default());
+        }
+        i
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i].node
+    }
+
+    pub fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].node.id()
+    }
+
+    pub fn site_of(&self, i: usize) -> usize {
+        self.nodes[i].site
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.nodes[i].alive
+    }
+
+    pub fn delivered(&self, i: usize) -> &[Delivered] {
+        &self.nodes[i].delivered
+    }
+
+    /// Connects two nodes; both see the other come up after one round trip.
+    pub fn connect(&mut self, a: usize, b: usize, spec: LinkSpec) {
+        if a == b || self.links.contains_key(&(a, b)) {
+            return;
+        }
+        self.links.insert((a, b), (spec, self.now));
+        self.links.insert((b, a), (spec, self.now));
+        self.schedule(self.now + 2 * spec.delay, Action::Up { a, b });
+    }
+
+    fn link_between(&self, a: usize, b: usize) -> LinkSpec {
+        if self.nodes[a].site == self.nodes[b].site {
+            LinkSpec::LAN
+        } else {
+            LinkSpec::WAN
+        }
+    }
+
+    /// Starts a broadcast at `origin`, produced from now on.
+    pub fn publish(&mut self, origin: usize, name: &str) -> usize {
+        let now = self.now;
+        let id = self.nodes[origin]
+            .node
+            .publish(now, name, vec![crate::msg::TRACK_VIDEO]);
+        self.broadcasts.push(SimBroadcast {
+            id,
+            origin,
+            keyframe_bytes: 6_000,
+            frame_bytes: 1_500,
+            fps: 30,
+        });
+        self.produced.push(0);
+        let k = self.broadcasts.len() - 1;
+        self.schedule(
+            now,
+            Action::Produce {
+                origin,
+                broadcast: k,
+                n: 0,
+            },
+        );
+        self.pump(origin);
+        k
+    }
+
+    pub fn subscribe(&mut self, node: usize, broadcast: usize) {
+        let id = self.broadcasts[broadcast].id.clone();
+        let now = self.now;
+        self.nodes[node].node.subscribe(now, id);
+        self.pump(node);
+    }
+
+    /// Kills a node: it stops at once; its neighbours notice after `idle_timeout`.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        let peers: Vec<usize> = self
+            .links
+            .keys()
+            .filter(|(a, _)| *a == i)
+            .map(|(_, b)| *b)
+            .collect();
+        for p in peers {
+            self.schedule(
+                self.now + self.idle_timeout,
+                Action::Down { at: p, peer: i },
+            );
+        }
+    }
+
+    /// Limits one direction of a link (`from` to `to`), e.g. to make a slow child.
+    pub fn set_bandwidth(&mut self, from: usize, to: usize, bits_per_second: u64) {
+        if let Some((spec, _)) = self.links.get_mut(&(from, to)) {
+            spec.bits_per_second = bits_per_second;
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, action: Action) {
+        self.seq += 1;
+        self.actions.insert(self.seq, action);
+        self.queue.push(Reverse((at, self.seq, 0)));
+    }
+
+    /// Runs until `duration` of simulated time has passed.
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
+            if at > end {
+                break;
+            }
+            self.queue.pop();
+            self.now = at;
+            if let Some(action) = self.actions.remove(&seq) {
+                self.apply(action);
+            }
+        }
+        self.now = end;
+    }
+
+    fn apply(&mut self, action: Action) {
+        let now = self.now;
+        match action {
+            Action::Up { a, b } => {
+                if !(self.nodes[a].alive && self.nodes[b].alive) {
+                    return;
+                }
+                let rtt = 2 * self.link_between(a, b).delay;
+                let (ida, idb) = (self.id(a), self.id(b));
+                self.nodes[a].node.handle_peer_up(now, idb, rtt);
+                self.nodes[b].node.handle_peer_up(now, ida, rtt);
+                self.pump(a);
+                self.pump(b);
+            }
+            Action::Down { at, peer } => {
+                if self.nodes[at].alive {
+                    let id = self.id(peer);
+                    self.nodes[at].node.handle_peer_down(now, id);
+                    self.pump(at);
+                }
+            }
+            Action::Arrive { to, from, msg } => {
+                if self.nodes[to].alive && self.nodes[from].alive {
+                    let id = self.id(from);
+                    self.nodes[to].node.handle_message(now, id, msg);
+                    self.pump(to);
+                }
+            }
+            Action::Sent { at, peer, bytes } => {
+                if self.nodes[at].alive {
+                    let id = self.id(peer);
+                    self.nodes[at].node.handle_transmitted(id, bytes);
+                    self.pump(at);
+                }
+            }
+            Action::Timer { at } => {
+                self.spins = if self.last_timer == Some((at, now)) {
+                    self.spins + 1
+                } else {
+                    0
+                };
+                self.last_timer = Some((at, now));
+                assert!(
+                    self.spins < 10_000,
+                    "node {at} asks for a timer at {now:?} again and again without progress"
+                );
+                if self.nodes[at].timer == Some(now) {
+                    self.nodes[at].timer = None;
+                }
+                if self.nodes[at].alive {
+                    self.nodes[at].node.handle_timeout(now);
+                    self.pump(at);
+                }
+            }
+            Action::Produce {
+                origin,
+                broadcast,
+                n,
+            } => self.produce(origin, broadcast, n),
+        }
+    }
+
+    fn produce(&mut self, origin: usize, k: usize, n: u64) {
+        if !self.nodes[origin].alive {
+            return;
+        }
+        let b = self.broadcasts[k].clone();
+        let fps = u64::from(b.fps.max(1));
+        let (group, index) = (n / fps, (n % fps) as u32);
+        let size = if index == 0 {
+            b.keyframe_bytes
+        } else {
+            b.frame_bytes
+        };
+        // The first bytes say which frame it is, for tests that look inside.
+        let mut payload = vec![0u8; size.max(16)];
+        payload[..8].copy_from_slice(&group.to_be_bytes());
+        payload[8..12].copy_from_slice(&index.to_be_bytes());
+        let capture_us = (self.now - self.epoch).as_micros() as u64;
+        if self.measuring {
+            self.produced[k] += payload.len() as u64;
+        }
+        self.nodes[origin].node.handle_local_object(
+            &b.id,
+            crate::msg::TRACK_VIDEO,
+            group,
+            index,
+            capture_us,
+            Bytes::from(payload),
+        );
+        self.pump(origin);
+        let next = self.epoch + Duration::from_micros((n + 1) * 1_000_000 / fps);
+        let next = next.max(self.now);
+        self.schedule(
+            next,
+            Action::Produce {
+                origin,
+                broadcast: k,
+                n: n + 1,
+            },
+        );
+    }
+
+    /// Drains a node's events into the network and re-arms its timer.
+    fn pump(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(event) = self.nodes[i].node.poll_event() {
+            match event {
+                Event::Transmit { to, msg } => {
+                    let Some(&j) = self.index.get(&to) else {
+                        continue;
+                    };
+                    self.transmit(i, j, msg);
+                }
+                Event::Deliver {
+                    broadcast,
+                    track,
+                    group,
+                    index,
+                    capture_us,
+                    ..
+                } => {
+                    self.nodes[i].delivered.push(Delivered {
+                        at: now,
+                        broadcast,
+                        track,
+                        group,
+                        index,
+                        capture_us,
+                    });
+                }
+                Event::Connect { peer } => {
+                    if let Some(&j) = self.index.get(&peer) {
+                        if self.nodes[j].alive {
+                            let spec = self.link_between(i, j);
+                            self.connect(i, j, spec);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.nodes[i].node.poll_timeout() {
+            let t = t.max(now);
+            if self.nodes[i].timer.is_none_or(|cur| t < cur) {
+                self.nodes[i].timer = Some(t);
+                self.schedule(t, Action::Timer { at: i });
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, msg: Msg) {
+        let Some((spec, busy_until)) = self.links.get(&(from, to)).copied() else {
+            return;
+        };
+        let bytes = crate::wire_len(&msg);
+        let media = matches!(msg, Msg::Object { .. });
+        let start = busy_until.max(self.now);
+        let serialise =
+            Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / spec.bits_per_second.max(1));
+        let done = start + serialise;
+        self.links.insert((from, to), (spec, done));
+        let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
+        if self.measuring && sa != sb {
+            let n = bytes as u64;
+            if media {
+                self.wan[sa].media_out += n;
+                self.wan[sb].media_in += n;
+            } else {
+                self.wan[sa].control_out += n;
+                self.wan[sb].control_in += n;
+            }
+        }
+        if let Msg::Object { payload, .. } = &msg {
+            let counted = payload.len() + 64;
+            self.schedule(
+                done,
+                Action::Sent {
+                    at: from,
+                    peer: to,
+                    bytes: counted,
+                },
+            );
+        }
+        self.schedule(done + spec.delay, Action::Arrive { to, from, msg });
+    }
+}

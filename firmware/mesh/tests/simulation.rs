@@ -1,0 +1,298 @@
+//! Tier (a): the overlay on a simulated network with a fake clock, deterministic per seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use cambox_mesh::node::Config;
+use cambox_mesh::sim::{LinkSpec, Net};
+
+const SITES: usize = 10;
+const PER_SITE: usize = 20;
+
+/// 10 sites of 20 boxes: a full LAN mesh inside each site (mDNS finds everyone), two
+/// connections from each box to boxes elsewhere (static peers or the registry).
+fn world(seed: u64) -> Net {
+    let mut net = Net::new(seed);
+    for site in 0..SITES {
+        for _ in 0..PER_SITE {
+            net.add_node(site, Config::default());
+        }
+    }
+    for a in 0..net.len() {
+        for b in a + 1..net.len() {
+            if net.site_of(a) == net.site_of(b) {
+                net.connect(a, b, LinkSpec::LAN);
+            }
+        }
+        for _ in 0..2 {
+            let other = loop {
+                let c = (net.random() % net.len() as u64) as usize;
+                if net.site_of(c) != net.site_of(a) {
+                    break c;
+                }
+            };
+            net.connect(a, other, LinkSpec::WAN);
+        }
+    }
+    net.run_for(Duration::from_millis(200));
+    net
+}
+
+/// Five broadcasts from five sites, everyone subscribed to all of them.
+fn five_broadcasts(net: &mut Net) -> Vec<usize> {
+    let mut bs = Vec::new();
+    for (k, site) in [0usize, 2, 4, 6, 8].into_iter().enumerate() {
+        let origin = site * PER_SITE + (net.random() % PER_SITE as u64) as usize;
+        bs.push(net.publish(origin, &format!("cam{k}")));
+    }
+    for n in 0..net.len() {
+        for &b in &bs {
+            if net.broadcasts[b].origin != n {
+                net.subscribe(n, b);
+            }
+        }
+    }
+    bs
+}
+
+/// (group, index) pairs a node delivered for a broadcast, in order, with times.
+fn deliveries(net: &Net, n: usize, b: usize) -> Vec<(u64, u32, Instant)> {
+    let id = &net.broadcasts[b].id;
+    net.delivered(n)
+        .iter()
+        .filter(|d| &d.broadcast == id)
+        .map(|d| (d.group, d.index, d.at))
+        .collect()
+}
+
+/// Every delivered group starts at its first object and has no holes.
+fn assert_whole_prefixes(d: &[(u64, u32, Instant)], what: &str) {
+    let mut cur: Option<(u64, u32)> = None;
+    for &(g, i, _) in d {
+        match cur {
+            Some((cg, ci)) if g == cg => assert_eq!(i, ci + 1, "{what}: hole in group {g}"),
+            _ => assert_eq!(i, 0, "{what}: group {g} delivered without its start"),
+        }
+        cur = Some((g, i));
+    }
+}
+
+#[test]
+fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
+    let mut net = world(7);
+    let bs = five_broadcasts(&mut net);
+    net.run_for(Duration::from_secs(5));
+    let start = net.elapsed();
+    net.measuring = true;
+    net.run_for(Duration::from_secs(10));
+    net.measuring = false;
+    let end = net.elapsed();
+
+    // Every object produced in the window (but its last half second, still in flight)
+    // reached every subscriber.
+    let fps = 30u64;
+    let first = start.as_micros() as u64 * fps / 1_000_000 + 1;
+    let last = (end - Duration::from_millis(500)).as_micros() as u64 * fps / 1_000_000;
+    for n in 0..net.len() {
+        for &b in &bs {
+            if net.broadcasts[b].origin == n {
+                continue;
+            }
+            let d = deliveries(&net, n, b);
+            assert_whole_prefixes(&d, &format!("node {n} broadcast {b}"));
+            let got: BTreeSet<u64> = d.iter().map(|(g, i, _)| g * fps + u64::from(*i)).collect();
+            let missing: Vec<u64> = (first..=last).filter(|k| !got.contains(k)).collect();
+            assert!(
+                missing.is_empty(),
+                "node {n} (site {}) missed {} objects of broadcast {b}, first {:?}",
+                net.site_of(n),
+                missing.len(),
+                missing.first()
+            );
+        }
+    }
+
+    // Each site's WAN link carries each broadcast once in (and at most once out).
+    let origin_site: Vec<usize> = bs
+        .iter()
+        .map(|&b| net.site_of(net.broadcasts[b].origin))
+        .collect();
+    println!("site  media in (copies)  media out (copies)  control in+out");
+    for site in 0..SITES {
+        let w = net.wan[site];
+        let inbound: u64 = bs
+            .iter()
+            .zip(&origin_site)
+            .filter(|(_, s)| **s != site)
+            .map(|(&b, _)| net.produced[b])
+            .sum();
+        let all: u64 = bs.iter().map(|&b| net.produced[b]).sum();
+        let copies_in = w.media_in as f64 / inbound as f64;
+        let copies_out = w.media_out as f64 / all as f64;
+        println!(
+            "{site:>4}  {:>10} ({copies_in:.3})  {:>10} ({copies_out:.3})  {:>10}",
+            w.media_in,
+            w.media_out,
+            w.control_in + w.control_out
+        );
+        assert!(
+            copies_in > 0.99 && copies_in < 1.05,
+            "site {site} pulled {copies_in:.3} copies"
+        );
+        assert!(
+            copies_out < 1.05,
+            "site {site} sent {copies_out:.3} copies of everything"
+        );
+    }
+}
+
+#[test]
+#[ignore = "work in progress: repair after mass failure is not yet within 1 s"]
+fn killing_a_tenth_of_the_relays_heals_within_a_second() {
+    let mut net = world(11);
+    let bs = five_broadcasts(&mut net);
+    net.run_for(Duration::from_secs(5));
+    let origins: BTreeSet<usize> = bs.iter().map(|&b| net.broadcasts[b].origin).collect();
+    let relays: Vec<usize> = (0..net.len())
+        .filter(|n| !origins.contains(n))
+        .filter(|&n| {
+            bs.iter()
+                .any(|&b| !net.node(n).children(&net.broadcasts[b].id).is_empty())
+        })
+        .collect();
+    let victims: BTreeSet<usize> = {
+        let mut v = BTreeSet::new();
+        while v.len() < net.len() / 10 && v.len() < relays.len() {
+            v.insert(relays[(net.random() % relays.len() as u64) as usize]);
+        }
+        v
+    };
+    let victim_ids: BTreeSet<_> = victims.iter().map(|&v| net.id(v)).collect();
+    // Orphans: survivors whose parent for some broadcast is about to die.
+    let mut orphans: BTreeMap<(usize, usize), ()> = BTreeMap::new();
+    for n in (0..net.len()).filter(|n| !victims.contains(n)) {
+        for &b in &bs {
+            if net
+                .node(n)
+                .parent(&net.broadcasts[b].id)
+                .is_some_and(|p| victim_ids.contains(&p))
+            {
+                orphans.insert((n, b), ());
+            }
+        }
+    }
+    let killed_at = net.now();
+    for &v in &victims {
+        net.kill(v);
+    }
+    net.run_for(Duration::from_secs(5));
+    assert!(!orphans.is_empty());
+    let mut worst = Duration::ZERO;
+    for &(n, b) in orphans.keys() {
+        let d = deliveries(&net, n, b);
+        assert_whole_prefixes(&d, &format!("orphan {n} broadcast {b}"));
+        let resumed = d
+            .iter()
+            .map(|(_, _, at)| *at)
+            .filter(|at| *at > killed_at + net.idle_timeout)
+            .min()
+            .unwrap_or_else(|| panic!("orphan {n} never received broadcast {b} again"));
+        worst = worst.max(resumed - killed_at);
+    }
+    // Every survivor, orphan or not, is receiving again at the end.
+    for n in (0..net.len()).filter(|n| !victims.contains(n) && !origins.contains(n)) {
+        for &b in &bs {
+            let d = deliveries(&net, n, b);
+            let last = d.last().map(|x| x.2).unwrap_or(killed_at);
+            assert!(
+                net.now() - last < Duration::from_millis(500),
+                "node {n} stopped receiving broadcast {b}"
+            );
+        }
+    }
+    println!(
+        "{} relays killed, {} orphaned subscriptions, worst time to receive again {:?}",
+        victims.len(),
+        orphans.len(),
+        worst
+    );
+    assert!(
+        worst <= Duration::from_secs(1),
+        "an orphan waited {worst:?}"
+    );
+}
+
+/// One origin with three children on the LAN; child 3's link is too slow for the stream.
+fn star(slow: bool) -> (Net, usize) {
+    let mut net = Net::new(3);
+    for _ in 0..4 {
+        net.add_node(0, Config::default());
+    }
+    for c in 1..4 {
+        net.connect(0, c, LinkSpec::LAN);
+    }
+    net.run_for(Duration::from_millis(50));
+    if slow {
+        // The stream needs about 500 kbit/s; this child gets 300.
+        net.set_bandwidth(0, 3, 300_000);
+    }
+    let b = net.publish(0, "cam");
+    for c in 1..4 {
+        net.subscribe(c, b);
+    }
+    net.run_for(Duration::from_secs(20));
+    (net, b)
+}
+
+#[test]
+fn a_slow_child_gets_whole_groups_and_its_siblings_do_not_notice() {
+    let (net, b) = star(true);
+    let slow = deliveries(&net, 3, b);
+    assert_whole_prefixes(&slow, "slow child");
+    let mut per_group: BTreeMap<u64, u32> = BTreeMap::new();
+    for (g, _, _) in &slow {
+        *per_group.entry(*g).or_default() += 1;
+    }
+    let last_group = per_group.keys().last().copied();
+    let partial: Vec<_> = per_group
+        .iter()
+        .filter(|(g, n)| **n != 30 && Some(**g) != last_group)
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "partial groups at the slow child: {partial:?}"
+    );
+    let skipped = per_group
+        .keys()
+        .zip(per_group.keys().skip(1))
+        .filter(|(a, b)| **b > **a + 1)
+        .count();
+    assert!(
+        skipped > 0,
+        "the slow child should have lost whole groups: {per_group:?}"
+    );
+
+    // Same seed without the slow link: the siblings' deliveries are identical, object for
+    // object and to the nanosecond of simulated time.
+    let (fast_net, fb) = star(false);
+    let relative = |net: &Net, n: usize, b: usize| -> Vec<(u64, u32, Duration)> {
+        let epoch = net.now() - net.elapsed();
+        deliveries(net, n, b)
+            .into_iter()
+            .map(|(g, i, at)| (g, i, at - epoch))
+            .collect()
+    };
+    for sibling in [1, 2] {
+        let with_slow = relative(&net, sibling, b);
+        assert!(
+            with_slow.len() > 500,
+            "sibling {sibling} got {} objects",
+            with_slow.len()
+        );
+        assert_eq!(
+            with_slow,
+            relative(&fast_net, sibling, fb),
+            "sibling {sibling} changed"
+        );
+    }
+}
