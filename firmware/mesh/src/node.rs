@@ -12,6 +12,9 @@ use bytes::Bytes;
 
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
 
+/// A node that received an object this recently says it carries the broadcast.
+const FRESH: Duration = Duration::from_millis(250);
+
 /// Tunables; defaults suit a LAN of Pis joined to other sites over the internet.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,8 +53,8 @@ impl Default for Config {
             catalog_ttl: Duration::from_secs(12),
             refresh_interval: Duration::from_secs(4),
             election_delay: Duration::from_millis(100),
-            subscribe_timeout: Duration::from_millis(500),
-            starve_timeout: Duration::from_secs(2),
+            subscribe_timeout: Duration::from_millis(250),
+            starve_timeout: Duration::from_millis(450),
             window_bytes: 64 * 1024,
             cache_groups: 2,
         }
@@ -140,6 +143,8 @@ struct Sub {
     dialing: Option<(NodeId, Instant)>,
     /// When the parent last sent an object: a parent that went quiet is as good as lost.
     last_object: Option<Instant>,
+    /// Until when this node counts as carrying; a wake-up then tells neighbours if not.
+    fresh_until: Option<Instant>,
     /// When to try again to find a parent (nobody offered a route yet, or the site is
     /// still electing its puller).
     retry_at: Option<Instant>,
@@ -258,10 +263,25 @@ impl Node {
                 })
             })
             .collect();
+        if !orphaned.is_empty() {
+            // Tell the neighbours at once that we no longer carry these.
+            self.next_gossip = Some(now);
+        }
         for b in orphaned {
             tracing::debug!(node = %self.id, broadcast = %b.name, lost = %peer, "parent lost");
-            let backup = self.subs.get(&b).and_then(|s| s.backup);
-            match backup.filter(|p| self.peers.contains_key(p)) {
+            // The backup only if it still carries the broadcast and this node is not now
+            // its site's puller (the lost parent may have been the puller).
+            let puller = self.site_puller(&b) == self.id;
+            let backup = self.subs.get(&b).and_then(|s| s.backup).filter(|p| {
+                self.peers.get(p).is_some_and(|peer| {
+                    (!puller || peer.site != self.cfg.site)
+                        && peer
+                            .catalog
+                            .get(&b)
+                            .is_some_and(|e| e.carrying && !e.path.contains(&self.id))
+                })
+            });
+            match backup {
                 Some(p) => self.subscribe_to(now, &b, p),
                 None => self.attach(now, &b),
             }
@@ -327,6 +347,7 @@ impl Node {
                 let from_parent = match self.subs.get_mut(&broadcast) {
                     Some(s) if s.parent == Some(from) => {
                         s.last_object = Some(now);
+                        s.fresh_until = Some(now + FRESH);
                         true
                     }
                     _ => false,
@@ -345,8 +366,15 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_gossip.is_some_and(|t| now >= t) {
             self.next_gossip = Some(now + self.cfg.gossip_interval);
-            self.gossip(now);
         }
+        // Only differences go out, so this is cheap when nothing changed; it makes a node
+        // that stopped receiving say so within `FRESH`, before its children give up.
+        for s in self.subs.values_mut() {
+            if s.fresh_until.is_some_and(|t| now >= t) {
+                s.fresh_until = None;
+            }
+        }
+        self.gossip(now);
         self.learned.retain(|_, l| l.expires > now);
         let broadcasts: Vec<BroadcastId> = self.subs.keys().cloned().collect();
         for b in broadcasts {
@@ -475,6 +503,24 @@ impl Node {
             .collect()
     }
 
+    /// This node's tree state for `broadcast`, for logs and diagnostics.
+    pub fn tree_state(&self, broadcast: &BroadcastId) -> String {
+        match self.subs.get(broadcast) {
+            Some(s) => format!(
+                "parent {:?} pending {:?} dialing {:?} backup {:?} children {:?} tried {:?} puller {:?} routes {:?}",
+                s.parent,
+                s.pending.map(|p| p.0),
+                s.dialing.map(|p| p.0),
+                s.backup,
+                s.children,
+                s.tried,
+                self.site_puller(broadcast),
+                self.routes(broadcast).map(|(id, p, e)| (id, p.site.clone(), e.path.len(), e.carrying)).collect::<Vec<_>>()
+            ),
+            None => "not subscribed".into(),
+        }
+    }
+
     /// The node this one believes pulls `broadcast` into its site (for diagnostics).
     pub fn puller(&self, broadcast: &BroadcastId) -> NodeId {
         self.site_puller(broadcast)
@@ -515,7 +561,8 @@ impl Node {
             .subs
             .values()
             .filter(|s| s.parent.is_some())
-            .filter_map(|s| s.last_object.map(|t| t + self.cfg.starve_timeout));
+            .filter_map(|s| s.last_object.map(|t| t + self.cfg.starve_timeout))
+            .chain(self.subs.values().filter_map(|s| s.fresh_until));
         self.next_gossip
             .into_iter()
             .chain(pending)
@@ -607,11 +654,12 @@ impl Node {
             let Some(e) = via else { continue };
             let mut path = e.path.clone();
             path.push(self.id);
+            // Carrying means receiving right now, not merely having a parent.
             let receiving = self
                 .subs
                 .get(b)
                 .and_then(|s| s.last_object)
-                .is_some_and(|t| now < t + self.cfg.starve_timeout);
+                .is_some_and(|t| now < t + FRESH);
             out.push(CatalogEntry {
                 path,
                 carrying: parent.is_some() && receiving,
@@ -679,9 +727,17 @@ impl Node {
     fn choose_parent(&self, b: &BroadcastId, exclude: &BTreeSet<NodeId>) -> Option<NodeId> {
         let site = &self.cfg.site;
         let usable = |id: &NodeId| !exclude.contains(id);
+        // Nodes receiving the stream now first: during repairs, others may be orphans too.
         let key = |(id, p, e): &(NodeId, &Peer, &CatalogEntry)| {
-            (e.path.len(), p.rtt, std::cmp::Reverse(p.uplink_kbps), *id)
+            (
+                !e.carrying,
+                e.path.len(),
+                p.rtt,
+                std::cmp::Reverse(p.uplink_kbps),
+                *id,
+            )
         };
+
         let carrying_here = self
             .routes(b)
             .filter(|(id, p, e)| &p.site == site && e.carrying && usable(id))
@@ -873,12 +929,16 @@ impl Node {
     fn update_backup(&mut self, b: &BroadcastId) {
         let Some(s) = self.subs.get(b) else { return };
         let Some(parent) = s.parent else { return };
-        // Off the parent's own path, so one failure cannot take both.
+        // A node that carries the broadcast now, off the parent's own path, so one failure
+        // cannot take both. The site's puller keeps a backup in another site: a same-site
+        // node would only come back to it for the stream.
+        let puller = self.site_puller(b) == self.id;
         let backup = self
             .routes(b)
             .filter(|(id, _, e)| {
-                *id != parent && !e.path.contains(&parent) && !s.children.contains(id)
+                *id != parent && e.carrying && !e.path.contains(&parent) && !s.children.contains(id)
             })
+            .filter(|(_, p, _)| !puller || p.site != self.cfg.site)
             .min_by_key(|(id, p, e)| (p.site != self.cfg.site, e.path.len(), p.rtt, *id))
             .map(|(id, _, _)| id);
         if let Some(s) = self.subs.get_mut(b) {
@@ -958,8 +1018,9 @@ impl Node {
             self.send(from, Msg::SubscribeOk { broadcast: b });
             return;
         }
-        // A child must not be our own parent: that would be a loop.
-        if s.parent == Some(from) {
+        // A child must not be our own parent, nor the node we are asking: that would be
+        // a loop (two orphans that each thought the other still carried the broadcast).
+        if s.parent == Some(from) || s.pending.is_some_and(|(p, _)| p == from) {
             self.send(
                 from,
                 Msg::Redirect {

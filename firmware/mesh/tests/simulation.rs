@@ -147,9 +147,12 @@ fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
 }
 
 #[test]
-#[ignore = "work in progress: repair after mass failure is not yet within 1 s"]
 fn killing_a_tenth_of_the_relays_heals_within_a_second() {
-    let mut net = world(11);
+    let seed = std::env::var("CAMBOX_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let mut net = world(seed);
     let bs = five_broadcasts(&mut net);
     net.run_for(Duration::from_secs(5));
     let origins: BTreeSet<usize> = bs.iter().map(|&b| net.broadcasts[b].origin).collect();
@@ -188,6 +191,7 @@ fn killing_a_tenth_of_the_relays_heals_within_a_second() {
     net.run_for(Duration::from_secs(5));
     assert!(!orphans.is_empty());
     let mut worst = Duration::ZERO;
+    let mut slow = Vec::new();
     for &(n, b) in orphans.keys() {
         let d = deliveries(&net, n, b);
         assert_whole_prefixes(&d, &format!("orphan {n} broadcast {b}"));
@@ -198,7 +202,15 @@ fn killing_a_tenth_of_the_relays_heals_within_a_second() {
             .min()
             .unwrap_or_else(|| panic!("orphan {n} never received broadcast {b} again"));
         worst = worst.max(resumed - killed_at);
+        if resumed - killed_at > Duration::from_secs(1) {
+            slow.push((n, b, resumed - killed_at));
+        }
     }
+    println!(
+        "orphans slower than 1 s: {} {:?}",
+        slow.len(),
+        &slow[..slow.len().min(8)]
+    );
     // Every survivor, orphan or not, is receiving again at the end.
     for n in (0..net.len()).filter(|n| !victims.contains(n) && !origins.contains(n)) {
         for &b in &bs {
