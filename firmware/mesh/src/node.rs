@@ -950,6 +950,20 @@ impl Node {
         let Some(s) = self.subs.get_mut(&b) else {
             return;
         };
+        if s.parent == Some(from) {
+            // Our parent put a node between itself and us: move under it, resuming where
+            // we are.
+            s.parent = None;
+            match to.first().copied().filter(|n| *n != self.id) {
+                Some(next) if self.peers.contains_key(&next) => self.subscribe_to(now, &b, next),
+                Some(next) => {
+                    s.dialing = Some((next, now));
+                    self.events.push_back(Event::Connect { peer: next });
+                }
+                None => self.attach(now, &b),
+            }
+            return;
+        }
         if s.pending.is_none_or(|(p, _)| p != from) {
             return;
         }
@@ -1044,7 +1058,27 @@ impl Node {
             // Only the node that brings the broadcast into this site serves other sites.
             Some(parent.into_iter().collect::<Vec<_>>())
         } else if wan && other.len() >= self.cfg.wan_children {
-            Some(other)
+            // The site's uplink already carries one copy out: splice the newcomer into the
+            // chain between us and our child there, instead of sending it down the chain
+            // one redirect at a time. The newcomer has left its old parent, so it cannot
+            // be below that child any more.
+            let keep = self.cfg.wan_children.max(1) - 1;
+            let moved: Vec<NodeId> = other.iter().copied().skip(keep).collect();
+            if let Some(s) = self.subs.get_mut(&b) {
+                for c in &moved {
+                    s.children.remove(c);
+                }
+            }
+            for c in moved {
+                self.send(
+                    c,
+                    Msg::Redirect {
+                        broadcast: b.clone(),
+                        to: vec![from],
+                    },
+                );
+            }
+            None
         } else if !wan && same.len() >= self.cfg.max_children {
             Some(same)
         } else {
