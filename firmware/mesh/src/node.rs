@@ -364,17 +364,21 @@ impl Node {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = false;
         if self.next_gossip.is_some_and(|t| now >= t) {
             self.next_gossip = Some(now + self.cfg.gossip_interval);
+            due = true;
         }
-        // Only differences go out, so this is cheap when nothing changed; it makes a node
-        // that stopped receiving say so within `FRESH`, before its children give up.
+        // A node that stopped receiving says so within `FRESH`, before its children give up.
         for s in self.subs.values_mut() {
             if s.fresh_until.is_some_and(|t| now >= t) {
                 s.fresh_until = None;
+                due = true;
             }
         }
-        self.gossip(now);
+        if due {
+            self.gossip(now);
+        }
         self.learned.retain(|_, l| l.expires > now);
         let broadcasts: Vec<BroadcastId> = self.subs.keys().cloned().collect();
         for b in broadcasts {
