@@ -1016,13 +1016,7 @@ impl Node {
     ) {
         let is_origin = self.origins.contains_key(&b);
         if !is_origin && !self.alive(&b, now) && self.best_route(&b).is_none() {
-            self.send(
-                from,
-                Msg::Redirect {
-                    broadcast: b,
-                    to: vec![],
-                },
-            );
+            self.refuse(from, b);
             return;
         }
         let from_site = self
@@ -1039,13 +1033,7 @@ impl Node {
         // A child must not be our own parent, nor the node we are asking: that would be
         // a loop (two orphans that each thought the other still carried the broadcast).
         if s.parent == Some(from) || s.pending.is_some_and(|(p, _)| p == from) {
-            self.send(
-                from,
-                Msg::Redirect {
-                    broadcast: b,
-                    to: vec![],
-                },
-            );
+            self.refuse(from, b);
             return;
         }
         let parent = s.parent;
@@ -1104,6 +1092,17 @@ impl Node {
         );
         self.serve_cache(from, &b, &resume);
         self.attach(now, &b);
+    }
+
+    /// A redirect to nowhere: the subscriber must look elsewhere.
+    fn refuse(&mut self, to: NodeId, broadcast: BroadcastId) {
+        self.send(
+            to,
+            Msg::Redirect {
+                broadcast,
+                to: vec![],
+            },
+        );
     }
 
     /// Sends a new child what the cache holds: from its resume point when we still have
