@@ -73,10 +73,10 @@ impl Pipeline {
         };
         let video = open_video(&settings.source, opts)?;
         let format = video.format();
+        let gop = ((settings.keyframe_interval * format.rate.as_f64()).round() as u32).max(1);
         let encoder = if video.is_encoded() {
             None
         } else {
-            let gop = ((settings.keyframe_interval * format.rate.as_f64()).round() as u32).max(1);
             Some(open_video_encoder(
                 &settings.encoder,
                 VideoEncoderSettings {
@@ -112,7 +112,6 @@ impl Pipeline {
             .map_or_else(|| "passthrough (H.264 source)".into(), |e| e.describe());
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(PipelineState::default());
-        let gop = ((settings.keyframe_interval * format.rate.as_f64()).round() as u64).max(1);
         let mut threads = Vec::new();
         let video_loop = VideoLoop {
             source: video,
@@ -121,7 +120,7 @@ impl Pipeline {
             metrics: metrics.clone(),
             stop: stop.clone(),
             state: state.clone(),
-            gop,
+            gop: u64::from(gop),
         };
         threads.push(
             std::thread::Builder::new()

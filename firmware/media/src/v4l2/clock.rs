@@ -1,34 +1,15 @@
 //! The kernel's monotonic clock, which V4L2 stamps captured buffers with, and its relation
 //! to the wall clock that every capture time in cambox is expressed in.
 
-use crate::frame::now_us;
-
 /// `CLOCK_MONOTONIC` in microseconds; 0 if the clock cannot be read (it always can on Linux).
 pub fn monotonic_us() -> u64 {
     crate::source::camera_util::monotonic_now_ns().map_or(0, |ns| ns / 1_000)
 }
 
-/// UNIX time minus monotonic time, in microseconds, from one reading of the monotonic clock
-/// bracketed by two of the wall clock: the midpoint is when the monotonic reading was taken.
-pub fn offset_from_reading(wall_before_us: u64, mono_us: u64, wall_after_us: u64) -> i64 {
-    let wall_mid = (wall_before_us as i128 + wall_after_us as i128) / 2;
-    (wall_mid - mono_us as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
-}
-
-/// Measures UNIX-minus-monotonic, keeping the tightest of a few readings so that being
-/// preempted in the middle of one does not skew every capture time after it.
+/// Measures UNIX-minus-monotonic (the shared camera helper keeps the tightest of a few
+/// bracketed readings); 0 if the monotonic clock cannot be read.
 pub fn measure_offset_us() -> i64 {
-    let mut best: Option<(u64, i64)> = None;
-    for _ in 0..3 {
-        let before = now_us();
-        let mono = monotonic_us();
-        let after = now_us();
-        let width = after.saturating_sub(before);
-        if best.is_none_or(|(w, _)| width < w) {
-            best = Some((width, offset_from_reading(before, mono, after)));
-        }
-    }
-    best.map_or(0, |(_, offset)| offset)
+    crate::source::camera_util::measure_monotonic_offset_us().unwrap_or(0)
 }
 
 /// A monotonic time in microseconds as UNIX time in microseconds, given the offset.
@@ -39,11 +20,13 @@ pub fn monotonic_to_unix_us(mono_us: u64, offset_us: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::now_us;
+    use crate::source::camera_util::offset_from_reading;
 
     #[test]
     fn v4l2_clock_offset_uses_the_midpoint() {
         // Monotonic 5 s read between wall 1_000_000_000_000 and +100 µs.
-        let off = offset_from_reading(1_000_000_000_000, 5_000_000, 1_000_000_000_100);
+        let off = offset_from_reading(1_000_000_000_000, 5_000_000_000, 1_000_000_000_100);
         assert_eq!(off, 1_000_000_000_050 - 5_000_000);
         assert_eq!(monotonic_to_unix_us(5_000_000, off), 1_000_000_000_050);
         assert_eq!(monotonic_to_unix_us(6_000_000, off), 1_000_001_000_050);
