@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cambox_media::annexb::{AvcConfig, ParameterSets};
+use cambox_media::annexb::AvcConfig;
 use cambox_media::encode::opus::OpusEncoder;
+use cambox_media::encode::stage::VideoStage;
 use cambox_media::encode::{open_video_encoder, EncoderChoice, VideoEncoderSettings};
 use cambox_media::fmp4::{init_segment, Fragmenter, Mp4Event, Mp4Reader, StreamInfo, TrackKind};
 use cambox_media::frame::now_us;
 use cambox_media::source::pacer::Pacing;
 use cambox_media::source::spec::{open_audio, open_video, AudioSpec, SourceOptions};
-use cambox_media::{Captured, FrameRate, SourceSpec, VideoFormat};
+use cambox_media::{FrameRate, SourceSpec, VideoFormat};
 
 use crate::duration::parse_duration;
 
@@ -181,7 +182,7 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
     let mut video = open_video(spec, opts)?;
     let format = video.format();
     let gop = format.rate.rounded() as u64;
-    let mut encoder = if video.is_encoded() {
+    let encoder = if video.is_encoded() {
         None
     } else {
         Some(open_video_encoder(
@@ -211,13 +212,12 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
     };
     let mut out = open_output(&args.output)?;
     let end_us = opts.start_us + args.duration.as_micros() as u64;
-    let mut params = ParameterSets::default();
+    let mut stage = VideoStage::new(encoder, gop);
     let mut frag: Option<Fragmenter> = None;
     let mut next_block = match audio.as_mut() {
         Some(a) => a.next_block()?,
         None => None,
     };
-    let mut since_key = u64::MAX;
     let mut frames = 0u64;
     loop {
         let Some(captured) = video.next_frame()? else {
@@ -226,22 +226,12 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
         if captured.capture_us() >= end_us {
             break;
         }
-        let encoded = match captured {
-            Captured::Encoded(e) => Some(e),
-            Captured::Raw(raw) => match encoder.as_mut() {
-                Some(enc) => enc.encode(&raw, since_key >= gop)?,
-                None => bail!("the source gave raw pictures but no encoder is open"),
-            },
+        let Some(e) = stage.push(captured)?.frame else {
+            continue;
         };
-        let Some(e) = encoded else { continue };
-        let (data, key) = params.complete(&e.data)?;
-        since_key = if key { 1 } else { since_key.saturating_add(1) };
         if frag.is_none() {
-            if !key {
-                continue;
-            }
             let info = StreamInfo {
-                video: AvcConfig::from_keyframe(&data)?,
+                video: AvcConfig::from_keyframe(&e.data)?,
                 rate: format.rate,
                 audio_pre_skip: opus.as_ref().map(|o| o.pre_skip()),
             };
@@ -261,7 +251,7 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
             }
             next_block = src.next_block()?;
         }
-        out.write_all(&f.video(e.capture_us, key, &data)?)?;
+        out.write_all(&f.video(e.capture_us, e.keyframe, &e.data)?)?;
         frames += 1;
         if frames.is_multiple_of(format.rate.rounded() as u64 * 5) {
             eprintln!("cambox: recorded {frames} frames");

@@ -7,16 +7,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
-use cambox_media::annexb::ParameterSets;
 use cambox_media::broadcast::{track, GroupObject, TrackWriter};
 use cambox_media::encode::opus::OpusEncoder;
+use cambox_media::encode::stage::VideoStage;
 use cambox_media::encode::{open_video_encoder, VideoEncoderSettings};
 use cambox_media::frame::now_us;
 use cambox_media::source::pacer::Pacing;
 use cambox_media::source::spec::{open_audio, open_video, SourceOptions};
-use cambox_media::{AudioSource, Broadcast, Captured, EncodedFrame, VideoFormat, VideoSource};
+use cambox_media::{AudioSource, Broadcast, EncodedFrame, VideoFormat, VideoSource};
 
 use crate::metrics::Metrics;
 use crate::settings::BoxSettings;
@@ -115,12 +114,11 @@ impl Pipeline {
         let mut threads = Vec::new();
         let video_loop = VideoLoop {
             source: video,
-            encoder,
+            stage: VideoStage::new(encoder, u64::from(gop)),
             writer: video_writer,
             metrics: metrics.clone(),
             stop: stop.clone(),
             state: state.clone(),
-            gop: u64::from(gop),
         };
         threads.push(
             std::thread::Builder::new()
@@ -172,12 +170,11 @@ impl Drop for Pipeline {
 
 struct VideoLoop {
     source: Box<dyn VideoSource>,
-    encoder: Option<Box<dyn cambox_media::VideoEncoder>>,
+    stage: VideoStage,
     writer: TrackWriter,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     state: Arc<PipelineState>,
-    gop: u64,
 }
 
 impl VideoLoop {
@@ -195,61 +192,22 @@ impl VideoLoop {
     }
 
     fn capture(&mut self) -> Result<(), String> {
-        let mut params = ParameterSets::default();
-        let mut last_number: Option<u64> = None;
-        let mut since_key = u64::MAX;
-        let mut started = false;
         while !self.stop.load(Ordering::Relaxed) {
             let Some(captured) = self.source.next_frame().map_err(|e| e.to_string())? else {
                 return Ok(());
             };
             self.metrics.frames_captured.inc();
-            let n = captured.number();
-            let mut gap = false;
-            if let Some(last) = last_number {
-                // Frame numbers the source skipped were dropped before they reached us.
-                let skipped = n.saturating_sub(last + 1);
-                self.metrics.frames_dropped.inc_by(skipped);
-                gap = skipped > 0;
-            }
-            last_number = Some(n);
-            let encoded = match captured {
-                Captured::Encoded(e) => Some(e),
-                Captured::Raw(raw) => {
-                    let Some(enc) = self.encoder.as_mut() else {
-                        return Err("source gave raw frames but no encoder is open".into());
-                    };
-                    // After a gap in time, start a new group: players (MSE above all) treat
-                    // a jump in timestamps as a discontinuity and wait for a keyframe.
-                    let force = since_key >= self.gop || gap;
-                    let t = Instant::now();
-                    let out = enc.encode(&raw, force).map_err(|e| e.to_string())?;
-                    self.metrics
-                        .encode_seconds
-                        .observe(t.elapsed().as_secs_f64());
-                    out
-                }
-            };
-            // Nothing yet: the picture is still inside a pipelined encoder.
-            let Some(frame) = encoded else {
-                continue;
-            };
-            let (data, keyframe) = params.complete(&frame.data).map_err(|e| e.to_string())?;
-            if keyframe {
-                since_key = 0;
-            }
-            since_key = since_key.saturating_add(1);
-            // A broadcast starts at a keyframe; anything before it is undecodable.
-            if !started && !keyframe {
+            let out = self.stage.push(captured).map_err(|e| e.to_string())?;
+            self.metrics.frames_dropped.inc_by(out.skipped);
+            if out.before_first_keyframe {
                 self.metrics.frames_dropped.inc();
-                continue;
             }
-            started = true;
-            self.publish(EncodedFrame {
-                data,
-                keyframe,
-                ..frame
-            });
+            if let Some(t) = out.encode_time {
+                self.metrics.encode_seconds.observe(t.as_secs_f64());
+            }
+            if let Some(frame) = out.frame {
+                self.publish(frame);
+            }
         }
         Ok(())
     }
@@ -310,7 +268,7 @@ impl AudioLoop {
 mod tests {
     use super::*;
     use cambox_media::encode::openh264::OpenH264Encoder;
-    use cambox_media::{FrameRate, RawFrame, SourceError};
+    use cambox_media::{Captured, FrameRate, RawFrame, SourceError};
 
     /// A camera that loses frames 3 and 4.
     struct LossySource {
@@ -352,19 +310,21 @@ mod tests {
                 numbers: vec![0, 1, 2, 5, 6, 7].into_iter(),
                 format,
             }),
-            encoder: Some(Box::new(
-                OpenH264Encoder::new(VideoEncoderSettings {
-                    format,
-                    bitrate: 100_000,
-                    keyframe_interval: 30,
-                })
-                .unwrap(),
-            )),
+            stage: VideoStage::new(
+                Some(Box::new(
+                    OpenH264Encoder::new(VideoEncoderSettings {
+                        format,
+                        bitrate: 100_000,
+                        keyframe_interval: 30,
+                    })
+                    .unwrap(),
+                )),
+                30,
+            ),
             writer,
             metrics: metrics.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             state: Arc::new(PipelineState::default()),
-            gop: 30,
         };
         let mut reader = video.subscribe_from(0);
         looped.run();

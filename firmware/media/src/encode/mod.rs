@@ -6,6 +6,7 @@
 
 pub mod openh264;
 pub mod opus;
+pub mod stage;
 #[cfg(feature = "v4l2")]
 pub mod v4l2m2m;
 
