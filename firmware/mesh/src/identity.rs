@@ -53,6 +53,18 @@ impl Identity {
         NodeId(self.key.verifying_key().to_bytes())
     }
 
+    /// The private key as PKCS#8 v1 DER (RFC 8410), the form TLS libraries load, so the
+    /// transport's certificate is signed by the node key itself.
+    pub fn pkcs8_der(&self) -> Vec<u8> {
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = PREFIX.to_vec();
+        der.extend_from_slice(&self.seed());
+        der
+    }
+
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg).to_bytes()
     }

@@ -36,6 +36,9 @@ pub struct BroadcastId {
 /// Track numbers within a broadcast.
 pub const TRACK_VIDEO: u8 = 0;
 pub const TRACK_AUDIO: u8 = 1;
+/// What a player needs before the first frame (frame rate, Opus pre-skip), as JSON: one
+/// group with one object, kept in the group cache like any other (after MoQ's catalog).
+pub const TRACK_CATALOG: u8 = 2;
 
 /// One broadcast as a neighbour knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +107,12 @@ pub enum Msg {
         index: u32,
         capture_us: u64,
         payload: Bytes,
+    },
+    /// Where the sender reaches some nodes ("ip:port" of their QUIC endpoints). Sent by
+    /// the transport before a `Redirect`, so the redirected node can dial the nodes it
+    /// names; the core ignores it.
+    Addresses {
+        entries: Vec<(NodeId, String)>,
     },
     Ping {
         nonce: u64,

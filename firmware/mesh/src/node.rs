@@ -357,7 +357,8 @@ impl Node {
                 }
             }
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
-            Msg::Pong { .. } => {}
+            // Addresses are the transport's business.
+            Msg::Pong { .. } | Msg::Addresses { .. } => {}
             Msg::Goodbye => self.handle_peer_down(now, from),
         }
         self.flush();

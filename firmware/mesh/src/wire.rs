@@ -54,6 +54,7 @@ mod kind {
     pub const PING: u8 = 0x09;
     pub const PONG: u8 = 0x0a;
     pub const GOODBYE: u8 = 0x0b;
+    pub const ADDRESSES: u8 = 0x0c;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -118,6 +119,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::Ping { .. } => kind::PING,
         Msg::Pong { .. } => kind::PONG,
         Msg::Goodbye => kind::GOODBYE,
+        Msg::Addresses { .. } => kind::ADDRESSES,
     }
 }
 
@@ -135,6 +137,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::PING => "Ping",
         kind::PONG => "Pong",
         kind::GOODBYE => "Goodbye",
+        kind::ADDRESSES => "Addresses",
         _ => return None,
     })
 }
@@ -184,6 +187,12 @@ fn body_len(msg: &Msg) -> usize {
         } => broadcast_len(broadcast) + OBJECT_FIXED_LEN + payload.len(),
         Msg::Ping { .. } | Msg::Pong { .. } => 8,
         Msg::Goodbye => 0,
+        Msg::Addresses { entries } => {
+            2 + entries
+                .iter()
+                .map(|(_, a)| NODE_LEN + str_len(a))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -245,6 +254,10 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
         Msg::Object { .. } => put_object(out, msg),
         Msg::Ping { nonce } | Msg::Pong { nonce } => put_u64(out, *nonce),
         Msg::Goodbye => {}
+        Msg::Addresses { entries } => put_list(out, entries, |out, (node, addr)| {
+            put_node(out, node);
+            put_str(out, addr);
+        }),
     }
 }
 
@@ -348,6 +361,10 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         | Msg::Unsubscribe { broadcast }
         | Msg::Object { broadcast, .. } => c.broadcast(broadcast)?,
         Msg::Ping { .. } | Msg::Pong { .. } | Msg::Goodbye => {}
+        Msg::Addresses { entries } => {
+            c.count("entries", entries.len(), MAX_REDIRECT)?;
+            entries.iter().try_for_each(|(_, a)| c.string("addr", a))?;
+        }
     }
     check_frame_len(encoded_len(msg))
 }
@@ -546,6 +563,11 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         },
         kind::PONG => Msg::Pong {
             nonce: r.u64("nonce")?,
+        },
+        kind::ADDRESSES => Msg::Addresses {
+            entries: r.list("entries", MAX_REDIRECT, NODE_LEN + 2, |r| {
+                Ok((r.node("node")?, r.string("addr")?))
+            })?,
         },
         _ => Msg::Goodbye,
     };
@@ -896,6 +918,9 @@ mod tests {
                 payload: Bytes::from((0..=255u8).cycle().take(300_000).collect::<Vec<_>>()),
             },
             Msg::Ping { nonce: 0 },
+            Msg::Addresses {
+                entries: vec![(NodeId([7; 32]), "192.0.2.1:4433".into())],
+            },
             Msg::Pong { nonce: u64::MAX },
             Msg::Goodbye,
         ]
@@ -1008,7 +1033,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x0c, 0xff] {
+        for kind in [0, 0x0d, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })
