@@ -9,10 +9,12 @@ use anyhow::Context;
 use cambox_media::encode::EncoderChoice;
 use cambox_media::source::spec::AudioSpec;
 use cambox_media::{FrameRate, SourceSpec, VideoFormat};
+use cambox_node::mesh::MeshSettings;
 use cambox_node::BoxSettings;
 use serde::Deserialize;
 
 pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +89,30 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_AUDIO_BITRATE", value_parser = parse_bitrate)]
     #[serde(default, deserialize_with = "bitrate_from_toml")]
     pub audio_bitrate: Option<u32>,
+
+    /// The mesh: QUIC (UDP) address other boxes connect to [default: 0.0.0.0:4433].
+    #[arg(long, env = "CAMBOX_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// A box at another site to connect to, HOST:PORT (repeatable; in the file:
+    /// `peers = ["hq.example.com:4433"]`). Boxes on the same LAN find each other by mDNS.
+    #[arg(long = "peer", env = "CAMBOX_PEERS", value_name = "HOST:PORT", value_delimiter = ',')]
+    #[serde(default)]
+    pub peers: Vec<String>,
+
+    /// Advertise and look for boxes on the LAN by mDNS (`_cambox._udp`) [default: true].
+    #[arg(long, env = "CAMBOX_MDNS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub mdns: Option<bool>,
+
+    /// The node key file (Ed25519; made on first start; the node id is its public key)
+    /// [default: $STATE_DIRECTORY/node.key, else ~/.local/state/cambox/node.key].
+    #[arg(long, env = "CAMBOX_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+
+    /// Upload budget for relaying to other boxes, bits/s; k and M allowed [default: 20M].
+    #[arg(long, env = "CAMBOX_UPLINK", value_parser = parse_bitrate)]
+    #[serde(default, deserialize_with = "bitrate_from_toml")]
+    pub uplink: Option<u32>,
 }
 
 /// `2000000`, `2000k`, `2M`, `2.5M`.
@@ -148,6 +174,15 @@ impl RunConfig {
             bitrate: self.bitrate.or(file.bitrate),
             keyframe_interval: self.keyframe_interval.or(file.keyframe_interval),
             audio_bitrate: self.audio_bitrate.or(file.audio_bitrate),
+            listen: self.listen.or(file.listen),
+            peers: if self.peers.is_empty() {
+                file.peers
+            } else {
+                self.peers
+            },
+            mdns: self.mdns.or(file.mdns),
+            key: self.key.or(file.key),
+            uplink: self.uplink.or(file.uplink),
         }
     }
 
@@ -165,6 +200,44 @@ impl RunConfig {
                 .parse()
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))
         })
+    }
+
+    /// How the box joins the mesh.
+    pub fn mesh_settings(&self, box_settings: &BoxSettings) -> anyhow::Result<MeshSettings> {
+        for p in &self.peers {
+            let ok = p
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                anyhow::bail!("--peer '{p}' is not HOST:PORT (e.g. 10.1.2.3:4433 or box.example.com:4433)");
+            }
+        }
+        Ok(MeshSettings {
+            listen: self.listen.unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 4433)))
+            }),
+            peers: self.peers.clone(),
+            site: box_settings.site.clone(),
+            node_name: box_settings.node.clone(),
+            mdns: self.mdns.unwrap_or(true),
+            uplink_kbps: self.uplink.unwrap_or(20_000_000) / 1000,
+        })
+    }
+
+    /// Where the node key lives.
+    pub fn key_path(&self) -> PathBuf {
+        if let Some(k) = &self.key {
+            return k.clone();
+        }
+        let dir = std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/cambox"))
+            })
+            .unwrap_or_else(|| PathBuf::from("."));
+        dir.join("node.key")
     }
 
     /// Resolves defaults and checks every value.

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cambox_node::metrics::Metrics;
+use cambox_mesh::identity;
+use cambox_node::mesh::Mesh;
 use cambox_node::{http, Station};
 
 use crate::config::RunConfig;
@@ -16,7 +18,33 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         format!("cannot listen for HTTP on {addr} (in use? try --http 127.0.0.1:8081)")
     })?;
     let local = listener.local_addr().unwrap_or(addr);
+    let mesh_settings = cfg.mesh_settings(&settings)?;
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
+    let key_path = cfg.key_path();
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {} for the node key", dir.display()))?;
+    }
+    // Drawn up front (used only if there is no key yet), so a failing random source is
+    // an error here rather than a key made from nothing.
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
+    let identity = identity::load_or_create(&key_path, || seed)
+        .with_context(|| format!("node key {}", key_path.display()))?;
+    let mesh = Mesh::start(
+        mesh_settings,
+        identity,
+        station.on_air(),
+        station.metrics.clone(),
+    )
+    .await?;
+    eprintln!(
+        "cambox: mesh node {} on udp {}",
+        mesh.id.short(),
+        mesh.local_addr
+    );
+    let _ = station.mesh.set(mesh.clone());
     let shown = if local.ip().is_unspecified() {
         format!("http://127.0.0.1:{}/", local.port())
     } else {
@@ -44,6 +72,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             let st = station.clone();
             let _ = tokio::task::spawn_blocking(move || st.set_live(false)).await;
+            mesh.shutdown().await;
         }
     }
     Ok(())

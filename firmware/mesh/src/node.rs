@@ -40,6 +40,10 @@ pub struct Config {
     pub window_bytes: usize,
     /// Groups per track kept for fast join and for children that switch parents.
     pub cache_groups: usize,
+    /// The catalog version a new broadcast starts at. Neighbours keep the highest version
+    /// they saw for up to `catalog_ttl`, so a restarted node must not start lower than it
+    /// ended: a driver with a clock passes the wall time in milliseconds.
+    pub first_version: u64,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             starve_timeout: Duration::from_millis(450),
             window_bytes: 64 * 1024,
             cache_groups: 2,
+            first_version: 1,
         }
     }
 }
@@ -169,6 +174,8 @@ pub struct Node {
     cfg: Config,
     peers: BTreeMap<NodeId, Peer>,
     origins: BTreeMap<BroadcastId, Origin>,
+    /// Last versions of broadcasts that ended here, so that going live again is news.
+    retired: BTreeMap<BroadcastId, u64>,
     learned: BTreeMap<BroadcastId, Learned>,
     wants: BTreeSet<BroadcastId>,
     subs: BTreeMap<BroadcastId, Sub>,
@@ -185,6 +192,7 @@ impl Node {
             cfg,
             peers: BTreeMap::new(),
             origins: BTreeMap::new(),
+            retired: BTreeMap::new(),
             learned: BTreeMap::new(),
             wants: BTreeSet::new(),
             subs: BTreeMap::new(),
@@ -345,6 +353,16 @@ impl Node {
                 payload,
             } => {
                 let from_parent = match self.subs.get_mut(&broadcast) {
+                    // An object from the node we asked is as good as its SubscribeOk,
+                    // which may travel on another stream and arrive later.
+                    Some(s) if s.pending.is_some_and(|(p, _)| p == from) => {
+                        s.pending = None;
+                        s.parent = Some(from);
+                        s.tried.clear();
+                        s.last_object = Some(now);
+                        s.fresh_until = Some(now + FRESH);
+                        true
+                    }
                     Some(s) if s.parent == Some(from) => {
                         s.last_object = Some(now);
                         s.fresh_until = Some(now + FRESH);
@@ -453,11 +471,26 @@ impl Node {
             origin: self.id,
             name: name.into(),
         };
-        self.origins
-            .insert(b.clone(), Origin { tracks, version: 1 });
+        let version = self
+            .retired
+            .remove(&b)
+            .map_or(self.cfg.first_version, |v| v + 1)
+            .max(self.cfg.first_version);
+        self.origins.insert(b.clone(), Origin { tracks, version });
         self.subs.entry(b.clone()).or_default();
-        self.next_gossip.get_or_insert(now);
+        self.next_gossip = Some(now);
         b
+    }
+
+    /// Ends a broadcast originating here. Neighbours learn at the next gossip (due at
+    /// once) that the route is withdrawn; children stop receiving and let go.
+    pub fn unpublish(&mut self, now: Instant, broadcast: &BroadcastId) {
+        if let Some(o) = self.origins.remove(broadcast) {
+            self.retired.insert(broadcast.clone(), o.version);
+            self.subs.remove(broadcast);
+            self.learned.remove(broadcast);
+            self.next_gossip = Some(now);
+        }
     }
 
     /// An object of a broadcast originating here.
@@ -1265,7 +1298,9 @@ impl Node {
     }
 }
 
-fn media_len(msg: &Msg) -> usize {
+/// What a queued media message counts against a neighbour's window: the driver reports
+/// the same figure to [`Node::handle_transmitted`] once the message has left.
+pub fn media_len(msg: &Msg) -> usize {
     match msg {
         Msg::Object { payload, .. } => payload.len() + 64,
         _ => 64,

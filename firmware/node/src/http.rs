@@ -15,9 +15,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::live::{start_viewer, LiveError};
+use crate::mesh::MeshError;
 use crate::station::Station;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
+/// How long a viewer waits for a broadcast from elsewhere in the mesh to start arriving.
+const MESH_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A JSON error with its status.
 #[derive(Debug)]
@@ -35,6 +38,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/live", post(set_live))
+        .route("/api/v1/peers", get(peers))
         .route("/live/{file}", get(live_mp4))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -71,23 +75,56 @@ async fn status(State(st): State<Arc<Station>>) -> Response {
 #[derive(Debug, Serialize)]
 struct StreamEntry {
     name: String,
+    /// The origin box: its name for this box's own stream, its short node id otherwise.
     node: String,
     site: String,
     live: bool,
+    /// Relays between the origin and this box's neighbour (absent for its own stream).
+    hops: Option<usize>,
+    /// True for this box's own stream.
+    local: bool,
     /// Where to play it: fragmented MP4 over HTTP.
     url: String,
 }
 
-async fn streams(State(st): State<Arc<Station>>) -> Response {
+/// This box's own stream (live or not) and every broadcast the mesh knows.
+async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
     let s = st.status();
-    let entry = StreamEntry {
+    let mut list = vec![StreamEntry {
         url: format!("/live/{}.mp4", s.stream),
         name: s.stream,
         node: s.node,
         site: s.site,
         live: s.live,
+        hops: None,
+        local: true,
+    }];
+    if let Some(mesh) = st.mesh.get() {
+        let known = mesh.list().await.map_err(unavailable)?;
+        list.extend(known.into_iter().filter(|b| !b.local).map(|b| StreamEntry {
+            url: format!("/live/{}@{}.mp4", b.name, b.origin),
+            name: b.name,
+            node: b.origin,
+            site: b.site,
+            live: true,
+            hops: Some(b.hops),
+            local: false,
+        }));
+    }
+    Ok(Json(serde_json::json!({ "streams": list })).into_response())
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// The overlay's neighbours of this box.
+async fn peers(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
+    let Some(mesh) = st.mesh.get() else {
+        return Ok(Json(serde_json::json!({ "peers": [] })).into_response());
     };
-    Json(serde_json::json!({ "streams": [entry] })).into_response()
+    let peers = mesh.peers().await.map_err(unavailable)?;
+    Ok(Json(serde_json::json!({ "peers": peers })).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,20 +172,40 @@ async fn live_mp4(
             format!("'{file}' is not a stream: use /live/<stream>.mp4"),
         ));
     };
-    if name != st.settings.stream {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown stream '{name}'; this box streams '{}'",
-                st.settings.stream
-            ),
-        ));
-    }
-    let Some(broadcast) = st.broadcast() else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("stream '{name}' is not live; press the button or POST /api/v1/live"),
-        ));
+    // `name` or `name@origin`; the box's own stream needs no origin.
+    let own = name == st.settings.stream
+        || st.mesh.get().is_some_and(|m| {
+            name.split_once('@')
+                .is_some_and(|(n, o)| n == st.settings.stream && m.id.short().starts_with(o))
+        });
+    let (broadcast, guard) = if own {
+        let Some(b) = st.broadcast() else {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("stream '{name}' is not live; press the button or POST /api/v1/live"),
+            ));
+        };
+        (b, None)
+    } else {
+        let Some(mesh) = st.mesh.get() else {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown stream '{name}'; this box streams '{}'",
+                    st.settings.stream
+                ),
+            ));
+        };
+        match mesh.watch(name, MESH_JOIN_WAIT).await {
+            Ok(w) => (w.broadcast, Some(w.guard)),
+            Err(e @ MeshError::Unknown(_)) => {
+                return Err(ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("{e}; this box streams '{}'", st.settings.stream),
+                ))
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
     };
     let (mime, mut rx) =
         start_viewer(broadcast, st.metrics.clone())
@@ -159,7 +216,9 @@ async fn live_mp4(
                 }
                 other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
             })?;
+    // Watching through the mesh lasts as long as this response is being read.
     let stream = futures_util::stream::poll_fn(move |cx| {
+        let _watching = &guard;
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::io::Error>))
     });
     Ok((

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod http;
 pub mod live;
+pub mod mesh;
 pub mod metrics;
 pub mod pipeline;
 pub mod settings;

@@ -2,6 +2,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -18,6 +19,14 @@ pub struct Metrics {
     pub viewers: Gauge,
     pub live: Gauge,
     pub encode_seconds: Histogram,
+    /// Neighbours connected over the overlay now.
+    pub mesh_peers: Gauge,
+    mesh_in: Family<Vec<(String, String)>, Counter>,
+    mesh_out: Family<Vec<(String, String)>, Counter>,
+    /// 1 for each (broadcast, parent) this box receives through.
+    pub mesh_parent: Family<Vec<(String, String)>, Gauge>,
+    /// Children this box relays each broadcast to.
+    pub mesh_children: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -40,6 +49,11 @@ impl Metrics {
             live: Gauge::default(),
             // 0.5 ms to ~1 s: a 30 fps encoder must stay under 33 ms.
             encode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
+            mesh_peers: Gauge::default(),
+            mesh_in: Family::default(),
+            mesh_out: Family::default(),
+            mesh_parent: Family::default(),
+            mesh_children: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -79,7 +93,44 @@ impl Metrics {
             "Time to encode one video frame",
             m.encode_seconds.clone(),
         );
+        registry.register(
+            "cambox_mesh_peers",
+            "Overlay neighbours connected now",
+            m.mesh_peers.clone(),
+        );
+        registry.register(
+            "cambox_mesh_received_bytes",
+            "Bytes received from each overlay neighbour",
+            m.mesh_in.clone(),
+        );
+        registry.register(
+            "cambox_mesh_sent_bytes",
+            "Bytes sent to each overlay neighbour",
+            m.mesh_out.clone(),
+        );
+        registry.register(
+            "cambox_mesh_parent",
+            "1 for the neighbour each broadcast is received from",
+            m.mesh_parent.clone(),
+        );
+        registry.register(
+            "cambox_mesh_children",
+            "Neighbours this box relays each broadcast to",
+            m.mesh_children.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    pub fn mesh_bytes_in(&self, peer: &impl std::fmt::Display) -> Counter {
+        self.mesh_in
+            .get_or_create(&vec![("peer".into(), peer.to_string())])
+            .clone()
+    }
+
+    pub fn mesh_bytes_out(&self, peer: &impl std::fmt::Display) -> Counter {
+        self.mesh_out
+            .get_or_create(&vec![("peer".into(), peer.to_string())])
+            .clone()
     }
 
     /// The Prometheus text exposition.

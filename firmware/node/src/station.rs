@@ -1,12 +1,14 @@
 //! The box's live state: one place that the button, the web page and the API all change.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use cambox_media::source::pacer::Pacing;
 use cambox_media::Broadcast;
 use serde::Serialize;
+use tokio::sync::watch;
 
+use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::settings::BoxSettings;
@@ -31,6 +33,10 @@ pub struct Status {
     /// Why the box last stopped being live, if it was not asked to.
     pub error: Option<String>,
     pub version: &'static str,
+    /// The node's overlay id (hex of its public key), when it is in a mesh.
+    pub node_id: Option<String>,
+    /// UDP address of the node's QUIC endpoint, when it is in a mesh.
+    pub mesh_listen: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,6 +47,10 @@ pub struct Station {
     pacing: Pacing,
     pipeline: Mutex<Option<Pipeline>>,
     last_error: Mutex<Option<String>>,
+    /// The live broadcast for the mesh driver (None while not live).
+    on_air: watch::Sender<Option<Broadcast>>,
+    /// The overlay, once joined.
+    pub mesh: OnceLock<Mesh>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +66,8 @@ impl Station {
             pacing: Pacing::RealTime,
             pipeline: Mutex::new(None),
             last_error: Mutex::new(None),
+            on_air: watch::Sender::new(None),
+            mesh: OnceLock::new(),
         }
     }
 
@@ -68,7 +80,13 @@ impl Station {
                 }
             }
             self.metrics.live.set(0);
+            self.on_air.send_replace(None);
         }
+    }
+
+    /// Follows the live broadcast: `Some` while live, `None` otherwise.
+    pub fn on_air(&self) -> watch::Receiver<Option<Broadcast>> {
+        self.on_air.subscribe()
     }
 
     pub fn is_live(&self) -> bool {
@@ -87,6 +105,7 @@ impl Station {
                 match Pipeline::start(&self.settings, self.metrics.clone(), self.pacing) {
                     Ok(p) => {
                         tracing::info!(stream = %self.settings.stream, source = %p.source, encoder = %p.encoder, "live");
+                        self.on_air.send_replace(Some(p.broadcast.clone()));
                         *slot = Some(p);
                         *lock(&self.last_error) = None;
                         self.metrics.live.set(1);
@@ -101,6 +120,7 @@ impl Station {
                 // Dropping the pipeline stops its threads and closes the broadcast, which
                 // ends every viewer's stream cleanly.
                 *slot = None;
+                self.on_air.send_replace(None);
                 self.metrics.live.set(0);
                 tracing::info!(stream = %self.settings.stream, "stopped");
             }
@@ -139,6 +159,11 @@ impl Station {
             viewers: self.metrics.viewers.get(),
             error: lock(&self.last_error).clone(),
             version: env!("CARGO_PKG_VERSION"),
+            node_id: self
+                .mesh
+                .get()
+                .map(|m| crate::mesh::discovery::id_hex(&m.id)),
+            mesh_listen: self.mesh.get().map(|m| m.local_addr.to_string()),
         }
     }
 }

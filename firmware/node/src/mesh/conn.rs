@@ -1,0 +1,283 @@
+//! One QUIC connection to a neighbour: the handshake that names it, a control stream for
+//! everything but media, and a unidirectional stream per group (as Media over QUIC), so a
+//! group that is dropped or lost never holds up the next one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cambox_mesh::wire::{self, Decoder};
+use cambox_mesh::{BroadcastId, Msg, NodeId};
+use tokio::sync::mpsc;
+
+use super::tls::peer_node;
+use super::Input;
+use crate::metrics::Metrics;
+
+/// How long a new connection may take to say who it is.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
+/// QUIC application error codes.
+pub const CLOSE_NORMAL: u32 = 0;
+pub const CLOSE_PROTOCOL: u32 = 1;
+pub const CLOSE_DUPLICATE: u32 = 2;
+
+/// A connection whose peer proved its node id and said hello.
+#[derive(Debug)]
+pub struct Established {
+    pub peer: NodeId,
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    /// Holds whatever arrived after the peer's Hello.
+    pub decoder: Decoder,
+    pub hello: Msg,
+    /// True when this node opened the connection (the tie-break between two connections
+    /// that two nodes opened to each other at the same moment).
+    pub dialed: bool,
+}
+
+fn close(conn: &quinn::Connection, code: u32, reason: &str) {
+    conn.close(code.into(), reason.as_bytes());
+}
+
+/// Exchanges Hellos on the control stream. The peer's Hello must name the node its
+/// certificate proves; anything else closes the connection with the reason.
+pub async fn establish(
+    conn: quinn::Connection,
+    dialed: bool,
+    me: NodeId,
+    our_hello: &Msg,
+) -> Result<Established, String> {
+    let result = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, dialed, me, our_hello))
+        .await
+        .unwrap_or_else(|_| Err(format!("no Hello within {HELLO_TIMEOUT:?}")));
+    if let Err(reason) = &result {
+        close(&conn, CLOSE_PROTOCOL, reason);
+    }
+    result
+}
+
+async fn handshake(
+    conn: &quinn::Connection,
+    dialed: bool,
+    me: NodeId,
+    our_hello: &Msg,
+) -> Result<Established, String> {
+    let peer = peer_node(conn).ok_or("peer presented no node certificate")?;
+    if peer == me {
+        return Err("connected to itself".into());
+    }
+    let (mut send, mut recv) = if dialed {
+        conn.open_bi().await
+    } else {
+        conn.accept_bi().await
+    }
+    .map_err(|e| format!("no control stream: {e}"))?;
+    let mut frame = Vec::new();
+    wire::encode(our_hello, &mut frame);
+    send.write_all(&frame)
+        .await
+        .map_err(|e| format!("cannot send Hello: {e}"))?;
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let hello = loop {
+        if let Some(msg) = decoder.next().map_err(|e| format!("bad Hello: {e}"))? {
+            break msg;
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(None) => return Err("control stream ended before Hello".into()),
+            Err(e) => return Err(format!("reading Hello: {e}")),
+        }
+    };
+    match &hello {
+        Msg::Hello { node, .. } if *node == peer => {}
+        Msg::Hello { node, .. } => {
+            return Err(format!(
+                "Hello claims node {node} but the certificate proves {peer}"
+            ))
+        }
+        other => return Err(format!("first message is not Hello: {other:?}")),
+    }
+    Ok(Established {
+        peer,
+        conn: conn.clone(),
+        send,
+        recv,
+        decoder,
+        hello,
+        dialed,
+    })
+}
+
+/// Everything read from a connection goes to the driver as inputs tagged with the
+/// connection, so inputs from a replaced connection can be told apart.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    pub peer: NodeId,
+    pub conn_id: usize,
+    pub tx: mpsc::UnboundedSender<Input>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Inbox {
+    fn msg(&self, msg: Msg) -> bool {
+        self.tx
+            .send(Input::Message {
+                peer: self.peer,
+                conn_id: self.conn_id,
+                msg,
+            })
+            .is_ok()
+    }
+
+    fn down(&self, reason: String) {
+        let _ = self.tx.send(Input::Down {
+            peer: self.peer,
+            conn_id: self.conn_id,
+            reason,
+        });
+    }
+
+    fn count_in(&self, n: usize) {
+        self.metrics.mesh_bytes_in(&self.peer).inc_by(n as u64);
+    }
+}
+
+/// Reads the control stream until it ends or carries garbage, which closes the
+/// connection with the decoder's reason: a broken peer costs its own link, nothing else.
+pub async fn read_control(
+    inbox: Inbox,
+    conn: quinn::Connection,
+    mut recv: quinn::RecvStream,
+    mut decoder: Decoder,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let reason = loop {
+        match decoder.next() {
+            Ok(Some(Msg::Object { .. })) => break "media on the control stream".to_string(),
+            Ok(Some(msg)) => {
+                if !inbox.msg(msg) {
+                    return;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break format!("protocol error: {e}"),
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => {
+                inbox.count_in(n);
+                decoder.push(&buf[..n]);
+            }
+            Ok(None) => break "control stream ended".into(),
+            Err(e) => break format!("connection lost: {e}"),
+        }
+    };
+    if reason.starts_with("protocol") || reason.starts_with("media") {
+        tracing::warn!(peer = %inbox.peer, %reason, "disconnecting peer");
+        close(&conn, CLOSE_PROTOCOL, &reason);
+    }
+    inbox.down(reason);
+}
+
+/// Accepts the peer's group streams, each read by a task of its own.
+pub async fn accept_groups(inbox: Inbox, conn: quinn::Connection) {
+    while let Ok(stream) = conn.accept_uni().await {
+        tokio::spawn(read_group(inbox.clone(), conn.clone(), stream));
+    }
+}
+
+async fn read_group(inbox: Inbox, conn: quinn::Connection, mut recv: quinn::RecvStream) {
+    let mut decoder = Decoder::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match decoder.next() {
+            Ok(Some(msg @ Msg::Object { .. })) => {
+                if !inbox.msg(msg) {
+                    return;
+                }
+                continue;
+            }
+            Ok(Some(other)) => {
+                let reason = format!("{other:?} on a group stream");
+                tracing::warn!(peer = %inbox.peer, %reason, "disconnecting peer");
+                close(&conn, CLOSE_PROTOCOL, &reason);
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let reason = format!("protocol error: {e}");
+                tracing::warn!(peer = %inbox.peer, %reason, "disconnecting peer");
+                close(&conn, CLOSE_PROTOCOL, &reason);
+                return;
+            }
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => {
+                inbox.count_in(n);
+                decoder.push(&buf[..n]);
+            }
+            // The group ended, or the sender dropped it: the core copes with either.
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Sends what the core queued for this peer: objects on their group's stream, everything
+/// else on the control stream, and reports media bytes sent so the core's window moves.
+pub async fn write_loop(
+    inbox: Inbox,
+    conn: quinn::Connection,
+    mut control: quinn::SendStream,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+) {
+    let mut groups: HashMap<(BroadcastId, u8), (u64, quinn::SendStream)> = HashMap::new();
+    let mut frame = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        frame.clear();
+        wire::encode(&msg, &mut frame);
+        let sent = match &msg {
+            Msg::Object {
+                broadcast,
+                track,
+                group,
+                ..
+            } => {
+                let key = (broadcast.clone(), *track);
+                let current = groups.get(&key).is_some_and(|(g, _)| g == group);
+                if !current {
+                    if let Some((_, mut old)) = groups.remove(&key) {
+                        let _ = old.finish();
+                    }
+                    match conn.open_uni().await {
+                        Ok(s) => {
+                            groups.insert(key.clone(), (*group, s));
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let Some((_, stream)) = groups.get_mut(&key) else {
+                    break;
+                };
+                let r = stream.write_all(&frame).await;
+                let _ = inbox.tx.send(Input::Transmitted {
+                    peer: inbox.peer,
+                    conn_id: inbox.conn_id,
+                    bytes: cambox_mesh::node::media_len(&msg),
+                });
+                r.is_ok()
+            }
+            Msg::Goodbye => {
+                let ok = control.write_all(&frame).await.is_ok();
+                let _ = control.finish();
+                ok
+            }
+            _ => control.write_all(&frame).await.is_ok(),
+        };
+        if !sent {
+            break;
+        }
+        inbox.metrics.mesh_bytes_out(&inbox.peer).inc_by(frame.len() as u64);
+    }
+}

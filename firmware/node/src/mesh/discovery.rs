@@ -1,0 +1,125 @@
+//! LAN discovery by mDNS: the box advertises `_cambox._udp` with its node id, site,
+//! version and live broadcasts in TXT (what `avahi-browse -r _cambox._udp` shows), and
+//! hands every box it sees to the driver as a candidate neighbour.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use cambox_mesh::NodeId;
+use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
+use tokio::sync::mpsc;
+
+use super::{Input, MeshSettings};
+
+pub const SERVICE: &str = "_cambox._udp.local.";
+
+pub struct Mdns {
+    daemon: ServiceDaemon,
+    instance: String,
+    host: String,
+    ip: Option<std::net::IpAddr>,
+    port: u16,
+    txt: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Mdns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mdns").field("instance", &self.instance).finish()
+    }
+}
+
+/// Hex of the full node id, as it appears in TXT `id=`.
+pub fn id_hex(id: &NodeId) -> String {
+    id.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn parse_id(hex: &str) -> Option<NodeId> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(NodeId(id))
+}
+
+impl Mdns {
+    pub fn start(
+        settings: &MeshSettings,
+        id: NodeId,
+        port: u16,
+        tx: mpsc::UnboundedSender<Input>,
+    ) -> Result<Mdns, mdns_sd::Error> {
+        let daemon = ServiceDaemon::new()?;
+        let host = format!("cambox-{}.local.", id.short());
+        let instance = format!("{} ({})", settings.node_name, id.short());
+        let mut txt = HashMap::new();
+        txt.insert("id".to_string(), id_hex(&id));
+        txt.insert("site".to_string(), settings.site.clone());
+        txt.insert("ver".to_string(), env!("CARGO_PKG_VERSION").to_string());
+        txt.insert("live".to_string(), String::new());
+        let ip = Some(settings.listen.ip()).filter(|ip| !ip.is_unspecified());
+        let mdns = Mdns {
+            daemon,
+            instance,
+            host,
+            ip,
+            port,
+            txt,
+        };
+        mdns.daemon.register(mdns.info(&mdns.txt)?)?;
+        let browse = mdns.daemon.browse(SERVICE)?;
+        let me = id;
+        tokio::spawn(async move {
+            while let Ok(event) = browse.recv_async().await {
+                let ServiceEvent::ServiceResolved(info) = event else {
+                    continue;
+                };
+                let Some(node) = info.get_property_val_str("id").and_then(parse_id) else {
+                    continue;
+                };
+                if node == me {
+                    continue;
+                }
+                // One address is enough; prefer IPv4, which every LAN here routes.
+                let mut addrs: Vec<_> = info.get_addresses().iter().copied().collect();
+                addrs.sort_by_key(|a| !a.is_ipv4());
+                if let Some(ip) = addrs.first() {
+                    let addr = SocketAddr::new(*ip, info.get_port());
+                    tracing::debug!(%node, %addr, "found by mDNS");
+                    if tx.send(Input::Discovered { node, addr }).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(mdns)
+    }
+
+    fn info(&self, txt: &HashMap<String, String>) -> Result<ServiceInfo, mdns_sd::Error> {
+        Ok(match self.ip {
+            Some(ip) => {
+                ServiceInfo::new(SERVICE, &self.instance, &self.host, ip, self.port, txt.clone())?
+            }
+            None => ServiceInfo::new(SERVICE, &self.instance, &self.host, "", self.port, txt.clone())?
+                .enable_addr_auto(),
+        })
+    }
+
+    /// Re-announces with the box's live broadcasts in TXT `live=` (comma separated).
+    pub fn set_live(&self, names: &[String]) {
+        let mut txt = self.txt.clone();
+        txt.insert("live".into(), names.join(","));
+        if let Ok(info) = self.info(&txt) {
+            let _ = self.daemon.register(info);
+        }
+    }
+
+    pub fn stop(self) {
+        if let Ok(info) = self.info(&self.txt) {
+            let _ = self.daemon.unregister(info.get_fullname());
+        }
+        let _ = self.daemon.shutdown();
+    }
+}

@@ -1,0 +1,943 @@
+//! The overlay's thin async driver: owns the QUIC endpoint, connections, discovery and
+//! timers, feeds the sans-IO core (`cambox_mesh::node::Node`) and carries out what it asks.
+//!
+//! One task owns the core; connections, dials and discovery run in tasks of their own and
+//! report to it through one channel of [`Input`]s. Broadcasts received from the mesh are
+//! rebuilt as local [`Broadcast`]s, so every viewer endpoint serves a remote stream exactly
+//! like the box's own.
+
+pub mod conn;
+pub mod discovery;
+pub mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cambox_media::broadcast::track;
+use cambox_media::{Broadcast, FrameRate, GroupObject, TrackWriter};
+use cambox_mesh::identity::Identity;
+use cambox_mesh::msg::{TRACK_AUDIO, TRACK_CATALOG, TRACK_VIDEO};
+use cambox_mesh::node::{Config as CoreConfig, Event, Node};
+use cambox_mesh::{BroadcastId, Msg, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use self::conn::{Established, Inbox, CLOSE_DUPLICATE, CLOSE_NORMAL};
+use crate::metrics::Metrics;
+
+/// Groups of a received broadcast kept for this box's own viewers.
+const REMOTE_CACHE_GROUPS: usize = 2;
+/// A remote broadcast nobody watches stays subscribed this long, so a reload of the page
+/// does not rebuild the tree.
+const LINGER: Duration = Duration::from_secs(5);
+/// Objects held for a broadcast whose catalog (frame rate, pre-skip) has not arrived yet.
+const MAX_PENDING: usize = 600;
+/// How often static peers are redialled and idle broadcasts let go.
+const TICK: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot open the mesh socket on UDP {addr}: {source} (in use? try --listen 0.0.0.0:0)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("mesh transport: {0}")]
+    Transport(String),
+    #[error("no broadcast named '{0}' is known to the mesh")]
+    Unknown(String),
+    #[error("broadcast '{0}' did not start arriving within {1:?}")]
+    Timeout(String, Duration),
+    #[error("the mesh driver stopped")]
+    Stopped,
+}
+
+/// How this box joins the overlay.
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    /// UDP address of the QUIC endpoint.
+    pub listen: SocketAddr,
+    /// Static peers, `HOST:PORT`, dialled and redialled until connected.
+    pub peers: Vec<String>,
+    pub site: String,
+    /// Human name of the box, for mDNS.
+    pub node_name: String,
+    /// Advertise and browse `_cambox._udp` on the LAN.
+    pub mdns: bool,
+    /// Upload budget for relaying, kbit/s.
+    pub uplink_kbps: u32,
+}
+
+/// A broadcast as `cambox list` and the page show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeshBroadcast {
+    pub name: String,
+    /// Short id of the origin node.
+    pub origin: String,
+    /// Full id (hex) of the origin node.
+    pub origin_id: String,
+    pub site: String,
+    /// Relays between the origin and this box (0 = this box's neighbour is the origin).
+    pub hops: usize,
+    /// True for this box's own broadcast.
+    pub local: bool,
+}
+
+/// A neighbour, for status and diagnostics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub id: String,
+    pub addr: String,
+    pub rtt_ms: f64,
+}
+
+/// What reaches the driver task.
+#[derive(Debug)]
+pub enum Input {
+    Up(Box<Established>),
+    DialFailed {
+        addr: SocketAddr,
+        reason: String,
+    },
+    Message {
+        peer: NodeId,
+        conn_id: usize,
+        msg: Msg,
+    },
+    Down {
+        peer: NodeId,
+        conn_id: usize,
+        reason: String,
+    },
+    Transmitted {
+        peer: NodeId,
+        conn_id: usize,
+        bytes: usize,
+    },
+    /// A node seen by discovery (mDNS or the registry) at this address.
+    Discovered {
+        node: NodeId,
+        addr: SocketAddr,
+    },
+    LocalObject {
+        track: u8,
+        group: u64,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    },
+    List(oneshot::Sender<Vec<MeshBroadcast>>),
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    Watch {
+        name: String,
+        reply: oneshot::Sender<Result<Watched, MeshError>>,
+    },
+    Unwatch(BroadcastId),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A broadcast being watched through the mesh; watching stops when this is dropped.
+#[derive(Debug)]
+pub struct Watched {
+    pub broadcast: Broadcast,
+    pub guard: WatchGuard,
+}
+
+#[derive(Debug)]
+pub struct WatchGuard {
+    id: Option<BroadcastId>,
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let _ = self.tx.send(Input::Unwatch(id));
+        }
+    }
+}
+
+/// What a player needs before the first frame; travels as the broadcast's catalog track.
+#[derive(Debug, Serialize, Deserialize)]
+struct Catalog {
+    fps_num: u32,
+    fps_den: u32,
+    audio: bool,
+    audio_pre_skip: Option<u16>,
+}
+
+/// The handle the rest of the box uses.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    tx: mpsc::UnboundedSender<Input>,
+    pub id: NodeId,
+    /// The endpoint's bound address (with the port the OS chose for port 0).
+    pub local_addr: SocketAddr,
+}
+
+impl Mesh {
+    /// Binds the endpoint and starts the driver, discovery and static peers.
+    /// `on_air` carries the box's own broadcast while it is live.
+    pub async fn start(
+        settings: MeshSettings,
+        identity: Identity,
+        on_air: watch::Receiver<Option<Broadcast>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Mesh, MeshError> {
+        let mut transport = quinn::TransportConfig::default();
+        // A dead neighbour must be noticed well under a second; keep-alives keep a quiet
+        // link from looking dead.
+        transport
+            .max_idle_timeout(Some(
+                Duration::from_millis(900)
+                    .try_into()
+                    .map_err(|e| MeshError::Transport(format!("{e}")))?,
+            ))
+            .keep_alive_interval(Some(Duration::from_millis(200)))
+            .max_concurrent_uni_streams(1024u32.into());
+        let (server, client) = tls::quic_configs(&identity, Arc::new(transport))?;
+        let socket = bind_udp(settings.listen).map_err(|source| MeshError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| MeshError::Transport(e.to_string()))?;
+        endpoint.set_default_client_config(client);
+        let local_addr = endpoint
+            .local_addr()
+            .map_err(|e| MeshError::Transport(e.to_string()))?;
+        let id = identity.node_id();
+        let first_version = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let core = Node::new(
+            id,
+            CoreConfig {
+                site: settings.site.clone(),
+                uplink_kbps: settings.uplink_kbps,
+                first_version,
+                ..CoreConfig::default()
+            },
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(accept_loop(endpoint.clone(), tx.clone(), id, hello(&core, &settings)));
+        let discovery = if settings.mdns {
+            match discovery::Mdns::start(&settings, id, local_addr.port(), tx.clone()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!("mDNS discovery is off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let driver = Driver {
+            hello: hello(&core, &settings),
+            core,
+            id,
+            endpoint,
+            tx: tx.clone(),
+            links: HashMap::new(),
+            next_conn: 0,
+            addrs: HashMap::new(),
+            dialing: HashSet::new(),
+            static_peers: settings.peers.clone(),
+            local: None,
+            remotes: HashMap::new(),
+            metrics,
+            discovery,
+        };
+        tokio::spawn(driver.run(rx, on_air));
+        Ok(Mesh { tx, id, local_addr })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)
+    }
+
+    /// Every broadcast the mesh knows, this box's own included.
+    pub async fn list(&self) -> Result<Vec<MeshBroadcast>, MeshError> {
+        self.ask(Input::List).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, MeshError> {
+        self.ask(Input::Peers).await
+    }
+
+    /// Joins the tree of the broadcast called `name` (`name@origin` picks one origin when
+    /// several boxes use the name) and returns it once its first group can be played.
+    pub async fn watch(&self, name: &str, wait: Duration) -> Result<Watched, MeshError> {
+        let name = name.to_string();
+        let r = tokio::time::timeout(wait, self.ask(|reply| Input::Watch { name: name.clone(), reply }))
+            .await
+            .map_err(|_| MeshError::Timeout(name, wait))?;
+        r?
+    }
+
+    /// Says goodbye to every neighbour, so they switch parents at once.
+    pub async fn shutdown(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ask(Input::Shutdown)).await;
+    }
+}
+
+fn hello(core: &Node, settings: &MeshSettings) -> Msg {
+    Msg::Hello {
+        node: core.id(),
+        site: settings.site.clone(),
+        uplink_kbps: settings.uplink_kbps,
+    }
+}
+
+/// The UDP socket, made with socket2 for the options std lacks: dual-stack for `[::]`
+/// and buffers big enough for a few frames of several streams.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::UnboundedSender<Input>,
+    me: NodeId,
+    hello: Msg,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let tx = tx.clone();
+        let hello = hello.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(%remote, "refused a mesh connection: {e}");
+                    return;
+                }
+            };
+            match conn::establish(conn, false, me, &hello).await {
+                Ok(est) => {
+                    let _ = tx.send(Input::Up(Box::new(est)));
+                }
+                Err(reason) => tracing::info!(%remote, %reason, "refused a mesh connection"),
+            }
+        });
+    }
+}
+
+struct Link {
+    conn: quinn::Connection,
+    conn_id: usize,
+    dialed: bool,
+    out: mpsc::UnboundedSender<Msg>,
+}
+
+/// A broadcast received from the mesh, rebuilt for this box's viewers.
+struct Remote {
+    name: String,
+    video: Option<TrackWriter>,
+    audio: Option<TrackWriter>,
+    broadcast: Option<Broadcast>,
+    pending: Vec<(u8, u32, u64, Bytes)>,
+    waiters: Vec<oneshot::Sender<Result<Watched, MeshError>>>,
+    watchers: usize,
+    idle_since: Option<Instant>,
+}
+
+struct Local {
+    id: BroadcastId,
+    broadcast: Broadcast,
+    readers: Vec<JoinHandle<()>>,
+}
+
+struct Driver {
+    core: Node,
+    id: NodeId,
+    hello: Msg,
+    endpoint: quinn::Endpoint,
+    tx: mpsc::UnboundedSender<Input>,
+    links: HashMap<NodeId, Link>,
+    next_conn: usize,
+    /// Where each known node's endpoint is: from connections, discovery and peers' hints.
+    addrs: HashMap<NodeId, SocketAddr>,
+    dialing: HashSet<SocketAddr>,
+    static_peers: Vec<String>,
+    local: Option<Local>,
+    remotes: HashMap<BroadcastId, Remote>,
+    metrics: Arc<Metrics>,
+    discovery: Option<discovery::Mdns>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+        mut on_air: watch::Receiver<Option<Broadcast>>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let initial = on_air.borrow_and_update().clone();
+        self.set_local(initial);
+        loop {
+            let wake = self
+                .core
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + TICK);
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(Input::Shutdown(done)) => {
+                        self.goodbye().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake) => self.core.handle_timeout(Instant::now()),
+                _ = tick.tick() => self.tick().await,
+                changed = on_air.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let b = on_air.borrow_and_update().clone();
+                    self.set_local(b);
+                }
+            }
+            self.drain();
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Up(est) => self.link_up(now, *est),
+            Input::DialFailed { addr, reason } => {
+                self.dialing.remove(&addr);
+                tracing::debug!(%addr, %reason, "mesh dial failed");
+            }
+            Input::Message { peer, conn_id, msg } => {
+                if !self.current(peer, conn_id) {
+                    return;
+                }
+                if let Msg::Addresses { entries } = &msg {
+                    for (node, addr) in entries {
+                        if let Ok(a) = addr.parse() {
+                            self.addrs.entry(*node).or_insert(a);
+                        }
+                    }
+                }
+                self.core.handle_message(now, peer, msg);
+            }
+            Input::Down {
+                peer,
+                conn_id,
+                reason,
+            } => {
+                if self.current(peer, conn_id) {
+                    self.links.remove(&peer);
+                    self.metrics.mesh_peers.set(self.links.len() as i64);
+                    tracing::info!(%peer, %reason, "mesh neighbour gone");
+                    self.core.handle_peer_down(now, peer);
+                }
+            }
+            Input::Transmitted {
+                peer,
+                conn_id,
+                bytes,
+            } => {
+                if self.current(peer, conn_id) {
+                    self.core.handle_transmitted(peer, bytes);
+                }
+            }
+            Input::Discovered { node, addr } => {
+                let known = self.addrs.insert(node, addr);
+                // The lower id dials, so two boxes that see each other open one connection.
+                if known != Some(addr) && !self.links.contains_key(&node) && self.id < node {
+                    self.dial(addr, Some(node));
+                }
+            }
+            Input::LocalObject {
+                track,
+                group,
+                index,
+                capture_us,
+                payload,
+            } => {
+                if let Some(l) = &self.local {
+                    let id = l.id.clone();
+                    self.core
+                        .handle_local_object(&id, track, group, index, capture_us, payload);
+                }
+            }
+            Input::List(reply) => {
+                let _ = reply.send(self.list(now));
+            }
+            Input::Peers(reply) => {
+                let peers = self
+                    .links
+                    .iter()
+                    .map(|(id, l)| PeerInfo {
+                        id: id.short(),
+                        addr: l.conn.remote_address().to_string(),
+                        rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Input::Watch { name, reply } => self.watch(now, &name, reply),
+            Input::Unwatch(id) => {
+                if let Some(r) = self.remotes.get_mut(&id) {
+                    r.watchers = r.watchers.saturating_sub(1);
+                    if r.watchers == 0 {
+                        r.idle_since = Some(now);
+                    }
+                }
+            }
+            Input::Shutdown(_) => {}
+        }
+    }
+
+    fn current(&self, peer: NodeId, conn_id: usize) -> bool {
+        self.links.get(&peer).is_some_and(|l| l.conn_id == conn_id)
+    }
+
+    fn link_up(&mut self, now: Instant, est: Established) {
+        let peer = est.peer;
+        let remote = est.conn.remote_address();
+        self.dialing.remove(&remote);
+        if let Some(old) = self.links.get(&peer) {
+            // Two connections between the same nodes: keep the one the lower id opened
+            // (both ends decide the same), or the newer when one node opened both (the
+            // old one is a dead link not yet timed out).
+            let opener = |dialed: bool| if dialed { self.id } else { peer };
+            let keep_new = opener(old.dialed) == opener(est.dialed)
+                || opener(est.dialed) == self.id.min(peer);
+            if !keep_new {
+                est.conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                return;
+            }
+            old.conn
+                .close(CLOSE_DUPLICATE.into(), b"replaced by a newer connection");
+            self.links.remove(&peer);
+            self.core.handle_peer_down(now, peer);
+        }
+        self.next_conn += 1;
+        let conn_id = self.next_conn;
+        let inbox = Inbox {
+            peer,
+            conn_id,
+            tx: self.tx.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let (out, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(conn::read_control(
+            inbox.clone(),
+            est.conn.clone(),
+            est.recv,
+            est.decoder,
+        ));
+        tokio::spawn(conn::accept_groups(inbox.clone(), est.conn.clone()));
+        tokio::spawn(conn::write_loop(inbox, est.conn.clone(), est.send, out_rx));
+        self.addrs.insert(peer, remote);
+        tracing::info!(%peer, %remote, dialed = est.dialed, "mesh neighbour up");
+        let rtt = est.conn.rtt();
+        self.links.insert(
+            peer,
+            Link {
+                conn: est.conn,
+                conn_id,
+                dialed: est.dialed,
+                out,
+            },
+        );
+        self.metrics.mesh_peers.set(self.links.len() as i64);
+        self.core.handle_peer_up(now, peer, rtt);
+        self.core.handle_message(now, peer, est.hello);
+    }
+
+    fn dial(&mut self, addr: SocketAddr, expect: Option<NodeId>) {
+        if !self.dialing.insert(addr) {
+            return;
+        }
+        let name = tls::server_name_for(expect);
+        let tx = self.tx.clone();
+        let me = self.id;
+        let hello = self.hello.clone();
+        let connecting = self.endpoint.connect(addr, &name);
+        tokio::spawn(async move {
+            let result = match connecting {
+                Ok(c) => match c.await {
+                    Ok(conn) => conn::establish(conn, true, me, &hello).await,
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = tx.send(match result {
+                Ok(est) => Input::Up(Box::new(est)),
+                Err(reason) => Input::DialFailed { addr, reason },
+            });
+        });
+    }
+
+    /// Carries out what the core asked for.
+    fn drain(&mut self) {
+        let now = Instant::now();
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::Transmit { to, msg } => {
+                    let Some(link) = self.links.get(&to) else {
+                        continue;
+                    };
+                    if let Msg::Redirect { to: targets, .. } = &msg {
+                        // Tell the redirected node where the nodes it is sent to listen.
+                        let entries: Vec<(NodeId, String)> = targets
+                            .iter()
+                            .filter_map(|n| self.addrs.get(n).map(|a| (*n, a.to_string())))
+                            .collect();
+                        if !entries.is_empty() {
+                            let _ = link.out.send(Msg::Addresses { entries });
+                        }
+                    }
+                    let _ = link.out.send(msg);
+                }
+                Event::Connect { peer } => {
+                    if self.links.contains_key(&peer) {
+                        continue;
+                    }
+                    match self.addrs.get(&peer).copied() {
+                        Some(addr) => self.dial(addr, Some(peer)),
+                        None => tracing::debug!(%peer, "redirected to a node with no known address"),
+                    }
+                }
+                Event::Deliver {
+                    broadcast,
+                    track,
+                    group: _,
+                    index,
+                    capture_us,
+                    payload,
+                } => self.deliver(now, &broadcast, track, index, capture_us, payload),
+            }
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        _now: Instant,
+        id: &BroadcastId,
+        track_no: u8,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    ) {
+        let Some(r) = self.remotes.get_mut(id) else {
+            return;
+        };
+        if track_no == TRACK_CATALOG {
+            if r.broadcast.is_some() {
+                return;
+            }
+            let Ok(cat) = serde_json::from_slice::<Catalog>(&payload) else {
+                tracing::warn!(broadcast = %r.name, "unreadable broadcast catalog");
+                return;
+            };
+            let (video_w, video) = track("video", REMOTE_CACHE_GROUPS);
+            let (audio_w, audio) = if cat.audio {
+                let (w, t) = track("audio", REMOTE_CACHE_GROUPS);
+                (Some(w), Some(t))
+            } else {
+                (None, None)
+            };
+            let b = Broadcast {
+                name: r.name.clone(),
+                video,
+                audio,
+                rate: FrameRate {
+                    num: cat.fps_num.max(1),
+                    den: cat.fps_den.max(1),
+                },
+                audio_pre_skip: cat.audio_pre_skip,
+            };
+            r.video = Some(video_w);
+            r.audio = audio_w;
+            r.broadcast = Some(b.clone());
+            for (t, i, c, p) in std::mem::take(&mut r.pending) {
+                write_object(r, t, i, c, p);
+            }
+            for w in r.waiters.drain(..) {
+                r.watchers += 1;
+                let _ = w.send(Ok(Watched {
+                    broadcast: b.clone(),
+                    guard: WatchGuard {
+                        id: Some(id.clone()),
+                        tx: self.tx.clone(),
+                    },
+                }));
+            }
+            return;
+        }
+        if r.broadcast.is_none() {
+            if r.pending.len() < MAX_PENDING {
+                r.pending.push((track_no, index, capture_us, payload));
+            }
+            return;
+        }
+        write_object(r, track_no, index, capture_us, payload);
+    }
+
+    fn list(&self, now: Instant) -> Vec<MeshBroadcast> {
+        self.core
+            .known_broadcasts(now)
+            .into_iter()
+            .map(|(b, site, hops)| MeshBroadcast {
+                local: b.origin == self.id,
+                origin: b.origin.short(),
+                origin_id: b.origin.0.iter().map(|x| format!("{x:02x}")).collect(),
+                name: b.name,
+                site,
+                hops,
+            })
+            .collect()
+    }
+
+    fn watch(
+        &mut self,
+        now: Instant,
+        name: &str,
+        reply: oneshot::Sender<Result<Watched, MeshError>>,
+    ) {
+        let (want, origin) = match name.split_once('@') {
+            Some((n, o)) => (n, Some(o)),
+            None => (name, None),
+        };
+        let found = self.core.known_broadcasts(now).into_iter().find(|(b, _, _)| {
+            b.name == want && origin.is_none_or(|o| b.origin.short().starts_with(o))
+        });
+        let Some((id, _, _)) = found else {
+            let _ = reply.send(Err(MeshError::Unknown(name.into())));
+            return;
+        };
+        if let Some(l) = self.local.as_ref().filter(|l| l.id == id) {
+            let _ = reply.send(Ok(Watched {
+                broadcast: l.broadcast.clone(),
+                guard: WatchGuard {
+                    id: None,
+                    tx: self.tx.clone(),
+                },
+            }));
+            return;
+        }
+        let r = self.remotes.entry(id.clone()).or_insert_with(|| Remote {
+            name: id.name.clone(),
+            video: None,
+            audio: None,
+            broadcast: None,
+            pending: Vec::new(),
+            waiters: Vec::new(),
+            watchers: 0,
+            idle_since: None,
+        });
+        r.idle_since = None;
+        match &r.broadcast {
+            Some(b) => {
+                r.watchers += 1;
+                let _ = reply.send(Ok(Watched {
+                    broadcast: b.clone(),
+                    guard: WatchGuard {
+                        id: Some(id.clone()),
+                        tx: self.tx.clone(),
+                    },
+                }));
+            }
+            None => r.waiters.push(reply),
+        }
+        self.core.subscribe(now, id);
+    }
+
+    /// The box went live (Some) or stopped (None).
+    fn set_local(&mut self, b: Option<Broadcast>) {
+        let now = Instant::now();
+        if let Some(old) = self.local.take() {
+            for r in old.readers {
+                r.abort();
+            }
+            self.core.unpublish(now, &old.id);
+            if let Some(d) = &self.discovery {
+                d.set_live(&[]);
+            }
+        }
+        let Some(b) = b else { return };
+        let id = self
+            .core
+            .publish(now, &b.name, vec![TRACK_VIDEO, TRACK_AUDIO, TRACK_CATALOG]);
+        let catalog = Catalog {
+            fps_num: b.rate.num,
+            fps_den: b.rate.den,
+            audio: b.audio.is_some(),
+            audio_pre_skip: b.audio_pre_skip,
+        };
+        let json = serde_json::to_vec(&catalog).unwrap_or_default();
+        // Group numbers must keep growing when the box goes live again (neighbours may
+        // still hold the old position): start from the wall clock, 2^16 groups per ms.
+        let base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| (d.as_millis() as u64) << 16);
+        self.core
+            .handle_local_object(&id, TRACK_CATALOG, base, 0, 0, Bytes::from(json));
+        let mut readers = vec![tokio::spawn(forward(
+            b.video.clone(),
+            TRACK_VIDEO,
+            base,
+            self.tx.clone(),
+        ))];
+        if let Some(a) = &b.audio {
+            readers.push(tokio::spawn(forward(a.clone(), TRACK_AUDIO, base, self.tx.clone())));
+        }
+        if let Some(d) = &self.discovery {
+            d.set_live(std::slice::from_ref(&b.name));
+        }
+        self.local = Some(Local {
+            id,
+            broadcast: b,
+            readers,
+        });
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        // Static peers: dial the ones not connected (their ids are learned on connect).
+        let connected: HashSet<SocketAddr> =
+            self.links.values().map(|l| l.conn.remote_address()).collect();
+        for peer in self.static_peers.clone() {
+            let Ok(addrs) = tokio::net::lookup_host(peer.as_str()).await else {
+                tracing::debug!(%peer, "cannot resolve static peer");
+                continue;
+            };
+            for addr in addrs {
+                if addr != self.endpoint.local_addr().unwrap_or(addr) && !connected.contains(&addr) {
+                    self.dial(addr, None);
+                }
+            }
+        }
+        // Broadcasts nobody watches any more, or that left the mesh, are let go; their
+        // writers close, which ends any viewer still attached.
+        let known: HashSet<BroadcastId> = self
+            .core
+            .known_broadcasts(now)
+            .into_iter()
+            .map(|(b, _, _)| b)
+            .collect();
+        let gone: Vec<BroadcastId> = self
+            .remotes
+            .iter()
+            .filter(|(id, r)| {
+                !known.contains(*id) || r.idle_since.is_some_and(|t| now >= t + LINGER)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remotes.remove(&id);
+            self.core.unsubscribe(&id);
+        }
+        self.update_tree_metrics(&known);
+    }
+
+    fn update_tree_metrics(&self, known: &HashSet<BroadcastId>) {
+        self.metrics.mesh_parent.clear();
+        self.metrics.mesh_children.clear();
+        for b in known {
+            let label = format!("{}@{}", b.name, b.origin.short());
+            if let Some(p) = self.core.parent(b) {
+                self.metrics
+                    .mesh_parent
+                    .get_or_create(&vec![
+                        ("broadcast".into(), label.clone()),
+                        ("parent".into(), p.short()),
+                    ])
+                    .set(1);
+            }
+            let children = self.core.children(b).len();
+            if children > 0 {
+                self.metrics
+                    .mesh_children
+                    .get_or_create(&vec![("broadcast".into(), label)])
+                    .set(children as i64);
+            }
+        }
+    }
+
+    async fn goodbye(&mut self) {
+        for l in self.links.values() {
+            let _ = l.out.send(Msg::Goodbye);
+        }
+        // Let the writers flush the goodbyes before the endpoint closes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for l in self.links.values() {
+            l.conn.close(CLOSE_NORMAL.into(), b"shutting down");
+        }
+        if let Some(d) = self.discovery.take() {
+            d.stop();
+        }
+        self.endpoint.close(CLOSE_NORMAL.into(), b"shutting down");
+    }
+}
+
+fn write_object(r: &mut Remote, track_no: u8, index: u32, capture_us: u64, payload: Bytes) {
+    let writer = match track_no {
+        TRACK_VIDEO => r.video.as_mut(),
+        TRACK_AUDIO => r.audio.as_mut(),
+        _ => None,
+    };
+    if let Some(w) = writer {
+        if index == 0 {
+            w.start_group();
+        }
+        w.write(GroupObject {
+            capture_us,
+            payload,
+        });
+    }
+}
+
+/// Feeds one track of the box's own broadcast into the core.
+async fn forward(
+    t: cambox_media::Track,
+    track_no: u8,
+    base: u64,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let mut reader = t.subscribe();
+    while let Some(o) = reader.next().await {
+        let sent = tx.send(Input::LocalObject {
+            track: track_no,
+            group: base + o.group,
+            index: o.index as u32,
+            capture_us: o.object.capture_us,
+            payload: o.object.payload,
+        });
+        if sent.is_err() {
+            return;
+        }
+    }
+}
