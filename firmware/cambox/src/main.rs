@@ -2,6 +2,7 @@
 
 mod config;
 mod duration;
+mod mesh_cli;
 mod record;
 mod run;
 mod strip;
@@ -40,6 +41,12 @@ enum Command {
     /// Read the test strip of every frame of a recording or live stream: frame number,
     /// capture time, arrival time, and a summary of gaps, repeats and latency.
     Strip(strip::StripArgs),
+    /// List the broadcasts a box knows: its own and every one in its mesh, with the
+    /// origin, site and hops away.
+    List(mesh_cli::ListArgs),
+    /// Watch a broadcast from anywhere in the mesh through a box: writes fragmented MP4
+    /// to a file or standard output.
+    Watch(mesh_cli::WatchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +73,8 @@ fn main() -> std::process::ExitCode {
             Command::Run(cfg) => run::run(cfg).await,
             Command::Record(args) => record::record(args).await,
             Command::Strip(args) => strip::strip(args).await,
+            Command::List(args) => mesh_cli::list(args).await,
+            Command::Watch(args) => mesh_cli::watch(args).await,
         }
     });
     match result {

@@ -76,7 +76,7 @@ struct Cutoff {
     audio_done: bool,
 }
 
-async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
+pub async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
     let mut body = cambox_node::client::get(&args.input).await?;
     let mut out = open_output(&args.output)?;
     let mut reader = Mp4Reader::new();
@@ -87,7 +87,7 @@ async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
         audio_done: true,
     };
     let started = Instant::now();
-    let deadline = args.duration + Duration::from_secs(15);
+    let deadline = args.duration.saturating_add(Duration::from_secs(15));
     let mut last_progress = 0u64;
     let mut bytes = 0usize;
     while !(cut.video_done && cut.audio_done) {

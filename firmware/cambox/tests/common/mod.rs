@@ -37,12 +37,24 @@ pub struct BoxProc {
     pub child: Child,
     pub base: String,
     pub log: Arc<Mutex<String>>,
+    /// The QUIC endpoint other boxes reach this one at.
+    pub mesh_addr: String,
+    /// Short node id, as logs, metrics and stream URLs show it.
+    pub node_id: String,
+    /// Holds the node key.
+    _state: tempfile::TempDir,
 }
 
 impl BoxProc {
+    /// Starts a box on loopback ports the OS picks, with a key of its own and without
+    /// mDNS (tests must not find boxes of other tests); `args` come after and may add more.
     pub fn start(args: &[&str]) -> BoxProc {
+        let state = tempfile::tempdir().expect("temp dir");
+        let key = state.path().join("node.key");
         let mut child = Command::new(BIN)
-            .args(["run", "--http", "127.0.0.1:0"])
+            .args(["run", "--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+            .args(["--mdns", "false", "--key"])
+            .arg(&key)
             .args(args)
             .env("CAMBOX_LOG", "info")
             .stdout(Stdio::null())
@@ -55,22 +67,35 @@ impl BoxProc {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("cambox: mesh node ") {
+                    let mut words = rest.split_whitespace();
+                    let id = words.next().unwrap_or("").to_string();
+                    let addr = words.nth(2).unwrap_or("").to_string();
+                    let _ = tx.send((id, addr));
+                }
                 if let Some(i) = line.find("at http://") {
                     let url: String = line[i + 3..].split_whitespace().next().unwrap_or("").into();
-                    let _ = tx.send(url);
+                    let _ = tx.send((url, String::new()));
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
                 l.push('\n');
             }
         });
-        let base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("cambox did not start: {}", log.lock().unwrap()));
+        let next = || {
+            rx.recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("cambox did not start: {}", log.lock().unwrap()))
+        };
+        // The mesh line comes first, then the HTTP line.
+        let (node_id, mesh_addr) = next();
+        let (base, _) = next();
         BoxProc {
             child,
             base: base.trim_end_matches('/').to_string(),
             log,
+            mesh_addr,
+            node_id,
+            _state: state,
         }
     }
 

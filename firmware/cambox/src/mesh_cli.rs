@@ -1,0 +1,107 @@
+//! `cambox list` and `cambox watch`: the mesh as seen from a box, over its HTTP API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::duration::parse_duration;
+use crate::record::{record_url, RecordArgs};
+
+/// Which box to ask; the local one by default.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BoxAddr {
+    /// The box's HTTP address.
+    #[arg(long, env = "CAMBOX_BOX", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http: String,
+}
+
+impl BoxAddr {
+    fn url(&self, path: &str) -> String {
+        let base = self.http.trim_end_matches('/');
+        if base.starts_with("http://") || base.starts_with("https://") {
+            format!("{base}{path}")
+        } else {
+            format!("http://{base}{path}")
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub target: BoxAddr,
+    /// Print the box's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The broadcast: NAME, or NAME@ORIGIN when several boxes use the name (see `cambox list`).
+    pub broadcast: String,
+    #[command(flatten)]
+    pub target: BoxAddr,
+    /// Where to write the fragmented MP4; - for standard output (e.g. `| ffplay -`).
+    #[arg(short, long, default_value = "-")]
+    pub output: PathBuf,
+    /// Stop after this long (e.g. 10s, 2m) [default: until interrupted].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+async fn get_text(url: &str) -> anyhow::Result<String> {
+    let mut body = cambox_node::client::get(url).await?;
+    let mut text = Vec::new();
+    while let Some(chunk) = body.chunk().await? {
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text).context("the box answered with non-UTF-8 text")
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let url = args.target.url("/api/v1/streams");
+    let text = get_text(&url).await?;
+    if args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    println!(
+        "{:<24} {:<14} {:<12} {:>4}  {:<5}  URL",
+        "NAME", "ORIGIN", "SITE", "HOPS", "LIVE"
+    );
+    for s in &streams {
+        let hops = s["hops"].as_u64().map_or("-".to_string(), |h| h.to_string());
+        println!(
+            "{:<24} {:<14} {:<12} {:>4}  {:<5}  {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["node"].as_str().unwrap_or("?"),
+            s["site"].as_str().unwrap_or("?"),
+            hops,
+            if s["live"].as_bool() == Some(true) { "yes" } else { "no" },
+            args.target.url(s["url"].as_str().unwrap_or("")),
+        );
+    }
+    Ok(())
+}
+
+pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    let url = args.target.url(&format!("/live/{}.mp4", args.broadcast));
+    // A century is "until interrupted" without a second code path.
+    let duration = args
+        .duration
+        .unwrap_or(Duration::from_secs(100 * 365 * 24 * 3600));
+    record_url(&RecordArgs {
+        input: url,
+        output: args.output,
+        duration,
+        width: 0,
+        height: 0,
+        fps: 0,
+        bitrate: 0,
+    })
+    .await
+}

@@ -1,0 +1,139 @@
+//! Tier b: real `cambox run` processes on loopback relaying a broadcast through a chain,
+//! and a relay killed mid-stream.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cambox_media::strip::StripReading;
+use common::*;
+
+const W: u32 = 640;
+const H: u32 = 360;
+
+/// The neighbour `b` receives `broadcast` from, per its /metrics.
+fn parent_of(b: &BoxProc, broadcast: &str) -> Option<String> {
+    let (_, body) = http(&b.addr(), "GET", "/metrics", "");
+    let want = format!("cambox_mesh_parent{{broadcast=\"{broadcast}\",parent=\"");
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(&want)?;
+        Some(rest.split('"').next()?.to_string())
+    })
+}
+
+/// Reads `path` from a box for `secs` and throws it away: a viewer at that box.
+fn drain(b: &BoxProc, path: &str, secs: u64) -> thread::JoinHandle<()> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-m", &secs.to_string(), "-o", "/dev/null"])
+        .arg(b.url(path))
+        .stdout(Stdio::null());
+    thread::spawn(move || {
+        let _ = cmd.status();
+    })
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
+    require("ffmpeg");
+    require("curl");
+    let _serial = serial();
+    let origin = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "640", "--height", "360", "--name", "cam",
+        "--site", "a",
+    ]);
+    origin.wait_live(true);
+    // Four sites, every box knows only the origin: each site's one copy crosses its own
+    // uplink, and a newcomer is spliced in below the node it asks, which builds the chain.
+    let peer = origin.mesh_addr.clone();
+    let mut relay1 = BoxProc::start(&["--name", "r1", "--site", "b", "--peer", &peer]);
+    let relay2 = BoxProc::start(&["--name", "r2", "--site", "c", "--peer", &peer]);
+    let viewer = BoxProc::start(&["--name", "v", "--site", "d", "--peer", &peer]);
+    let broadcast = format!("cam@{}", origin.node_id);
+    let live_path = format!("/live/{broadcast}.mp4");
+    wait_for("the viewer box to learn the broadcast", Duration::from_secs(10), || {
+        let (_, body) = http(&viewer.addr(), "GET", "/api/v1/streams", "");
+        body.contains(&live_path)
+    });
+
+    // The recording at the end of the chain, through `cambox watch`.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("watch.mp4");
+    let watch = Command::new(env!("CARGO_BIN_EXE_cambox"))
+        .args(["watch", &broadcast, "--http", &viewer.addr(), "--duration", "14s", "-o"])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cambox watch");
+    wait_for("the viewer box to receive", Duration::from_secs(10), || {
+        parent_of(&viewer, &broadcast).is_some()
+    });
+    let r2_viewer = drain(&relay2, &live_path, 30);
+    wait_for("relay 2 to join", Duration::from_secs(10), || {
+        parent_of(&viewer, &broadcast).as_deref() == Some(relay2.node_id.as_str())
+    });
+    let r1_viewer = drain(&relay1, &live_path, 30);
+    wait_for("relay 1 to join between the origin and relay 2", Duration::from_secs(10), || {
+        parent_of(&relay2, &broadcast).as_deref() == Some(relay1.node_id.as_str())
+    });
+    assert_eq!(
+        parent_of(&relay1, &broadcast).as_deref(),
+        Some(origin.node_id.as_str()),
+        "chain origin -> r1 -> r2 -> viewer"
+    );
+    assert_eq!(
+        parent_of(&viewer, &broadcast).as_deref(),
+        Some(relay2.node_id.as_str())
+    );
+
+    // Mid-recording, the middle relay dies without a word.
+    thread::sleep(Duration::from_secs(4));
+    relay1.child.kill().expect("SIGKILL relay 1");
+    let _ = relay1.child.wait();
+    wait_for("relay 2 to take the origin as parent", Duration::from_secs(5), || {
+        parent_of(&relay2, &broadcast).as_deref() == Some(origin.node_id.as_str())
+    });
+
+    let result = watch.wait_with_output().expect("cambox watch");
+    assert!(
+        result.status.success(),
+        "cambox watch failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let _ = (r1_viewer, r2_viewer);
+
+    // Every decoded picture is whole (its strip reads), the frames advance, and the
+    // largest hole in capture time, the repair, stays under a second.
+    let readings = strip_via_ffmpeg(&out, W, H);
+    assert!(readings.len() > 250, "only {} frames in 14 s", readings.len());
+    let unreadable = readings.iter().filter(|r| r.is_none()).count();
+    assert_eq!(unreadable, 0, "pictures with a broken strip: {unreadable}");
+    let frames: Vec<StripReading> = readings.into_iter().flatten().collect();
+    let mut worst_ms = 0;
+    for pair in frames.windows(2) {
+        assert!(
+            pair[1].frame > pair[0].frame,
+            "frame {} after {}: repeated or backwards",
+            pair[1].frame,
+            pair[0].frame
+        );
+        worst_ms = worst_ms.max(pair[1].capture_ms - pair[0].capture_ms);
+    }
+    eprintln!("largest gap in capture time through the repair: {worst_ms} ms");
+    assert!(
+        worst_ms < 1000,
+        "the viewer went {worst_ms} ms without a new frame"
+    );
+}
