@@ -12,8 +12,8 @@ fn script_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-#[test]
-fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
+/// Plays `name` on the page of box `b` in headless Chromium; returns play.mjs's figures.
+fn play_in_chromium(b: &BoxProc, name: &str) -> serde_json::Value {
     require("node");
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
@@ -24,13 +24,10 @@ fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
         "playwright-core is missing; run scripts/test or `npm ci --prefix {}`",
         script_dir().display()
     );
-    let _serial = serial();
-    let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "foyer"]);
-    b.wait_live(true);
     let out = Command::new("node")
         .arg(script_dir().join("play.mjs"))
         .arg(&b.base)
-        .arg("foyer")
+        .arg(name)
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -49,4 +46,23 @@ fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
         result["mime"].as_str().unwrap().contains("opus"),
         "{result}"
     );
+    result
+}
+
+#[test]
+fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
+    let _serial = serial();
+    let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "foyer"]);
+    b.wait_live(true);
+    play_in_chromium(&b, "foyer");
+}
+
+#[test]
+fn a_box_page_lists_and_plays_a_broadcast_from_another_box_of_the_mesh() {
+    let _serial = serial();
+    let origin = BoxProc::start(&["--live", "--source", "testsrc", "--name", "yard"]);
+    origin.wait_live(true);
+    let other = BoxProc::start(&["--name", "lobby", "--peer", &origin.mesh_addr]);
+    // The other box is not live; its page offers the yard camera of the mesh.
+    play_in_chromium(&other, "yard");
 }

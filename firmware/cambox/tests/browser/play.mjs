@@ -296,7 +296,10 @@ async function main() {
     // The exact MSE type the box announced for this stream.
     const streamPath = `/live/${encodeURIComponent(name)}.mp4`;
     page.on('response', (r) => {
-      if (new URL(r.url()).pathname === streamPath && r.ok()) mime = r.headers()['content-type'] ?? null;
+      // A stream from elsewhere in the mesh is /live/<name>@<origin>.mp4.
+      const path = new URL(r.url()).pathname;
+      const ours = path === streamPath || path.startsWith(streamPath.replace(/\.mp4$/, '@'));
+      if (ours && r.ok()) mime = r.headers()['content-type'] ?? null;
     });
 
     await page.goto(new URL('/', base).href, { waitUntil: 'load' });

@@ -50,7 +50,7 @@ pub enum MeshError {
     Tls(#[from] tls::TlsError),
     #[error("mesh transport: {0}")]
     Transport(String),
-    #[error("no broadcast named '{0}' is known to the mesh")]
+    #[error("unknown stream '{0}': no box of the mesh broadcasts it")]
     Unknown(String),
     #[error("broadcast '{0}' did not start arriving within {1:?}")]
     Timeout(String, Duration),

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Tier c: three sites of three boxes in network namespaces, joined by a router.
+#
+#   site s1: boxes b11 (live origin) b12 b13 + an avahi observer   ─┐
+#   site s2: boxes b21 b22 b23 + an avahi observer                  ├─ router
+#   site s3: boxes b31 b32 b33 + an avahi observer                  ─┘
+#
+# Each site is a bridge; its one uplink is a veth to the router, whose byte counters are
+# the site's WAN traffic. mDNS stays inside a site (the router does not route multicast):
+# avahi-browse in each site must see that site's three boxes and no others. Boxes of other
+# sites know only the origin's address (a static --peer, until the registry).
+# The 8 boxes other than the origin each play the broadcast with `cambox watch`; ffprobe
+# checks every recording, and each site's uplink must carry about one copy.
+#
+# Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl and ffprobe.
+# Usage: hil-tests/netns-mesh.sh [--seconds N] [--keep]   (binary: $CAMBOX_BIN)
+set -euo pipefail
+
+SECS=14
+KEEP=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seconds) SECS=$2; shift 2 ;;
+        --keep) KEEP=true; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "netns-mesh: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${CAMBOX_BIN:-${CARGO_TARGET_DIR:-$here/target}/debug/cambox}
+[ -x "$BIN" ] || { echo "netns-mesh: no cambox binary at $BIN (build first or set CAMBOX_BIN)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "netns-mesh: needs root (network namespaces)" >&2; exit 2; }
+for tool in ip avahi-daemon avahi-browse dbus-daemon curl ffprobe; do
+    command -v "$tool" >/dev/null || { echo "netns-mesh: $tool is missing (scripts/setup-deps test installs it)" >&2; exit 2; }
+done
+
+# Names unique to this run; interface names stay under 15 characters.
+run=c$(( $$ % 10000 ))
+work=$(mktemp -d)
+pids=()
+namespaces=()
+
+say() { echo "netns-mesh: $*"; }
+
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    if $KEEP; then say "logs kept in $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+ns_add() { ip netns add "$1"; namespaces+=("$1"); ip -n "$1" link set lo up; }
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+router=${run}r
+ns_add "$router"
+in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
+
+for s in 1 2 3; do
+    site=${run}s$s
+    ns_add "$site"
+    ip -n "$site" link add br0 type bridge
+    ip -n "$site" link set br0 up
+    ip link add "up$s" netns "$router" type veth peer name up netns "$site"
+    ip -n "$site" link set up master br0 up
+    ip -n "$router" addr add "10.9.$s.1/24" dev "up$s"
+    ip -n "$router" link set "up$s" up
+    for b in 1 2 3 o; do
+        host=${site}b$b
+        ns_add "$host"
+        ip link add e0 netns "$host" type veth peer name "p$b" netns "$site"
+        ip -n "$site" link set "p$b" master br0 up
+        last=$([ "$b" = o ] && echo 99 || echo $((10 + b)))
+        ip -n "$host" addr add "10.9.$s.$last/24" dev e0
+        ip -n "$host" link set e0 up multicast on
+        ip -n "$host" route add default via "10.9.$s.1"
+    done
+done
+say "3 sites x 3 boxes and a router are up (namespaces ${run}*)"
+
+origin_ip=10.9.1.11
+for s in 1 2 3; do
+    for b in 1 2 3; do
+        host=${run}s${s}b$b
+        args=(run --http 0.0.0.0:8080 --listen 0.0.0.0:4433 --key "$work/$host.key"
+              --site "s$s" --name "b$s$b" --node "b$s$b" --source testsrc --width 640 --height 360
+              --bitrate 800k)
+        if [ "$s$b" = 11 ]; then args+=(--live); else args+=(--peer "$origin_ip:4433"); fi
+        in_ns "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
+        pids+=($!)
+    done
+done
+
+# Wait for the origin to be live and every box to know its broadcast.
+origin_id=""
+for _ in $(seq 100); do
+    origin_id=$(in_ns "${run}s1b2" curl -s "http://$origin_ip:8080/api/v1/status" 2>/dev/null |
+        sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p' || true)
+    [ -n "$origin_id" ] && break
+    sleep 0.2
+done
+[ -n "$origin_id" ] || { say "FAIL: the origin box never answered"; cat "$work/${run}s1b1.log"; exit 1; }
+short=${origin_id:0:12}
+broadcast="b11@$short"
+say "origin is node $short; waiting for every box to learn $broadcast"
+for s in 1 2 3; do
+    for b in 1 2 3; do
+        [ "$s$b" = 11 ] && continue
+        host=${run}s${s}b$b
+        ok=false
+        for _ in $(seq 100); do
+            if in_ns "$host" curl -s http://127.0.0.1:8080/api/v1/streams | grep -q "/live/$broadcast.mp4"; then
+                ok=true; break
+            fi
+            sleep 0.2
+        done
+        $ok || { say "FAIL: $host never learned $broadcast"; tail -20 "$work/$host.log"; exit 1; }
+    done
+done
+
+# mDNS: each site's observer sees exactly its own site's boxes.
+browse() {
+    # A private /run gives this namespace its own D-Bus and avahi-daemon.
+    in_ns "$1" bash -c '
+        mount -t tmpfs tmpfs /run && mkdir -p /run/dbus /run/avahi-daemon
+        dbus-daemon --system --fork --nopidfile
+        avahi-daemon --daemonize --no-chroot --no-drop-root --no-rlimits 2>/dev/null
+        sleep 3
+        avahi-browse --resolve --parsable --terminate _cambox._udp 2>/dev/null
+        avahi-daemon --kill 2>/dev/null || true
+        pkill -f "dbus-daemon --system --fork --nopidfile" 2>/dev/null || true
+    '
+}
+for s in 1 2 3; do
+    seen=$(browse "${run}s${s}bo" | awk -F';' '$1 == "=" && $3 == "IPv4" { print $10 }' | tr ' ' '\n' |
+        sed -n 's/^"site=\(.*\)"$/\1/p' | sort | uniq -c | tr -s ' ')
+    say "avahi-browse at site s$s sees _cambox._udp: ${seen:-nothing}"
+    [ "$(echo "$seen" | grep -c .)" = 1 ] && echo "$seen" | grep -q " 3 s$s$" ||
+        { say "FAIL: site s$s should see exactly its 3 boxes"; exit 1; }
+done
+
+# Every box but the origin plays the broadcast; count each uplink over the middle of it.
+uplink() { in_ns "$router" cat "/sys/class/net/up$1/statistics/$2_bytes"; }
+watchers=()
+for s in 1 2 3; do
+    for b in 1 2 3; do
+        [ "$s$b" = 11 ] && continue
+        host=${run}s${s}b$b
+        in_ns "$host" "$BIN" watch "$broadcast" --http 127.0.0.1:8080 --duration "${SECS}s" \
+            -o "$work/$host.mp4" >"$work/$host.watch.log" 2>&1 &
+        watchers+=($!)
+        pids+=($!)
+    done
+done
+sleep 4
+window=$((SECS - 6))
+declare -A before after
+for s in 1 2 3; do before[$s.rx]=$(uplink "$s" rx); before[$s.tx]=$(uplink "$s" tx); done
+sleep "$window"
+for s in 1 2 3; do after[$s.rx]=$(uplink "$s" rx); after[$s.tx]=$(uplink "$s" tx); done
+failed=false
+for w in "${watchers[@]}"; do wait "$w" || failed=true; done
+$failed && { say "FAIL: a viewer failed"; tail -n 3 "$work"/*.watch.log; exit 1; }
+
+# Each recording decodes, with most of its frames.
+min_frames=$(( SECS * 30 * 3 / 4 ))
+for f in "$work"/*.mp4; do
+    n=$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$f")
+    [ "${n:-0}" -ge "$min_frames" ] || { say "FAIL: $(basename "$f") decodes $n frames, want >= $min_frames"; exit 1; }
+done
+say "all 8 viewers decoded >= $min_frames frames of ${SECS} s"
+
+# One copy: what one viewer received per second (the box's fMP4, close to the media rate).
+copy=$(( $(stat -c %s "$work/${run}s1b2.mp4") / SECS ))
+say "one copy of the broadcast is about $((copy * 8 / 1000)) kbit/s"
+ok=true
+for s in 1 2 3; do
+    rx=$(( (after[$s.rx] - before[$s.rx]) / window ))   # out of the site
+    tx=$(( (after[$s.tx] - before[$s.tx]) / window ))   # into the site
+    into=$(awk -v a="$tx" -v c="$copy" 'BEGIN { printf "%.2f", a / c }')
+    out=$(awk -v a="$rx" -v c="$copy" 'BEGIN { printf "%.2f", a / c }')
+    say "site s$s uplink: into the site $((tx * 8 / 1000)) kbit/s = $into copies, out $((rx * 8 / 1000)) kbit/s = $out copies"
+    # Into a site that plays it: one copy (plus control); two would be ~2.
+    if [ "$s" != 1 ]; then
+        awk -v r="$into" 'BEGIN { exit !(r >= 0.7 && r <= 1.4) }' || ok=false
+    fi
+    # Out of any site: at most one copy (the origin's site sends one; a relaying site may
+    # pass its copy on to the next site).
+    awk -v r="$out" 'BEGIN { exit !(r <= 1.4) }' || ok=false
+done
+$ok || { say "FAIL: an uplink carried more than one copy"; exit 1; }
+say "PASS: one copy per site uplink, mDNS per site, 8 viewers played"
