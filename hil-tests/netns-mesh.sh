@@ -63,8 +63,8 @@ for s in 1 2 3; do
     ns_add "$site"
     ip -n "$site" link add br0 type bridge
     ip -n "$site" link set br0 up
-    ip link add "up$s" netns "$router" type veth peer name up netns "$site"
-    ip -n "$site" link set up master br0 up
+    ip link add "up$s" netns "$router" type veth peer name wan netns "$site"
+    ip -n "$site" link set wan master br0 up
     ip -n "$router" addr add "10.9.$s.1/24" dev "up$s"
     ip -n "$router" link set "up$s" up
     for b in 1 2 3 o; do
@@ -85,8 +85,8 @@ for s in 1 2 3; do
     for b in 1 2 3; do
         host=${run}s${s}b$b
         args=(run --http 0.0.0.0:8080 --listen 0.0.0.0:4433 --key "$work/$host.key"
-              --site "s$s" --name "b$s$b" --node "b$s$b" --source testsrc --width 640 --height 360
-              --bitrate 800k)
+              --site "s$s" --name "b$s$b" --node "b$s$b" --source testsrc --width 1280 --height 720
+              --bitrate 2M)
         if [ "$s$b" = 11 ]; then args+=(--live); else args+=(--peer "$origin_ip:4433"); fi
         in_ns "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
         pids+=($!)
@@ -122,23 +122,26 @@ done
 
 # mDNS: each site's observer sees exactly its own site's boxes.
 browse() {
-    # A private /run gives this namespace its own D-Bus and avahi-daemon.
+    # A private /run gives this namespace its own D-Bus and avahi-daemon. (The script is
+    # single-quoted on purpose: it expands inside the namespace.)
+    # shellcheck disable=SC2016
     in_ns "$1" bash -c '
         mount -t tmpfs tmpfs /run && mkdir -p /run/dbus /run/avahi-daemon
-        dbus-daemon --system --fork --nopidfile
+        bus=$(dbus-daemon --system --fork --nopidfile --print-pid)
         avahi-daemon --daemonize --no-chroot --no-drop-root --no-rlimits 2>/dev/null
         sleep 3
         avahi-browse --resolve --parsable --terminate _cambox._udp 2>/dev/null
         avahi-daemon --kill 2>/dev/null || true
-        pkill -f "dbus-daemon --system --fork --nopidfile" 2>/dev/null || true
+        kill "$bus" 2>/dev/null || true
     '
 }
 for s in 1 2 3; do
     seen=$(browse "${run}s${s}bo" | awk -F';' '$1 == "=" && $3 == "IPv4" { print $10 }' | tr ' ' '\n' |
         sed -n 's/^"site=\(.*\)"$/\1/p' | sort | uniq -c | tr -s ' ')
     say "avahi-browse at site s$s sees _cambox._udp: ${seen:-nothing}"
-    [ "$(echo "$seen" | grep -c .)" = 1 ] && echo "$seen" | grep -q " 3 s$s$" ||
-        { say "FAIL: site s$s should see exactly its 3 boxes"; exit 1; }
+    if [ "$(echo "$seen" | grep -c .)" != 1 ] || ! echo "$seen" | grep -q " 3 s$s$"; then
+        say "FAIL: site s$s should see exactly its 3 boxes"; exit 1
+    fi
 done
 
 # Every box but the origin plays the broadcast; count each uplink over the middle of it.
@@ -182,13 +185,16 @@ for s in 1 2 3; do
     into=$(awk -v a="$tx" -v c="$copy" 'BEGIN { printf "%.2f", a / c }')
     out=$(awk -v a="$rx" -v c="$copy" 'BEGIN { printf "%.2f", a / c }')
     say "site s$s uplink: into the site $((tx * 8 / 1000)) kbit/s = $into copies, out $((rx * 8 / 1000)) kbit/s = $out copies"
-    # Into a site that plays it: one copy (plus control); two would be ~2.
+    # Into a site that plays it: one copy plus control; two copies would be over 2.
     if [ "$s" != 1 ]; then
-        awk -v r="$into" 'BEGIN { exit !(r >= 0.7 && r <= 1.4) }' || ok=false
+        awk -v r="$into" 'BEGIN { exit !(r >= 0.8 && r <= 1.5) }' || ok=false
     fi
     # Out of any site: at most one copy (the origin's site sends one; a relaying site may
     # pass its copy on to the next site).
-    awk -v r="$out" 'BEGIN { exit !(r <= 1.4) }' || ok=false
+    awk -v r="$out" 'BEGIN { exit !(r <= 1.5) }' || ok=false
 done
+# The origin's site receives no media: what flows into it is the control traffic (gossip,
+# QUIC acknowledgements and keep-alives of its 7 links to other sites).
+say "control overhead, seen into site s1: $(( (after[1.tx] - before[1.tx]) * 8 / 1000 / window )) kbit/s"
 $ok || { say "FAIL: an uplink carried more than one copy"; exit 1; }
 say "PASS: one copy per site uplink, mDNS per site, 8 viewers played"
