@@ -96,7 +96,12 @@ pub struct RunConfig {
 
     /// A box at another site to connect to, HOST:PORT (repeatable; in the file:
     /// `peers = ["hq.example.com:4433"]`). Boxes on the same LAN find each other by mDNS.
-    #[arg(long = "peer", env = "CAMBOX_PEERS", value_name = "HOST:PORT", value_delimiter = ',')]
+    #[arg(
+        long = "peer",
+        env = "CAMBOX_PEERS",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
     #[serde(default)]
     pub peers: Vec<String>,
 
@@ -209,7 +214,9 @@ impl RunConfig {
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !ok {
-                anyhow::bail!("--peer '{p}' is not HOST:PORT (e.g. 10.1.2.3:4433 or box.example.com:4433)");
+                anyhow::bail!(
+                    "--peer '{p}' is not HOST:PORT (e.g. 10.1.2.3:4433 or box.example.com:4433)"
+                );
             }
         }
         Ok(MeshSettings {

@@ -34,7 +34,7 @@ enum Command {
     ///
     /// Every option is also a key of the TOML file given with --config and an environment
     /// variable CAMBOX_<OPTION>; flags win over the environment, which wins over the file.
-    Run(config::RunConfig),
+    Run(Box<config::RunConfig>),
     /// Record a live stream (http://box:8080/live/NAME.mp4) or a source (testsrc,
     /// file:PATH, a path) to an MP4 file.
     Record(record::RecordArgs),
@@ -70,7 +70,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(cfg) => run::run(cfg).await,
+            Command::Run(cfg) => run::run(*cfg).await,
             Command::Record(args) => record::record(args).await,
             Command::Strip(args) => strip::strip(args).await,
             Command::List(args) => mesh_cli::list(args).await,

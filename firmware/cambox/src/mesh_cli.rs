@@ -12,7 +12,12 @@ use crate::record::{record_url, RecordArgs};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BoxAddr {
     /// The box's HTTP address.
-    #[arg(long, env = "CAMBOX_BOX", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "CAMBOX_BOX",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
     pub http: String,
 }
 
@@ -74,14 +79,20 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
         "NAME", "ORIGIN", "SITE", "HOPS", "LIVE"
     );
     for s in &streams {
-        let hops = s["hops"].as_u64().map_or("-".to_string(), |h| h.to_string());
+        let hops = s["hops"]
+            .as_u64()
+            .map_or("-".to_string(), |h| h.to_string());
         println!(
             "{:<24} {:<14} {:<12} {:>4}  {:<5}  {}",
             s["name"].as_str().unwrap_or("?"),
             s["node"].as_str().unwrap_or("?"),
             s["site"].as_str().unwrap_or("?"),
             hops,
-            if s["live"].as_bool() == Some(true) { "yes" } else { "no" },
+            if s["live"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
             args.target.url(s["url"].as_str().unwrap_or("")),
         );
     }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use cambox_node::metrics::Metrics;
 use cambox_mesh::identity;
 use cambox_node::mesh::Mesh;
+use cambox_node::metrics::Metrics;
 use cambox_node::{http, Station};
 
 use crate::config::RunConfig;
@@ -28,8 +28,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     // Drawn up front (used only if there is no key yet), so a failing random source is
     // an error here rather than a key made from nothing.
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed)
-        .map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
     let identity = identity::load_or_create(&key_path, || seed)
         .with_context(|| format!("node key {}", key_path.display()))?;
     let mesh = Mesh::start(

@@ -63,16 +63,28 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
     let viewer = BoxProc::start(&["--name", "v", "--site", "d", "--peer", &peer]);
     let broadcast = format!("cam@{}", origin.node_id);
     let live_path = format!("/live/{broadcast}.mp4");
-    wait_for("the viewer box to learn the broadcast", Duration::from_secs(10), || {
-        let (_, body) = http(&viewer.addr(), "GET", "/api/v1/streams", "");
-        body.contains(&live_path)
-    });
+    wait_for(
+        "the viewer box to learn the broadcast",
+        Duration::from_secs(10),
+        || {
+            let (_, body) = http(&viewer.addr(), "GET", "/api/v1/streams", "");
+            body.contains(&live_path)
+        },
+    );
 
     // The recording at the end of the chain, through `cambox watch`.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("watch.mp4");
     let watch = Command::new(env!("CARGO_BIN_EXE_cambox"))
-        .args(["watch", &broadcast, "--http", &viewer.addr(), "--duration", "14s", "-o"])
+        .args([
+            "watch",
+            &broadcast,
+            "--http",
+            &viewer.addr(),
+            "--duration",
+            "14s",
+            "-o",
+        ])
         .arg(&out)
         .stderr(Stdio::piped())
         .spawn()
@@ -85,9 +97,11 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
         parent_of(&viewer, &broadcast).as_deref() == Some(relay2.node_id.as_str())
     });
     let r1_viewer = drain(&relay1, &live_path, 30);
-    wait_for("relay 1 to join between the origin and relay 2", Duration::from_secs(10), || {
-        parent_of(&relay2, &broadcast).as_deref() == Some(relay1.node_id.as_str())
-    });
+    wait_for(
+        "relay 1 to join between the origin and relay 2",
+        Duration::from_secs(10),
+        || parent_of(&relay2, &broadcast).as_deref() == Some(relay1.node_id.as_str()),
+    );
     assert_eq!(
         parent_of(&relay1, &broadcast).as_deref(),
         Some(origin.node_id.as_str()),
@@ -107,7 +121,10 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
     // relay 2 below it).
     let healed = Instant::now() + Duration::from_secs(5);
     loop {
-        let parents = [parent_of(&relay2, &broadcast), parent_of(&viewer, &broadcast)];
+        let parents = [
+            parent_of(&relay2, &broadcast),
+            parent_of(&viewer, &broadcast),
+        ];
         if parents
             .iter()
             .all(|p| p.as_ref().is_some_and(|p| *p != relay1.node_id))
@@ -133,7 +150,11 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
     // Every decoded picture is whole (its strip reads), the frames advance, and the
     // largest hole in capture time, the repair, stays under a second.
     let readings = strip_via_ffmpeg(&out, W, H);
-    assert!(readings.len() > 250, "only {} frames in 14 s", readings.len());
+    assert!(
+        readings.len() > 250,
+        "only {} frames in 14 s",
+        readings.len()
+    );
     let unreadable = readings.iter().filter(|r| r.is_none()).count();
     assert_eq!(unreadable, 0, "pictures with a broken strip: {unreadable}");
     let frames: Vec<StripReading> = readings.into_iter().flatten().collect();

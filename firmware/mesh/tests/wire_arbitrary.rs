@@ -109,8 +109,7 @@ fn msg() -> impl Strategy<Value = Msg> {
         any::<u64>().prop_map(|nonce| Msg::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Msg::Pong { nonce }),
         Just(Msg::Goodbye),
-        vec((node_id(), string()), 0..4)
-            .prop_map(|entries| Msg::Addresses { entries }),
+        vec((node_id(), string()), 0..4).prop_map(|entries| Msg::Addresses { entries }),
     ]
 }
 

@@ -278,6 +278,9 @@ pub async fn write_loop(
         if !sent {
             break;
         }
-        inbox.metrics.mesh_bytes_out(&inbox.peer).inc_by(frame.len() as u64);
+        inbox
+            .metrics
+            .mesh_bytes_out(&inbox.peer)
+            .inc_by(frame.len() as u64);
     }
 }

@@ -24,7 +24,9 @@ pub struct Mdns {
 
 impl std::fmt::Debug for Mdns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mdns").field("instance", &self.instance).finish()
+        f.debug_struct("Mdns")
+            .field("instance", &self.instance)
+            .finish()
     }
 }
 
@@ -99,11 +101,23 @@ impl Mdns {
 
     fn info(&self, txt: &HashMap<String, String>) -> Result<ServiceInfo, mdns_sd::Error> {
         Ok(match self.ip {
-            Some(ip) => {
-                ServiceInfo::new(SERVICE, &self.instance, &self.host, ip, self.port, txt.clone())?
-            }
-            None => ServiceInfo::new(SERVICE, &self.instance, &self.host, "", self.port, txt.clone())?
-                .enable_addr_auto(),
+            Some(ip) => ServiceInfo::new(
+                SERVICE,
+                &self.instance,
+                &self.host,
+                ip,
+                self.port,
+                txt.clone(),
+            )?,
+            None => ServiceInfo::new(
+                SERVICE,
+                &self.instance,
+                &self.host,
+                "",
+                self.port,
+                txt.clone(),
+            )?
+            .enable_addr_auto(),
         })
     }
 

@@ -41,7 +41,9 @@ const TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    #[error("cannot open the mesh socket on UDP {addr}: {source} (in use? try --listen 0.0.0.0:0)")]
+    #[error(
+        "cannot open the mesh socket on UDP {addr}: {source} (in use? try --listen 0.0.0.0:0)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -231,7 +233,12 @@ impl Mesh {
             },
         );
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(accept_loop(endpoint.clone(), tx.clone(), id, hello(&core, &settings)));
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx.clone(),
+            id,
+            hello(&core, &settings),
+        ));
         let discovery = if settings.mdns {
             match discovery::Mdns::start(&settings, id, local_addr.port(), tx.clone()) {
                 Ok(d) => Some(d),
@@ -282,9 +289,15 @@ impl Mesh {
     /// several boxes use the name) and returns it once its first group can be played.
     pub async fn watch(&self, name: &str, wait: Duration) -> Result<Watched, MeshError> {
         let name = name.to_string();
-        let r = tokio::time::timeout(wait, self.ask(|reply| Input::Watch { name: name.clone(), reply }))
-            .await
-            .map_err(|_| MeshError::Timeout(name, wait))?;
+        let r = tokio::time::timeout(
+            wait,
+            self.ask(|reply| Input::Watch {
+                name: name.clone(),
+                reply,
+            }),
+        )
+        .await
+        .map_err(|_| MeshError::Timeout(name, wait))?;
         r?
     }
 
@@ -531,10 +544,11 @@ impl Driver {
             // (both ends decide the same), or the newer when one node opened both (the
             // old one is a dead link not yet timed out).
             let opener = |dialed: bool| if dialed { self.id } else { peer };
-            let keep_new = opener(old.dialed) == opener(est.dialed)
-                || opener(est.dialed) == self.id.min(peer);
+            let keep_new =
+                opener(old.dialed) == opener(est.dialed) || opener(est.dialed) == self.id.min(peer);
             if !keep_new {
-                est.conn.close(CLOSE_DUPLICATE.into(), b"duplicate connection");
+                est.conn
+                    .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
                 return;
             }
             old.conn
@@ -627,7 +641,9 @@ impl Driver {
                     }
                     match self.addrs.get(&peer).copied() {
                         Some(addr) => self.dial(addr, Some(peer)),
-                        None => tracing::debug!(%peer, "redirected to a node with no known address"),
+                        None => {
+                            tracing::debug!(%peer, "redirected to a node with no known address")
+                        }
                     }
                 }
                 Event::Deliver {
@@ -731,9 +747,13 @@ impl Driver {
             Some((n, o)) => (n, Some(o)),
             None => (name, None),
         };
-        let found = self.core.known_broadcasts(now).into_iter().find(|(b, _, _)| {
-            b.name == want && origin.is_none_or(|o| b.origin.short().starts_with(o))
-        });
+        let found = self
+            .core
+            .known_broadcasts(now)
+            .into_iter()
+            .find(|(b, _, _)| {
+                b.name == want && origin.is_none_or(|o| b.origin.short().starts_with(o))
+            });
         let Some((id, _, _)) = found else {
             let _ = reply.send(Err(MeshError::Unknown(name.into())));
             return;
@@ -812,7 +832,12 @@ impl Driver {
             self.tx.clone(),
         ))];
         if let Some(a) = &b.audio {
-            readers.push(tokio::spawn(forward(a.clone(), TRACK_AUDIO, base, self.tx.clone())));
+            readers.push(tokio::spawn(forward(
+                a.clone(),
+                TRACK_AUDIO,
+                base,
+                self.tx.clone(),
+            )));
         }
         if let Some(d) = &self.discovery {
             d.set_live(std::slice::from_ref(&b.name));
@@ -827,15 +852,19 @@ impl Driver {
     async fn tick(&mut self) {
         let now = Instant::now();
         // Static peers: dial the ones not connected (their ids are learned on connect).
-        let connected: HashSet<SocketAddr> =
-            self.links.values().map(|l| l.conn.remote_address()).collect();
+        let connected: HashSet<SocketAddr> = self
+            .links
+            .values()
+            .map(|l| l.conn.remote_address())
+            .collect();
         for peer in self.static_peers.clone() {
             let Ok(addrs) = tokio::net::lookup_host(peer.as_str()).await else {
                 tracing::debug!(%peer, "cannot resolve static peer");
                 continue;
             };
             for addr in addrs {
-                if addr != self.endpoint.local_addr().unwrap_or(addr) && !connected.contains(&addr) {
+                if addr != self.endpoint.local_addr().unwrap_or(addr) && !connected.contains(&addr)
+                {
                     self.dial(addr, None);
                 }
             }

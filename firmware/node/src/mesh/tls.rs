@@ -130,7 +130,9 @@ impl ServerCertVerifier for NodeKeyVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("the overlay speaks TLS 1.3 only".into()))
+        Err(rustls::Error::General(
+            "the overlay speaks TLS 1.3 only".into(),
+        ))
     }
 
     fn verify_tls13_signature(
@@ -168,7 +170,9 @@ impl ClientCertVerifier for NodeKeyVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("the overlay speaks TLS 1.3 only".into()))
+        Err(rustls::Error::General(
+            "the overlay speaks TLS 1.3 only".into(),
+        ))
     }
 
     fn verify_tls13_signature(
@@ -192,7 +196,8 @@ fn node_certificate(
     let der = identity.pkcs8_der();
     let pkcs8 = PrivatePkcs8KeyDer::from(der.clone());
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)?;
-    let mut params = rcgen::CertificateParams::new(vec![server_name_for(Some(identity.node_id()))])?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![server_name_for(Some(identity.node_id()))])?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
