@@ -263,6 +263,18 @@ mod tests {
         assert_eq!(node_id_of(&cert), Some(id.node_id()));
     }
 
+    proptest::proptest! {
+        /// A peer's certificate bytes never panic the key lookup, and a key is found
+        /// exactly where an Ed25519 SubjectPublicKeyInfo with 32 key bytes is.
+        #[test]
+        fn any_certificate_bytes_are_safe(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            if let Some(id) = node_id_of(&bytes) {
+                let at = bytes.windows(ED25519_SPKI.len()).position(|w| w == ED25519_SPKI).unwrap();
+                proptest::prop_assert_eq!(&bytes[at + 12..at + 44], &id.0[..]);
+            }
+        }
+    }
+
     #[test]
     fn server_name_round_trips_the_node_id() {
         let id = Identity::from_seed([3; 32]).node_id();
