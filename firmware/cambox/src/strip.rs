@@ -41,6 +41,9 @@ pub struct Summary {
     /// Arrival minus capture, for live streams.
     pub latency_mean_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
+    /// The median: the steady state, without the burst of cached frames a joining viewer
+    /// receives at once.
+    pub latency_median_ms: Option<f64>,
 }
 
 struct Collector {
@@ -95,6 +98,7 @@ impl Collector {
             s.latency_mean_ms = Some(self.latencies.iter().sum::<f64>() / n as f64);
             s.latency_p95_ms =
                 Some(self.latencies[((n * 95).div_ceil(100)).saturating_sub(1).min(n - 1)]);
+            s.latency_median_ms = Some(self.latencies[n / 2]);
         }
         s
     }

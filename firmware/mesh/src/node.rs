@@ -798,10 +798,17 @@ impl Node {
                 .min_by_key(|(id, p)| (p.rtt, **id))
                 .map(|(id, _)| *id);
         }
-        // This node pulls for its site: the best route from another site.
+        // This node pulls for its site: the best route from another site; failing that
+        // (the origin is in this site but not a neighbour, e.g. a chain of static peers),
+        // any route toward it: that neighbour then pulls in turn.
         self.routes(b)
             .filter(|(id, p, _)| &p.site != site && usable(id))
             .min_by_key(key)
+            .or_else(|| {
+                self.routes(b)
+                    .filter(|(id, _, _)| usable(id))
+                    .min_by_key(key)
+            })
             .map(|(id, _, _)| id)
     }
 

@@ -81,7 +81,10 @@ async fn send_and_get_closed(to: std::net::SocketAddr, seed: u8, bytes: Vec<u8>)
 }
 
 async fn receives(mesh: &Mesh) -> u64 {
-    let w = mesh.watch("cam", Duration::from_secs(5)).await.expect("watch");
+    let w = mesh
+        .watch("cam", Duration::from_secs(5))
+        .await
+        .expect("watch");
     let mut r = w.broadcast.video.subscribe();
     let mut n = 0;
     let _ = tokio::time::timeout(Duration::from_millis(700), async {
@@ -168,7 +171,11 @@ async fn garbage_from_one_peer_costs_only_its_own_link() {
         receives(&good).await > 10,
         "the good peer still receives after the rogue was thrown out"
     );
-    assert_eq!(origin.peers().await.unwrap().len(), 1, "only the good peer is left");
+    assert_eq!(
+        origin.peers().await.unwrap().len(),
+        1,
+        "only the good peer is left"
+    );
 }
 
 #[tokio::test]
