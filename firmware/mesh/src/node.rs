@@ -353,16 +353,10 @@ impl Node {
                 payload,
             } => {
                 let from_parent = match self.subs.get_mut(&broadcast) {
-                    // An object from the node we asked is as good as its SubscribeOk,
-                    // which may travel on another stream and arrive later.
-                    Some(s) if s.pending.is_some_and(|(p, _)| p == from) => {
-                        s.pending = None;
-                        s.parent = Some(from);
-                        s.tried.clear();
-                        s.last_object = Some(now);
-                        s.fresh_until = Some(now + FRESH);
-                        true
-                    }
+                    // Objects from the node we asked may overtake its SubscribeOk (they
+                    // travel on other streams): take them, but adopt the parent only on
+                    // its answer, which may yet be a redirect.
+                    Some(s) if s.pending.is_some_and(|(p, _)| p == from) => true,
                     Some(s) if s.parent == Some(from) => {
                         s.last_object = Some(now);
                         s.fresh_until = Some(now + FRESH);
@@ -798,17 +792,13 @@ impl Node {
                 .min_by_key(|(id, p)| (p.rtt, **id))
                 .map(|(id, _)| *id);
         }
-        // This node pulls for its site: the best route from another site; failing that
-        // (the origin is in this site but not a neighbour, e.g. a chain of static peers),
-        // any route toward it: that neighbour then pulls in turn.
+        // This node pulls for its site: the best route from another site. With no route
+        // from another site at all (the origin is in this site but not a neighbour, e.g.
+        // a chain of static peers), any route toward it: that neighbour pulls in turn.
+        let from_elsewhere = self.routes(b).any(|(_, p, _)| &p.site != site);
         self.routes(b)
-            .filter(|(id, p, _)| &p.site != site && usable(id))
+            .filter(|(id, p, _)| (&p.site != site || !from_elsewhere) && usable(id))
             .min_by_key(key)
-            .or_else(|| {
-                self.routes(b)
-                    .filter(|(id, _, _)| usable(id))
-                    .min_by_key(key)
-            })
             .map(|(id, _, _)| id)
     }
 
