@@ -6,11 +6,18 @@
 //! and going, messages, and bytes that left the socket.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
+
+/// A node's catalog as it tells it: one entry per broadcast.
+type Entries = BTreeMap<BroadcastId, CatalogEntry>;
+
+/// Catalog news arriving within this long of each other is passed on in one round.
+const COALESCE: Duration = Duration::from_millis(5);
 
 /// A node that received an object this recently says it carries the broadcast.
 const FRESH: Duration = Duration::from_millis(250);
@@ -98,7 +105,7 @@ struct Peer {
     interest: BTreeSet<BroadcastId>,
     /// What we last told this neighbour (versions zeroed), to send only changes between
     /// full refreshes.
-    told_catalog: BTreeMap<BroadcastId, CatalogEntry>,
+    told_catalog: Arc<Entries>,
     told_interest: Option<Msg>,
 }
 
@@ -183,6 +190,11 @@ pub struct Node {
     next_gossip: Option<Instant>,
     /// When origins next bump their versions to keep their broadcasts alive.
     next_refresh: Option<Instant>,
+    /// The catalog as last gossiped, shared with every neighbour that was told it.
+    last_told: Arc<Entries>,
+    /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
+    /// (neighbours, their catalogs, subscriptions) since it last ran.
+    dirty: bool,
 }
 
 impl Node {
@@ -199,6 +211,8 @@ impl Node {
             events: VecDeque::new(),
             next_gossip: None,
             next_refresh: None,
+            dirty: true,
+            last_told: Arc::default(),
         }
     }
 
@@ -214,6 +228,7 @@ impl Node {
 
     /// A connection to a neighbour is up; `rtt` is the transport's estimate.
     pub fn handle_peer_up(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
+        self.dirty = true;
         self.peers.entry(peer).or_insert_with(|| Peer {
             site: String::new(),
             rtt,
@@ -223,7 +238,7 @@ impl Node {
             media: VecDeque::new(),
             catalog: BTreeMap::new(),
             interest: BTreeSet::new(),
-            told_catalog: BTreeMap::new(),
+            told_catalog: Arc::default(),
             told_interest: None,
         });
         self.send(
@@ -254,6 +269,7 @@ impl Node {
     /// The connection is gone (idle timeout, goodbye, reset). Children are forgotten and
     /// broadcasts fed by this neighbour switch to their backup parent at once.
     pub fn handle_peer_down(&mut self, now: Instant, peer: NodeId) {
+        self.dirty = true;
         if self.peers.remove(&peer).is_none() {
             return;
         }
@@ -309,6 +325,8 @@ impl Node {
         if !self.peers.contains_key(&from) {
             return;
         }
+        // Objects change positions and caches, not what the sweep looks at.
+        self.dirty |= !matches!(msg, Msg::Object { .. });
         match msg {
             Msg::Hello {
                 site, uplink_kbps, ..
@@ -392,7 +410,16 @@ impl Node {
         if due {
             self.gossip(now);
         }
+        let known = self.learned.len();
         self.learned.retain(|_, l| l.expires > now);
+        self.dirty |= self.learned.len() != known;
+        // The sweep below looks at every broadcast and neighbour; most wake-ups (a moving
+        // freshness deadline) need none of it.
+        if !self.dirty && !self.sweep_due(now) {
+            self.flush();
+            return;
+        }
+        self.dirty = false;
         let broadcasts: Vec<BroadcastId> = self.subs.keys().cloned().collect();
         for b in broadcasts {
             let timed_out = self
@@ -413,6 +440,25 @@ impl Node {
         self.flush();
     }
 
+    /// Whether a deadline of the per-broadcast sweep has passed.
+    fn sweep_due(&self, now: Instant) -> bool {
+        let late = |at: Instant| now >= at + self.cfg.subscribe_timeout;
+        self.subs.iter().any(|(b, s)| {
+            let needed =
+                !self.origins.contains_key(b) && (self.wants.contains(b) || !s.children.is_empty());
+            s.pending.is_some_and(|(_, at)| late(at))
+                || s.dialing.is_some_and(|(_, at)| late(at))
+                || (needed
+                    && s.parent.is_none()
+                    && s.pending.is_none()
+                    && s.dialing.is_none()
+                    && s.retry_at.is_none_or(|t| now >= t))
+                || (s.parent.is_some()
+                    && s.last_object
+                        .is_some_and(|t| now >= t + self.cfg.starve_timeout))
+        })
+    }
+
     /// Tells each neighbour what changed since it was last told: new or changed entries,
     /// and withdrawals (an entry with an empty path) for routes this node lost. Origins
     /// bump their versions every `refresh_interval`, which keeps their broadcasts alive
@@ -424,13 +470,26 @@ impl Node {
                 o.version += 1;
             }
         }
-        let entries: BTreeMap<BroadcastId, CatalogEntry> = self
+        let fresh: Entries = self
             .catalog_entries(now)
             .into_iter()
             .map(|e| (e.broadcast.clone(), e))
             .collect();
+        // Usually nothing changed: then every neighbour told last time is up to date, and
+        // one comparison replaces one per neighbour.
+        if *self.last_told != fresh {
+            self.last_told = Arc::new(fresh);
+        }
+        let entries = self.last_told.clone();
         let interest = self.interest_msg();
         for p in self.peers.values_mut() {
+            if Arc::ptr_eq(&p.told_catalog, &entries) {
+                if p.told_interest.as_ref() != Some(&interest) {
+                    p.control.push_back(interest.clone());
+                    p.told_interest = Some(interest.clone());
+                }
+                continue;
+            }
             let mut delta: Vec<CatalogEntry> = entries
                 .iter()
                 .filter(|(b, e)| p.told_catalog.get(*b) != Some(*e))
@@ -448,8 +507,8 @@ impl Node {
             );
             if !delta.is_empty() {
                 p.control.push_back(Msg::Catalog { entries: delta });
-                p.told_catalog = entries.clone();
             }
+            p.told_catalog = entries.clone();
             if p.told_interest.as_ref() != Some(&interest) {
                 p.control.push_back(interest.clone());
                 p.told_interest = Some(interest.clone());
@@ -461,6 +520,7 @@ impl Node {
 
     /// Starts a broadcast originating here.
     pub fn publish(&mut self, now: Instant, name: &str, tracks: Vec<u8>) -> BroadcastId {
+        self.dirty = true;
         let b = BroadcastId {
             origin: self.id,
             name: name.into(),
@@ -479,6 +539,7 @@ impl Node {
     /// Ends a broadcast originating here. Neighbours learn at the next gossip (due at
     /// once) that the route is withdrawn; children stop receiving and let go.
     pub fn unpublish(&mut self, now: Instant, broadcast: &BroadcastId) {
+        self.dirty = true;
         if let Some(o) = self.origins.remove(broadcast) {
             self.retired.insert(broadcast.clone(), o.version);
             self.subs.remove(broadcast);
@@ -505,6 +566,7 @@ impl Node {
 
     /// This node's viewers want `broadcast`.
     pub fn subscribe(&mut self, now: Instant, broadcast: BroadcastId) {
+        self.dirty = true;
         self.wants.insert(broadcast.clone());
         self.subs
             .entry(broadcast.clone())
@@ -522,6 +584,7 @@ impl Node {
     }
 
     pub fn unsubscribe(&mut self, broadcast: &BroadcastId) {
+        self.dirty = true;
         self.wants.remove(broadcast);
         self.prune(broadcast);
         self.flush();
@@ -728,17 +791,22 @@ impl Node {
         }
         if let Some(p) = self.peers.get_mut(&from) {
             for e in entries {
-                changed = true;
-                if e.path.is_empty() {
-                    p.catalog.remove(&e.broadcast);
+                let old = if e.path.is_empty() {
+                    p.catalog.remove(&e.broadcast)
                 } else {
-                    p.catalog.insert(e.broadcast.clone(), e);
-                }
+                    p.catalog.insert(e.broadcast.clone(), e.clone())
+                };
+                changed |= old.as_ref() != Some(&e);
             }
         }
         if changed {
-            // Pass news on at once rather than at the next round.
-            self.next_gossip = Some(now);
+            // Pass news on almost at once: news from several neighbours that arrive
+            // within `COALESCE` leave in one round, which keeps a refresh from costing
+            // one round per neighbour that relays it.
+            let soon = now + COALESCE;
+            if self.next_gossip.is_none_or(|t| t > soon) {
+                self.next_gossip = Some(soon);
+            }
         }
     }
 
