@@ -36,6 +36,7 @@ const MAX_KEY_FILE: u64 = 1024;
 
 /// This node's key pair. Its `Debug` shows the id only, so that logging it never leaks
 /// the secret.
+#[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
 }

@@ -1,0 +1,276 @@
+//! The registry's HTTP API (`/api/v1`), its OpenAPI document generated from these
+//! handlers and the model types, and its web page.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{IntoParams, OpenApi};
+
+use crate::model::{
+    BroadcastInfo, BroadcastList, BroadcastView, ErrorBody, NodeList, NodeView, RegisterReply,
+    Registration, SignedRegistration,
+};
+use crate::store::{Change, Registry, RegistryError};
+
+const PAGE: &str = include_str!("page.html");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cambox registry",
+        description = "Where cambox boxes announce themselves and their live streams so that boxes and viewers at other sites find them. Registrations are signed by the node key and expire unless renewed."
+    ),
+    paths(register, list_nodes, get_node, list_broadcasts, events),
+    components(schemas(
+        Registration,
+        SignedRegistration,
+        BroadcastInfo,
+        NodeView,
+        BroadcastView,
+        RegisterReply,
+        NodeList,
+        BroadcastList,
+        ErrorBody
+    ))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document, with `base` as its server (where the registry is mounted).
+pub fn openapi(base: &str) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.servers = Some(vec![utoipa::openapi::Server::new(if base.is_empty() {
+        "/"
+    } else {
+        base
+    })]);
+    doc
+}
+
+#[derive(Clone)]
+struct App {
+    registry: Arc<Registry>,
+    openapi: Arc<String>,
+}
+
+/// The registry's routes; `base` is the path it is mounted at ("" standalone,
+/// "/registry" inside a box). Serve with connect info (`into_make_service_with_connect_info`):
+/// limits and unspecified addresses use the client's address.
+pub fn router(registry: Arc<Registry>, base: &str) -> Router {
+    let openapi = serde_json::to_string(&openapi(base)).unwrap_or_default();
+    Router::new()
+        .route("/", get(page))
+        .route("/api/v1/register", post(register))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/{id}", get(get_node))
+        .route("/api/v1/broadcasts", get(list_broadcasts))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .fallback(not_found)
+        .with_state(App {
+            registry,
+            openapi: Arc::new(openapi),
+        })
+}
+
+/// Expires entries every second, so the event stream reports removals on time.
+pub fn spawn_expiry(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            registry.expire(Instant::now(), wall_ms());
+        }
+    })
+}
+
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = match &e {
+            RegistryError::Malformed(_) | RegistryError::Skew(..) => StatusCode::BAD_REQUEST,
+            RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RegistryError::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
+            RegistryError::Signature(_) | RegistryError::Token => StatusCode::UNAUTHORIZED,
+            RegistryError::NotAllowed(_) => StatusCode::FORBIDDEN,
+            RegistryError::Replay(..) => StatusCode::CONFLICT,
+            RegistryError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn openapi_json(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+/// Register or renew a node.
+#[utoipa::path(
+    post,
+    path = "/api/v1/register",
+    request_body = SignedRegistration,
+    responses(
+        (status = 200, description = "Stored; the other nodes", body = RegisterReply),
+        (status = 400, description = "Malformed, or the clock is off", body = ErrorBody),
+        (status = 401, description = "Bad signature or missing token", body = ErrorBody),
+        (status = 403, description = "Node not on the allow-list", body = ErrorBody),
+        (status = 409, description = "Replayed or out-of-order registration", body = ErrorBody),
+        (status = 413, description = "Body or entries over the limits", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this source", body = ErrorBody),
+        (status = 503, description = "The registry is full", body = ErrorBody),
+    )
+)]
+async fn register(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<RegisterReply>, ApiError> {
+    let limit = app.registry.limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the {limit}-byte limit"),
+        )
+    })?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let reply = app
+        .registry
+        .register(Instant::now(), wall_ms(), peer.ip(), token, &bytes)?;
+    Ok(Json(reply))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+struct SiteFilter {
+    /// Only nodes at this site.
+    site: Option<String>,
+}
+
+/// Registered nodes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    params(SiteFilter),
+    responses((status = 200, body = NodeList), (status = 400, body = ErrorBody))
+)]
+async fn list_nodes(State(app): State<App>, Query(f): Query<SiteFilter>) -> Json<NodeList> {
+    Json(NodeList {
+        nodes: app.registry.nodes(Instant::now(), f.site.as_deref()),
+    })
+}
+
+/// One node.
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}",
+    params(("id" = String, Path, description = "The node id, 64 hex digits")),
+    responses(
+        (status = 200, body = NodeView),
+        (status = 404, description = "Not registered (or expired)", body = ErrorBody)
+    )
+)]
+async fn get_node(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> Result<Json<NodeView>, ApiError> {
+    app.registry
+        .node(Instant::now(), &id)
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no node {id} is registered")))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+struct BroadcastFilter {
+    /// Only broadcasts from this site.
+    site: Option<String>,
+    /// Only broadcasts with this name.
+    name: Option<String>,
+}
+
+/// Broadcasts of all registered nodes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/broadcasts",
+    params(BroadcastFilter),
+    responses((status = 200, body = BroadcastList), (status = 400, body = ErrorBody))
+)]
+async fn list_broadcasts(
+    State(app): State<App>,
+    Query(f): Query<BroadcastFilter>,
+) -> Json<BroadcastList> {
+    Json(BroadcastList {
+        broadcasts: app
+            .registry
+            .broadcasts(Instant::now(), f.site.as_deref(), f.name.as_deref()),
+    })
+}
+
+/// Changes as Server-Sent Events: `add` and `update` carry a NodeView, `remove` the node
+/// id. The stream starts with an `add` for every node registered now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    responses((status = 200, description = "text/event-stream of add, update and remove", content_type = "text/event-stream", body = String))
+)]
+async fn events(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // Subscribe before the snapshot, so nothing falls between the two.
+    let changes = BroadcastStream::new(app.registry.subscribe());
+    let now = app.registry.nodes(Instant::now(), None);
+    let snapshot = stream::iter(now.into_iter().map(Change::Add));
+    let live = changes.filter_map(|c| async move { c.ok() });
+    let stream = snapshot.chain(live).map(|c| Ok(to_event(&c)));
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn to_event(c: &Change) -> Event {
+    match c {
+        Change::Add(v) => Event::default()
+            .event("add")
+            .data(serde_json::to_string(v).unwrap_or_default()),
+        Change::Update(v) => Event::default()
+            .event("update")
+            .data(serde_json::to_string(v).unwrap_or_default()),
+        Change::Remove(id) => Event::default()
+            .event("remove")
+            .data(serde_json::json!({ "node": id }).to_string()),
+    }
+}

@@ -1,0 +1,111 @@
+//! What boxes send and what the registry answers. The same types produce the OpenAPI
+//! document, so the document cannot drift from the code.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One broadcast a box announces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BroadcastInfo {
+    /// The broadcast's name at its origin (played as `name@origin`).
+    #[schema(example = "hall")]
+    pub name: String,
+    /// True while it is live.
+    pub live: bool,
+}
+
+/// What a box says about itself. Signed as a whole (see `signing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// The node id: 64 hex digits of its Ed25519 public key.
+    #[schema(example = "4a2562df0a1e7c1b0a6b2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c")]
+    pub node: String,
+    /// The box's human name.
+    #[schema(example = "hall-box")]
+    pub name: String,
+    /// The site (office, building) the box is at.
+    #[schema(example = "berlin")]
+    pub site: String,
+    /// Where its mesh endpoint (QUIC, UDP) is reached, `ip:port`. An unspecified IP
+    /// (`0.0.0.0:4433`) stands for the address the registration came from.
+    #[schema(example = json!(["0.0.0.0:4433"]))]
+    pub addrs: Vec<String>,
+    /// Its web page and API, `ip:port`, with the same rule for an unspecified IP.
+    #[schema(example = "0.0.0.0:8080")]
+    pub http: Option<String>,
+    pub broadcasts: Vec<BroadcastInfo>,
+    /// What the box can do: `camera`, `microphone`, `button`, `led`, sensor names.
+    pub capabilities: Vec<String>,
+    /// When the box signed this, ms since the Unix epoch; must be newer than the last
+    /// registration the registry accepted from the node and close to the registry's clock.
+    pub timestamp_ms: u64,
+    /// How long the entry lives without a renewal, seconds (capped by the registry).
+    pub ttl_s: u32,
+}
+
+/// A registration and the node key's signature over it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRegistration {
+    pub registration: Registration,
+    /// 128 hex digits: Ed25519 over `cambox-registration-v1\n` + the registration's
+    /// canonical JSON (its fields in the order above, no spaces).
+    pub signature: String,
+}
+
+/// A registered node as the registry shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub node: String,
+    pub name: String,
+    pub site: String,
+    /// Mesh endpoints, with unspecified IPs replaced by the registration's source.
+    pub addrs: Vec<String>,
+    pub http: Option<String>,
+    pub broadcasts: Vec<BroadcastInfo>,
+    pub capabilities: Vec<String>,
+    /// Seconds until the entry expires unless renewed.
+    pub expires_in_s: u64,
+}
+
+/// One broadcast with the node that originates it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastView {
+    pub name: String,
+    pub live: bool,
+    /// The origin's node id (hex).
+    pub origin: String,
+    /// The origin's name and site.
+    pub origin_name: String,
+    pub site: String,
+    /// The origin box's web address, when it gave one.
+    pub http: Option<String>,
+}
+
+/// The answer to a registration: how long it lives, and every node the box may want
+/// to reach (itself excluded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegisterReply {
+    pub expires_in_s: u64,
+    /// Renew this often.
+    pub heartbeat_s: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BroadcastList {
+    pub broadcasts: Vec<BroadcastView>,
+}
+
+/// Every error: a sentence a person can act on.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
