@@ -105,6 +105,26 @@ pub struct RunConfig {
     #[serde(default)]
     pub peers: Vec<String>,
 
+    /// A registry to announce this box at and find boxes of other sites through
+    /// (repeatable; in the file: `registry = ["http://registry.example.com:8090"]`; a box
+    /// serving one: `http://box:8080/registry`).
+    #[arg(
+        long = "registry",
+        env = "CAMBOX_REGISTRY",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    #[serde(default)]
+    pub registry: Vec<String>,
+
+    /// The token the registries ask for, if any.
+    #[arg(long, env = "CAMBOX_REGISTRY_TOKEN", value_name = "TOKEN")]
+    pub registry_token: Option<String>,
+
+    /// Also serve a registry, at /registry on this box's HTTP address [default: false].
+    #[arg(long, env = "CAMBOX_SERVE_REGISTRY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub serve_registry: Option<bool>,
+
     /// Advertise and look for boxes on the LAN by mDNS (`_cambox._udp`) [default: true].
     #[arg(long, env = "CAMBOX_MDNS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub mdns: Option<bool>,
@@ -186,6 +206,13 @@ impl RunConfig {
                 self.peers
             },
             mdns: self.mdns.or(file.mdns),
+            registry: if self.registry.is_empty() {
+                file.registry
+            } else {
+                self.registry
+            },
+            registry_token: self.registry_token.or(file.registry_token),
+            serve_registry: self.serve_registry.or(file.serve_registry),
             key: self.key.or(file.key),
             uplink: self.uplink.or(file.uplink),
         }
@@ -231,6 +258,21 @@ impl RunConfig {
             mdns: self.mdns.unwrap_or(true),
             uplink_kbps: self.uplink.unwrap_or(20_000_000) / 1000,
         })
+    }
+
+    /// The registries, checked: http:// URLs.
+    pub fn registries(&self) -> anyhow::Result<Vec<String>> {
+        for r in &self.registry {
+            if r.starts_with("https://") {
+                anyhow::bail!("--registry {r}: https is not built in yet; reach the registry over http (e.g. on the company network or through a local TLS proxy)");
+            }
+            if !r.starts_with("http://") || r.len() <= "http://".len() {
+                anyhow::bail!(
+                    "--registry '{r}' is not a URL like http://registry.example.com:8090"
+                );
+            }
+        }
+        Ok(self.registry.clone())
     }
 
     /// Where the node key lives.

@@ -4,6 +4,7 @@ mod config;
 mod duration;
 mod mesh_cli;
 mod record;
+mod registry_cmd;
 mod run;
 mod strip;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Watch a broadcast from anywhere in the mesh through a box: writes fragmented MP4
     /// to a file or standard output.
     Watch(mesh_cli::WatchArgs),
+    /// Run a registry: boxes announce themselves and their streams here so that boxes and
+    /// viewers at other sites find them. Soft state, signed by node keys, no database.
+    Registry(registry_cmd::RegistryArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
             Command::Strip(args) => strip::strip(args).await,
             Command::List(args) => mesh_cli::list(args).await,
             Command::Watch(args) => mesh_cli::watch(args).await,
+            Command::Registry(args) => registry_cmd::run(args).await,
         }
     });
     match result {

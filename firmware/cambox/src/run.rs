@@ -6,7 +6,7 @@ use anyhow::Context;
 use cambox_mesh::identity;
 use cambox_node::mesh::Mesh;
 use cambox_node::metrics::Metrics;
-use cambox_node::{http, Station};
+use cambox_node::{http, registry_client, Station};
 
 use crate::config::RunConfig;
 
@@ -31,9 +31,10 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
     let identity = identity::load_or_create(&key_path, || seed)
         .with_context(|| format!("node key {}", key_path.display()))?;
+    let registries = cfg.registries()?;
     let mesh = Mesh::start(
         mesh_settings,
-        identity,
+        identity.clone(),
         station.on_air(),
         station.metrics.clone(),
     )
@@ -44,6 +45,26 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         mesh.local_addr
     );
     let _ = station.mesh.set(mesh.clone());
+    if !registries.is_empty() {
+        registry_client::spawn(
+            registries,
+            cfg.registry_token.clone(),
+            identity,
+            station.clone(),
+            mesh.clone(),
+            local,
+        );
+    }
+    let registry = cfg.serve_registry.unwrap_or(false).then(|| {
+        eprintln!("cambox: serving a registry at /registry on the HTTP address below");
+        Arc::new(cambox_registry::Registry::new(
+            cambox_registry::Limits::default(),
+            cambox_registry::Admission {
+                allow: Vec::new(),
+                token: cfg.registry_token.clone(),
+            },
+        ))
+    });
     let shown = if local.ip().is_unspecified() {
         format!("http://127.0.0.1:{}/", local.port())
     } else {
@@ -64,7 +85,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             "cambox: waiting for the button: press 'Go live' on the page or POST /api/v1/live"
         );
     }
-    let server = http::serve_on(listener, station.clone());
+    let server = http::serve_on(listener, station.clone(), registry);
     tokio::select! {
         r = server => r.context("HTTP server stopped")?,
         _ = shutdown_signal() => {

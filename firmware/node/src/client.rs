@@ -1,7 +1,7 @@
 //! Reading a live stream from a box over HTTP, for `cambox record` and `cambox strip`.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -53,9 +53,7 @@ impl BodyStream {
     }
 }
 
-/// GETs `url` and returns its body as a stream; a non-2xx answer is an error with the
-/// box's JSON message.
-pub async fn get(url: &str) -> Result<BodyStream, ClientError> {
+fn check_url(url: &str) -> Result<hyper::Uri, ClientError> {
     if url.starts_with("https://") {
         return Err(ClientError::Https { url: url.into() });
     }
@@ -63,6 +61,49 @@ pub async fn get(url: &str) -> Result<BodyStream, ClientError> {
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
         return Err(ClientError::BadUrl(url.into()));
     }
+    Ok(uri)
+}
+
+/// POSTs a JSON body (with a bearer token, if any) and returns the status and body of the
+/// answer, whatever its status: the caller reads the JSON error itself.
+pub async fn post_json(
+    url: &str,
+    body: Vec<u8>,
+    bearer: Option<&str>,
+) -> Result<(u16, Bytes), ClientError> {
+    let uri = check_url(url)?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::post(uri).header("content-type", "application/json");
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|_| ClientError::BadUrl(url.into()))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.into(),
+            reason: format!("{e:?}"),
+        })?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Read {
+            url: url.into(),
+            reason: e.to_string(),
+        })?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// GETs `url` and returns its body as a stream; a non-2xx answer is an error with the
+/// box's JSON message.
+pub async fn get(url: &str) -> Result<BodyStream, ClientError> {
+    let uri = check_url(url)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let resp = client.get(uri).await.map_err(|e| ClientError::Connect {
         url: url.into(),

@@ -50,14 +50,27 @@ pub async fn serve(addr: SocketAddr, station: Arc<Station>) -> std::io::Result<(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {addr}: {e}"))
     })?;
-    serve_on(listener, station).await
+    serve_on(listener, station, None).await
 }
 
+/// Serves the box; with `registry`, a registry too, under `/registry` (so one site needs
+/// no server of its own). Clients' addresses are passed to handlers (the registry's
+/// limits and address rules use them).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     station: Arc<Station>,
+    registry: Option<Arc<cambox_registry::Registry>>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(station)).await
+    let mut app = router(station);
+    if let Some(r) = registry {
+        cambox_registry::api::spawn_expiry(r.clone());
+        app = app.nest("/registry", cambox_registry::api::router(r, "/registry"));
+    }
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
 }
 
 async fn index() -> Html<&'static str> {

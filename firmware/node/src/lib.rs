@@ -11,6 +11,7 @@ pub mod live;
 pub mod mesh;
 pub mod metrics;
 pub mod pipeline;
+pub mod registry_client;
 pub mod settings;
 pub mod station;
 

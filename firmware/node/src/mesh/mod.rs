@@ -301,6 +301,11 @@ impl Mesh {
         r?
     }
 
+    /// A node found by discovery outside this module (the registry).
+    pub fn discovered(&self, node: NodeId, addr: SocketAddr) {
+        let _ = self.tx.send(Input::Discovered { node, addr });
+    }
+
     /// Says goodbye to every neighbour, so they switch parents at once.
     pub async fn shutdown(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.ask(Input::Shutdown)).await;
@@ -484,9 +489,10 @@ impl Driver {
                 }
             }
             Input::Discovered { node, addr } => {
-                let known = self.addrs.insert(node, addr);
-                // The lower id dials, so two boxes that see each other open one connection.
-                if known != Some(addr) && !self.links.contains_key(&node) && self.id < node {
+                self.addrs.insert(node, addr);
+                // The lower id dials, so two boxes that see each other open one connection;
+                // discovery repeats itself (heartbeats, mDNS), which redials a lost link.
+                if !self.links.contains_key(&node) && self.id < node {
                     self.dial(addr, Some(node));
                 }
             }

@@ -1,0 +1,280 @@
+//! The registry as a process: boxes with no peers configured find each other through it,
+//! streams survive its death, it is complete again one heartbeat after a restart, its
+//! event stream reports adds and removes, and bad requests get their 4xx.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cambox_mesh::identity::Identity;
+use cambox_registry::model::{BroadcastInfo, Registration};
+use cambox_registry::signing::{hex, sign};
+use common::*;
+
+struct RegistryProc {
+    child: Child,
+    addr: String,
+}
+
+impl RegistryProc {
+    fn start(http: &str, extra: &[&str]) -> RegistryProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cambox"))
+            .args(["registry", "--http", http])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cambox registry");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = lines.next().expect("a line").expect("text");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in '{line}'"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        RegistryProc { child, addr }
+    }
+}
+
+impl Drop for RegistryProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn node_count(reg: &str) -> usize {
+    let (code, body) = http(reg, "GET", "/api/v1/nodes", "");
+    if code != 200 {
+        return 0;
+    }
+    json(&body)["nodes"].as_array().map_or(0, |a| a.len())
+}
+
+/// An HTTP request sent from a chosen loopback source address.
+fn post_from(src: &str, reg: &str, body: &[u8]) -> (u16, String) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{src}:0").parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.connect(&reg.parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /api/v1/register HTTP/1.1\r\nHost: r\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn registration(id: &Identity, ts: u64) -> Registration {
+    Registration {
+        node: hex(&id.node_id().0),
+        name: "sensor".into(),
+        site: "lab".into(),
+        addrs: vec!["0.0.0.0:4433".into()],
+        http: None,
+        broadcasts: vec![BroadcastInfo {
+            name: "t".into(),
+            live: false,
+        }],
+        capabilities: vec![],
+        timestamp_ms: ts,
+        ttl_s: 30,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn boxes_find_each_other_through_the_registry_and_streams_outlive_it() {
+    require("ffprobe");
+    let _serial = serial();
+    let reg = RegistryProc::start("127.0.0.1:0", &["--heartbeat", "2"]);
+    let url = format!("http://{}", reg.addr);
+    // The event stream, opened before anyone registers.
+    let mut sse = TcpStream::connect(&reg.addr).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(sse, "GET /api/v1/events HTTP/1.1\r\nHost: r\r\n\r\n").unwrap();
+    let mut sse = BufReader::new(sse);
+
+    let origin = BoxProc::start(&[
+        "--live",
+        "--source",
+        "testsrc",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--name",
+        "yard",
+        "--site",
+        "north",
+        "--registry",
+        &url,
+    ]);
+    origin.wait_live(true);
+    let viewer = BoxProc::start(&["--name", "lobby", "--site", "south", "--registry", &url]);
+    let path = format!("/live/yard@{}.mp4", origin.node_id);
+    wait_until(
+        "the viewer box to learn the broadcast",
+        Duration::from_secs(20),
+        || {
+            http(&viewer.addr(), "GET", "/api/v1/streams", "")
+                .1
+                .contains(&path)
+        },
+    );
+    let (_, b) = http(&reg.addr, "GET", "/api/v1/broadcasts?name=yard", "");
+    let list = json(&b)["broadcasts"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 1, "{b}");
+    assert_eq!(list[0]["site"], "north");
+    assert_eq!(list[0]["live"], true);
+
+    // Adds arrive on the event stream.
+    let mut adds = 0;
+    let mut line = String::new();
+    while adds < 2 {
+        line.clear();
+        assert!(sse.read_line(&mut line).unwrap() > 0, "event stream ended");
+        if line.trim() == "event: add" {
+            adds += 1;
+        }
+    }
+
+    // Kill the registry while the viewer box plays through the mesh.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("through.mp4");
+    let watch = Command::new(env!("CARGO_BIN_EXE_cambox"))
+        .args([
+            "watch",
+            &format!("yard@{}", origin.node_id),
+            "--http",
+            &viewer.addr(),
+        ])
+        .args(["--duration", "6s", "-o"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let reg_addr = reg.addr.clone();
+    drop(reg);
+    let status = watch.wait_with_output().unwrap().status;
+    assert!(
+        status.success(),
+        "the stream kept flowing without the registry"
+    );
+    assert!(
+        decoded_video_frames(&out) >= 150,
+        "6 s at 30 fps through the mesh"
+    );
+
+    // A restarted registry is complete again within one heartbeat (2 s) of its start.
+    let reg = RegistryProc::start(&reg_addr, &["--heartbeat", "2"]);
+    let took = wait_until(
+        "both boxes to register again",
+        Duration::from_secs(4),
+        || node_count(&reg.addr) == 2,
+    );
+    eprintln!("registry complete again after {took:?}");
+
+    // A box that stops renewing is removed, and the event stream says so.
+    let mut sse = TcpStream::connect(&reg.addr).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(sse, "GET /api/v1/events HTTP/1.1\r\nHost: r\r\n\r\n").unwrap();
+    let mut sse = BufReader::new(sse);
+    drop(viewer);
+    let mut removed = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !removed && Instant::now() < deadline {
+        line.clear();
+        if sse.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        removed = line.trim() == "event: remove";
+    }
+    assert!(removed, "no remove event for the box that went away");
+    assert_eq!(node_count(&reg.addr), 1);
+}
+
+#[test]
+fn bad_registrations_get_their_4xx_and_store_nothing() {
+    let _serial = serial();
+    let reg = RegistryProc::start("127.0.0.1:0", &["--rate", "8"]);
+    let id = Identity::from_seed([3; 32]);
+    let ok = serde_json::to_vec(&sign(&id, registration(&id, now_ms()))).unwrap();
+
+    let forged = {
+        let thief = Identity::from_seed([4; 32]);
+        serde_json::to_vec(&sign(&thief, registration(&id, now_ms()))).unwrap()
+    };
+    let skewed = serde_json::to_vec(&sign(&id, registration(&id, now_ms() - 600_000))).unwrap();
+    let mut unknown: serde_json::Value = serde_json::from_slice(&ok).unwrap();
+    unknown["registration"]["admin"] = serde_json::json!(true);
+    let unknown = serde_json::to_vec(&unknown).unwrap();
+    let huge = vec![b' '; 64 * 1024];
+    let cases: [(&str, &[u8], u16); 5] = [
+        ("garbage", b"{not json", 400),
+        ("unknown field", &unknown, 400),
+        ("forged signature", &forged, 401),
+        ("clock 10 minutes off", &skewed, 400),
+        ("oversized body", &huge, 413),
+    ];
+    for (what, body, want) in cases {
+        let (code, text) = post_from("127.0.0.1", &reg.addr, body);
+        assert_eq!(code, want, "{what}: {text}");
+        assert!(json(&text)["error"].is_string(), "{what}: {text}");
+    }
+    assert_eq!(node_count(&reg.addr), 0, "nothing stored");
+    let (code, text) = post_from("127.0.0.1", &reg.addr, &ok);
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = post_from("127.0.0.1", &reg.addr, &ok);
+    assert_eq!(code, 409, "replayed: {text}");
+    // A flood from one source: cut off at the limit (8 a minute, the above included)...
+    let mut last = 0;
+    for _ in 0..5 {
+        last = post_from("127.0.0.1", &reg.addr, b"{}").0;
+    }
+    assert_eq!(last, 429);
+    // ...while others are served.
+    let other = Identity::from_seed([5; 32]);
+    let body = serde_json::to_vec(&sign(&other, registration(&other, now_ms()))).unwrap();
+    let (code, text) = post_from("127.0.0.2", &reg.addr, &body);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(node_count(&reg.addr), 2);
+}

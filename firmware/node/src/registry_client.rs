@@ -1,0 +1,126 @@
+//! The box's side of the registry: it registers with every configured registry, renews at
+//! the heartbeat each one asks for, and hands the nodes they return to the mesh as
+//! candidates (as mDNS does on the LAN). Losing every registry changes nothing for
+//! connections and streams already up: only finding new boxes across sites waits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cambox_mesh::identity::Identity;
+use cambox_mesh::NodeId;
+use cambox_registry::model::{BroadcastInfo, RegisterReply, Registration};
+use cambox_registry::signing;
+
+use crate::client;
+use crate::mesh::Mesh;
+use crate::station::Station;
+
+/// Used until a registry says otherwise, and while one cannot be reached.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// An entry lives for this many heartbeats, so one lost renewal does not drop the box.
+const TTL_HEARTBEATS: u32 = 3;
+
+/// Starts one task per registry URL (`http://host:port`, or a box's `/registry`).
+pub fn spawn(
+    urls: Vec<String>,
+    token: Option<String>,
+    identity: Identity,
+    station: Arc<Station>,
+    mesh: Mesh,
+    http: SocketAddr,
+) {
+    let identity = Arc::new(identity);
+    for url in urls {
+        let (identity, station, mesh, token) = (
+            identity.clone(),
+            station.clone(),
+            mesh.clone(),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            renew_forever(url, token, identity, station, mesh, http).await;
+        });
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// This box as it registers itself.
+pub fn registration(
+    identity: &Identity,
+    station: &Station,
+    mesh_addr: SocketAddr,
+    http: SocketAddr,
+    heartbeat: Duration,
+) -> Registration {
+    let status = station.status();
+    Registration {
+        node: signing::hex(&identity.node_id().0),
+        name: status.node,
+        site: status.site,
+        addrs: vec![mesh_addr.to_string()],
+        http: Some(http.to_string()),
+        broadcasts: vec![BroadcastInfo {
+            name: status.stream,
+            live: status.live,
+        }],
+        capabilities: vec!["video".into(), "audio".into()],
+        timestamp_ms: wall_ms(),
+        ttl_s: (heartbeat.as_secs() as u32).max(1) * TTL_HEARTBEATS,
+    }
+}
+
+async fn renew_forever(
+    base: String,
+    token: Option<String>,
+    identity: Arc<Identity>,
+    station: Arc<Station>,
+    mesh: Mesh,
+    http: SocketAddr,
+) {
+    let url = format!("{}/api/v1/register", base.trim_end_matches('/'));
+    let mut heartbeat = DEFAULT_HEARTBEAT;
+    let mut was_ok: Option<bool> = None;
+    loop {
+        let r = registration(&identity, &station, mesh.local_addr, http, heartbeat);
+        let body = serde_json::to_vec(&signing::sign(&identity, r)).unwrap_or_default();
+        let result = match client::post_json(&url, body, token.as_deref()).await {
+            Ok((200, body)) => serde_json::from_slice::<RegisterReply>(&body)
+                .map_err(|e| format!("unreadable answer: {e}")),
+            Ok((status, body)) => Err(format!(
+                "answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(reply) => {
+                if was_ok != Some(true) {
+                    tracing::info!(registry = %base, nodes = reply.nodes.len(), "registered");
+                }
+                was_ok = Some(true);
+                heartbeat = Duration::from_secs(reply.heartbeat_s.clamp(1, 3600));
+                for n in reply.nodes {
+                    let Some(id) = signing::unhex::<32>(&n.node).map(NodeId) else {
+                        continue;
+                    };
+                    if let Some(addr) = n.addrs.iter().find_map(|a| a.parse().ok()) {
+                        mesh.discovered(id, addr);
+                    }
+                }
+            }
+            Err(e) => {
+                if was_ok != Some(false) {
+                    tracing::warn!(registry = %base, "cannot register: {e}; retrying every {heartbeat:?}, streams already flowing are not affected");
+                }
+                was_ok = Some(false);
+            }
+        }
+        tokio::time::sleep(heartbeat).await;
+    }
+}
