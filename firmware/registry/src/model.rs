@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct BroadcastInfo {
     /// The broadcast's name at its origin (played as `name@origin`).
-    #[schema(example = "hall")]
+    #[schema(example = "hall", max_length = 256)]
     pub name: String,
     /// True while it is live.
     pub live: bool,
@@ -23,26 +23,48 @@ pub struct Registration {
     #[schema(example = "4a2562df0a1e7c1b0a6b2f3e4d5c6b7a8f9e0d1c2b3a4f5e6d7c8b9a0f1e2d3c")]
     pub node: String,
     /// The box's human name.
-    #[schema(example = "hall-box")]
+    #[schema(example = "hall-box", max_length = 256)]
     pub name: String,
     /// The site (office, building) the box is at.
-    #[schema(example = "berlin")]
+    #[schema(example = "berlin", max_length = 256)]
     pub site: String,
     /// Where its mesh endpoint (QUIC, UDP) is reached, `ip:port`. An unspecified IP
     /// (`0.0.0.0:4433`) stands for the address the registration came from.
-    #[schema(example = json!(["0.0.0.0:4433"]))]
+    #[schema(example = json!(["0.0.0.0:4433"]), max_items = 16)]
     pub addrs: Vec<String>,
     /// Its web page and API, `ip:port`, with the same rule for an unspecified IP.
-    #[schema(example = "0.0.0.0:8080")]
+    #[schema(example = "0.0.0.0:8080", max_length = 256)]
     pub http: Option<String>,
+    #[schema(max_items = 32)]
     pub broadcasts: Vec<BroadcastInfo>,
     /// What the box can do: `camera`, `microphone`, `button`, `led`, sensor names.
+    #[schema(max_items = 64)]
     pub capabilities: Vec<String>,
     /// When the box signed this, ms since the Unix epoch; must be newer than the last
     /// registration the registry accepted from the node and close to the registry's clock.
+    #[serde(deserialize_with = "whole_number")]
     pub timestamp_ms: u64,
     /// How long the entry lives without a renewal, seconds (capped by the registry).
+    #[serde(deserialize_with = "whole_number")]
     pub ttl_s: u32,
+}
+
+/// JSON Schema's `integer` includes `30.0`: accept a number with no fraction in range,
+/// whether the sender wrote it with a decimal point or not.
+fn whole_number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let n = serde_json::Number::deserialize(d)?;
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
 }
 
 /// A registration and the node key's signature over it.

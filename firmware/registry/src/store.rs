@@ -276,10 +276,10 @@ impl Registry {
             .chain(r.capabilities.iter())
             .chain(r.broadcasts.iter().map(|b| &b.name));
         for s in strings {
-            if s.len() > l.max_string {
+            let chars = s.chars().count();
+            if chars > l.max_string {
                 return Err(RegistryError::TooLarge(format!(
-                    "a string of {} bytes, at most {}",
-                    s.len(),
+                    "a string of {chars} characters, at most {}",
                     l.max_string
                 )));
             }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs schemathesis (from PyPI, in a private virtualenv) against the OpenAPI document of a
+# running `cambox registry`: every generated request must get no 5xx and a response that
+# matches the schema; schema-violating input must be refused.
+# Usage: hil-tests/registry-schemathesis.sh [--examples N]   (binary: $CAMBOX_BIN)
+set -euo pipefail
+
+EXAMPLES=50
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --examples) EXAMPLES=$2; shift 2 ;;
+        -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+        *) echo "registry-schemathesis: unknown option $1 (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-$here/target}
+BIN=${CAMBOX_BIN:-$target/debug/cambox}
+[ -x "$BIN" ] || { echo "registry-schemathesis: no cambox binary at $BIN (build first or set CAMBOX_BIN)" >&2; exit 2; }
+
+venv="$target/schemathesis-venv"
+if [ ! -x "$venv/bin/schemathesis" ]; then
+    echo "registry-schemathesis: installing schemathesis into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis==4.32.5"
+fi
+
+log=$(mktemp)
+"$BIN" registry --http 127.0.0.1:0 --rate 1000000 2>"$log" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+url=""
+for _ in $(seq 100); do
+    url=$(sed -n 's/^cambox: registry at \(http:[^ ]*\) .*/\1/p' "$log")
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { echo "registry-schemathesis: the registry did not start" >&2; cat "$log" >&2; exit 1; }
+
+"$venv/bin/schemathesis" --config-file "$here/hil-tests/schemathesis.toml" run \
+    "${url}api/v1/openapi.json" --checks all --max-examples "$EXAMPLES" --no-color
