@@ -12,17 +12,24 @@
 # The 8 boxes other than the origin each play the broadcast with `cambox watch`; ffprobe
 # checks every recording, and each site's uplink must carry about one copy.
 #
+# With --registry, boxes know no peer: a `cambox registry` in the router namespace is the
+# only way across sites. It is killed while the 8 boxes play (they must keep playing) and
+# restarted (it must list all 9 boxes again within one heartbeat).
+#
 # Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl and ffprobe.
-# Usage: hil-tests/netns-mesh.sh [--seconds N] [--keep]   (binary: $CAMBOX_BIN)
+# Usage: hil-tests/netns-mesh.sh [--registry] [--seconds N] [--keep]   (binary: $CAMBOX_BIN)
 set -euo pipefail
 
 SECS=14
 KEEP=false
+REGISTRY=false
+HEARTBEAT=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift 2 ;;
         --keep) KEEP=true; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --registry) REGISTRY=true; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "netns-mesh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -45,6 +52,10 @@ say() { echo "netns-mesh: $*"; }
 
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    # Whatever still runs inside our namespaces was started by this script.
+    for ns in "${namespaces[@]}"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     if $KEEP; then say "logs kept in $work"; else rm -rf "$work"; fi
@@ -81,14 +92,27 @@ done
 say "3 sites x 3 boxes and a router are up (namespaces ${run}*)"
 
 origin_ip=10.9.1.11
+registry_url=http://10.9.1.1:8090
+start_registry() {
+    # `ip netns exec` directly (not through a function), so that $! is the registry.
+    ip netns exec "$router" "$BIN" registry --http 0.0.0.0:8090 --heartbeat "$HEARTBEAT" >>"$work/registry.log" 2>&1 &
+    registry_pid=$!
+    pids+=("$registry_pid")
+}
+$REGISTRY && start_registry
 for s in 1 2 3; do
     for b in 1 2 3; do
         host=${run}s${s}b$b
         args=(run --http 0.0.0.0:8080 --listen 0.0.0.0:4433 --key "$work/$host.key"
               --site "s$s" --name "b$s$b" --node "b$s$b" --source testsrc --width 1280 --height 720
               --bitrate 2M)
-        if [ "$s$b" = 11 ]; then args+=(--live); else args+=(--peer "$origin_ip:4433"); fi
-        in_ns "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
+        if [ "$s$b" = 11 ]; then args+=(--live); fi
+        if $REGISTRY; then
+            args+=(--registry "$registry_url")
+        elif [ "$s$b" != 11 ]; then
+            args+=(--peer "$origin_ip:4433")
+        fi
+        ip netns exec "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
         pids+=($!)
     done
 done
@@ -151,7 +175,7 @@ for s in 1 2 3; do
     for b in 1 2 3; do
         [ "$s$b" = 11 ] && continue
         host=${run}s${s}b$b
-        in_ns "$host" "$BIN" watch "$broadcast" --http 127.0.0.1:8080 --duration "${SECS}s" \
+        ip netns exec "$host" "$BIN" watch "$broadcast" --http 127.0.0.1:8080 --duration "${SECS}s" \
             -o "$work/$host.mp4" >"$work/$host.watch.log" 2>&1 &
         watchers+=($!)
         pids+=($!)
@@ -161,7 +185,14 @@ sleep 4
 window=$((SECS - 6))
 declare -A before after
 for s in 1 2 3; do before[$s.rx]=$(uplink "$s" rx); before[$s.tx]=$(uplink "$s" tx); done
-sleep "$window"
+if $REGISTRY; then
+    sleep $((window / 2))
+    kill "$registry_pid"
+    say "registry killed while 8 boxes play"
+    sleep $((window - window / 2))
+else
+    sleep "$window"
+fi
 for s in 1 2 3; do after[$s.rx]=$(uplink "$s" rx); after[$s.tx]=$(uplink "$s" tx); done
 failed=false
 for w in "${watchers[@]}"; do wait "$w" || failed=true; done
@@ -178,23 +209,42 @@ say "all 8 viewers decoded >= $min_frames frames of ${SECS} s"
 # One copy: what one viewer received per second (the box's fMP4, close to the media rate).
 copy=$(( $(stat -c %s "$work/${run}s1b2.mp4") / SECS ))
 say "one copy of the broadcast is about $((copy * 8 / 1000)) kbit/s"
+# The origin's site receives no media: what flows into it is control traffic (gossip,
+# QUIC acknowledgements and keep-alives of its links to other sites), about the same on
+# every uplink; the media on a link is what is left.
+control=$(( (after[1.tx] - before[1.tx]) / window ))
+say "control traffic, seen into site s1: $((control * 8 / 1000)) kbit/s"
 ok=true
 for s in 1 2 3; do
     rx=$(( (after[$s.rx] - before[$s.rx]) / window ))   # out of the site
     tx=$(( (after[$s.tx] - before[$s.tx]) / window ))   # into the site
-    into=$(awk -v a="$tx" -v c="$copy" 'BEGIN { printf "%.2f", a / c }')
-    out=$(awk -v a="$rx" -v c="$copy" 'BEGIN { printf "%.2f", a / c }')
-    say "site s$s uplink: into the site $((tx * 8 / 1000)) kbit/s = $into copies, out $((rx * 8 / 1000)) kbit/s = $out copies"
-    # Into a site that plays it: one copy plus control; two copies would be over 2.
+    into=$(awk -v a="$tx" -v k="$control" -v c="$copy" 'BEGIN { printf "%.2f", (a - k) / c }')
+    out=$(awk -v a="$rx" -v k="$control" -v c="$copy" 'BEGIN { printf "%.2f", (a - k) / c }')
+    say "site s$s uplink: into the site $((tx * 8 / 1000)) kbit/s = $into copies + control, out $((rx * 8 / 1000)) kbit/s = $out copies + control"
+    # Into a site that plays it: one copy; two would be 2.
     if [ "$s" != 1 ]; then
-        awk -v r="$into" 'BEGIN { exit !(r >= 0.8 && r <= 1.5) }' || ok=false
+        awk -v r="$into" 'BEGIN { exit !(r >= 0.7 && r <= 1.4) }' || ok=false
     fi
     # Out of any site: at most one copy (the origin's site sends one; a relaying site may
     # pass its copy on to the next site).
-    awk -v r="$out" 'BEGIN { exit !(r <= 1.5) }' || ok=false
+    awk -v r="$out" 'BEGIN { exit !(r <= 1.4) }' || ok=false
 done
-# The origin's site receives no media: what flows into it is the control traffic (gossip,
-# QUIC acknowledgements and keep-alives of its 7 links to other sites).
-say "control overhead, seen into site s1: $(( (after[1.tx] - before[1.tx]) * 8 / 1000 / window )) kbit/s"
 $ok || { say "FAIL: an uplink carried more than one copy"; exit 1; }
-say "PASS: one copy per site uplink, mDNS per site, 8 viewers played"
+if $REGISTRY; then
+    start_registry
+    started=$(date +%s%N)
+    count=0
+    for _ in $(seq 100); do
+        count=$(in_ns "${run}s1b2" curl -s "$registry_url/api/v1/nodes" 2>/dev/null | grep -o '"node":' | wc -l || true)
+        [ "$count" = 9 ] && break
+        sleep 0.1
+    done
+    took=$(( ($(date +%s%N) - started) / 1000000 ))
+    say "restarted registry lists $count of 9 boxes after $took ms (heartbeat ${HEARTBEAT} s)"
+    if [ "$count" != 9 ] || [ "$took" -gt $(( HEARTBEAT * 1000 + 1000 )) ]; then
+        say "FAIL: the registry was not complete again within one heartbeat"; exit 1
+    fi
+    say "PASS: sites found each other only through the registry; streams outlived it"
+else
+    say "PASS: one copy per site uplink, mDNS per site, 8 viewers played"
+fi

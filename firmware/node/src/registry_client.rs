@@ -3,18 +3,48 @@
 //! candidates (as mDNS does on the LAN). Losing every registry changes nothing for
 //! connections and streams already up: only finding new boxes across sites waits.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cambox_mesh::identity::Identity;
 use cambox_mesh::NodeId;
-use cambox_registry::model::{BroadcastInfo, RegisterReply, Registration};
+use cambox_registry::model::{BroadcastInfo, NodeView, RegisterReply, Registration};
 use cambox_registry::signing;
 
 use crate::client;
 use crate::mesh::Mesh;
 use crate::station::Station;
+
+/// Boxes of each other site this box connects to: its site's pullers attach to them, and
+/// the rest of the site attaches below its pullers, so a few links per site suffice.
+const PER_OTHER_SITE: usize = 2;
+
+/// Which registered nodes to hand to the mesh: every box of this site (for when mDNS
+/// cannot see them), and the `PER_OTHER_SITE` lowest ids of every other site, the same
+/// ones every box picks, so links between sites concentrate on a few boxes.
+pub fn candidates(nodes: &[NodeView], my_site: &str) -> Vec<(NodeId, SocketAddr)> {
+    let mut by_site: BTreeMap<&str, Vec<(NodeId, SocketAddr)>> = BTreeMap::new();
+    for n in nodes {
+        let Some(id) = signing::unhex::<32>(&n.node).map(NodeId) else {
+            continue;
+        };
+        if let Some(addr) = n.addrs.iter().find_map(|a| a.parse().ok()) {
+            by_site.entry(n.site.as_str()).or_default().push((id, addr));
+        }
+    }
+    by_site
+        .into_iter()
+        .flat_map(|(site, mut list)| {
+            list.sort_by_key(|(id, _)| *id);
+            if site != my_site {
+                list.truncate(PER_OTHER_SITE);
+            }
+            list
+        })
+        .collect()
+}
 
 /// Used until a registry says otherwise, and while one cannot be reached.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
@@ -105,13 +135,9 @@ async fn renew_forever(
                 }
                 was_ok = Some(true);
                 heartbeat = Duration::from_secs(reply.heartbeat_s.clamp(1, 3600));
-                for n in reply.nodes {
-                    let Some(id) = signing::unhex::<32>(&n.node).map(NodeId) else {
-                        continue;
-                    };
-                    if let Some(addr) = n.addrs.iter().find_map(|a| a.parse().ok()) {
-                        mesh.discovered(id, addr);
-                    }
+                let site = station.settings.site.clone();
+                for (id, addr) in candidates(&reply.nodes, &site) {
+                    mesh.discovered(id, addr);
                 }
             }
             Err(e) => {
@@ -122,5 +148,40 @@ async fn renew_forever(
             }
         }
         tokio::time::sleep(heartbeat).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u8, site: &str) -> NodeView {
+        NodeView {
+            node: signing::hex(&[id; 32]),
+            name: format!("b{id}"),
+            site: site.into(),
+            addrs: vec![format!("10.0.0.{id}:4433")],
+            http: None,
+            broadcasts: vec![],
+            capabilities: vec![],
+            expires_in_s: 30,
+        }
+    }
+
+    #[test]
+    fn every_box_of_my_site_and_the_two_lowest_of_each_other_site() {
+        let nodes = [
+            view(9, "a"),
+            view(3, "a"),
+            view(7, "b"),
+            view(5, "b"),
+            view(6, "b"),
+            view(8, "c"),
+        ];
+        let got: Vec<u8> = candidates(&nodes, "a")
+            .iter()
+            .map(|(id, _)| id.0[0])
+            .collect();
+        assert_eq!(got, vec![3, 9, 5, 6, 8]);
     }
 }

@@ -201,7 +201,7 @@ impl Mesh {
                     .try_into()
                     .map_err(|e| MeshError::Transport(format!("{e}")))?,
             ))
-            .keep_alive_interval(Some(Duration::from_millis(200)))
+            .keep_alive_interval(Some(Duration::from_millis(300)))
             .max_concurrent_uni_streams(1024u32.into());
         let (server, client) = tls::quic_configs(&identity, Arc::new(transport))?;
         let socket = bind_udp(settings.listen).map_err(|source| MeshError::Bind {
