@@ -12,18 +12,18 @@ use cambox_mesh::identity::Identity;
 use cambox_mesh::NodeId;
 use cambox_registry::model::{BroadcastInfo, NodeView, RegisterReply, Registration};
 use cambox_registry::signing;
+use cambox_registry::store::PER_OTHER_SITE;
 
 use crate::client;
 use crate::mesh::Mesh;
 use crate::station::Station;
 
-/// Boxes of each other site this box connects to: its site's pullers attach to them, and
-/// the rest of the site attaches below its pullers, so a few links per site suffice.
-const PER_OTHER_SITE: usize = 2;
-
 /// Which registered nodes to hand to the mesh: every box of this site (for when mDNS
 /// cannot see them), and the `PER_OTHER_SITE` lowest ids of every other site, the same
-/// ones every box picks, so links between sites concentrate on a few boxes.
+/// ones every box picks, so links between sites concentrate on a few boxes (a site's
+/// pullers attach to them, and the rest of the site below its pullers). The registry
+/// already answers with just these; the choice is repeated here for merged answers of
+/// several registries.
 pub fn candidates(nodes: &[NodeView], my_site: &str) -> Vec<(NodeId, SocketAddr)> {
     let mut by_site: BTreeMap<&str, Vec<(NodeId, SocketAddr)>> = BTreeMap::new();
     for n in nodes {

@@ -106,8 +106,8 @@ pub struct BroadcastView {
     pub http: Option<String>,
 }
 
-/// The answer to a registration: how long it lives, and every node the box may want
-/// to reach (itself excluded).
+/// The answer to a registration: how long it lives, and the nodes the box should reach:
+/// every other box of its site and the two lowest ids of each other site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterReply {
     pub expires_in_s: u64,

@@ -3,7 +3,7 @@
 //! passed in (`now` for expiry, `wall_ms` for signatures), so the rules are tested
 //! without sleeping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -100,6 +100,8 @@ struct State {
     /// The newest accepted timestamp per node, kept past expiry while a replay could
     /// still pass the skew check.
     last_ts: HashMap<NodeId, u64>,
+    /// Node ids per site, lowest first.
+    by_site: HashMap<String, BTreeSet<NodeId>>,
     /// Per source: (minute number, registrations in it).
     rate: HashMap<IpAddr, (u64, u32)>,
 }
@@ -141,7 +143,7 @@ impl Registry {
         token: Option<&str>,
         body: &[u8],
     ) -> Result<RegisterReply, RegistryError> {
-        self.count_source(now, wall_ms, source)?;
+        self.count_source(wall_ms, source)?;
         if body.len() > self.limits.max_body_bytes {
             return Err(RegistryError::TooLarge(format!(
                 "body of {} bytes is over the {}-byte limit",
@@ -175,8 +177,9 @@ impl Registry {
         let ttl =
             Duration::from_secs(u64::from(r.ttl_s)).clamp(self.limits.min_ttl, self.limits.max_ttl);
 
+        // Expiry runs every second (`expire`) and before every read, not here: a
+        // registration must not cost a walk over every node.
         let mut st = lock(&self.state);
-        self.expire_locked(&mut st, now);
         if let Some(&last) = st.last_ts.get(&node) {
             if r.timestamp_ms <= last {
                 return Err(RegistryError::Replay(r.timestamp_ms, last));
@@ -204,12 +207,16 @@ impl Registry {
                 expires: now + ttl,
             },
         );
-        let nodes = st
-            .nodes
-            .iter()
-            .filter(|(id, _)| **id != node)
-            .map(|(_, e)| with_expiry(e, now))
-            .collect();
+        if let Some(o) = &old {
+            if o.view.site != view.site {
+                unindex(&mut st.by_site, &o.view.site, &node);
+            }
+        }
+        st.by_site
+            .entry(view.site.clone())
+            .or_default()
+            .insert(node);
+        let nodes = self.neighbours(&st, node, &view.site, now);
         drop(st);
         match old {
             None => self.emit(Change::Add(view)),
@@ -224,20 +231,32 @@ impl Registry {
         })
     }
 
+    /// Whom a box should know: every other box of its site, and the `PER_OTHER_SITE`
+    /// lowest ids of each other site (whose boxes relay to the rest of their site). The
+    /// reply stays small however many boxes register.
+    fn neighbours(&self, st: &State, me: NodeId, site: &str, now: Instant) -> Vec<NodeView> {
+        st.by_site
+            .iter()
+            .flat_map(|(s, ids)| {
+                let take = if s == site {
+                    usize::MAX
+                } else {
+                    PER_OTHER_SITE
+                };
+                ids.iter().filter(move |id| **id != me).take(take)
+            })
+            .filter_map(|id| st.nodes.get(id).map(|e| with_expiry(e, now)))
+            .collect()
+    }
+
     fn emit(&self, c: Change) {
         // No subscriber is not an error.
         let _ = self.events.send(c);
     }
 
-    fn count_source(
-        &self,
-        now: Instant,
-        wall_ms: u64,
-        source: IpAddr,
-    ) -> Result<(), RegistryError> {
+    fn count_source(&self, wall_ms: u64, source: IpAddr) -> Result<(), RegistryError> {
         let minute = wall_ms / 60_000;
         let mut st = lock(&self.state);
-        self.expire_locked(&mut st, now);
         let slot = st.rate.entry(source).or_insert((minute, 0));
         if slot.0 != minute {
             *slot = (minute, 0);
@@ -306,6 +325,7 @@ impl Registry {
             .collect();
         for id in gone {
             if let Some(e) = st.nodes.remove(&id) {
+                unindex(&mut st.by_site, &e.view.site, &id);
                 self.emit(Change::Remove(e.view.node));
             }
         }
@@ -362,6 +382,18 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Boxes of another site a registering box is told about.
+pub const PER_OTHER_SITE: usize = 2;
+
+fn unindex(by_site: &mut HashMap<String, BTreeSet<NodeId>>, site: &str, id: &NodeId) {
+    if let Some(set) = by_site.get_mut(site) {
+        set.remove(id);
+        if set.is_empty() {
+            by_site.remove(site);
+        }
     }
 }
 
