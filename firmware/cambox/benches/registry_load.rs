@@ -37,7 +37,7 @@ fn registration(id: &Identity, i: usize, ts: u64) -> Registration {
         http: Some("0.0.0.0:8080".into()),
         broadcasts: vec![BroadcastInfo {
             name: format!("cam-{i}"),
-            live: i % 3 == 0,
+            live: i.is_multiple_of(3),
         }],
         capabilities: vec!["video".into(), "audio".into()],
         timestamp_ms: ts,
