@@ -278,3 +278,49 @@ fn bad_registrations_get_their_4xx_and_store_nothing() {
     assert_eq!(code, 200, "{text}");
     assert_eq!(node_count(&reg.addr), 2);
 }
+
+#[test]
+fn a_box_can_serve_the_registry_for_its_site() {
+    let _serial = serial();
+    // The serving box lists its own registry by address, so it registers there too.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = format!("http://127.0.0.1:{port}/registry");
+    let hub = BoxProc::start(&[
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--serve-registry",
+        "--registry",
+        &own,
+        "--live",
+        "--source",
+        "testsrc",
+        "--width",
+        "320",
+        "--height",
+        "180",
+        "--name",
+        "hub",
+    ]);
+    hub.wait_live(true);
+    let other = BoxProc::start(&["--name", "far", "--site", "elsewhere", "--registry", &own]);
+    let path = format!("/live/hub@{}.mp4", hub.node_id);
+    wait_until(
+        "the other box to find the hub through its registry",
+        Duration::from_secs(20),
+        || {
+            http(&other.addr(), "GET", "/api/v1/streams", "")
+                .1
+                .contains(&path)
+        },
+    );
+    let (code, body) = http(&hub.addr(), "GET", "/registry/api/v1/nodes", "");
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["nodes"].as_array().unwrap().len(), 2, "{body}");
+    let (code, page) = http(&hub.addr(), "GET", "/registry", "");
+    assert_eq!(code, 200);
+    assert!(page.contains("cambox registry"));
+}

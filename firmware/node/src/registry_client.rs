@@ -116,6 +116,7 @@ async fn renew_forever(
     let url = format!("{}/api/v1/register", base.trim_end_matches('/'));
     let mut heartbeat = DEFAULT_HEARTBEAT;
     let mut was_ok: Option<bool> = None;
+    let mut on_air = station.on_air();
     loop {
         let r = registration(&identity, &station, mesh.local_addr, http, heartbeat);
         let body = serde_json::to_vec(&signing::sign(&identity, r)).unwrap_or_default();
@@ -147,7 +148,12 @@ async fn renew_forever(
                 was_ok = Some(false);
             }
         }
-        tokio::time::sleep(heartbeat).await;
+        // Renew at the heartbeat, or at once when the box goes live or stops, so the
+        // registry's list of live streams follows the button.
+        tokio::select! {
+            _ = tokio::time::sleep(heartbeat) => {}
+            _ = on_air.changed() => {}
+        }
     }
 }
 

@@ -51,10 +51,22 @@ impl BoxProc {
     pub fn start(args: &[&str]) -> BoxProc {
         let state = tempfile::tempdir().expect("temp dir");
         let key = state.path().join("node.key");
-        let mut child = Command::new(BIN)
-            .args(["run", "--http", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
-            .args(["--mdns", "false", "--key"])
-            .arg(&key)
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run");
+        let given = |flag: &str| args.contains(&flag);
+        for (flag, value) in [
+            ("--http", "127.0.0.1:0"),
+            ("--listen", "127.0.0.1:0"),
+            ("--mdns", "false"),
+        ] {
+            if !given(flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        if !given("--key") {
+            cmd.arg("--key").arg(&key);
+        }
+        let mut child = cmd
             .args(args)
             .env("CAMBOX_LOG", "info")
             .stdout(Stdio::null())
