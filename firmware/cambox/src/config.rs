@@ -117,6 +117,11 @@ pub struct RunConfig {
     #[serde(default)]
     pub registry: Vec<String>,
 
+    /// PEM certificates to trust for https:// registries besides the built-in public
+    /// roots (a company's own CA).
+    #[arg(long, env = "CAMBOX_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
     /// The token the registries ask for, if any.
     #[arg(long, env = "CAMBOX_REGISTRY_TOKEN", value_name = "TOKEN")]
     pub registry_token: Option<String>,
@@ -212,6 +217,7 @@ impl RunConfig {
                 self.registry
             },
             registry_token: self.registry_token.or(file.registry_token),
+            ca_file: self.ca_file.or(file.ca_file),
             serve_registry: self.serve_registry.or(file.serve_registry),
             key: self.key.or(file.key),
             uplink: self.uplink.or(file.uplink),
@@ -260,7 +266,7 @@ impl RunConfig {
         })
     }
 
-    /// The registries, checked: http:// URLs.
+    /// The registries, checked: http:// or https:// URLs.
     pub fn registries(&self) -> anyhow::Result<Vec<String>> {
         for r in &self.registry {
             if r.starts_with("https://") {

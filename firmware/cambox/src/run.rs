@@ -46,9 +46,12 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     );
     let _ = station.mesh.set(mesh.clone());
     if !registries.is_empty() {
+        let client =
+            cambox_node::client::ApiClient::new(cfg.ca_file.as_deref()).context("--ca-file")?;
         registry_client::spawn(
             registries,
             cfg.registry_token.clone(),
+            client,
             identity,
             station.clone(),
             mesh.clone(),

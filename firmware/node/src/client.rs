@@ -20,6 +20,8 @@ pub enum ClientError {
         status: u16,
         body: String,
     },
+    #[error("cannot use the CA file {path}: {reason}")]
+    Ca { path: String, reason: String },
     #[error("{url}: reading the stream failed: {reason}")]
     Read { url: String, reason: String },
 }
@@ -64,40 +66,104 @@ fn check_url(url: &str) -> Result<hyper::Uri, ClientError> {
     Ok(uri)
 }
 
-/// POSTs a JSON body (with a bearer token, if any) and returns the status and body of the
-/// answer, whatever its status: the caller reads the JSON error itself.
-pub async fn post_json(
-    url: &str,
-    body: Vec<u8>,
-    bearer: Option<&str>,
-) -> Result<(u16, Bytes), ClientError> {
-    let uri = check_url(url)?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::post(uri).header("content-type", "application/json");
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
+/// A client for registries over `http://` and `https://`. HTTPS trusts Mozilla's roots
+/// (built in, so a box needs no CA bundle) and, if given, a company's own CA.
+#[derive(Clone)]
+pub struct ApiClient {
+    client: Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiClient")
     }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|_| ClientError::BadUrl(url.into()))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| ClientError::Connect {
-            url: url.into(),
-            reason: format!("{e:?}"),
-        })?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ClientError::Read {
-            url: url.into(),
+}
+
+impl ApiClient {
+    /// `ca_file`: PEM certificates to trust besides the built-in roots.
+    pub fn new(ca_file: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = ca_file {
+            let bad = |e: String| ClientError::Ca {
+                path: path.display().to_string(),
+                reason: e,
+            };
+            let mut n = 0;
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+                roots
+                    .add(cert.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Ca {
+            path: String::new(),
             reason: e.to_string(),
         })?
-        .to_bytes();
-    Ok((status, body))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(https),
+        })
+    }
+
+    /// POSTs a JSON body (with a bearer token, if any) and returns the status and body
+    /// of the answer, whatever its status: the caller reads the JSON error itself.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.into()))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+            return Err(ClientError::BadUrl(url.into()));
+        }
+        let mut req = hyper::Request::post(uri).header("content-type", "application/json");
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| ClientError::BadUrl(url.into()))?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: url.into(),
+                reason: format!("{e:?}"),
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Read {
+                url: url.into(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        Ok((status, body))
+    }
 }
 
 /// GETs `url` and returns its body as a stream; a non-2xx answer is an error with the

@@ -55,6 +55,7 @@ const TTL_HEARTBEATS: u32 = 3;
 pub fn spawn(
     urls: Vec<String>,
     token: Option<String>,
+    client: client::ApiClient,
     identity: Identity,
     station: Arc<Station>,
     mesh: Mesh,
@@ -62,14 +63,15 @@ pub fn spawn(
 ) {
     let identity = Arc::new(identity);
     for url in urls {
-        let (identity, station, mesh, token) = (
+        let (identity, station, mesh, token, client) = (
             identity.clone(),
             station.clone(),
             mesh.clone(),
             token.clone(),
+            client.clone(),
         );
         tokio::spawn(async move {
-            renew_forever(url, token, identity, station, mesh, http).await;
+            renew_forever(url, token, client, identity, station, mesh, http).await;
         });
     }
 }
@@ -108,6 +110,7 @@ pub fn registration(
 async fn renew_forever(
     base: String,
     token: Option<String>,
+    client: client::ApiClient,
     identity: Arc<Identity>,
     station: Arc<Station>,
     mesh: Mesh,
@@ -120,7 +123,7 @@ async fn renew_forever(
     loop {
         let r = registration(&identity, &station, mesh.local_addr, http, heartbeat);
         let body = serde_json::to_vec(&signing::sign(&identity, r)).unwrap_or_default();
-        let result = match client::post_json(&url, body, token.as_deref()).await {
+        let result = match client.post_json(&url, body, token.as_deref()).await {
             Ok((200, body)) => serde_json::from_slice::<RegisterReply>(&body)
                 .map_err(|e| format!("unreadable answer: {e}")),
             Ok((status, body)) => Err(format!(
