@@ -3,7 +3,6 @@
 //! group that is dropped or lost never holds up the next one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cambox_mesh::wire::{self, Decoder};
@@ -12,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::tls::peer_node;
 use super::Input;
-use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
 
 /// How long a new connection may take to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
@@ -117,7 +116,9 @@ pub struct Inbox {
     pub peer: NodeId,
     pub conn_id: usize,
     pub tx: mpsc::UnboundedSender<Input>,
-    pub metrics: Arc<Metrics>,
+    /// This neighbour's byte counters, looked up once rather than per read.
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
 }
 
 impl Inbox {
@@ -140,7 +141,7 @@ impl Inbox {
     }
 
     fn count_in(&self, n: usize) {
-        self.metrics.mesh_bytes_in(&self.peer).inc_by(n as u64);
+        self.bytes_in.inc_by(n as u64);
     }
 }
 
@@ -278,9 +279,6 @@ pub async fn write_loop(
         if !sent {
             break;
         }
-        inbox
-            .metrics
-            .mesh_bytes_out(&inbox.peer)
-            .inc_by(frame.len() as u64);
+        inbox.bytes_out.inc_by(frame.len() as u64);
     }
 }

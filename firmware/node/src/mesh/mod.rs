@@ -568,7 +568,8 @@ impl Driver {
             peer,
             conn_id,
             tx: self.tx.clone(),
-            metrics: self.metrics.clone(),
+            bytes_in: self.metrics.mesh_bytes_in(&peer),
+            bytes_out: self.metrics.mesh_bytes_out(&peer),
         };
         let (out, out_rx) = mpsc::unbounded_channel();
         tokio::spawn(conn::read_control(
