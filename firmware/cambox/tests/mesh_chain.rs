@@ -34,17 +34,6 @@ fn drain(b: &BoxProc, path: &str, secs: u64) -> thread::JoinHandle<()> {
     })
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[test]
 fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
     require("ffmpeg");
@@ -63,14 +52,7 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
     let viewer = BoxProc::start(&["--name", "v", "--site", "d", "--peer", &peer]);
     let broadcast = format!("cam@{}", origin.node_id);
     let live_path = format!("/live/{broadcast}.mp4");
-    wait_for(
-        "the viewer box to learn the broadcast",
-        Duration::from_secs(10),
-        || {
-            let (_, body) = http(&viewer.addr(), "GET", "/api/v1/streams", "");
-            body.contains(&live_path)
-        },
-    );
+    wait_for_stream(&viewer, &live_path, "the viewer box to learn the broadcast");
 
     // The recording at the end of the chain, through `cambox watch`.
     let dir = tempfile::tempdir().unwrap();
@@ -89,15 +71,15 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cambox watch");
-    wait_for("the viewer box to receive", Duration::from_secs(10), || {
+    wait_until("the viewer box to receive", Duration::from_secs(10), || {
         parent_of(&viewer, &broadcast).is_some()
     });
     let r2_viewer = drain(&relay2, &live_path, 30);
-    wait_for("relay 2 to join", Duration::from_secs(10), || {
+    wait_until("relay 2 to join", Duration::from_secs(10), || {
         parent_of(&viewer, &broadcast).as_deref() == Some(relay2.node_id.as_str())
     });
     let r1_viewer = drain(&relay1, &live_path, 30);
-    wait_for(
+    wait_until(
         "relay 1 to join between the origin and relay 2",
         Duration::from_secs(10),
         || parent_of(&relay2, &broadcast).as_deref() == Some(relay1.node_id.as_str()),

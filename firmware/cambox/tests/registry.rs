@@ -47,17 +47,6 @@ impl Drop for RegistryProc {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if ok() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
-
 fn node_count(reg: &str) -> usize {
     let (code, body) = http(reg, "GET", "/api/v1/nodes", "");
     if code != 200 {
@@ -150,15 +139,7 @@ fn boxes_find_each_other_through_the_registry_and_streams_outlive_it() {
     origin.wait_live(true);
     let viewer = BoxProc::start(&["--name", "lobby", "--site", "south", "--registry", &url]);
     let path = format!("/live/yard@{}.mp4", origin.node_id);
-    wait_until(
-        "the viewer box to learn the broadcast",
-        Duration::from_secs(20),
-        || {
-            http(&viewer.addr(), "GET", "/api/v1/streams", "")
-                .1
-                .contains(&path)
-        },
-    );
+    wait_for_stream(&viewer, &path, "the viewer box to learn the broadcast");
     let (_, b) = http(&reg.addr, "GET", "/api/v1/broadcasts?name=yard", "");
     let list = json(&b)["broadcasts"].as_array().unwrap().clone();
     assert_eq!(list.len(), 1, "{b}");
@@ -308,14 +289,10 @@ fn a_box_can_serve_the_registry_for_its_site() {
     hub.wait_live(true);
     let other = BoxProc::start(&["--name", "far", "--site", "elsewhere", "--registry", &own]);
     let path = format!("/live/hub@{}.mp4", hub.node_id);
-    wait_until(
+    wait_for_stream(
+        &other,
+        &path,
         "the other box to find the hub through its registry",
-        Duration::from_secs(20),
-        || {
-            http(&other.addr(), "GET", "/api/v1/streams", "")
-                .1
-                .contains(&path)
-        },
     );
     let (code, body) = http(&hub.addr(), "GET", "/registry/api/v1/nodes", "");
     assert_eq!(code, 200);

@@ -63,7 +63,7 @@ pub fn verify(s: &SignedRegistration) -> Result<NodeId, SignatureError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::BroadcastInfo;
 

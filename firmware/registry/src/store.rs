@@ -431,7 +431,6 @@ fn resolve(addr: &str, source: IpAddr) -> Result<String, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::BroadcastInfo;
     use crate::signing::{hex, sign};
     use cambox_mesh::identity::Identity;
 
@@ -439,18 +438,9 @@ mod tests {
 
     fn reg(id: &Identity, ts: u64, ttl_s: u32) -> Registration {
         Registration {
-            node: hex(&id.node_id().0),
-            name: "hall".into(),
-            site: "berlin".into(),
-            addrs: vec!["0.0.0.0:4433".into()],
-            http: Some("0.0.0.0:8080".into()),
-            broadcasts: vec![BroadcastInfo {
-                name: "hall".into(),
-                live: true,
-            }],
-            capabilities: vec![],
-            timestamp_ms: ts,
             ttl_s,
+            capabilities: vec![],
+            ..crate::signing::tests::registration(id, ts)
         }
     }
 

@@ -253,3 +253,26 @@ pub fn probed_duration(path: &std::path::Path) -> f64 {
         .and_then(|d| d.parse().ok())
         .unwrap_or_else(|| panic!("no duration for {path:?}: {probe}"))
 }
+
+/// Polls `ok` every 100 ms until it holds; returns how long that took.
+#[allow(dead_code)]
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Waits until box `b` lists the stream at `path` (learned through the mesh).
+#[allow(dead_code)]
+pub fn wait_for_stream(b: &BoxProc, path: &str, what: &str) {
+    wait_until(what, Duration::from_secs(20), || {
+        http(&b.addr(), "GET", "/api/v1/streams", "")
+            .1
+            .contains(path)
+    });
+}
