@@ -66,3 +66,52 @@ fn a_box_page_lists_and_plays_a_broadcast_from_another_box_of_the_mesh() {
     // The other box is not live; its page offers the yard camera of the mesh.
     play_in_chromium(&other, "yard");
 }
+
+#[test]
+fn the_registry_page_lists_a_live_stream_and_its_link_plays_it_on_a_box() {
+    require("node");
+    let _serial = serial();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = format!("http://127.0.0.1:{port}/registry");
+    let hub = BoxProc::start(&[
+        "--http",
+        &format!("127.0.0.1:{port}"),
+        "--serve-registry",
+        "--registry",
+        &own,
+        "--live",
+        "--source",
+        "testsrc",
+        "--name",
+        "gate",
+        "--site",
+        "east",
+    ]);
+    hub.wait_live(true);
+    let out = Command::new("node")
+        .arg(script_dir().join("registry_page.mjs"))
+        .arg(&own)
+        .arg("gate")
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "registry page check failed: {stdout}\n{}\nbox log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        hub.logs()
+    );
+    let result = json(stdout.lines().last().unwrap_or_default());
+    eprintln!("chromium: {result}");
+    let href = result["href"].as_str().unwrap();
+    assert_eq!(
+        href,
+        format!("http://127.0.0.1:{port}/#play=gate%40{}", hub.node_id),
+        "the link opens the stream on the box that carries it"
+    );
+    assert_eq!(result["playing"], true);
+}
