@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cambox_mesh::identity::Identity;
 use cambox_registry::model::{BroadcastInfo, Registration};
-use cambox_registry::signing::{hex, sign};
+use cambox_registry::signing::sign;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -30,7 +30,7 @@ fn now_ms() -> u64 {
 
 fn registration(id: &Identity, i: usize, ts: u64) -> Registration {
     Registration {
-        node: hex(&id.node_id().0),
+        node: id.node_id().to_hex(),
         name: format!("box-{i}"),
         site: format!("site-{}", i % 100),
         addrs: vec!["0.0.0.0:4433".into()],

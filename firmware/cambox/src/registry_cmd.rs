@@ -41,8 +41,7 @@ pub struct RegistryArgs {
 pub fn parse_allow(ids: &[String]) -> anyhow::Result<Vec<NodeId>> {
     ids.iter()
         .map(|s| {
-            cambox_registry::signing::unhex::<32>(s.trim())
-                .map(NodeId)
+            NodeId::from_hex(s.trim())
                 .with_context(|| format!("--allow '{s}' is not a node id (64 hex digits; see a box's /api/v1/status node_id)"))
         })
         .collect()

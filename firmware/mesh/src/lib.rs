@@ -4,6 +4,7 @@
 //! `poll_*` until nothing is left, and `poll_timeout` says when to call back. One process
 //! can therefore simulate thousands of nodes deterministically (see `sim`).
 
+pub mod hex;
 pub mod identity;
 pub mod msg;
 pub mod node;

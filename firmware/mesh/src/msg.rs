@@ -10,7 +10,17 @@ pub struct NodeId(pub [u8; 32]);
 impl NodeId {
     /// The first 6 bytes in hex: enough to tell nodes apart in logs and host names.
     pub fn short(&self) -> String {
-        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::to_hex(&self.0[..6])
+    }
+
+    /// All 64 hex digits (lowercase).
+    pub fn to_hex(&self) -> String {
+        crate::hex::to_hex(&self.0)
+    }
+
+    /// 64 hex digits, either case.
+    pub fn from_hex(s: &str) -> Option<NodeId> {
+        crate::hex::from_hex(s).map(NodeId)
     }
 }
 

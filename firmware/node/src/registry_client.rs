@@ -27,7 +27,7 @@ use crate::station::Station;
 pub fn candidates(nodes: &[NodeView], my_site: &str) -> Vec<(NodeId, SocketAddr)> {
     let mut by_site: BTreeMap<&str, Vec<(NodeId, SocketAddr)>> = BTreeMap::new();
     for n in nodes {
-        let Some(id) = signing::unhex::<32>(&n.node).map(NodeId) else {
+        let Some(id) = NodeId::from_hex(&n.node) else {
             continue;
         };
         if let Some(addr) = n.addrs.iter().find_map(|a| a.parse().ok()) {
@@ -92,7 +92,7 @@ pub fn registration(
 ) -> Registration {
     let status = station.status();
     Registration {
-        node: signing::hex(&identity.node_id().0),
+        node: identity.node_id().to_hex(),
         name: status.node,
         site: status.site,
         addrs: vec![mesh_addr.to_string()],
@@ -166,7 +166,7 @@ mod tests {
 
     fn view(id: u8, site: &str) -> NodeView {
         NodeView {
-            node: signing::hex(&[id; 32]),
+            node: NodeId([id; 32]).to_hex(),
             name: format!("b{id}"),
             site: site.into(),
             addrs: vec![format!("10.0.0.{id}:4433")],

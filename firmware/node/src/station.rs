@@ -159,10 +159,7 @@ impl Station {
             viewers: self.metrics.viewers.get(),
             error: lock(&self.last_error).clone(),
             version: env!("CARGO_PKG_VERSION"),
-            node_id: self
-                .mesh
-                .get()
-                .map(|m| crate::mesh::discovery::id_hex(&m.id)),
+            node_id: self.mesh.get().map(|m| m.id.to_hex()),
             mesh_listen: self.mesh.get().map(|m| m.local_addr.to_string()),
         }
     }

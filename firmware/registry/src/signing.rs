@@ -1,6 +1,7 @@
 //! Registrations are signed by the node key, so nobody can announce or withdraw a node
 //! they do not hold the key of, and a registry can be run on an open company network.
 
+use cambox_mesh::hex::{from_hex, to_hex};
 use cambox_mesh::identity::{self, Identity};
 use cambox_mesh::NodeId;
 
@@ -18,23 +19,8 @@ pub fn signed_bytes(r: &Registration) -> Vec<u8> {
     out
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 pub fn sign(identity: &Identity, registration: Registration) -> SignedRegistration {
-    let signature = hex(&identity.sign(&signed_bytes(&registration)));
+    let signature = to_hex(&identity.sign(&signed_bytes(&registration)));
     SignedRegistration {
         registration,
         signature,
@@ -53,8 +39,8 @@ pub enum SignatureError {
 
 /// Checks the signature and returns the node it proves.
 pub fn verify(s: &SignedRegistration) -> Result<NodeId, SignatureError> {
-    let node = NodeId(unhex::<32>(&s.registration.node).ok_or(SignatureError::BadNode)?);
-    let sig = unhex::<64>(&s.signature).ok_or(SignatureError::BadSignature)?;
+    let node = NodeId::from_hex(&s.registration.node).ok_or(SignatureError::BadNode)?;
+    let sig = from_hex::<64>(&s.signature).ok_or(SignatureError::BadSignature)?;
     if identity::verify(&node, &signed_bytes(&s.registration), &sig) {
         Ok(node)
     } else {
@@ -69,7 +55,7 @@ pub(crate) mod tests {
 
     pub fn registration(id: &Identity, ts: u64) -> Registration {
         Registration {
-            node: hex(&id.node_id().0),
+            node: id.node_id().to_hex(),
             name: "hall".into(),
             site: "berlin".into(),
             addrs: vec!["0.0.0.0:4433".into()],

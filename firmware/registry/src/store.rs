@@ -345,7 +345,7 @@ impl Registry {
     }
 
     pub fn node(&self, now: Instant, id: &str) -> Option<NodeView> {
-        let node = NodeId(signing::unhex::<32>(id)?);
+        let node = NodeId::from_hex(id)?;
         let mut st = lock(&self.state);
         self.expire_locked(&mut st, now);
         st.nodes.get(&node).map(|e| with_expiry(e, now))
@@ -431,7 +431,7 @@ fn resolve(addr: &str, source: IpAddr) -> Result<String, RegistryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::{hex, sign};
+    use crate::signing::sign;
     use cambox_mesh::identity::Identity;
 
     const T0: u64 = 1_800_000_000_000;
@@ -470,7 +470,7 @@ mod tests {
             r.nodes(t + Duration::from_secs(30), None).is_empty(),
             "expired"
         );
-        assert!(matches!(events.try_recv(), Ok(Change::Remove(n)) if n == hex(&id.node_id().0)));
+        assert!(matches!(events.try_recv(), Ok(Change::Remove(n)) if n == id.node_id().to_hex()));
     }
 
     #[test]

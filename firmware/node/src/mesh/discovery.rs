@@ -30,22 +30,6 @@ impl std::fmt::Debug for Mdns {
     }
 }
 
-/// Hex of the full node id, as it appears in TXT `id=`.
-pub fn id_hex(id: &NodeId) -> String {
-    id.0.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn parse_id(hex: &str) -> Option<NodeId> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut id = [0u8; 32];
-    for (i, b) in id.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(NodeId(id))
-}
-
 impl Mdns {
     pub fn start(
         settings: &MeshSettings,
@@ -57,7 +41,7 @@ impl Mdns {
         let host = format!("cambox-{}.local.", id.short());
         let instance = format!("{} ({})", settings.node_name, id.short());
         let mut txt = HashMap::new();
-        txt.insert("id".to_string(), id_hex(&id));
+        txt.insert("id".to_string(), id.to_hex());
         txt.insert("site".to_string(), settings.site.clone());
         txt.insert("ver".to_string(), env!("CARGO_PKG_VERSION").to_string());
         txt.insert("live".to_string(), String::new());
@@ -78,7 +62,7 @@ impl Mdns {
                 let ServiceEvent::ServiceResolved(info) = event else {
                     continue;
                 };
-                let Some(node) = info.get_property_val_str("id").and_then(parse_id) else {
+                let Some(node) = info.get_property_val_str("id").and_then(NodeId::from_hex) else {
                     continue;
                 };
                 if node == me {

@@ -736,7 +736,7 @@ impl Driver {
             .map(|(b, site, hops)| MeshBroadcast {
                 local: b.origin == self.id,
                 origin: b.origin.short(),
-                origin_id: b.origin.0.iter().map(|x| format!("{x:02x}")).collect(),
+                origin_id: b.origin.to_hex(),
                 name: b.name,
                 site,
                 hops,

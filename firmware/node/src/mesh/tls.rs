@@ -49,7 +49,7 @@ pub fn node_id_of(cert: &[u8]) -> Option<NodeId> {
 pub fn server_name_for(node: Option<NodeId>) -> String {
     match node {
         Some(n) => {
-            let hex: String = n.0.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = n.to_hex();
             format!("{}.{}.cambox", &hex[..32], &hex[32..])
         }
         None => ANY_NODE.into(),
@@ -66,14 +66,7 @@ fn expected_node(name: &ServerName<'_>) -> Result<Option<NodeId>, rustls::Error>
         return Ok(None);
     }
     let hex = s.strip_suffix(".cambox").ok_or_else(bad)?.replace('.', "");
-    if hex.len() != 64 {
-        return Err(bad());
-    }
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(Some(NodeId(id)))
+    NodeId::from_hex(&hex).map(Some).ok_or_else(bad)
 }
 
 /// Accepts a certificate whose Ed25519 key is the expected node (or any node), and checks
