@@ -71,25 +71,8 @@ fn a_box_page_lists_and_plays_a_broadcast_from_another_box_of_the_mesh() {
 fn the_registry_page_lists_a_live_stream_and_its_link_plays_it_on_a_box() {
     require("node");
     let _serial = serial();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let own = format!("http://127.0.0.1:{port}/registry");
-    let hub = BoxProc::start(&[
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "--serve-registry",
-        "--registry",
-        &own,
-        "--live",
-        "--source",
-        "testsrc",
-        "--name",
-        "gate",
-        "--site",
-        "east",
+    let (hub, own) = start_registry_hub(&[
+        "--live", "--source", "testsrc", "--name", "gate", "--site", "east",
     ]);
     hub.wait_live(true);
     let out = Command::new("node")
@@ -110,7 +93,7 @@ fn the_registry_page_lists_a_live_stream_and_its_link_plays_it_on_a_box() {
     let href = result["href"].as_str().unwrap();
     assert_eq!(
         href,
-        format!("http://127.0.0.1:{port}/#play=gate%40{}", hub.node_id),
+        format!("{}/#play=gate%40{}", hub.base, hub.node_id),
         "the link opens the stream on the box that carries it"
     );
     assert_eq!(result["playing"], true);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cambox_mesh::identity::Identity;
 use cambox_registry::model::{BroadcastInfo, Registration};
-use cambox_registry::signing::{hex, sign};
+use cambox_registry::signing::sign;
 use common::*;
 
 struct RegistryProc {
@@ -87,7 +87,7 @@ fn post_from(src: &str, reg: &str, body: &[u8]) -> (u16, String) {
 
 fn registration(id: &Identity, ts: u64) -> Registration {
     Registration {
-        node: hex(&id.node_id().0),
+        node: id.node_id().to_hex(),
         name: "sensor".into(),
         site: "lab".into(),
         addrs: vec!["0.0.0.0:4433".into()],
@@ -264,27 +264,8 @@ fn bad_registrations_get_their_4xx_and_store_nothing() {
 fn a_box_can_serve_the_registry_for_its_site() {
     let _serial = serial();
     // The serving box lists its own registry by address, so it registers there too.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let own = format!("http://127.0.0.1:{port}/registry");
-    let hub = BoxProc::start(&[
-        "--http",
-        &format!("127.0.0.1:{port}"),
-        "--serve-registry",
-        "--registry",
-        &own,
-        "--live",
-        "--source",
-        "testsrc",
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--name",
-        "hub",
+    let (hub, own) = start_registry_hub(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "hub",
     ]);
     hub.wait_live(true);
     let other = BoxProc::start(&["--name", "far", "--site", "elsewhere", "--registry", &own]);

@@ -276,3 +276,20 @@ pub fn wait_for_stream(b: &BoxProc, path: &str, what: &str) {
             .contains(path)
     });
 }
+
+/// A box that serves a registry at `/registry` and lists that registry by address, so it
+/// registers there itself; `args` are the rest of its options. Returns the box and the
+/// registry's URL.
+#[allow(dead_code)]
+pub fn start_registry_hub(args: &[&str]) -> (BoxProc, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = format!("http://127.0.0.1:{port}/registry");
+    let http = format!("127.0.0.1:{port}");
+    let mut all = vec!["--http", &http, "--serve-registry", "--registry", &own];
+    all.extend_from_slice(args);
+    (BoxProc::start(&all), own)
+}
