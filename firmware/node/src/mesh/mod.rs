@@ -122,6 +122,11 @@ pub enum Input {
         conn_id: usize,
         bytes: usize,
     },
+    /// Where a static peer (`--peer HOST:PORT`) resolves to now.
+    StaticPeer {
+        peer: String,
+        addrs: Vec<SocketAddr>,
+    },
     /// A node seen by discovery (mDNS or the registry) at this address.
     Discovered {
         node: NodeId,
@@ -233,12 +238,11 @@ impl Mesh {
             },
         );
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(accept_loop(
-            endpoint.clone(),
-            tx.clone(),
-            id,
-            hello(&core, &settings),
-        ));
+        let hello = hello(&core, &settings);
+        tokio::spawn(accept_loop(endpoint.clone(), tx.clone(), id, hello.clone()));
+        for peer in &settings.peers {
+            tokio::spawn(resolve_static_peer(peer.clone(), tx.clone()));
+        }
         let discovery = if settings.mdns {
             match discovery::Mdns::start(&settings, id, local_addr.port(), tx.clone()) {
                 Ok(d) => Some(d),
@@ -251,7 +255,7 @@ impl Mesh {
             None
         };
         let driver = Driver {
-            hello: hello(&core, &settings),
+            hello,
             core,
             id,
             endpoint,
@@ -260,7 +264,7 @@ impl Mesh {
             next_conn: 0,
             addrs: HashMap::new(),
             dialing: HashSet::new(),
-            static_peers: settings.peers.clone(),
+            static_peers: HashMap::new(),
             local: None,
             remotes: HashMap::new(),
             metrics,
@@ -399,7 +403,8 @@ struct Driver {
     /// Where each known node's endpoint is: from connections, discovery and peers' hints.
     addrs: HashMap<NodeId, SocketAddr>,
     dialing: HashSet<SocketAddr>,
-    static_peers: Vec<String>,
+    /// Static peers and what each resolved to last.
+    static_peers: HashMap<String, Vec<SocketAddr>>,
     local: Option<Local>,
     remotes: HashMap<BroadcastId, Remote>,
     metrics: Arc<Metrics>,
@@ -433,7 +438,7 @@ impl Driver {
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake) => self.core.handle_timeout(Instant::now()),
-                _ = tick.tick() => self.tick().await,
+                _ = tick.tick() => self.tick(),
                 changed = on_air.changed() => {
                     if changed.is_err() {
                         return;
@@ -487,6 +492,9 @@ impl Driver {
                 if self.current(peer, conn_id) {
                     self.core.handle_transmitted(peer, bytes);
                 }
+            }
+            Input::StaticPeer { peer, addrs } => {
+                self.static_peers.insert(peer, addrs);
             }
             Input::Discovered { node, addr } => {
                 self.addrs.insert(node, addr);
@@ -856,7 +864,7 @@ impl Driver {
         });
     }
 
-    async fn tick(&mut self) {
+    fn tick(&mut self) {
         let now = Instant::now();
         // Static peers: dial the ones not connected (their ids are learned on connect).
         let connected: HashSet<SocketAddr> = self
@@ -864,17 +872,16 @@ impl Driver {
             .values()
             .map(|l| l.conn.remote_address())
             .collect();
-        for peer in self.static_peers.clone() {
-            let Ok(addrs) = tokio::net::lookup_host(peer.as_str()).await else {
-                tracing::debug!(%peer, "cannot resolve static peer");
-                continue;
-            };
-            for addr in addrs {
-                if addr != self.endpoint.local_addr().unwrap_or(addr) && !connected.contains(&addr)
-                {
-                    self.dial(addr, None);
-                }
-            }
+        let own = self.endpoint.local_addr().ok();
+        let wanted: Vec<SocketAddr> = self
+            .static_peers
+            .values()
+            .flatten()
+            .copied()
+            .filter(|a| Some(*a) != own && !connected.contains(a))
+            .collect();
+        for addr in wanted {
+            self.dial(addr, None);
         }
         // Broadcasts nobody watches any more, or that left the mesh, are let go; their
         // writers close, which ends any viewer still attached.
@@ -953,6 +960,32 @@ fn write_object(r: &mut Remote, track_no: u8, index: u32, capture_us: u64, paylo
             capture_us,
             payload,
         });
+    }
+}
+
+/// How often a static peer's name is resolved again (its address rarely changes).
+const RESOLVE_EVERY: Duration = Duration::from_secs(10);
+
+/// Resolves a static peer's `HOST:PORT` off the driver's loop, so a slow DNS server never
+/// holds up the core; the driver redials what it resolved to while not connected.
+async fn resolve_static_peer(peer: String, tx: mpsc::UnboundedSender<Input>) {
+    loop {
+        match tokio::net::lookup_host(peer.as_str()).await {
+            Ok(addrs) => {
+                let addrs = addrs.collect();
+                if tx
+                    .send(Input::StaticPeer {
+                        peer: peer.clone(),
+                        addrs,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(%peer, "cannot resolve static peer: {e}"),
+        }
+        tokio::time::sleep(RESOLVE_EVERY).await;
     }
 }
 
