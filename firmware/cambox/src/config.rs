@@ -143,6 +143,20 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_UPLINK", value_parser = parse_bitrate)]
     #[serde(default, deserialize_with = "bitrate_from_toml")]
     pub uplink: Option<u32>,
+
+    /// The button and status LED: simulated (pressed through the page and
+    /// POST /api/v1/button) or gpio (a Raspberry Pi's header; needs the rpi build)
+    /// [default: simulated].
+    #[arg(long, env = "CAMBOX_BOARD", value_name = "simulated|gpio")]
+    pub board: Option<String>,
+
+    /// GPIO (BCM number) of the button, wired to ground [default: 17].
+    #[arg(long, env = "CAMBOX_BUTTON_PIN", value_name = "N")]
+    pub button_pin: Option<u8>,
+
+    /// GPIO (BCM number) of the status LED, through a resistor to ground [default: 27].
+    #[arg(long, env = "CAMBOX_LED_PIN", value_name = "N")]
+    pub led_pin: Option<u8>,
 }
 
 /// `2000000`, `2000k`, `2M`, `2.5M`.
@@ -221,6 +235,9 @@ impl RunConfig {
             serve_registry: self.serve_registry.or(file.serve_registry),
             key: self.key.or(file.key),
             uplink: self.uplink.or(file.uplink),
+            board: self.board.or(file.board),
+            button_pin: self.button_pin.or(file.button_pin),
+            led_pin: self.led_pin.or(file.led_pin),
         }
     }
 
@@ -269,16 +286,40 @@ impl RunConfig {
     /// The registries, checked: http:// or https:// URLs.
     pub fn registries(&self) -> anyhow::Result<Vec<String>> {
         for r in &self.registry {
-            if r.starts_with("https://") {
-                anyhow::bail!("--registry {r}: https is not built in yet; reach the registry over http (e.g. on the company network or through a local TLS proxy)");
-            }
-            if !r.starts_with("http://") || r.len() <= "http://".len() {
+            let rest = r
+                .strip_prefix("http://")
+                .or_else(|| r.strip_prefix("https://"));
+            if rest.is_none_or(str::is_empty) {
                 anyhow::bail!(
-                    "--registry '{r}' is not a URL like http://registry.example.com:8090"
+                    "--registry '{r}' is not a URL like http://registry.example.com:8090 \
+                     or https://registry.example.com"
                 );
             }
         }
         Ok(self.registry.clone())
+    }
+
+    /// The GPIO pins when the board is `gpio`, None for the simulated board.
+    pub fn gpio_pins(&self) -> anyhow::Result<Option<cambox_node::board::Pins>> {
+        let defaults = cambox_node::board::Pins::default();
+        match self.board.as_deref().unwrap_or("simulated") {
+            "simulated" => Ok(None),
+            "gpio" => {
+                let pins = cambox_node::board::Pins {
+                    button: self.button_pin.unwrap_or(defaults.button),
+                    led: self.led_pin.unwrap_or(defaults.led),
+                };
+                if pins.button == pins.led || pins.button > 27 || pins.led > 27 {
+                    anyhow::bail!(
+                        "--button-pin {} and --led-pin {} must be two different GPIOs 0 to 27",
+                        pins.button,
+                        pins.led
+                    );
+                }
+                Ok(Some(pins))
+            }
+            other => anyhow::bail!("--board '{other}' is not simulated or gpio"),
+        }
     }
 
     /// Where the node key lives.

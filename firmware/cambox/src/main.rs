@@ -5,6 +5,7 @@ mod duration;
 mod mesh_cli;
 mod record;
 mod registry_cmd;
+mod reset;
 mod run;
 mod strip;
 

@@ -11,6 +11,7 @@ use cambox_node::{http, registry_client, Station};
 use crate::config::RunConfig;
 
 pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
+    let cli_config = cli.config.clone();
     let cfg = cli.with_file()?;
     let settings = cfg.settings()?;
     let addr = cfg.http_addr();
@@ -32,6 +33,9 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let identity = identity::load_or_create(&key_path, || seed)
         .with_context(|| format!("node key {}", key_path.display()))?;
     let registries = cfg.registries()?;
+    let board = cambox_node::board::open(cfg.gpio_pins()?)?;
+    cambox_node::board::runner::spawn(board, station.clone(), crate::reset::action(&cli_config))
+        .context("cannot start the board thread")?;
     let mesh = Mesh::start(
         mesh_settings,
         identity.clone(),
@@ -88,6 +92,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             "cambox: waiting for the button: press 'Go live' on the page or POST /api/v1/live"
         );
     }
+    station.mark_started();
     let server = http::serve_on(listener, station.clone(), registry);
     tokio::select! {
         r = server => r.context("HTTP server stopped")?,

@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use std::time::Duration;
 
 /// Runs cambox with `args`, expects failure, returns stderr.
 fn fails(args: &[&str]) -> String {
@@ -288,4 +289,9 @@ fn a_source_that_cannot_open_is_reported_and_the_box_keeps_serving() {
     let status = json(&body);
     assert_eq!(status["live"], false);
     assert!(status["error"].as_str().unwrap().contains("clip.h264"));
+    // The LED says why: the error pattern for a missing camera.
+    wait_until("the LED shows the error", Duration::from_secs(5), || {
+        b.status()["led"]["fault"] == "camera_missing"
+    });
+    assert_eq!(b.status()["led"]["state"], "error");
 }

@@ -14,6 +14,10 @@ fn script_dir() -> PathBuf {
 
 /// Plays `name` on the page of box `b` in headless Chromium; returns play.mjs's figures.
 fn play_in_chromium(b: &BoxProc, name: &str) -> serde_json::Value {
+    play_in_chromium_with(b, name, &[])
+}
+
+fn play_in_chromium_with(b: &BoxProc, name: &str, extra: &[&str]) -> serde_json::Value {
     require("node");
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
@@ -28,6 +32,7 @@ fn play_in_chromium(b: &BoxProc, name: &str) -> serde_json::Value {
         .arg(script_dir().join("play.mjs"))
         .arg(&b.base)
         .arg(name)
+        .args(extra)
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -55,6 +60,33 @@ fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
     let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "foyer"]);
     b.wait_live(true);
     play_in_chromium(&b, "foyer");
+}
+
+#[test]
+fn clicking_the_virtual_button_goes_live_lights_the_led_and_the_stream_plays() {
+    let _serial = serial();
+    let b = BoxProc::start(&["--source", "testsrc", "--name", "porch"]);
+    assert_eq!(b.status()["live"], false);
+    assert_eq!(b.status()["board"], "simulated");
+    let result = play_in_chromium_with(&b, "porch", &["--press-button"]);
+    let led = &result["led"];
+    let states: Vec<&str> = led["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(states.last(), Some(&"live"), "{led}");
+    assert_ne!(
+        states.first(),
+        Some(&"live"),
+        "the LED was live before the press: {led}"
+    );
+    // The live pattern is steady on: every sample over 1.5 s saw it lit.
+    assert_eq!(led["litSamples"], led["samples"], "{led}");
+    let status = b.status();
+    assert_eq!(status["live"], true);
+    assert_eq!(status["led"]["state"], "live");
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/live", post(set_live))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/button", post(button))
+        .route("/api/v1/events", get(events))
         .route("/live/{file}", get(live_mp4))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -173,6 +175,89 @@ async fn set_live(State(st): State<Arc<Station>>, body: Bytes) -> Result<Respons
             format!("cannot go live: {e}"),
         )),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum PressKind {
+    Short,
+    Long,
+    VeryLong,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ButtonRequest {
+    /// A whole press, held as long as its kind needs.
+    press: Option<PressKind>,
+    /// Hold (`true`) or let go (`false`), for a page whose button follows the mouse.
+    hold: Option<bool>,
+}
+
+/// Presses the simulated board's button. It goes through the same debouncing and press
+/// lengths as a real one, so a long press takes 5 s here too.
+async fn button(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ButtonRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "body must be JSON like {{\"press\": \"short\"|\"long\"|\"very_long\"}} \
+                 or {{\"hold\": true|false}}: {e}"
+            ),
+        )
+    })?;
+    let Some(vb) = st.virtual_button() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "this box's button is {}: press the real one",
+                st.status().board
+            ),
+        ));
+    };
+    let now = std::time::Instant::now();
+    let held = match (req.press, req.hold) {
+        (Some(p), None) => {
+            let held = match p {
+                PressKind::Short => std::time::Duration::from_millis(200),
+                PressKind::Long => {
+                    crate::board::button::LONG + std::time::Duration::from_millis(500)
+                }
+                PressKind::VeryLong => {
+                    crate::board::button::VERY_LONG + std::time::Duration::from_millis(500)
+                }
+            };
+            vb.press(now, held);
+            serde_json::json!({ "held_ms": held.as_millis() as u64 })
+        }
+        (None, Some(down)) => {
+            vb.hold(down);
+            serde_json::json!({ "down": down })
+        }
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of \"press\" and \"hold\"".into(),
+            ))
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(held)).into_response())
+}
+
+/// Server-sent events: `led` with the LED's view on every change of state or level.
+async fn events(
+    State(st): State<Arc<Station>>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+    let leds = tokio_stream::wrappers::WatchStream::new(st.led()).map(|v| {
+        Ok(Event::default()
+            .event("led")
+            .data(serde_json::to_string(&v).unwrap_or_default()))
+    });
+    Sse::new(leds).keep_alive(KeepAlive::default())
 }
 
 async fn live_mp4(

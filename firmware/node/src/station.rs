@@ -1,5 +1,6 @@
 //! The box's live state: one place that the button, the web page and the API all change.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -8,6 +9,8 @@ use cambox_media::Broadcast;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::board::led::{Fault, Inputs, LedView, Overlay};
+use crate::board::sim::VirtualButton;
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -37,6 +40,17 @@ pub struct Status {
     pub node_id: Option<String>,
     /// UDP address of the node's QUIC endpoint, when it is in a mesh.
     pub mesh_listen: Option<String>,
+    /// "simulated", "gpio", or "none" (no board attached).
+    pub board: &'static str,
+    /// What the status LED shows.
+    pub led: LedView,
+}
+
+/// The board as the rest of the box sees it.
+#[derive(Debug)]
+struct Attached {
+    kind: &'static str,
+    button: Option<VirtualButton>,
 }
 
 #[derive(Debug)]
@@ -51,6 +65,14 @@ pub struct Station {
     on_air: watch::Sender<Option<Broadcast>>,
     /// The overlay, once joined.
     pub mesh: OnceLock<Mesh>,
+    /// Start-up has finished (the LED leaves "booting").
+    start_done: AtomicBool,
+    /// A camera and encoder are being opened.
+    going_live: AtomicBool,
+    board: OnceLock<Attached>,
+    led: watch::Sender<LedView>,
+    /// An LED overlay asked for by a command, for the board runner to show.
+    led_request: Mutex<Option<Overlay>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -68,7 +90,64 @@ impl Station {
             last_error: Mutex::new(None),
             on_air: watch::Sender::new(None),
             mesh: OnceLock::new(),
+            start_done: AtomicBool::new(false),
+            going_live: AtomicBool::new(false),
+            board: OnceLock::new(),
+            led: watch::Sender::new(
+                crate::board::led::Led::new(Instant::now()).view(Instant::now()),
+            ),
+            led_request: Mutex::new(None),
         }
+    }
+
+    /// Start-up is over: the LED shows the network and peers from now on.
+    pub fn mark_started(&self) {
+        self.start_done.store(true, Ordering::Relaxed);
+    }
+
+    /// Called once by the board runner.
+    pub fn attach_board(&self, kind: &'static str, button: Option<VirtualButton>) {
+        let _ = self.board.set(Attached { kind, button });
+    }
+
+    /// The button a person presses through the API (simulated boards only).
+    pub fn virtual_button(&self) -> Option<VirtualButton> {
+        self.board.get().and_then(|b| b.button.clone())
+    }
+
+    /// What the LED needs to know, sampled by the board runner.
+    pub fn led_inputs(&self, network: bool) -> Inputs {
+        Inputs {
+            started: self.start_done.load(Ordering::Relaxed),
+            network,
+            peers: self.metrics.mesh_peers.get().max(0) as usize,
+            live: self.is_live(),
+            going_live: self.going_live.load(Ordering::Relaxed),
+            fault: lock(&self.last_error).as_deref().map(Fault::classify),
+        }
+    }
+
+    /// The board runner reports what the LED shows; the page follows it.
+    pub fn show_led(&self, view: LedView) {
+        self.led.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// Follows the LED: every change of state or level.
+    pub fn led(&self) -> watch::Receiver<LedView> {
+        self.led.subscribe()
+    }
+
+    /// Asks the board runner to show `o` on the LED (e.g. "identify" from a command).
+    pub fn request_led(&self, o: Overlay) {
+        *lock(&self.led_request) = Some(o);
+    }
+
+    pub fn take_led_request(&self) -> Option<Overlay> {
+        lock(&self.led_request).take()
     }
 
     /// Forgets a pipeline whose source ended or failed, keeping its error for the status.
@@ -102,7 +181,10 @@ impl Station {
         self.reap(&mut slot);
         match (live, slot.is_some()) {
             (true, false) => {
-                match Pipeline::start(&self.settings, self.metrics.clone(), self.pacing) {
+                self.going_live.store(true, Ordering::Relaxed);
+                let started = Pipeline::start(&self.settings, self.metrics.clone(), self.pacing);
+                self.going_live.store(false, Ordering::Relaxed);
+                match started {
                     Ok(p) => {
                         tracing::info!(stream = %self.settings.stream, source = %p.source, encoder = %p.encoder, "live");
                         self.on_air.send_replace(Some(p.broadcast.clone()));
@@ -161,6 +243,8 @@ impl Station {
             version: env!("CARGO_PKG_VERSION"),
             node_id: self.mesh.get().map(|m| m.id.to_hex()),
             mesh_listen: self.mesh.get().map(|m| m.local_addr.to_string()),
+            board: self.board.get().map_or("none", |b| b.kind),
+            led: self.led.borrow().clone(),
         }
     }
 }

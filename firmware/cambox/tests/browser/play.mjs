@@ -5,6 +5,7 @@
 //
 //   npm install --prefix firmware/cambox/tests/browser      (once; never `npx playwright install`)
 //   node firmware/cambox/tests/browser/play.mjs <base-url> <stream-name> [--screenshot out.png]
+//        [--press-button]
 //
 // Needs a box streaming the test source with the test tone, e.g.
 //   cambox run --live --http 127.0.0.1:18080 --name teststream --source testsrc
@@ -26,6 +27,9 @@
 // Exits 0 when the picture advanced by at least 50 frames in 3 s and sound was heard
 // (max RMS > 0.01), else 1 with the reason on stderr (2 for bad usage).
 // --media-log prints Chromium's media log (chrome://media-internals) to stderr.
+// --press-button first clicks the page's virtual box button (a 150 ms press with the mouse),
+// waits for the virtual LED to say "live" and watches it for 1.5 s; the output gains
+// led: {states: [every LED state seen, in order], litSamples, samples}.
 
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -44,7 +48,7 @@ const MIN_RMS = 0.01;
 
 function usage(message) {
   if (message) process.stderr.write(`play.mjs: ${message}\n`);
-  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log]\n');
+  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button]\n');
   process.exit(2);
 }
 
@@ -52,6 +56,7 @@ function parseArgs(argv) {
   const positional = [];
   let screenshot = null;
   let mediaLog = false;
+  let pressButton = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--screenshot') {
@@ -61,6 +66,8 @@ function parseArgs(argv) {
       screenshot = a.slice('--screenshot='.length);
     } else if (a === '--media-log') {
       mediaLog = true;
+    } else if (a === '--press-button') {
+      pressButton = true;
     } else if (a === '-h' || a === '--help') {
       usage();
     } else if (a.startsWith('--')) {
@@ -76,7 +83,7 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${positional[0]}`);
   }
-  return { base, name: positional[1], screenshot, mediaLog };
+  return { base, name: positional[1], screenshot, mediaLog, pressButton };
 }
 
 /** Clicks the stream's Play control in the list, finding it by what a person sees. */
@@ -97,6 +104,38 @@ async function logMedia(context, page) {
   cdp.on('Media.playerErrorsRaised', (e) => { for (const m of e.errors) say('error', JSON.stringify(m)); });
   cdp.on('Media.playerEventsAdded', (e) => { for (const m of e.events) say('event', m.value); });
   await cdp.send('Media.enable');
+}
+
+/** Presses the page's virtual box button as a person would and watches the virtual LED. */
+async function pressBoxButton(page) {
+  // Every state the LED passes through, recorded in the page as the events arrive.
+  await page.evaluate(() => {
+    window.__ledStates = [document.getElementById('led').dataset.state];
+    new MutationObserver(() => {
+      const s = document.getElementById('led').dataset.state;
+      if (window.__ledStates[window.__ledStates.length - 1] !== s) window.__ledStates.push(s);
+    }).observe(document.getElementById('led'), { attributes: true });
+  });
+  const btn = page.getByRole('button', { name: 'Box button' });
+  await btn.waitFor({ state: 'visible', timeout: START_TIMEOUT_MS });
+  const box = await btn.boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.waitForTimeout(150);
+  await page.mouse.up();
+  await page.waitForFunction(
+    () => document.getElementById('led').dataset.state === 'live',
+    null,
+    { timeout: START_TIMEOUT_MS, polling: 50 },
+  );
+  let lit = 0;
+  const samples = 30;
+  for (let i = 0; i < samples; i++) {
+    if ((await page.$eval('#led', (e) => e.dataset.on)) === 'true') lit++;
+    await page.waitForTimeout(50);
+  }
+  const states = await page.evaluate(() => window.__ledStates);
+  return { states, litSamples: lit, samples };
 }
 
 async function waitForPicture(page) {
@@ -247,7 +286,7 @@ function summarise(raw) {
 }
 
 async function main() {
-  const { base, name, screenshot, mediaLog } = parseArgs(process.argv.slice(2));
+  const { base, name, screenshot, mediaLog, pressButton } = parseArgs(process.argv.slice(2));
   const watchdog = setTimeout(() => {
     process.stderr.write(`play.mjs: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
     process.exit(1);
@@ -275,6 +314,7 @@ async function main() {
     });
 
     await page.goto(new URL('/', base).href, { waitUntil: 'load' });
+    const led = pressButton ? await pressBoxButton(page) : undefined;
     await clickPlay(page, name);
     try {
       await waitForPicture(page);
@@ -286,7 +326,7 @@ async function main() {
     const raw = await page.evaluate(sampleInPage, { forMs: SAMPLE_FOR_MS, everyMs: SAMPLE_EVERY_MS });
     if (raw.audioError) errors.push(`test: WebAudio: ${raw.audioError}`);
     if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
-    result = { ...summarise(raw), mime, errors };
+    result = { ...summarise(raw), mime, errors, led };
     if (screenshot) await page.screenshot({ path: screenshot });
   } catch (e) {
     failure = e.message || String(e);

@@ -123,6 +123,13 @@ impl BoxProc {
         self.log.lock().unwrap().clone()
     }
 
+    /// `/api/v1/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = http(&self.addr(), "GET", "/api/v1/status", "");
+        assert_eq!(code, 200, "{body}");
+        json(&body)
+    }
+
     /// Waits until the box's live state is `live`.
     pub fn wait_live(&self, live: bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
