@@ -8,6 +8,7 @@ pub mod hex;
 pub mod identity;
 pub mod msg;
 pub mod node;
+pub mod routed;
 pub mod sim;
 pub mod wire;
 

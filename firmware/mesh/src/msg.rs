@@ -50,6 +50,85 @@ pub const TRACK_AUDIO: u8 = 1;
 /// group with one object, kept in the group cache like any other (after MoQ's catalog).
 pub const TRACK_CATALOG: u8 = 2;
 
+/// Telemetry of a node: one reading per group (late joiners get the latest at once).
+pub const TRACK_TELEMETRY: u8 = 3;
+
+/// The broadcast every node publishes: its capabilities on the catalog track and its
+/// readings on the telemetry track. Its catalog entry is also every node's route: routed
+/// messages follow it. Names starting with '.' are the overlay's own.
+pub const NODE_BROADCAST: &str = ".node";
+
+/// A routed message's kinds.
+pub const ROUTED_COMMAND: u8 = 1;
+pub const ROUTED_REPLY: u8 = 2;
+/// Largest routed body (a command's arguments or a reply).
+pub const MAX_ROUTED_BODY: usize = 16 * 1024;
+
+/// A message addressed to one node, passed from neighbour to neighbour along the route
+/// to that node's [`NODE_BROADCAST`]. Signed by the sender, so relays cannot change it
+/// and the target knows who sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    pub to: NodeId,
+    pub from: NodeId,
+    pub kind: u8,
+    /// Unique per sender; a reply carries its command's id.
+    pub id: u64,
+    /// The sender's wall clock, ms since the Unix epoch: old messages are refused.
+    pub sent_ms: u64,
+    /// Relays left; not signed (each relay lowers it).
+    pub hops: u8,
+    pub body: Bytes,
+    pub sig: [u8; 64],
+}
+
+impl Routed {
+    /// Hops a routed message may take: more than any tree the overlay builds.
+    pub const MAX_HOPS: u8 = 32;
+
+    /// What the signature covers: everything but the hop count, after a context string
+    /// so the signature cannot be taken for one of another protocol.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(96 + self.body.len());
+        m.extend_from_slice(b"cambox-routed-v1\n");
+        m.extend_from_slice(&self.to.0);
+        m.extend_from_slice(&self.from.0);
+        m.push(self.kind);
+        m.extend_from_slice(&self.id.to_be_bytes());
+        m.extend_from_slice(&self.sent_ms.to_be_bytes());
+        m.extend_from_slice(&self.body);
+        m
+    }
+
+    /// A message from `identity`, signed.
+    pub fn signed(
+        identity: &crate::identity::Identity,
+        to: NodeId,
+        kind: u8,
+        id: u64,
+        sent_ms: u64,
+        body: Bytes,
+    ) -> Routed {
+        let mut r = Routed {
+            to,
+            from: identity.node_id(),
+            kind,
+            id,
+            sent_ms,
+            hops: Self::MAX_HOPS,
+            body,
+            sig: [0; 64],
+        };
+        r.sig = identity.sign(&r.signed_bytes());
+        r
+    }
+
+    /// Whether `from` really signed it.
+    pub fn verify(&self) -> bool {
+        crate::identity::verify(&self.from, &self.signed_bytes(), &self.sig)
+    }
+}
+
 /// One broadcast as a neighbour knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
@@ -124,6 +203,8 @@ pub enum Msg {
     Addresses {
         entries: Vec<(NodeId, String)>,
     },
+    /// A command or reply on its way to one node.
+    Routed(Box<Routed>),
     Ping {
         nonce: u64,
     },

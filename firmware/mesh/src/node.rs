@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
+use crate::msg::{
+    BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, Routed, NODE_BROADCAST, ROUTED_COMMAND,
+};
+use crate::routed::{CommandAllow, Gate, RoutedStats};
 
 /// A node's catalog as it tells it: one entry per broadcast.
 type Entries = BTreeMap<BroadcastId, CatalogEntry>;
@@ -51,6 +54,8 @@ pub struct Config {
     /// they saw for up to `catalog_ttl`, so a restarted node must not start lower than it
     /// ended: a driver with a clock passes the wall time in milliseconds.
     pub first_version: u64,
+    /// Who may send this node commands over the overlay.
+    pub command_allow: CommandAllow,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             window_bytes: 64 * 1024,
             cache_groups: 2,
             first_version: 1,
+            command_allow: CommandAllow::Nobody,
         }
     }
 }
@@ -90,6 +96,15 @@ pub enum Event {
         capture_us: u64,
         payload: Bytes,
     },
+    /// A command or reply addressed to this node that passed every check.
+    Routed(Box<Routed>),
+}
+
+/// A routed message cannot leave this node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no route to node {0}: it is not in this box's view of the mesh")]
+    NoRoute(NodeId),
 }
 
 #[derive(Debug)]
@@ -195,10 +210,14 @@ pub struct Node {
     /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
     /// (neighbours, their catalogs, subscriptions) since it last ran.
     dirty: bool,
+    gate: Gate,
+    /// The wall clock (ms since the Unix epoch) at an instant, from the driver.
+    wall: Option<(Instant, u64)>,
 }
 
 impl Node {
     pub fn new(id: NodeId, cfg: Config) -> Self {
+        let cfg_allow = cfg.command_allow.clone();
         Self {
             id,
             cfg,
@@ -213,6 +232,8 @@ impl Node {
             next_refresh: None,
             dirty: true,
             last_told: Arc::default(),
+            gate: Gate::new(cfg_allow),
+            wall: None,
         }
     }
 
@@ -386,6 +407,7 @@ impl Node {
                     self.ingest(&broadcast, track, group, index, capture_us, payload);
                 }
             }
+            Msg::Routed(r) => self.on_routed(now, from, *r),
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
             // Addresses are the transport's business.
             Msg::Pong { .. } | Msg::Addresses { .. } => {}
@@ -632,6 +654,47 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Tells the node the wall clock (ms since the Unix epoch) at `now`; routed messages
+    /// are dated with it. Call at start and now and then.
+    pub fn set_wall_clock(&mut self, now: Instant, wall_ms: u64) {
+        self.wall = Some((now, wall_ms));
+    }
+
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.wall.map_or(0, |(at, ms)| {
+            ms + now.saturating_duration_since(at).as_millis() as u64
+        })
+    }
+
+    /// Sends a routed message (signed by the caller) towards its target. A command's
+    /// reply is let in when it comes back.
+    pub fn send_routed(&mut self, now: Instant, r: Routed) -> Result<(), RouteError> {
+        let Some(next) = self.next_hop(&r.to, None) else {
+            self.gate.stats.unroutable += 1;
+            return Err(RouteError::NoRoute(r.to));
+        };
+        if r.kind == ROUTED_COMMAND {
+            self.gate.expect_reply(r.to, r.id, self.wall_ms(now));
+        }
+        self.send(next, Msg::Routed(Box::new(r)));
+        self.flush_peer(next);
+        Ok(())
+    }
+
+    /// Changes who may command this node.
+    pub fn set_command_allow(&mut self, allow: CommandAllow) {
+        self.gate.allow = allow;
+    }
+
+    pub fn routed_stats(&self) -> RoutedStats {
+        self.gate.stats
+    }
+
+    /// Whether this node knows a way to `node`.
+    pub fn reaches(&self, node: &NodeId) -> bool {
+        self.next_hop(node, None).is_some()
+    }
+
     // ----- outputs ------------------------------------------------------------------
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -724,6 +787,46 @@ impl Node {
             let e = p.catalog.get(b)?;
             (!e.path.contains(&self.id)).then_some((*id, p, e))
         })
+    }
+
+    /// The neighbour to hand a message for `target` to: the target itself when it is a
+    /// neighbour, else the one with the shortest route to the target's node broadcast
+    /// (never back where the message came from).
+    fn next_hop(&self, target: &NodeId, came_from: Option<NodeId>) -> Option<NodeId> {
+        if self.peers.contains_key(target) {
+            return Some(*target);
+        }
+        let b = BroadcastId {
+            origin: *target,
+            name: NODE_BROADCAST.into(),
+        };
+        self.routes(&b)
+            .filter(|(id, _, _)| Some(*id) != came_from)
+            .min_by_key(|(id, p, e)| (e.path.len(), p.rtt, *id))
+            .map(|(id, _, _)| id)
+    }
+
+    fn on_routed(&mut self, now: Instant, from: NodeId, mut r: Routed) {
+        if r.to == self.id {
+            let wall = self.wall_ms(now);
+            if self.gate.admit(&r, wall).is_ok() {
+                self.events.push_back(Event::Routed(Box::new(r)));
+            }
+            return;
+        }
+        let next = if r.hops == 0 {
+            None
+        } else {
+            self.next_hop(&r.to, Some(from))
+        };
+        match next {
+            Some(next) => {
+                r.hops -= 1;
+                self.gate.stats.forwarded += 1;
+                self.send(next, Msg::Routed(Box::new(r)));
+            }
+            None => self.gate.stats.unroutable += 1,
+        }
     }
 
     fn catalog_entries(&self, now: Instant) -> Vec<CatalogEntry> {
@@ -1146,8 +1249,16 @@ impl Node {
                 .is_some_and(|pp| pp.site != self.cfg.site)
         });
         let redirect = if wan && !is_origin && !parent_is_remote {
-            // Only the node that brings the broadcast into this site serves other sites.
-            Some(parent.into_iter().collect::<Vec<_>>())
+            // Only the node that brings the broadcast into this site serves other sites:
+            // send the newcomer to our parent, or, with none (nobody here watches it),
+            // to our best route within the site (in the origin's site, the origin).
+            let toward = parent.or_else(|| {
+                self.routes(&b)
+                    .filter(|(_, p, _)| p.site == self.cfg.site)
+                    .min_by_key(|(id, _, e)| (e.path.len(), *id))
+                    .map(|(id, _, _)| id)
+            });
+            Some(toward.into_iter().collect::<Vec<_>>())
         } else if wan && other.len() >= self.cfg.wan_children {
             // The site's uplink already carries one copy out: splice the newcomer into the
             // chain between us and our child there, instead of sending it down the chain

@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::msg::{BroadcastId, Msg, NodeId};
-use crate::node::{Config, Event, Node};
+use crate::identity::Identity;
+use crate::msg::{
+    BroadcastId, Msg, NodeId, Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY, TRACK_CATALOG,
+    TRACK_TELEMETRY,
+};
+use crate::node::{Config, Event, Node, RouteError};
 
 /// How a link behaves, in each direction.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +50,9 @@ pub struct Delivered {
 #[derive(Debug)]
 struct SimNode {
     node: Node,
+    identity: Identity,
+    /// Commands and replies that reached this node, in arrival order.
+    routed: Vec<(Instant, Routed)>,
     site: usize,
     alive: bool,
     timer: Option<Instant>,
@@ -121,7 +128,12 @@ pub struct Net {
     pub produced: Vec<u64>,
     last_timer: Option<(usize, Instant)>,
     spins: u32,
+    /// Nodes answer every command they accept with a reply echoing its body.
+    pub auto_reply: bool,
 }
+
+/// The wall clock of the simulation at its start (ms since the Unix epoch).
+pub const WALL_AT_START_MS: u64 = 1_800_000_000_000;
 
 impl Net {
     pub fn new(seed: u64) -> Self {
@@ -143,6 +155,7 @@ impl Net {
             produced: Vec::new(),
             last_timer: None,
             spins: 0,
+            auto_reply: true,
         }
     }
 
@@ -165,15 +178,22 @@ impl Net {
 
     /// Adds a node in `site` (sites are numbered from 0) with an id made from the seed.
     pub fn add_node(&mut self, site: usize, mut cfg: Config) -> usize {
-        let mut id = [0u8; 32];
-        for chunk in id.chunks_mut(8) {
+        let mut seed = [0u8; 32];
+        for chunk in seed.chunks_mut(8) {
             chunk.copy_from_slice(&self.random().to_be_bytes());
         }
+        // Real keys, so routed messages are signed and checked as on a box.
+        let identity = Identity::from_seed(seed);
+        let id = identity.node_id();
         cfg.site = format!("site{site}");
         let i = self.nodes.len();
-        self.index.insert(NodeId(id), i);
+        self.index.insert(id, i);
+        let mut node = Node::new(id, cfg);
+        node.set_wall_clock(self.now, self.wall_ms());
         self.nodes.push(SimNode {
-            node: Node::new(NodeId(id), cfg),
+            node,
+            identity,
+            routed: Vec::new(),
             site,
             alive: true,
             timer: None,
@@ -183,6 +203,94 @@ impl Net {
             self.wan.resize(site + 1, WanBytes::default());
         }
         i
+    }
+
+    /// The simulated wall clock, ms since the Unix epoch.
+    pub fn wall_ms(&self) -> u64 {
+        WALL_AT_START_MS + (self.now - self.epoch).as_millis() as u64
+    }
+
+    pub fn identity(&self, i: usize) -> &Identity {
+        &self.nodes[i].identity
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i].node
+    }
+
+    /// Publishes node `i`'s own broadcast (capabilities and telemetry), which is also its
+    /// route for commands. Its objects are sent with [`Net::local_object`].
+    pub fn announce(&mut self, i: usize) -> BroadcastId {
+        let now = self.now;
+        let id =
+            self.nodes[i]
+                .node
+                .publish(now, NODE_BROADCAST, vec![TRACK_CATALOG, TRACK_TELEMETRY]);
+        self.pump(i);
+        id
+    }
+
+    /// Publishes a broadcast at `i` whose objects the test sends itself.
+    pub fn publish_quiet(&mut self, i: usize, name: &str, tracks: Vec<u8>) -> BroadcastId {
+        let now = self.now;
+        let id = self.nodes[i].node.publish(now, name, tracks);
+        self.pump(i);
+        id
+    }
+
+    /// An object of a broadcast originating at `i`.
+    pub fn local_object(
+        &mut self,
+        i: usize,
+        b: &BroadcastId,
+        track: u8,
+        group: u64,
+        index: u32,
+        payload: Bytes,
+    ) {
+        let capture_us = (self.now - self.epoch).as_micros() as u64;
+        self.nodes[i]
+            .node
+            .handle_local_object(b, track, group, index, capture_us, payload);
+        self.pump(i);
+    }
+
+    pub fn subscribe_to(&mut self, i: usize, b: BroadcastId) {
+        let now = self.now;
+        self.nodes[i].node.subscribe(now, b);
+        self.pump(i);
+    }
+
+    /// Sends a command signed by `from` to node `to`.
+    pub fn command(
+        &mut self,
+        from: usize,
+        to: usize,
+        id: u64,
+        body: Bytes,
+    ) -> Result<(), RouteError> {
+        let r = Routed::signed(
+            &self.nodes[from].identity,
+            self.id(to),
+            ROUTED_COMMAND,
+            id,
+            self.wall_ms(),
+            body,
+        );
+        self.send_routed(from, r)
+    }
+
+    /// Sends any routed message from node `from` (forged and replayed ones included).
+    pub fn send_routed(&mut self, from: usize, r: Routed) -> Result<(), RouteError> {
+        let now = self.now;
+        let sent = self.nodes[from].node.send_routed(now, r);
+        self.pump(from);
+        sent
+    }
+
+    /// Commands and replies that reached node `i`.
+    pub fn routed(&self, i: usize) -> &[(Instant, Routed)] {
+        &self.nodes[i].routed
     }
 
     pub fn node(&self, i: usize) -> &Node {
@@ -441,6 +549,22 @@ impl Net {
                         index,
                         capture_us,
                     });
+                }
+                Event::Routed(r) => {
+                    let reply = (self.auto_reply && r.kind == ROUTED_COMMAND).then(|| {
+                        Routed::signed(
+                            &self.nodes[i].identity,
+                            r.from,
+                            ROUTED_REPLY,
+                            r.id,
+                            self.wall_ms(),
+                            r.body.clone(),
+                        )
+                    });
+                    self.nodes[i].routed.push((now, *r));
+                    if let Some(reply) = reply {
+                        let _ = self.nodes[i].node.send_routed(now, reply);
+                    }
                 }
                 Event::Connect { peer } => {
                     if let Some(&j) = self.index.get(&peer) {

@@ -17,7 +17,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, Routed, MAX_ROUTED_BODY};
 
 /// The only version this node speaks.
 pub const VERSION: u8 = 1;
@@ -55,6 +55,7 @@ mod kind {
     pub const PONG: u8 = 0x0a;
     pub const GOODBYE: u8 = 0x0b;
     pub const ADDRESSES: u8 = 0x0c;
+    pub const ROUTED: u8 = 0x0d;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -120,6 +121,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::Pong { .. } => kind::PONG,
         Msg::Goodbye => kind::GOODBYE,
         Msg::Addresses { .. } => kind::ADDRESSES,
+        Msg::Routed(_) => kind::ROUTED,
     }
 }
 
@@ -138,6 +140,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::PONG => "Pong",
         kind::GOODBYE => "Goodbye",
         kind::ADDRESSES => "Addresses",
+        kind::ROUTED => "Routed",
         _ => return None,
     })
 }
@@ -153,6 +156,9 @@ const ENTRY_TAIL_LEN: usize = 1 + 8 + 4;
 /// Fixed part of an object after the broadcast: track, group, index, capture time and
 /// the payload length.
 const OBJECT_FIXED_LEN: usize = 1 + 8 + 4 + 8 + 4;
+/// A routed message without its body: to, from, kind, id, sent_ms, hops, body length,
+/// signature.
+const ROUTED_FIXED_LEN: usize = NODE_LEN + NODE_LEN + 1 + 8 + 8 + 1 + 4 + 64;
 
 fn str_len(s: &str) -> usize {
     2 + s.len()
@@ -193,6 +199,7 @@ fn body_len(msg: &Msg) -> usize {
                 .map(|(_, a)| NODE_LEN + str_len(a))
                 .sum::<usize>()
         }
+        Msg::Routed(r) => ROUTED_FIXED_LEN + r.body.len(),
     }
 }
 
@@ -258,6 +265,17 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             put_node(out, node);
             put_str(out, addr);
         }),
+        Msg::Routed(r) => {
+            put_node(out, &r.to);
+            put_node(out, &r.from);
+            out.push(r.kind);
+            put_u64(out, r.id);
+            put_u64(out, r.sent_ms);
+            out.push(r.hops);
+            put_u32(out, r.body.len() as u32);
+            out.extend_from_slice(&r.body);
+            out.extend_from_slice(&r.sig);
+        }
     }
 }
 
@@ -365,6 +383,7 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
             c.count("entries", entries.len(), MAX_REDIRECT)?;
             entries.iter().try_for_each(|(_, a)| c.string("addr", a))?;
         }
+        Msg::Routed(r) => c.count("body", r.body.len(), MAX_ROUTED_BODY)?,
     }
     check_frame_len(encoded_len(msg))
 }
@@ -569,6 +588,7 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
                 Ok((r.node("node")?, r.string("addr")?))
             })?,
         },
+        kind::ROUTED => read_routed(&mut r)?,
         _ => Msg::Goodbye,
     };
     r.finish()?;
@@ -621,6 +641,36 @@ fn read_object(r: &mut Reader<'_>) -> Result<Msg, WireError> {
         capture_us,
         payload,
     })
+}
+
+fn read_routed(r: &mut Reader<'_>) -> Result<Msg, WireError> {
+    let to = r.node("to")?;
+    let from = r.node("from")?;
+    let kind = r.u8("kind")?;
+    let id = r.u64("id")?;
+    let sent_ms = r.u64("sent_ms")?;
+    let hops = r.u8("hops")?;
+    let len = r.u32("body")? as usize;
+    if len > MAX_ROUTED_BODY {
+        return Err(WireError::CountOverLimit {
+            kind: r.kind,
+            field: "body",
+            count: len,
+            max: MAX_ROUTED_BODY,
+        });
+    }
+    let body = Bytes::copy_from_slice(r.take(len, "body")?);
+    let sig = r.array("sig")?;
+    Ok(Msg::Routed(Box::new(Routed {
+        to,
+        from,
+        kind,
+        id,
+        sent_ms,
+        hops,
+        body,
+        sig,
+    })))
 }
 
 fn read_entry(r: &mut Reader<'_>) -> Result<CatalogEntry, WireError> {
@@ -890,6 +940,16 @@ mod tests {
             Msg::SubscribeOk {
                 broadcast: bid("cam"),
             },
+            Msg::Routed(Box::new(Routed {
+                to: node(1),
+                from: node(2),
+                kind: crate::msg::ROUTED_COMMAND,
+                id: u64::MAX,
+                sent_ms: 1_800_000_000_000,
+                hops: 7,
+                body: Bytes::from(vec![b'x'; MAX_ROUTED_BODY]),
+                sig: [9; 64],
+            })),
             Msg::Redirect {
                 broadcast: bid("cam"),
                 to: vec![],
@@ -1023,6 +1083,22 @@ mod tests {
     }
 
     #[test]
+    fn a_routed_body_over_the_limit_is_refused_from_its_length() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[1; 32]);
+        body.extend_from_slice(&[2; 32]);
+        body.push(1);
+        body.extend_from_slice(&7u64.to_be_bytes());
+        body.extend_from_slice(&0u64.to_be_bytes());
+        body.push(3);
+        body.extend_from_slice(&(MAX_ROUTED_BODY as u32 + 1).to_be_bytes());
+        assert!(matches!(
+            decode_one(&raw(kind::ROUTED, &body)),
+            Err(WireError::CountOverLimit { field: "body", .. })
+        ));
+    }
+
+    #[test]
     fn unknown_version() {
         let mut d = Decoder::new();
         d.push(&[2]);
@@ -1033,7 +1109,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x0d, 0xff] {
+        for kind in [0, 0x0e, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })
