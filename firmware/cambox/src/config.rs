@@ -44,7 +44,7 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_SITE")]
     pub site: Option<String>,
 
-    /// Video: auto, testsrc, file:PATH, - (stdin), v4l2:/dev/videoN, libcamera[:ID]
+    /// Video: auto, testsrc, file:PATH, - (stdin), v4l2:/dev/videoN, libcamera[:ID], none
     /// [default: auto = a camera if found, else testsrc]. Files may be H.264 Annex-B
     /// (passed through) or Y4M (encoded).
     #[arg(long, env = "CAMBOX_SOURCE", value_name = "SOURCE")]
@@ -157,6 +157,29 @@ pub struct RunConfig {
     /// GPIO (BCM number) of the status LED, through a resistor to ground [default: 27].
     #[arg(long, env = "CAMBOX_LED_PIN", value_name = "N")]
     pub led_pin: Option<u8>,
+
+    /// A node (hex id, as `cambox sensors` shows) allowed to command this box over the
+    /// mesh (go live, LED, actuators); repeatable; `*` allows every node [default: none].
+    #[arg(
+        long = "allow-commands",
+        env = "CAMBOX_ALLOW_COMMANDS",
+        value_delimiter = ',',
+        value_name = "NODE_ID"
+    )]
+    #[serde(default)]
+    pub allow_commands: Vec<String>,
+
+    /// A sensor to publish: name=temp,unit=C[,min=..,max=..,every=SECONDS],file=PATH or
+    /// ...,cmd=COMMAND (cmd last; it may hold commas). Repeatable; in the file: [[sensor]].
+    #[arg(long = "sensor", value_name = "SPEC", value_parser = cambox_node::bus::sensors::SensorSpec::parse)]
+    #[serde(default)]
+    pub sensor: Vec<cambox_node::bus::sensors::SensorSpec>,
+
+    /// An actuator: name=relay,cmd=COMMAND; `cambox cmd NODE actuator:relay set on` runs
+    /// COMMAND with CAMBOX_VALUE=on. Repeatable; in the file: [[actuator]].
+    #[arg(long = "actuator", value_name = "SPEC", value_parser = cambox_node::bus::sensors::ActuatorSpec::parse)]
+    #[serde(default)]
+    pub actuator: Vec<cambox_node::bus::sensors::ActuatorSpec>,
 }
 
 /// `2000000`, `2000k`, `2M`, `2.5M`.
@@ -238,6 +261,21 @@ impl RunConfig {
             board: self.board.or(file.board),
             button_pin: self.button_pin.or(file.button_pin),
             led_pin: self.led_pin.or(file.led_pin),
+            allow_commands: if self.allow_commands.is_empty() {
+                file.allow_commands
+            } else {
+                self.allow_commands
+            },
+            sensor: if self.sensor.is_empty() {
+                file.sensor
+            } else {
+                self.sensor
+            },
+            actuator: if self.actuator.is_empty() {
+                file.actuator
+            } else {
+                self.actuator
+            },
         }
     }
 
@@ -280,7 +318,55 @@ impl RunConfig {
             node_name: box_settings.node.clone(),
             mdns: self.mdns.unwrap_or(true),
             uplink_kbps: self.uplink.unwrap_or(20_000_000) / 1000,
+            command_allow: self.command_allow()?,
         })
+    }
+
+    /// Who may command this box: `*`, or node ids in hex.
+    pub fn command_allow(&self) -> anyhow::Result<cambox_mesh::routed::CommandAllow> {
+        use cambox_mesh::routed::CommandAllow;
+        if self.allow_commands.is_empty() {
+            return Ok(CommandAllow::Nobody);
+        }
+        if self.allow_commands.iter().any(|a| a == "*") {
+            return Ok(CommandAllow::Anyone);
+        }
+        let ids = self
+            .allow_commands
+            .iter()
+            .map(|a| {
+                cambox_mesh::NodeId::from_hex(a.trim()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--allow-commands '{a}' is not a node id (64 hex digits, as \
+                         `cambox sensors` shows) or *"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(CommandAllow::Only(ids))
+    }
+
+    /// Sensors and actuators, checked (those from the file are checked here too).
+    pub fn bus_devices(
+        &self,
+    ) -> anyhow::Result<(
+        Vec<cambox_node::bus::sensors::SensorSpec>,
+        Vec<cambox_node::bus::sensors::ActuatorSpec>,
+    )> {
+        let mut names = std::collections::HashSet::new();
+        for s in &self.sensor {
+            s.check().map_err(|e| anyhow::anyhow!(e))?;
+            if !names.insert(("sensor", s.name.clone())) {
+                anyhow::bail!("two sensors are called '{}'", s.name);
+            }
+        }
+        for a in &self.actuator {
+            a.check().map_err(|e| anyhow::anyhow!(e))?;
+            if !names.insert(("actuator", a.name.clone())) {
+                anyhow::bail!("two actuators are called '{}'", a.name);
+            }
+        }
+        Ok((self.sensor.clone(), self.actuator.clone()))
     }
 
     /// The registries, checked: http:// or https:// URLs.

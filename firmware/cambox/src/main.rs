@@ -1,5 +1,6 @@
 //! `cambox`: a live-video box, and the tools around it.
 
+mod bus_cli;
 mod config;
 mod duration;
 mod mesh_cli;
@@ -49,6 +50,14 @@ enum Command {
     /// Watch a broadcast from anywhere in the mesh through a box: writes fragmented MP4
     /// to a file or standard output.
     Watch(mesh_cli::WatchArgs),
+    /// List every node of the mesh with what it offers (camera, LED, sensors, ...) and
+    /// its latest readings.
+    Sensors(bus_cli::SensorsArgs),
+    /// Command a node of the mesh, e.g. `cambox cmd a1b2c3 live start` or
+    /// `cambox cmd hall led identify`; the node must allow this box (--allow-commands).
+    Cmd(bus_cli::CmdArgs),
+    /// Follow a chat room (site:SITE, live:STREAM@ORIGIN, ...) or send to it with --send.
+    Chat(bus_cli::ChatArgs),
     /// Run a registry: boxes announce themselves and their streams here so that boxes and
     /// viewers at other sites find them. Soft state, signed by node keys, no database.
     Registry(registry_cmd::RegistryArgs),
@@ -80,6 +89,9 @@ fn main() -> std::process::ExitCode {
             Command::Strip(args) => strip::strip(args).await,
             Command::List(args) => mesh_cli::list(args).await,
             Command::Watch(args) => mesh_cli::watch(args).await,
+            Command::Sensors(args) => bus_cli::sensors(args).await,
+            Command::Cmd(args) => bus_cli::cmd(args).await,
+            Command::Chat(args) => bus_cli::chat(args).await,
             Command::Registry(args) => registry_cmd::run(args).await,
         }
     });

@@ -22,7 +22,7 @@ pub struct BoxAddr {
 }
 
 impl BoxAddr {
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         let base = self.http.trim_end_matches('/');
         if base.starts_with("http://") || base.starts_with("https://") {
             format!("{base}{path}")
@@ -55,7 +55,7 @@ pub struct WatchArgs {
     pub duration: Option<Duration>,
 }
 
-async fn get_text(url: &str) -> anyhow::Result<String> {
+pub async fn get_text(url: &str) -> anyhow::Result<String> {
     let mut body = cambox_node::client::get(url).await?;
     let mut text = Vec::new();
     while let Some(chunk) = body.chunk().await? {

@@ -33,6 +33,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let identity = identity::load_or_create(&key_path, || seed)
         .with_context(|| format!("node key {}", key_path.display()))?;
     let registries = cfg.registries()?;
+    let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;
     cambox_node::board::runner::spawn(board, station.clone(), crate::reset::action(&cli_config))
         .context("cannot start the board thread")?;
@@ -49,6 +50,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         mesh.local_addr
     );
     let _ = station.mesh.set(mesh.clone());
+    cambox_node::bus::start(station.clone(), mesh.clone(), sensors, actuators);
     if !registries.is_empty() {
         let client =
             cambox_node::client::ApiClient::new(cfg.ca_file.as_deref()).context("--ca-file")?;

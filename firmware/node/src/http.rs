@@ -26,6 +26,12 @@ const MESH_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
+impl ApiError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
+        Self(status, msg.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
@@ -43,6 +49,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/v1/events", get(events))
         .route("/live/{file}", get(live_mp4))
         .route("/metrics", get(metrics))
+        .merge(crate::bus_api::routes())
         .fallback(not_found)
         .with_state(station)
 }

@@ -6,6 +6,8 @@
 //! - [`client`]: fetching a live stream from another box (for `record` and `strip`).
 
 pub mod board;
+pub mod bus;
+pub mod bus_api;
 pub mod client;
 pub mod http;
 pub mod live;

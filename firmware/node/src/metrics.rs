@@ -27,6 +27,8 @@ pub struct Metrics {
     pub mesh_parent: Family<Vec<(String, String)>, Gauge>,
     /// Children this box relays each broadcast to.
     pub mesh_children: Family<Vec<(String, String)>, Gauge>,
+    /// Commands and replies by what became of them here (the core's counts since start).
+    pub mesh_routed: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl Default for Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
             mesh_out: Family::default(),
             mesh_parent: Family::default(),
             mesh_children: Family::default(),
+            mesh_routed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -118,6 +121,12 @@ impl Metrics {
             "Neighbours this box relays each broadcast to",
             m.mesh_children.clone(),
         );
+        registry.register(
+            "cambox_mesh_routed",
+            "Commands and replies at this box since start, by outcome: delivered, forwarded, \
+             forged, replayed, unauthorized, unroutable",
+            m.mesh_routed.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -131,6 +140,21 @@ impl Metrics {
         self.mesh_out
             .get_or_create(&vec![("peer".into(), peer.to_string())])
             .clone()
+    }
+
+    pub fn set_routed(&self, s: &cambox_mesh::routed::RoutedStats) {
+        for (outcome, n) in [
+            ("delivered", s.delivered),
+            ("forwarded", s.forwarded),
+            ("forged", s.forged),
+            ("replayed", s.replayed),
+            ("unauthorized", s.unauthorized),
+            ("unroutable", s.unroutable),
+        ] {
+            self.mesh_routed
+                .get_or_create(&vec![("outcome".into(), outcome.into())])
+                .set(n as i64);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -65,6 +65,8 @@ pub struct Station {
     on_air: watch::Sender<Option<Broadcast>>,
     /// The overlay, once joined.
     pub mesh: OnceLock<Mesh>,
+    /// What carries out commands (sensors, actuators, live, LED), once set up.
+    pub bus: OnceLock<Arc<crate::bus::commands::Executor>>,
     /// Start-up has finished (the LED leaves "booting").
     start_done: AtomicBool,
     /// A camera and encoder are being opened.
@@ -90,6 +92,7 @@ impl Station {
             last_error: Mutex::new(None),
             on_air: watch::Sender::new(None),
             mesh: OnceLock::new(),
+            bus: OnceLock::new(),
             start_done: AtomicBool::new(false),
             going_live: AtomicBool::new(false),
             board: OnceLock::new(),

@@ -41,9 +41,11 @@ pub enum SourceError {
     #[error("{what}: device error: {reason}")]
     Device { what: String, reason: String },
     #[error(
-        "unknown source '{0}': use testsrc, file:PATH, - (stdin), v4l2:/dev/videoN or libcamera"
+        "unknown source '{0}': use testsrc, file:PATH, - (stdin), v4l2:/dev/videoN, libcamera or none"
     )]
     UnknownSpec(String),
+    #[error("this box has no camera (source none): it carries sensors, chat and relays only")]
+    NoCamera,
     #[error("source '{spec}' needs cargo feature '{feature}', which this build does not have")]
     NotBuilt { spec: String, feature: &'static str },
 }

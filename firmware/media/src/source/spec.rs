@@ -20,6 +20,8 @@ pub enum SourceSpec {
     V4l2(String),
     /// A libcamera camera, by id or the first one.
     Libcamera(Option<String>),
+    /// No camera: a box that only carries sensors, chat and relays.
+    None,
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -30,6 +32,7 @@ impl std::str::FromStr for SourceSpec {
             "testsrc" => Self::Testsrc,
             "-" => Self::Stdin,
             "libcamera" => Self::Libcamera(None),
+            "none" => Self::None,
             _ => {
                 if let Some(p) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
                     Self::File(p.into())
@@ -55,6 +58,7 @@ impl std::fmt::Display for SourceSpec {
             Self::V4l2(d) => write!(f, "v4l2:{d}"),
             Self::Libcamera(None) => write!(f, "libcamera"),
             Self::Libcamera(Some(c)) => write!(f, "libcamera:{c}"),
+            Self::None => write!(f, "none"),
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn open_video(
         )?)),
         SourceSpec::V4l2(dev) => open_v4l2(dev, opts),
         SourceSpec::Libcamera(cam) => open_libcamera(cam.as_deref(), opts),
+        SourceSpec::None => Err(SourceError::NoCamera),
     }
 }
 

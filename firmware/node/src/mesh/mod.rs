@@ -6,13 +6,14 @@
 //! rebuilt as local [`Broadcast`]s, so every viewer endpoint serves a remote stream exactly
 //! like the box's own.
 
+pub mod bus;
 pub mod conn;
 pub mod discovery;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,12 +22,16 @@ use cambox_media::{Broadcast, FrameRate, GroupObject, TrackWriter};
 use cambox_mesh::identity::Identity;
 use cambox_mesh::msg::{TRACK_AUDIO, TRACK_CATALOG, TRACK_VIDEO};
 use cambox_mesh::node::{Config as CoreConfig, Event, Node};
+use cambox_mesh::routed::{CommandAllow, RoutedStats};
 use cambox_mesh::{BroadcastId, Msg, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use self::bus::{ChatRoom, Followed, Incoming, OwnNode, PendingReplies};
 use self::conn::{Established, Inbox, CLOSE_DUPLICATE, CLOSE_NORMAL};
+use crate::bus::chat::Message as ChatMessage;
+use crate::bus::NodeView;
 use crate::metrics::Metrics;
 
 /// Groups of a received broadcast kept for this box's own viewers.
@@ -58,6 +63,10 @@ pub enum MeshError {
     Timeout(String, Duration),
     #[error("the mesh driver stopped")]
     Stopped,
+    #[error("{0}")]
+    Route(String),
+    #[error("no reply from node {0} within {1:?}")]
+    NoReply(String, Duration),
 }
 
 /// How this box joins the overlay.
@@ -74,6 +83,8 @@ pub struct MeshSettings {
     pub mdns: bool,
     /// Upload budget for relaying, kbit/s.
     pub uplink_kbps: u32,
+    /// Who may command this box over the overlay.
+    pub command_allow: CommandAllow,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -85,7 +96,7 @@ pub struct MeshBroadcast {
     /// Full id (hex) of the origin node.
     pub origin_id: String,
     pub site: String,
-    /// Relays between the origin and this box (0 = this box's neighbour is the origin).
+    /// Links between the origin and this box (1 = the origin is a neighbour).
     pub hops: usize,
     /// True for this box's own broadcast.
     pub local: bool,
@@ -146,6 +157,36 @@ pub enum Input {
         reply: oneshot::Sender<Result<Watched, MeshError>>,
     },
     Unwatch(BroadcastId),
+    /// This box's announcement or telemetry (JSON) changed.
+    Own {
+        track: u8,
+        json: Bytes,
+    },
+    Command {
+        to: NodeId,
+        body: Bytes,
+        reply: oneshot::Sender<Result<Bytes, MeshError>>,
+    },
+    Reply {
+        to: NodeId,
+        id: u64,
+        body: Bytes,
+    },
+    Nodes(oneshot::Sender<Vec<NodeView>>),
+    RoutedStats(oneshot::Sender<RoutedStats>),
+    ChatFollow {
+        room: String,
+        reply: oneshot::Sender<(
+            Vec<ChatMessage>,
+            tokio::sync::broadcast::Receiver<ChatMessage>,
+        )>,
+    },
+    ChatSend {
+        room: String,
+        name: String,
+        text: String,
+        reply: oneshot::Sender<ChatMessage>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -186,6 +227,8 @@ pub struct Mesh {
     pub id: NodeId,
     /// The endpoint's bound address (with the port the OS chose for port 0).
     pub local_addr: SocketAddr,
+    /// Commands for this box from the overlay, for whoever carries them out.
+    incoming: Arc<Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>>,
 }
 
 impl Mesh {
@@ -228,15 +271,18 @@ impl Mesh {
         let first_version = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
-        let core = Node::new(
+        let mut core = Node::new(
             id,
             CoreConfig {
                 site: settings.site.clone(),
                 uplink_kbps: settings.uplink_kbps,
                 first_version,
+                command_allow: settings.command_allow.clone(),
                 ..CoreConfig::default()
             },
         );
+        core.set_wall_clock(Instant::now(), crate::bus::wall_ms());
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
         let hello = hello(&core, &settings);
         tokio::spawn(accept_loop(endpoint.clone(), tx.clone(), id, hello.clone()));
@@ -269,9 +315,125 @@ impl Mesh {
             remotes: HashMap::new(),
             metrics,
             discovery,
+            identity,
+            own_node: None,
+            followed: HashMap::new(),
+            follow_nodes_until: None,
+            pending_replies: PendingReplies::new(),
+            next_routed_id: first_version << 8,
+            incoming: incoming_tx,
+            rooms: HashMap::new(),
         };
         tokio::spawn(driver.run(rx, on_air));
-        Ok(Mesh { tx, id, local_addr })
+        Ok(Mesh {
+            tx,
+            id,
+            local_addr,
+            incoming: Arc::new(Mutex::new(Some(incoming_rx))),
+        })
+    }
+
+    /// The commands other nodes send this box; the first caller gets them.
+    pub fn take_incoming(&self) -> Option<mpsc::UnboundedReceiver<Incoming>> {
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// What this box offers, announced to every node.
+    pub fn set_announcement(&self, a: &crate::bus::Announcement) {
+        let json = Bytes::from(serde_json::to_vec(a).unwrap_or_default());
+        let _ = self.tx.send(Input::Own {
+            track: TRACK_CATALOG,
+            json,
+        });
+    }
+
+    /// This box's readings, published on its telemetry track.
+    pub fn set_telemetry(&self, t: &crate::bus::Telemetry) {
+        let json = Bytes::from(serde_json::to_vec(t).unwrap_or_default());
+        let _ = self.tx.send(Input::Own {
+            track: cambox_mesh::msg::TRACK_TELEMETRY,
+            json,
+        });
+    }
+
+    /// Sends a command to `to` and waits for its reply.
+    pub async fn command(
+        &self,
+        to: NodeId,
+        req: &crate::bus::commands::Request,
+        wait: Duration,
+    ) -> Result<crate::bus::commands::Reply, MeshError> {
+        let body = Bytes::from(serde_json::to_vec(req).unwrap_or_default());
+        let answer =
+            tokio::time::timeout(wait, self.ask(|reply| Input::Command { to, body, reply }))
+                .await
+                .map_err(|_| MeshError::NoReply(to.short(), wait))???;
+        serde_json::from_slice(&answer)
+            .map_err(|e| MeshError::Route(format!("unreadable reply from {}: {e}", to.short())))
+    }
+
+    /// Answers a command that came in through [`Mesh::take_incoming`].
+    pub fn reply(&self, to: NodeId, id: u64, reply: &crate::bus::commands::Reply) {
+        let body = Bytes::from(serde_json::to_vec(reply).unwrap_or_default());
+        let _ = self.tx.send(Input::Reply { to, id, body });
+    }
+
+    /// Every node of the mesh with its announcement and latest readings. The first ask
+    /// starts following them all (for a minute after the last ask), so it waits `wait`
+    /// for their answers to arrive.
+    pub async fn nodes(&self, wait: Duration) -> Result<Vec<NodeView>, MeshError> {
+        let first = self.ask(Input::Nodes).await?;
+        if first.iter().all(|n| n.local || n.announcement.is_some()) {
+            return Ok(first);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.ask(Input::Nodes).await?;
+            if tokio::time::Instant::now() >= deadline
+                || now.iter().all(|n| n.local || n.announcement.is_some())
+            {
+                return Ok(now);
+            }
+        }
+    }
+
+    pub async fn routed_stats(&self) -> Result<RoutedStats, MeshError> {
+        self.ask(Input::RoutedStats).await
+    }
+
+    /// The room's recent messages and a receiver of the ones that follow.
+    pub async fn chat_follow(
+        &self,
+        room: &str,
+    ) -> Result<
+        (
+            Vec<ChatMessage>,
+            tokio::sync::broadcast::Receiver<ChatMessage>,
+        ),
+        MeshError,
+    > {
+        let room = room.to_string();
+        self.ask(|reply| Input::ChatFollow { room, reply }).await
+    }
+
+    pub async fn chat_send(
+        &self,
+        room: &str,
+        name: &str,
+        text: &str,
+    ) -> Result<ChatMessage, MeshError> {
+        let (room, name, text) = (room.to_string(), name.to_string(), text.to_string());
+        self.ask(|reply| Input::ChatSend {
+            room,
+            name,
+            text,
+            reply,
+        })
+        .await
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, MeshError> {
@@ -409,6 +571,15 @@ struct Driver {
     remotes: HashMap<BroadcastId, Remote>,
     metrics: Arc<Metrics>,
     discovery: Option<discovery::Mdns>,
+    identity: Identity,
+    own_node: Option<OwnNode>,
+    /// Other nodes' `.node` broadcasts being followed, with what they said last.
+    followed: HashMap<BroadcastId, Followed>,
+    follow_nodes_until: Option<Instant>,
+    pending_replies: PendingReplies,
+    next_routed_id: u64,
+    incoming: mpsc::UnboundedSender<Incoming>,
+    rooms: HashMap<String, ChatRoom>,
 }
 
 impl Driver {
@@ -421,6 +592,7 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let initial = on_air.borrow_and_update().clone();
         self.set_local(initial);
+        self.publish_own_node(Instant::now());
         loop {
             let wake = self
                 .core
@@ -540,6 +712,26 @@ impl Driver {
                         r.idle_since = Some(now);
                     }
                 }
+            }
+            Input::Own { track, json } => self.set_own(track, json),
+            Input::Command { to, body, reply } => self.send_command(now, to, body, reply),
+            Input::Reply { to, id, body } => self.send_reply(now, to, id, body),
+            Input::Nodes(reply) => {
+                let _ = reply.send(self.nodes(now));
+            }
+            Input::RoutedStats(reply) => {
+                let _ = reply.send(self.core.routed_stats());
+            }
+            Input::ChatFollow { room, reply } => {
+                let _ = reply.send(self.chat_follow(now, &room));
+            }
+            Input::ChatSend {
+                room,
+                name,
+                text,
+                reply,
+            } => {
+                let _ = reply.send(self.chat_send(now, &room, &name, &text));
             }
             Input::Shutdown(_) => {}
         }
@@ -668,7 +860,12 @@ impl Driver {
                     index,
                     capture_us,
                     payload,
-                } => self.deliver(now, &broadcast, track, index, capture_us, payload),
+                } => {
+                    if !self.deliver_bus(&broadcast, track, &payload) {
+                        self.deliver(now, &broadcast, track, index, capture_us, payload)
+                    }
+                }
+                Event::Routed(r) => self.routed(*r),
             }
         }
     }
@@ -741,6 +938,8 @@ impl Driver {
         self.core
             .known_broadcasts(now)
             .into_iter()
+            // Names starting with '.' are the overlay's own (nodes, chat), not streams.
+            .filter(|(b, _, _)| !b.name.starts_with('.'))
             .map(|(b, site, hops)| MeshBroadcast {
                 local: b.origin == self.id,
                 origin: b.origin.short(),
@@ -866,6 +1065,11 @@ impl Driver {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        self.core.set_wall_clock(now, crate::bus::wall_ms());
+        self.follow_nodes(now);
+        self.follow_rooms(now);
+        self.pending_replies.retain(|_, tx| !tx.is_closed());
+        self.metrics.set_routed(&self.core.routed_stats());
         // Static peers: dial the ones not connected (their ids are learned on connect).
         let connected: HashSet<SocketAddr> = self
             .links
@@ -909,7 +1113,7 @@ impl Driver {
     fn update_tree_metrics(&self, known: &HashSet<BroadcastId>) {
         self.metrics.mesh_parent.clear();
         self.metrics.mesh_children.clear();
-        for b in known {
+        for b in known.iter().filter(|b| !b.name.starts_with('.')) {
             let label = format!("{}@{}", b.name, b.origin.short());
             if let Some(p) = self.core.parent(b) {
                 self.metrics
