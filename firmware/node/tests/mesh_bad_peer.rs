@@ -23,6 +23,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         node_name: site.into(),
         mdns: false,
         uplink_kbps: 20_000,
+        command_allow: Default::default(),
     }
 }
 
