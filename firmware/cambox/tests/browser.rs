@@ -5,6 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -129,4 +130,47 @@ fn the_registry_page_lists_a_live_stream_and_its_link_plays_it_on_a_box() {
         "the link opens the stream on the box that carries it"
     );
     assert_eq!(result["playing"], true);
+}
+
+#[test]
+fn a_chat_message_typed_on_the_page_reaches_the_other_box() {
+    require("node");
+    let _serial = serial();
+    let a = BoxProc::start(&["--node", "east", "--source", "none", "--site", "lab"]);
+    let b = BoxProc::start(&[
+        "--node",
+        "west",
+        "--source",
+        "none",
+        "--site",
+        "lab",
+        "--peer",
+        &a.mesh_addr,
+    ]);
+    // b follows the room before the message is sent, as an open page would.
+    http(&b.addr(), "GET", "/api/v1/chat/site:lab", "");
+    let out = Command::new("node")
+        .arg(script_dir().join("chat_page.mjs"))
+        .arg(&a.base)
+        .arg("hello from the page")
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "chat page check failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result = json(stdout.lines().last().unwrap_or_default());
+    assert_eq!(result["room"], "site:lab", "{result}");
+    assert_eq!(result["cleared"], true, "{result}");
+    wait_until(
+        "the message on the other box",
+        Duration::from_secs(5),
+        || {
+            http(&b.addr(), "GET", "/api/v1/chat/site:lab", "")
+                .1
+                .contains("hello from the page")
+        },
+    );
 }
