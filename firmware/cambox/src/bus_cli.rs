@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::duration::parse_duration;
-use crate::mesh_cli::{get_text, BoxAddr};
+use crate::mesh_cli::{get_json_or_print, get_text, BoxAddr};
 
 #[derive(Debug, clap::Args)]
 pub struct SensorsArgs {
@@ -72,14 +72,9 @@ async fn post(
 }
 
 pub async fn sensors(args: SensorsArgs) -> anyhow::Result<()> {
-    let url = args.target.url("/api/v1/sensors");
-    let text = get_text(&url).await?;
-    if args.json {
-        println!("{text}");
+    let Some(v) = get_json_or_print(&args.target, "/api/v1/sensors", args.json).await? else {
         return Ok(());
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
+    };
     println!(
         "{:<14} {:<16} {:<10} {:>4}  CAPABILITIES / READINGS",
         "NODE", "NAME", "SITE", "HOPS"

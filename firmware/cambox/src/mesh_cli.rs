@@ -64,15 +64,28 @@ pub async fn get_text(url: &str) -> anyhow::Result<String> {
     String::from_utf8(text).context("the box answered with non-UTF-8 text")
 }
 
-pub async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let url = args.target.url("/api/v1/streams");
+/// GETs `path` from the box as JSON; with `raw`, prints it as it came and returns None
+/// (the `--json` of the listing commands).
+pub async fn get_json_or_print(
+    target: &BoxAddr,
+    path: &str,
+    raw: bool,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let url = target.url(path);
     let text = get_text(&url).await?;
-    if args.json {
+    if raw {
         println!("{text}");
-        return Ok(());
+        return Ok(None);
     }
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{url} did not answer JSON"))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .with_context(|| format!("{url} did not answer JSON"))
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let Some(v) = get_json_or_print(&args.target, "/api/v1/streams", args.json).await? else {
+        return Ok(());
+    };
     let streams = v["streams"].as_array().cloned().unwrap_or_default();
     println!(
         "{:<24} {:<14} {:<12} {:>4}  {:<5}  URL",

@@ -124,7 +124,7 @@ impl Station {
             started: self.start_done.load(Ordering::Relaxed),
             network,
             peers: self.metrics.mesh_peers.get().max(0) as usize,
-            live: self.is_live(),
+            live: self.live_without_waiting(),
             going_live: self.going_live.load(Ordering::Relaxed),
             fault: lock(&self.last_error).as_deref().map(Fault::classify),
         }
@@ -169,6 +169,18 @@ impl Station {
     /// Follows the live broadcast: `Some` while live, `None` otherwise.
     pub fn on_air(&self) -> watch::Receiver<Option<Broadcast>> {
         self.on_air.subscribe()
+    }
+
+    /// Like [`Station::is_live`], but never waits for a camera being opened (which holds
+    /// the pipeline for up to seconds): the LED must keep blinking meanwhile.
+    fn live_without_waiting(&self) -> bool {
+        match self.pipeline.try_lock() {
+            Ok(mut slot) => {
+                self.reap(&mut slot);
+                slot.is_some()
+            }
+            Err(_) => self.metrics.live.get() == 1,
+        }
     }
 
     pub fn is_live(&self) -> bool {
