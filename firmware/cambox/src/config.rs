@@ -180,6 +180,24 @@ pub struct RunConfig {
     #[arg(long = "actuator", value_name = "SPEC", value_parser = cambox_node::bus::sensors::ActuatorSpec::parse)]
     #[serde(default)]
     pub actuator: Vec<cambox_node::bus::sensors::ActuatorSpec>,
+
+    /// Wi-Fi for the SD image's network setup (`[wifi]` in the file only; `cambox run`
+    /// itself ignores it, `cambox import-config` turns it into wpa_supplicant's).
+    #[arg(skip)]
+    #[serde(default)]
+    pub wifi: Option<WifiConfig>,
+}
+
+/// `[wifi]` in `cambox.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WifiConfig {
+    pub ssid: String,
+    /// The passphrase (8 to 63 characters) or the 64-hex-digit key; absent for an open
+    /// network.
+    pub psk: Option<String>,
+    /// Two-letter country code for the radio's regulatory rules (e.g. "DE").
+    pub country: Option<String>,
 }
 
 /// `2000000`, `2000k`, `2M`, `2.5M`.
@@ -261,6 +279,7 @@ impl RunConfig {
             board: self.board.or(file.board),
             button_pin: self.button_pin.or(file.button_pin),
             led_pin: self.led_pin.or(file.led_pin),
+            wifi: self.wifi.or(file.wifi),
             allow_commands: if self.allow_commands.is_empty() {
                 file.allow_commands
             } else {

@@ -1,5 +1,6 @@
 //! `cambox`: a live-video box, and the tools around it.
 
+mod boot_config;
 mod bus_cli;
 mod config;
 mod duration;
@@ -61,6 +62,11 @@ enum Command {
     /// Run a registry: boxes announce themselves and their streams here so that boxes and
     /// viewers at other sites find them. Soft state, signed by node keys, no database.
     Registry(registry_cmd::RegistryArgs),
+    /// SD image start-up: check the cambox.toml on the boot partition and copy it to the
+    /// data partition (with wpa_supplicant.conf from its [wifi]), atomically.
+    ImportConfig(boot_config::ImportArgs),
+    /// Print this box's node id, making the node key first if there is none.
+    Id(boot_config::IdArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +99,8 @@ fn main() -> std::process::ExitCode {
             Command::Cmd(args) => bus_cli::cmd(args).await,
             Command::Chat(args) => bus_cli::chat(args).await,
             Command::Registry(args) => registry_cmd::run(args).await,
+            Command::ImportConfig(args) => boot_config::import_cmd(args),
+            Command::Id(args) => boot_config::id_cmd(args),
         }
     });
     match result {
