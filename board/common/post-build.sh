@@ -1,0 +1,17 @@
+#!/bin/sh
+# Runs on the build machine after the root file system is assembled ($1: the target
+# directory). The root stays read-only on the box: everything that changes lives on the
+# data partition (/data) or in tmpfs (/run, /tmp).
+set -eu
+target=$1
+mkdir -p "$target/boot" "$target/data" "$target/run" "$target/tmp"
+# The boot and data partitions are mounted by S01mounts by their labels, not by fstab.
+grep -q '^# cambox' "$target/etc/fstab" 2>/dev/null ||
+	printf '# cambox: / is read-only; /boot and /data are mounted by /etc/init.d/S01mounts\n' \
+		>>"$target/etc/fstab"
+# Buildroot's own start-up scripts that the cambox ones replace.
+rm -f "$target/etc/init.d/S40network" "$target/etc/init.d/S02sysctl.orig"
+for s in S01syslogd S02klogd S02sysctl S20urandom S49ntp S50crond; do
+	[ -e "$target/etc/init.d/$s" ] && chmod -x "$target/etc/init.d/$s"
+done
+exit 0
