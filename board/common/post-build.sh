@@ -9,9 +9,9 @@ mkdir -p "$target/boot" "$target/data" "$target/run" "$target/tmp"
 grep -q '^# cambox' "$target/etc/fstab" 2>/dev/null ||
 	printf '# cambox: / is read-only; /boot and /data are mounted by /etc/init.d/S01mounts\n' \
 		>>"$target/etc/fstab"
-# Buildroot's own start-up scripts that the cambox ones replace.
-rm -f "$target/etc/init.d/S40network" "$target/etc/init.d/S02sysctl.orig"
-for s in S01syslogd S02klogd S02sysctl S20urandom S49ntp S50crond; do
+# Start-up scripts of Buildroot's packages that would write to the read-only root or
+# duplicate ours (the overlay, copied before this runs, replaced S40network by name).
+for s in S20seedrng S20urandom S49ntp S50crond; do
 	[ -e "$target/etc/init.d/$s" ] && chmod -x "$target/etc/init.d/$s"
 done
 exit 0
