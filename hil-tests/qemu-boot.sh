@@ -12,7 +12,8 @@
 #   5. after a reboot with the same disks, the node id is the same (the key persisted)
 #      and a bad cambox.toml is refused while the box keeps its last good one.
 #
-# Usage: hil-tests/qemu-boot.sh [--cambox PATH]   (default: build it with scripts/cross)
+# Usage: hil-tests/qemu-boot.sh [--cambox PATH]   (default: the static musl build, made
+# with scripts/cross; a glibc build also works, its libraries are copied in)
 # Needs: qemu-system-aarch64, mkfs.vfat, mcopy, mkfs.ext4, cpio, curl, ffmpeg, and apt
 # with the arm64 architecture added (scripts/setup-deps does all this).
 set -euo pipefail
@@ -52,7 +53,7 @@ kmods=$(ls -d "$cache"/k/lib/modules/*/kernel)
 
 if [ -z "$cambox_arm" ]; then
   say "building cambox for aarch64"
-  cambox_arm=$("$root/scripts/cross" build aarch64-unknown-linux-gnu)
+  cambox_arm=$("$root/scripts/cross" build aarch64-unknown-linux-musl)
 fi
 [ -x "$cambox_arm" ] || fail "no aarch64 cambox at $cambox_arm"
 cambox_host=$target/debug/cambox
@@ -65,10 +66,13 @@ mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,run,tmp,boot,d
 cp "$cache/b/bin/busybox" "$r/bin/busybox"
 # Without its debug information: the image strips it too.
 aarch64-linux-gnu-strip -o "$r/usr/bin/cambox" "$cambox_arm"
-sysroot=/usr/aarch64-linux-gnu/lib
-for lib in ld-linux-aarch64.so.1 libc.so.6 libm.so.6 libgcc_s.so.1 libstdc++.so.6; do
-  cp -L "$sysroot/$lib" "$r/lib/$lib"
-done
+# A static (musl) build needs nothing else; a glibc build brings its libraries.
+if aarch64-linux-gnu-readelf -l "$cambox_arm" | grep -q 'program interpreter'; then
+  sysroot=/usr/aarch64-linux-gnu/lib
+  for lib in ld-linux-aarch64.so.1 libc.so.6 libm.so.6 libgcc_s.so.1 libstdc++.so.6; do
+    cp -L "$sysroot/$lib" "$r/lib/$lib"
+  done
+fi
 : >"$r/lib/modules/load-order"
 for m in drivers/net/failover net/core/failover drivers/net/net_failover \
          drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci_modern_dev \
