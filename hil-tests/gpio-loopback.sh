@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --press-pin) press_pin=$2; shift 2 ;;
     --sense-pin) sense_pin=$2; shift 2 ;;
     --chip) chip=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpio-loopback: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -26,7 +26,7 @@ cambox_arm=
 while [ $# -gt 0 ]; do
   case "$1" in
     --cambox) cambox_arm=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "qemu-boot: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
