@@ -214,13 +214,16 @@ async fn button(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response,
         )
     })?;
     let Some(vb) = st.virtual_button() else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            format!(
-                "this box's button is {}: press the real one",
-                st.status().board
+        return Err(match st.status().board {
+            "none" => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this box has no board attached (yet)".into(),
             ),
-        ));
+            kind => ApiError(
+                StatusCode::CONFLICT,
+                format!("this box's button is on its {kind} board: press the real one"),
+            ),
+        });
     };
     let now = std::time::Instant::now();
     let held = match (req.press, req.hold) {

@@ -22,7 +22,7 @@ use cambox_media::{Broadcast, FrameRate, GroupObject, TrackWriter};
 use cambox_mesh::identity::Identity;
 use cambox_mesh::msg::{TRACK_AUDIO, TRACK_CATALOG, TRACK_VIDEO};
 use cambox_mesh::node::{Config as CoreConfig, Event, Node};
-use cambox_mesh::routed::{CommandAllow, RoutedStats};
+use cambox_mesh::routed::CommandAllow;
 use cambox_mesh::{BroadcastId, Msg, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -173,7 +173,6 @@ pub enum Input {
         body: Bytes,
     },
     Nodes(oneshot::Sender<Vec<NodeView>>),
-    RoutedStats(oneshot::Sender<RoutedStats>),
     ChatFollow {
         room: String,
         reply: oneshot::Sender<(
@@ -399,10 +398,6 @@ impl Mesh {
                 return Ok(now);
             }
         }
-    }
-
-    pub async fn routed_stats(&self) -> Result<RoutedStats, MeshError> {
-        self.ask(Input::RoutedStats).await
     }
 
     /// The room's recent messages and a receiver of the ones that follow.
@@ -718,9 +713,6 @@ impl Driver {
             Input::Reply { to, id, body } => self.send_reply(now, to, id, body),
             Input::Nodes(reply) => {
                 let _ = reply.send(self.nodes(now));
-            }
-            Input::RoutedStats(reply) => {
-                let _ = reply.send(self.core.routed_stats());
             }
             Input::ChatFollow { room, reply } => {
                 let _ = reply.send(self.chat_follow(now, &room));
