@@ -11,6 +11,7 @@ pub mod decode;
 pub mod encode;
 pub mod fmp4;
 pub mod frame;
+pub mod rtp;
 pub mod source;
 pub mod strip;
 #[cfg(feature = "v4l2")]
