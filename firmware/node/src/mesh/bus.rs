@@ -171,7 +171,9 @@ impl Driver {
     /// Every node of the mesh with what it announced; starts following them all.
     pub(super) fn nodes(&mut self, now: Instant) -> Vec<NodeView> {
         self.follow_nodes_until = Some(now + FOLLOW_NODES_FOR);
-        self.follow_nodes(now);
+        let catalog = self.core.known_broadcasts(now);
+        let known: HashSet<BroadcastId> = catalog.iter().map(|(b, _, _)| b.clone()).collect();
+        self.follow_nodes(now, &known);
         let mut out = Vec::new();
         if let Some(own) = &self.own_node {
             out.push(NodeView {
@@ -190,7 +192,7 @@ impl Driver {
                     .and_then(|t| serde_json::from_slice(t).ok()),
             });
         }
-        for (b, site, hops) in self.core.known_broadcasts(now) {
+        for (b, site, hops) in catalog {
             if b.name != NODE_BROADCAST || b.origin == self.id {
                 continue;
             }
@@ -209,14 +211,13 @@ impl Driver {
     }
 
     /// Subscribes to every `.node` broadcast while someone wants them, and lets go after.
-    pub(super) fn follow_nodes(&mut self, now: Instant) {
+    /// `known`: every broadcast in the catalog now.
+    pub(super) fn follow_nodes(&mut self, now: Instant, known: &HashSet<BroadcastId>) {
         let wanted = self.follow_nodes_until.is_some_and(|t| now < t);
-        let known: HashSet<BroadcastId> = self
-            .core
-            .known_broadcasts(now)
-            .into_iter()
-            .map(|(b, _, _)| b)
+        let known: HashSet<BroadcastId> = known
+            .iter()
             .filter(|b| b.name == NODE_BROADCAST && b.origin != self.id)
+            .cloned()
             .collect();
         let gone: Vec<BroadcastId> = self
             .followed
@@ -258,7 +259,13 @@ impl Driver {
         let r = self.room(now, room);
         r.until = r.until.max(now + ROOM_LINGER);
         let out = (r.room.history(), r.followers.subscribe());
-        self.follow_rooms(now);
+        let known = self
+            .core
+            .known_broadcasts(now)
+            .into_iter()
+            .map(|(b, _, _)| b)
+            .collect();
+        self.follow_rooms(now, &known);
         out
     }
 
@@ -306,13 +313,11 @@ impl Driver {
     }
 
     /// Joins every sender's broadcast of the rooms being followed; leaves rooms nobody
-    /// follows and withdraws this box's idle chat broadcasts.
-    pub(super) fn follow_rooms(&mut self, now: Instant) {
-        let known: Vec<BroadcastId> = self
-            .core
-            .known_broadcasts(now)
-            .into_iter()
-            .map(|(b, _, _)| b)
+    /// follows and withdraws this box's idle chat broadcasts. `known`: every broadcast in
+    /// the catalog now.
+    pub(super) fn follow_rooms(&mut self, now: Instant, known: &HashSet<BroadcastId>) {
+        let known: Vec<&BroadcastId> = known
+            .iter()
             .filter(|b| b.origin != self.id && chat::room_of(&b.name).is_some())
             .collect();
         let mut leave = Vec::new();
@@ -323,7 +328,7 @@ impl Driver {
             let senders: HashSet<BroadcastId> = known
                 .iter()
                 .filter(|b| followed && chat::room_of(&b.name) == Some(name.as_str()))
-                .cloned()
+                .map(|b| (*b).clone())
                 .collect();
             leave.extend(r.subscribed.difference(&senders).cloned());
             join.extend(senders.difference(&r.subscribed).cloned());

@@ -1058,8 +1058,15 @@ impl Driver {
     fn tick(&mut self) {
         let now = Instant::now();
         self.core.set_wall_clock(now, crate::bus::wall_ms());
-        self.follow_nodes(now);
-        self.follow_rooms(now);
+        // The catalog as it stands, once for everything below that follows it.
+        let known: HashSet<BroadcastId> = self
+            .core
+            .known_broadcasts(now)
+            .into_iter()
+            .map(|(b, _, _)| b)
+            .collect();
+        self.follow_nodes(now, &known);
+        self.follow_rooms(now, &known);
         self.pending_replies.retain(|_, tx| !tx.is_closed());
         self.metrics.set_routed(&self.core.routed_stats());
         // Static peers: dial the ones not connected (their ids are learned on connect).
@@ -1081,12 +1088,6 @@ impl Driver {
         }
         // Broadcasts nobody watches any more, or that left the mesh, are let go; their
         // writers close, which ends any viewer still attached.
-        let known: HashSet<BroadcastId> = self
-            .core
-            .known_broadcasts(now)
-            .into_iter()
-            .map(|(b, _, _)| b)
-            .collect();
         let gone: Vec<BroadcastId> = self
             .remotes
             .iter()
