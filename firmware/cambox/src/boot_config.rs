@@ -11,11 +11,11 @@
 //!   directory is synced: a power cut at any moment leaves the old file or the new one,
 //!   never half of one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::box_files::{remove_durably, write_atomic};
 use crate::config::{load_file, WifiConfig};
 
 #[derive(Debug, clap::Args)]
@@ -157,46 +157,8 @@ pub fn wpa_supplicant_conf(w: &WifiConfig) -> Result<String, String> {
     Ok(out)
 }
 
-/// Replaces `path` with `bytes` so that a power cut leaves the old or the new file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = PathBuf::from(format!("{}.new", path.display()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    sync_dir(path)
-}
-
-fn remove_durably(path: &Path) -> anyhow::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => sync_dir(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
-    }
-}
-
-fn sync_dir(path: &Path) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync {}", dir.display()))
-}
-
 pub fn id_cmd(args: IdArgs) -> anyhow::Result<()> {
-    if let Some(dir) = args.key.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {} for the node key", dir.display()))?;
-    }
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
-    let identity = cambox_mesh::identity::load_or_create(&args.key, || seed)
-        .with_context(|| format!("node key {}", args.key.display()))?;
-    let id = identity.node_id();
+    let id = crate::box_files::load_node_key(&args.key)?.node_id();
     println!("{}", if args.full { id.to_hex() } else { id.short() });
     Ok(())
 }

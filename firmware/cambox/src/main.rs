@@ -1,6 +1,7 @@
 //! `cambox`: a live-video box, and the tools around it.
 
 mod boot_config;
+mod box_files;
 mod bus_cli;
 mod config;
 mod duration;

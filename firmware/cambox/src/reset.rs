@@ -32,11 +32,10 @@ fn unix_now() -> u64 {
 }
 
 /// Moves `path` aside to `path.reset-<time>` and writes a config holding only its `key`
-/// line (so the node keeps its id). The new file is written beside and renamed over, so
-/// a power cut leaves either the old or the new file, never half of one.
+/// line (so the node keeps its id), replaced atomically: a power cut leaves either the
+/// old or the new file, never half of one.
 pub fn reset_file(path: &Path, now: u64) -> anyhow::Result<PathBuf> {
     use anyhow::Context;
-    use std::io::Write;
     let old =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let key_line = old
@@ -52,20 +51,10 @@ pub fn reset_file(path: &Path, now: u64) -> anyhow::Result<PathBuf> {
         fresh.push('\n');
     }
     let kept = PathBuf::from(format!("{}.reset-{now}", path.display()));
-    let tmp = PathBuf::from(format!("{}.new", path.display()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(fresh.as_bytes())?;
-    f.sync_all()?;
     std::fs::hard_link(path, &kept)
         .or_else(|_| std::fs::copy(path, &kept).map(|_| ()))
         .with_context(|| format!("cannot keep the old file as {}", kept.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
+    crate::box_files::write_atomic(path, fresh.as_bytes())?;
     Ok(kept)
 }
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use cambox_mesh::identity;
 use cambox_node::mesh::Mesh;
 use cambox_node::metrics::Metrics;
 use cambox_node::{http, registry_client, Station};
@@ -21,17 +20,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let local = listener.local_addr().unwrap_or(addr);
     let mesh_settings = cfg.mesh_settings(&settings)?;
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
-    let key_path = cfg.key_path();
-    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {} for the node key", dir.display()))?;
-    }
-    // Drawn up front (used only if there is no key yet), so a failing random source is
-    // an error here rather than a key made from nothing.
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
-    let identity = identity::load_or_create(&key_path, || seed)
-        .with_context(|| format!("node key {}", key_path.display()))?;
+    let identity = crate::box_files::load_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
     let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;
