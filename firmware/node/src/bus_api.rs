@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::bus::chat::{check_room, MAX_TEXT};
 use crate::bus::commands::Request;
 use crate::bus::NodeView;
-use crate::http::ApiError;
+use crate::http::{unavailable, ApiError};
 use crate::mesh::{Mesh, MeshError};
 use crate::station::Station;
 
@@ -45,10 +45,6 @@ fn mesh(st: &Station) -> Result<&Mesh, ApiError> {
             "this box is not in a mesh yet",
         )
     })
-}
-
-fn unavailable(e: MeshError) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 /// Every node of the mesh with its capabilities and latest readings.

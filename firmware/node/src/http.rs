@@ -136,7 +136,8 @@ async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
     Ok(Json(serde_json::json!({ "streams": list })).into_response())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> ApiError {
+/// The request was fine; the box cannot serve it now (503 with the reason).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
