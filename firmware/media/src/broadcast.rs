@@ -166,6 +166,11 @@ impl Track {
         head
     }
 
+    /// Sequence number of the newest group, if any.
+    pub fn newest_group_seq(&self) -> Option<u64> {
+        lock(&self.shared.state).groups.back().map(|g| g.seq)
+    }
+
     pub fn is_closed(&self) -> bool {
         lock(&self.shared.state).closed
     }
@@ -196,6 +201,11 @@ impl TrackReader {
     /// Whole groups this reader skipped because it fell behind.
     pub fn dropped_groups(&self) -> u64 {
         self.dropped_groups
+    }
+
+    /// Sequence number of the group being read, once reading has started.
+    pub fn current_group_seq(&self) -> Option<u64> {
+        self.group.as_ref().map(|g| g.seq)
     }
 
     /// Returns the next object without waiting, or `None` if there is none yet.

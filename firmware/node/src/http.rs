@@ -15,12 +15,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::live::{start_viewer, LiveError};
-use crate::mesh::MeshError;
 use crate::station::Station;
+use crate::viewing::ViewingError;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
-/// How long a viewer waits for a broadcast from elsewhere in the mesh to start arriving.
-const MESH_JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A JSON error with its status.
 #[derive(Debug)]
@@ -29,6 +27,15 @@ pub struct ApiError(StatusCode, String);
 impl ApiError {
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
         Self(status, msg.into())
+    }
+}
+
+impl From<ViewingError> for ApiError {
+    fn from(e: ViewingError) -> Self {
+        match e {
+            ViewingError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
+            ViewingError::Unavailable(m) => Self(StatusCode::SERVICE_UNAVAILABLE, m),
+        }
     }
 }
 
@@ -50,6 +57,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/live/{file}", get(live_mp4))
         .route("/metrics", get(metrics))
         .merge(crate::bus_api::routes())
+        .merge(crate::whep::routes())
         .fallback(not_found)
         .with_state(station)
 }
@@ -281,41 +289,10 @@ async fn live_mp4(
             format!("'{file}' is not a stream: use /live/<stream>.mp4"),
         ));
     };
-    // `name` or `name@origin`; the box's own stream needs no origin.
-    let own = name == st.settings.stream
-        || st.mesh.get().is_some_and(|m| {
-            name.split_once('@')
-                .is_some_and(|(n, o)| n == st.settings.stream && m.id.short().starts_with(o))
-        });
-    let (broadcast, guard) = if own {
-        let Some(b) = st.broadcast() else {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("stream '{name}' is not live; press the button or POST /api/v1/live"),
-            ));
-        };
-        (b, None)
-    } else {
-        let Some(mesh) = st.mesh.get() else {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "unknown stream '{name}'; this box streams '{}'",
-                    st.settings.stream
-                ),
-            ));
-        };
-        match mesh.watch(name, MESH_JOIN_WAIT).await {
-            Ok(w) => (w.broadcast, Some(w.guard)),
-            Err(e @ MeshError::Unknown(_)) => {
-                return Err(ApiError(
-                    StatusCode::NOT_FOUND,
-                    format!("{e}; this box streams '{}'", st.settings.stream),
-                ))
-            }
-            Err(e) => return Err(unavailable(e)),
-        }
-    };
+    let viewing = crate::viewing::open(&st, name)
+        .await
+        .map_err(ApiError::from)?;
+    let broadcast = viewing.broadcast.clone();
     let (mime, mut rx) =
         start_viewer(broadcast, st.metrics.clone())
             .await
@@ -327,7 +304,7 @@ async fn live_mp4(
             })?;
     // Watching through the mesh lasts as long as this response is being read.
     let stream = futures_util::stream::poll_fn(move |cx| {
-        let _watching = &guard;
+        let _watching = &viewing;
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::io::Error>))
     });
     Ok((

@@ -17,6 +17,8 @@ pub mod pipeline;
 pub mod registry_client;
 pub mod settings;
 pub mod station;
+pub mod viewing;
+pub mod whep;
 
 pub use settings::BoxSettings;
 pub use station::Station;

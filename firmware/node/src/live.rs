@@ -32,19 +32,25 @@ pub enum LiveError {
     Package(String),
 }
 
-/// Counts a viewer for as long as it is connected.
-struct ViewerGuard(Arc<Metrics>);
+/// Counts a viewer, in all and by protocol, for as long as it is connected.
+#[derive(Debug)]
+pub struct ViewerGuard {
+    metrics: Arc<Metrics>,
+    protocol: &'static str,
+}
 
 impl ViewerGuard {
-    fn new(m: Arc<Metrics>) -> Self {
-        m.viewers.inc();
-        Self(m)
+    pub fn new(metrics: Arc<Metrics>, protocol: &'static str) -> Self {
+        metrics.viewers.inc();
+        metrics.viewers_of(protocol).inc();
+        Self { metrics, protocol }
     }
 }
 
 impl Drop for ViewerGuard {
     fn drop(&mut self) {
-        self.0.viewers.dec();
+        self.metrics.viewers.dec();
+        self.metrics.viewers_of(self.protocol).dec();
     }
 }
 
@@ -76,7 +82,7 @@ pub async fn start_viewer(
     let mut audio = broadcast.audio.as_ref().map(|a| a.subscribe_from(base));
 
     let (tx, rx) = mpsc::channel::<Bytes>(VIEWER_QUEUE);
-    let guard = ViewerGuard::new(metrics.clone());
+    let guard = ViewerGuard::new(metrics.clone(), "mp4");
     tokio::spawn(async move {
         let _guard = guard;
         let send = |b: Bytes| {

@@ -17,6 +17,12 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     pub viewer_groups_dropped: Counter,
     pub viewers: Gauge,
+    /// Viewers connected now, by protocol: mp4, whep, rtsp.
+    viewers_by: Family<Vec<(String, String)>, Gauge>,
+    /// PLI and FIR received from WebRTC viewers.
+    pub whep_keyframe_requests: Counter,
+    /// RTSP requests refused as unparseable.
+    pub rtsp_bad_requests: Counter,
     pub live: Gauge,
     pub encode_seconds: Histogram,
     /// Neighbours connected over the overlay now.
@@ -48,6 +54,9 @@ impl Metrics {
             bytes_sent: Counter::default(),
             viewer_groups_dropped: Counter::default(),
             viewers: Gauge::default(),
+            viewers_by: Family::default(),
+            whep_keyframe_requests: Counter::default(),
+            rtsp_bad_requests: Counter::default(),
             live: Gauge::default(),
             // 0.5 ms to ~1 s: a 30 fps encoder must stay under 33 ms.
             encode_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
@@ -90,6 +99,21 @@ impl Metrics {
             m.viewer_groups_dropped.clone(),
         );
         registry.register("cambox_viewers", "Viewers connected now", m.viewers.clone());
+        registry.register(
+            "cambox_viewers_by_protocol",
+            "Viewers connected now, by protocol (mp4, whep, rtsp)",
+            m.viewers_by.clone(),
+        );
+        registry.register(
+            "cambox_whep_keyframe_requests",
+            "Keyframe requests (PLI, FIR) from WebRTC viewers",
+            m.whep_keyframe_requests.clone(),
+        );
+        registry.register(
+            "cambox_rtsp_bad_requests",
+            "RTSP requests refused because they could not be parsed",
+            m.rtsp_bad_requests.clone(),
+        );
         registry.register("cambox_live", "1 while the box is live", m.live.clone());
         registry.register(
             "cambox_encode_seconds",
@@ -128,6 +152,13 @@ impl Metrics {
             m.mesh_routed.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// The gauge of viewers speaking `protocol`.
+    pub fn viewers_of(&self, protocol: &str) -> Gauge {
+        self.viewers_by
+            .get_or_create(&vec![("protocol".into(), protocol.into())])
+            .clone()
     }
 
     pub fn mesh_bytes_in(&self, peer: &impl std::fmt::Display) -> Counter {

@@ -75,6 +75,8 @@ pub struct Station {
     led: watch::Sender<LedView>,
     /// An LED overlay asked for by a command, for the board runner to show.
     led_request: Mutex<Option<Overlay>>,
+    /// WebRTC viewers being served.
+    pub whep: crate::whep::Sessions,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,6 +102,7 @@ impl Station {
                 crate::board::led::Led::new(Instant::now()).view(Instant::now()),
             ),
             led_request: Mutex::new(None),
+            whep: Default::default(),
         }
     }
 

@@ -5,7 +5,7 @@
 //
 //   npm install --prefix firmware/cambox/tests/browser      (once; never `npx playwright install`)
 //   node firmware/cambox/tests/browser/play.mjs <base-url> <stream-name> [--screenshot out.png]
-//        [--press-button]
+//        [--press-button] [--transport whep|mse]
 //
 // Needs a box streaming the test source with the test tone, e.g.
 //   cambox run --live --http 127.0.0.1:18080 --name teststream --source testsrc
@@ -27,6 +27,9 @@
 // Exits 0 when the picture advanced by at least 50 frames in 3 s and sound was heard
 // (max RMS > 0.01), else 1 with the reason on stderr (2 for bad usage).
 // --media-log prints Chromium's media log (chrome://media-internals) to stderr.
+// --transport opens the page with ?transport=whep (WebRTC only, no fallback) or =mse (MP4
+// only); without it the page chooses as for a person (WebRTC, MP4 if that fails). The
+// output gains transport: what the page played through ("WebRTC" or "MP4").
 // --press-button first clicks the page's virtual box button (a 150 ms press with the mouse),
 // waits for the virtual LED to say "live" and watches it for 1.5 s; the output gains
 // led: {states: [every LED state seen, in order], litSamples, samples}.
@@ -48,7 +51,7 @@ const MIN_RMS = 0.01;
 
 function usage(message) {
   if (message) process.stderr.write(`play.mjs: ${message}\n`);
-  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button]\n');
+  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button] [--transport whep|mse]\n');
   process.exit(2);
 }
 
@@ -57,6 +60,7 @@ function parseArgs(argv) {
   let screenshot = null;
   let mediaLog = false;
   let pressButton = false;
+  let transport = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--screenshot') {
@@ -66,6 +70,9 @@ function parseArgs(argv) {
       screenshot = a.slice('--screenshot='.length);
     } else if (a === '--media-log') {
       mediaLog = true;
+    } else if (a === '--transport') {
+      transport = argv[++i];
+      if (transport !== 'whep' && transport !== 'mse') usage('--transport takes whep or mse');
     } else if (a === '--press-button') {
       pressButton = true;
     } else if (a === '-h' || a === '--help') {
@@ -83,7 +90,7 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${positional[0]}`);
   }
-  return { base, name: positional[1], screenshot, mediaLog, pressButton };
+  return { base, name: positional[1], screenshot, mediaLog, pressButton, transport };
 }
 
 /** Clicks the stream's Play control in the list, finding it by what a person sees. */
@@ -163,11 +170,15 @@ async function sampleInPage({ forMs, everyMs }) {
   let audioError = null;
   try {
     const ctx = new AudioContext();
-    const source = ctx.createMediaElementSource(video);
+    // WebRTC sound (a MediaStream) does not pass through the element's WebAudio source in
+    // Chromium: tap the stream itself, and leave the element to play it.
+    const stream = video.srcObject;
+    const viaStream = stream instanceof MediaStream && stream.getAudioTracks().length > 0;
+    const source = viaStream ? ctx.createMediaStreamSource(stream) : ctx.createMediaElementSource(video);
     analyser = ctx.createAnalyser();
     analyser.fftSize = 2048;
     source.connect(analyser);
-    analyser.connect(ctx.destination);
+    if (!viaStream) analyser.connect(ctx.destination);
     await ctx.resume();
   } catch (e) {
     audioError = String(e);
@@ -286,7 +297,7 @@ function summarise(raw) {
 }
 
 async function main() {
-  const { base, name, screenshot, mediaLog, pressButton } = parseArgs(process.argv.slice(2));
+  const { base, name, screenshot, mediaLog, pressButton, transport } = parseArgs(process.argv.slice(2));
   const watchdog = setTimeout(() => {
     process.stderr.write(`play.mjs: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
     process.exit(1);
@@ -313,7 +324,9 @@ async function main() {
       if (ours && r.ok()) mime = r.headers()['content-type'] ?? null;
     });
 
-    await page.goto(new URL('/', base).href, { waitUntil: 'load' });
+    const pageUrl = new URL('/', base);
+    if (transport) pageUrl.searchParams.set('transport', transport);
+    await page.goto(pageUrl.href, { waitUntil: 'load' });
     const led = pressButton ? await pressBoxButton(page) : undefined;
     await clickPlay(page, name);
     try {
@@ -326,7 +339,8 @@ async function main() {
     const raw = await page.evaluate(sampleInPage, { forMs: SAMPLE_FOR_MS, everyMs: SAMPLE_EVERY_MS });
     if (raw.audioError) errors.push(`test: WebAudio: ${raw.audioError}`);
     if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
-    result = { ...summarise(raw), mime, errors, led };
+    const via = await page.locator('#st-transport').textContent().catch(() => null);
+    result = { ...summarise(raw), transport: via, mime, errors, led };
     if (screenshot) await page.screenshot({ path: screenshot });
   } catch (e) {
     failure = e.message || String(e);

@@ -1,0 +1,242 @@
+//! WHEP (WebRTC-HTTP Egress Protocol, the IETF draft built like WHIP of RFC 9725): a
+//! player POSTs its SDP offer to `/whep/<broadcast>` and gets the answer, with the
+//! session's URL in `Location`; `DELETE` on that URL ends it.
+//!
+//! The box is ICE-lite: it offers a host candidate per address the viewer can reach and
+//! answers the viewer's connectivity checks, so no STUN or TURN server is involved and
+//! trickle ICE is not needed (PATCH answers 405, as the draft allows).
+
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::Router;
+use str0m::change::SdpOffer;
+use str0m::{Candidate, RtcConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::http::ApiError;
+use crate::station::Station;
+
+/// Largest SDP offer accepted; browsers send 5-10 KiB.
+pub const MAX_OFFER: usize = 64 * 1024;
+/// Sessions one box serves at once; past this, 503 (each costs a socket and a task).
+const MAX_SESSIONS: usize = 200;
+
+/// The box's WHEP sessions, by id.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+pub fn routes() -> Router<Arc<Station>> {
+    Router::new()
+        .route("/whep/{name}", post(offer).options(options))
+        .route(
+            "/whep/session/{id}",
+            delete(end).patch(no_trickle).options(options),
+        )
+}
+
+/// What a WHEP client may do here (the draft's discovery of `Accept-Post`).
+async fn options() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (header::ALLOW, "POST, DELETE, OPTIONS"),
+            (
+                header::HeaderName::from_static("accept-post"),
+                "application/sdp",
+            ),
+        ],
+    )
+        .into_response()
+}
+
+async fn no_trickle() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this box is ICE-lite and takes no trickled candidates: send them in the offer",
+    )
+}
+
+/// Parses the offer before anything is opened, so a bad one costs nothing.
+pub fn parse_offer(body: &[u8]) -> Result<SdpOffer, String> {
+    if body.len() > MAX_OFFER {
+        return Err(format!(
+            "the offer is {} bytes; at most {MAX_OFFER}",
+            body.len()
+        ));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| "the offer is not UTF-8 text".to_string())?;
+    if !text.trim_start().starts_with("v=0") {
+        return Err("the body is not an SDP offer (it must start with v=0)".into());
+    }
+    SdpOffer::from_sdp_string(text).map_err(|e| format!("malformed SDP offer: {e}"))
+}
+
+async fn offer(
+    State(st): State<Arc<Station>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ctype.starts_with("application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("WHEP takes Content-Type application/sdp, not '{ctype}'"),
+        ));
+    }
+    let offer = parse_offer(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    if st.whep.count() >= MAX_SESSIONS {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this box already serves {MAX_SESSIONS} WebRTC viewers"),
+        ));
+    }
+    let viewing = crate::viewing::open(&st, &name).await?;
+
+    let mut rtc = RtcConfig::new()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .build(std::time::Instant::now());
+    let sockets = bind_sockets(client.ip())
+        .await
+        .map_err(crate::http::unavailable)?;
+    for s in &sockets {
+        let addr = s.local_addr().map_err(crate::http::unavailable)?;
+        let c = Candidate::host(addr, "udp")
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        rtc.add_local_candidate(c);
+    }
+    let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot answer the offer: {e}"),
+        )
+    })?;
+    if !offers_h264(&answer.to_sdp_string()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "the offer has no H.264 (packetization-mode 1) video this box could send",
+        ));
+    }
+
+    let id = session_id();
+    let location = format!("/whep/session/{id}");
+    let (stop_tx, stop) = watch::channel(false);
+    st.whep.lock().insert(id.clone(), stop_tx);
+    let setup = session::Setup {
+        id: id.clone(),
+        rtc,
+        sockets,
+        viewing,
+        metrics: st.metrics.clone(),
+        stop,
+    };
+    let station = st.clone();
+    let guard = crate::live::ViewerGuard::new(st.metrics.clone(), "whep");
+    tokio::spawn(async move {
+        let _guard = guard;
+        session::run(setup).await;
+        station.whep.lock().remove(&id);
+    });
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, location),
+        ],
+        answer.to_sdp_string(),
+    )
+        .into_response())
+}
+
+/// Ends a session (the viewer closed its player).
+async fn end(State(st): State<Arc<Station>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    match st.whep.lock().remove(&id) {
+        Some(stop) => {
+            let _ = stop.send(true);
+            Ok(StatusCode::OK.into_response())
+        }
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no WHEP session '{id}' (it ended, or was never made here)"),
+        )),
+    }
+}
+
+/// One UDP socket per address the viewer can reach: loopback for a viewer on this machine,
+/// else every address of the box in the viewer's family.
+async fn bind_sockets(client: IpAddr) -> std::io::Result<Vec<Arc<UdpSocket>>> {
+    let ips: Vec<IpAddr> = if client.is_loopback() {
+        vec![if client.is_ipv4() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            client
+        }]
+    } else {
+        crate::board::runner::addresses()
+            .into_iter()
+            .filter(|ip| ip.is_ipv4() == client.to_canonical().is_ipv4())
+            .collect()
+    };
+    let mut out = Vec::new();
+    for ip in ips {
+        let s = UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot open a UDP socket on {ip}: {e}"))
+        })?;
+        out.push(Arc::new(s));
+    }
+    if out.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "this box has no address in {client}'s family to offer"
+        )));
+    }
+    Ok(out)
+}
+
+/// The answer names H.264 in packetization mode 1 (what the box sends).
+fn offers_h264(answer: &str) -> bool {
+    answer
+        .lines()
+        .any(|l| l.starts_with("a=rtpmap:") && l.contains("H264/90000"))
+}
+
+/// 128 random bits, hex: a session URL cannot be guessed by another viewer.
+fn session_id() -> String {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b = t.to_le_bytes();
+    });
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,295 @@
+//! One WebRTC viewer: str0m's sans-IO peer fed from the broadcast's tracks, driven by this
+//! task's UDP sockets and timers.
+//!
+//! The viewer starts at the newest keyframe once DTLS is up. A keyframe request (PLI or
+//! FIR) is answered with the next group start: the reader jumps to the newest group, or,
+//! already in it, sends nothing until the next one begins, so the decoder never gets a
+//! frame whose references it lacks. NACKs are answered by str0m from its send buffer.
+//! A viewer whose sockets cannot take the packets falls behind in the track, and the track
+//! reader then drops whole stale groups (the rule of `cambox_media::broadcast`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cambox_media::broadcast::TrackReader;
+use cambox_media::Broadcast;
+use str0m::format::Codec;
+use str0m::media::{MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+use crate::viewing::Viewing;
+
+/// A peer that has not finished ICE and DTLS by then is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest UDP datagram read.
+const RECV_BUF: usize = 2000;
+
+/// What the HTTP side hands to a new session's task.
+pub struct Setup {
+    pub id: String,
+    pub rtc: Rtc,
+    pub sockets: Vec<Arc<UdpSocket>>,
+    pub viewing: Viewing,
+    pub metrics: Arc<Metrics>,
+    pub stop: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup").field("id", &self.id).finish()
+    }
+}
+
+/// The send side of one negotiated m-line.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    mid: Mid,
+    pt: str0m::format::PayloadParams,
+}
+
+/// Where the video reader stands after a keyframe request.
+#[derive(Debug, Default)]
+struct VideoState {
+    /// Frames are held back until a group starts (after a PLI in the newest group).
+    wait_group_start: bool,
+    /// Groups the reader had dropped when last counted.
+    dropped: u64,
+}
+
+/// Runs the session until the peer leaves, DELETE stops it, or the broadcast ends.
+pub async fn run(setup: Setup) {
+    let id = setup.id.clone();
+    match drive(setup).await {
+        Ok(why) => tracing::info!(session = %id, "WHEP viewer ended: {why}"),
+        Err(e) => tracing::warn!(session = %id, "WHEP viewer failed: {e}"),
+    }
+}
+
+async fn drive(setup: Setup) -> Result<&'static str, String> {
+    let Setup {
+        mut rtc,
+        sockets,
+        viewing,
+        metrics,
+        mut stop,
+        ..
+    } = setup;
+    let broadcast: Broadcast = viewing.broadcast.clone();
+    // Every socket's datagrams arrive on one channel, tagged with the socket's address.
+    let (in_tx, mut in_rx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(256);
+    let mut readers = Vec::new();
+    for s in &sockets {
+        let s = s.clone();
+        let tx = in_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let local = match s.local_addr() {
+                Ok(a) => a,
+                Err(_) => return,
+            };
+            let mut buf = vec![0u8; RECV_BUF];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(in_tx);
+    let _abort_readers = AbortOnDrop(readers);
+
+    let started = Instant::now();
+    let mut video_lane: Option<Lane> = None;
+    let mut audio_lane: Option<Lane> = None;
+    let mut video: Option<TrackReader> = None;
+    let mut audio: Option<TrackReader> = None;
+    let mut vstate = VideoState::default();
+    let mut connected = false;
+
+    loop {
+        // Everything str0m wants done now: datagrams out, events; then when to wake.
+        let deadline = loop {
+            match rtc.poll_output().map_err(|e| format!("WebRTC: {e}"))? {
+                Output::Timeout(t) => break t,
+                Output::Transmit(t) => {
+                    let socket = sockets
+                        .iter()
+                        .find(|s| s.local_addr().is_ok_and(|a| a == t.source))
+                        .ok_or_else(|| format!("no socket for {}", t.source))?;
+                    let n = t.contents.len() as u64;
+                    // Awaiting a full socket buffer is the back pressure that lets the
+                    // track reader fall behind and drop whole groups.
+                    if socket.send_to(&t.contents, t.destination).await.is_ok() {
+                        metrics.bytes_sent.inc_by(n);
+                    }
+                }
+                Output::Event(e) => match e {
+                    Event::MediaAdded(m) => {
+                        let lane = lane_for(&mut rtc, m.mid, m.kind);
+                        tracing::debug!(mid = %m.mid, kind = ?m.kind, ?lane, "WHEP media");
+                        match m.kind {
+                            MediaKind::Video => video_lane = lane,
+                            MediaKind::Audio => audio_lane = lane,
+                        }
+                    }
+                    Event::Connected => connected = true,
+                    Event::KeyframeRequest(_) => {
+                        metrics.whep_keyframe_requests.inc();
+                        if let Some(v) = video.as_mut() {
+                            answer_keyframe_request(&broadcast, v, &mut vstate);
+                        }
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        return Ok("the peer disconnected");
+                    }
+                    _ => {}
+                },
+            }
+        };
+        // str0m tells of the m-lines only once DTLS is up: start reading when both are known,
+        // at the newest keyframe, and the sound at the same instant.
+        if connected && video.is_none() {
+            if let Some(lane) = video_lane {
+                let v = broadcast.video.subscribe();
+                let from = broadcast
+                    .video
+                    .latest_group_head()
+                    .map_or(0, |o| o.capture_us);
+                tracing::debug!(mid = %lane.mid, "WHEP viewer starts");
+                vstate.dropped = v.dropped_groups();
+                video = Some(v);
+                audio = audio_lane.and(broadcast.audio.as_ref().map(|a| a.subscribe_from(from)));
+            }
+        }
+        if !connected && started.elapsed() > CONNECT_TIMEOUT {
+            return Err(format!(
+                "ICE/DTLS did not complete within {CONNECT_TIMEOUT:?} (UDP blocked between viewer and box?)"
+            ));
+        }
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline.min(Instant::now() + Duration::from_secs(1)),
+        ));
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                rtc.disconnect();
+                return Ok("stopped (DELETE or shutdown)");
+            }
+            d = in_rx.recv() => {
+                let Some((local, from, data)) = d else { return Err("sockets closed".into()) };
+                let Ok(contents) = data.as_slice().try_into() else { continue };
+                let input = Input::Receive(Instant::now(), Receive {
+                    proto: Protocol::Udp,
+                    source: from,
+                    destination: local,
+                    contents,
+                });
+                if rtc.accepts(&input) {
+                    rtc.handle_input(input).map_err(|e| format!("WebRTC: {e}"))?;
+                }
+            }
+            o = next_or_pending(video.as_mut()) => {
+                let Some(o) = o else { return Ok("the broadcast ended") };
+                let lane = video_lane.expect("video reader only with a video lane");
+                if let Some(v) = video.as_ref() {
+                    let dropped = v.dropped_groups();
+                    if dropped > vstate.dropped {
+                        metrics.viewer_groups_dropped.inc_by(dropped - vstate.dropped);
+                        vstate.dropped = dropped;
+                        vstate.wait_group_start = false;
+                    }
+                }
+                if vstate.wait_group_start {
+                    if o.index != 0 {
+                        continue;
+                    }
+                    vstate.wait_group_start = false;
+                }
+                write(&mut rtc, lane, MediaTime::from_90khz(o.object.capture_us * 9 / 100), o.object.payload)?;
+            }
+            o = next_or_pending(audio.as_mut()) => {
+                match o {
+                    Some(o) => {
+                        let lane = audio_lane.expect("audio reader only with an audio lane");
+                        let t = MediaTime::new(o.object.capture_us * 48 / 1000, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                        write(&mut rtc, lane, t, o.object.payload)?;
+                    }
+                    None => audio = None,
+                }
+            }
+            _ = sleep => {}
+        }
+        rtc.handle_input(Input::Timeout(Instant::now()))
+            .map_err(|e| format!("WebRTC: {e}"))?;
+    }
+}
+
+/// The payload type this box sends on an m-line: H.264 in packetization mode 1 for video
+/// (constrained baseline preferred, as our encoders produce), Opus for audio.
+fn lane_for(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> Option<Lane> {
+    let writer = rtc.writer(mid)?;
+    let mut best: Option<(u8, str0m::format::PayloadParams)> = None;
+    for p in writer.payload_params() {
+        let spec = p.spec();
+        let score = match (kind, spec.codec) {
+            (MediaKind::Audio, Codec::Opus) => 1,
+            (MediaKind::Video, Codec::H264) if spec.format.packetization_mode == Some(1) => {
+                match spec.format.profile_level_id.map(|p| p >> 8) {
+                    Some(0x42e0) => 3,
+                    Some(0x4200) => 2,
+                    _ => 1,
+                }
+            }
+            _ => 0,
+        };
+        if score > best.as_ref().map_or(0, |b| b.0) {
+            best = Some((score, *p));
+        }
+    }
+    best.map(|(_, pt)| Lane { mid, pt })
+}
+
+fn write(rtc: &mut Rtc, lane: Lane, t: MediaTime, payload: bytes::Bytes) -> Result<(), String> {
+    let Some(w) = rtc.writer(lane.mid) else {
+        return Ok(());
+    };
+    w.write(lane.pt.pt(), Instant::now(), t, payload.to_vec())
+        .map_err(|e| format!("WebRTC write: {e}"))
+}
+
+/// PLI/FIR: jump to the newest group if one started since the reader's; otherwise hold
+/// frames back until the next group begins.
+fn answer_keyframe_request(broadcast: &Broadcast, reader: &mut TrackReader, st: &mut VideoState) {
+    let newest = broadcast.video.latest_group_head();
+    match (newest, reader.current_group_seq()) {
+        (Some(_), Some(cur)) if broadcast.video.newest_group_seq().is_some_and(|n| n > cur) => {
+            *reader = broadcast.video.subscribe();
+            st.dropped = reader.dropped_groups();
+            st.wait_group_start = false;
+        }
+        _ => st.wait_group_start = true,
+    }
+}
+
+async fn next_or_pending(
+    r: Option<&mut TrackReader>,
+) -> Option<cambox_media::broadcast::ReadObject> {
+    match r {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
