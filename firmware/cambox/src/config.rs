@@ -28,6 +28,11 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
 
+    /// RTSP server for players and NVRs (rtsp://box:8554/<stream>); `off` to serve none
+    /// [default: 0.0.0.0:8554, skipped with a warning when that port is taken].
+    #[arg(long, env = "CAMBOX_RTSP", value_name = "ADDR|off")]
+    pub rtsp: Option<String>,
+
     /// Go live at start instead of waiting for the button or `POST /api/v1/live`.
     #[arg(long, env = "CAMBOX_LIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub live: Option<bool>,
@@ -245,6 +250,7 @@ impl RunConfig {
         RunConfig {
             config: self.config,
             http: self.http.or(file.http),
+            rtsp: self.rtsp.or(file.rtsp),
             live: self.live.or(file.live),
             name: self.name.or(file.name),
             node: self.node.or(file.node),
@@ -314,6 +320,21 @@ impl RunConfig {
         })
     }
 
+    /// Where RTSP listens: None when off; `required` is false for the default address,
+    /// which a second box on one machine may find taken.
+    pub fn rtsp_addr(&self) -> anyhow::Result<Option<(SocketAddr, bool)>> {
+        match self.rtsp.as_deref().map(str::trim) {
+            None => Ok(Some((
+                SocketAddr::from(([0, 0, 0, 0], cambox_node::rtsp::DEFAULT_PORT)),
+                false,
+            ))),
+            Some("off") | Some("") => Ok(None),
+            Some(a) => a.parse().map(|a| Some((a, true))).map_err(|_| {
+                anyhow::anyhow!("--rtsp '{a}' is not an address like 0.0.0.0:8554 (or 'off')")
+            }),
+        }
+    }
+
     /// How the box joins the mesh.
     pub fn mesh_settings(&self, box_settings: &BoxSettings) -> anyhow::Result<MeshSettings> {
         for p in &self.peers {
@@ -338,6 +359,7 @@ impl RunConfig {
             mdns: self.mdns.unwrap_or(true),
             uplink_kbps: self.uplink.unwrap_or(20_000_000) / 1000,
             command_allow: self.command_allow()?,
+            rtsp_port: None,
         })
     }
 

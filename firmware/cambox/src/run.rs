@@ -18,8 +18,24 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         format!("cannot listen for HTTP on {addr} (in use? try --http 127.0.0.1:8081)")
     })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let mesh_settings = cfg.mesh_settings(&settings)?;
+    let mut mesh_settings = cfg.mesh_settings(&settings)?;
+    let rtsp = match cfg.rtsp_addr()? {
+        None => None,
+        Some((addr, required)) => match cambox_node::rtsp::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) if !required => {
+                eprintln!("cambox: RTSP is off: {e}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let rtsp_local = rtsp.as_ref().and_then(|l| l.local_addr().ok());
+    mesh_settings.rtsp_port = rtsp_local.map(|a| a.port());
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
+    if let Some(a) = rtsp_local {
+        station.set_rtsp_addr(a);
+    }
     let identity = crate::box_files::load_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
     let (sensors, actuators) = cfg.bus_devices()?;
@@ -82,6 +98,21 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         eprintln!(
             "cambox: waiting for the button: press 'Go live' on the page or POST /api/v1/live"
         );
+    }
+    if let Some(listener) = rtsp {
+        let shown = rtsp_local.map_or_else(String::new, |a| {
+            let host = if a.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                a.ip().to_string()
+            };
+            format!(" rtsp://{host}:{}/{}", a.port(), station.settings.stream)
+        });
+        eprintln!(
+            "cambox: RTSP on {}{shown}",
+            rtsp_local.map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(cambox_node::rtsp::serve(listener, station.clone()));
     }
     station.mark_started();
     let server = http::serve_on(listener, station.clone(), registry);

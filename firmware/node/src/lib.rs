@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry_client;
+pub mod rtsp;
 pub mod settings;
 pub mod station;
 pub mod viewing;

@@ -151,6 +151,10 @@ impl Metrics {
              forged, replayed, unauthorized, unroutable",
             m.mesh_routed.clone(),
         );
+        // Every protocol shows from the start, at 0, so a graph has no holes.
+        for p in ["mp4", "whep", "rtsp"] {
+            m.viewers_of(p);
+        }
         Self { registry, ..m }
     }
 

@@ -40,6 +40,8 @@ pub struct Status {
     pub node_id: Option<String>,
     /// UDP address of the node's QUIC endpoint, when it is in a mesh.
     pub mesh_listen: Option<String>,
+    /// TCP address of the RTSP server, when it serves.
+    pub rtsp_listen: Option<String>,
     /// "simulated", "gpio", or "none" (no board attached).
     pub board: &'static str,
     /// What the status LED shows.
@@ -77,6 +79,7 @@ pub struct Station {
     led_request: Mutex<Option<Overlay>>,
     /// WebRTC viewers being served.
     pub whep: crate::whep::Sessions,
+    rtsp_addr: OnceLock<std::net::SocketAddr>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,7 +106,13 @@ impl Station {
             ),
             led_request: Mutex::new(None),
             whep: Default::default(),
+            rtsp_addr: OnceLock::new(),
         }
+    }
+
+    /// Where the RTSP server listens (set once by `cambox run`).
+    pub fn set_rtsp_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.rtsp_addr.set(addr);
     }
 
     /// Start-up is over: the LED shows the network and peers from now on.
@@ -261,6 +270,7 @@ impl Station {
             version: env!("CARGO_PKG_VERSION"),
             node_id: self.mesh.get().map(|m| m.id.to_hex()),
             mesh_listen: self.mesh.get().map(|m| m.local_addr.to_string()),
+            rtsp_listen: self.rtsp_addr.get().map(|a| a.to_string()),
             board: self.board.get().map_or("none", |b| b.kind),
             led: self.led.borrow().clone(),
         }

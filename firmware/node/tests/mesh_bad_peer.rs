@@ -24,6 +24,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         mdns: false,
         uplink_kbps: 20_000,
         command_allow: Default::default(),
+        rtsp_port: None,
     }
 }
 

@@ -58,6 +58,7 @@ impl BoxProc {
             ("--http", "127.0.0.1:0"),
             ("--listen", "127.0.0.1:0"),
             ("--mdns", "false"),
+            ("--rtsp", "127.0.0.1:0"),
         ] {
             if !given(flag) {
                 cmd.args([flag, value]);
@@ -117,6 +118,15 @@ impl BoxProc {
 
     pub fn addr(&self) -> String {
         self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// `rtsp://.../<path>` on this box's RTSP server.
+    pub fn rtsp_url(&self, path: &str) -> String {
+        let addr = self.status()["rtsp_listen"]
+            .as_str()
+            .expect("the box serves RTSP")
+            .to_string();
+        format!("rtsp://{addr}/{path}")
     }
 
     pub fn logs(&self) -> String {
@@ -213,8 +223,22 @@ pub fn strip_via_ffmpeg(
     width: u32,
     height: u32,
 ) -> Vec<Option<cambox_media::strip::StripReading>> {
+    strip_via_ffmpeg_input(&[], path.as_os_str(), width, height)
+}
+
+/// As `strip_via_ffmpeg`, for any ffmpeg input (a URL too), with options that go before
+/// its `-i` (e.g. `-rtsp_transport tcp -t 10`).
+pub fn strip_via_ffmpeg_input(
+    options: &[&str],
+    input: &std::ffi::OsStr,
+    width: u32,
+    height: u32,
+) -> Vec<Option<cambox_media::strip::StripReading>> {
+    let path = input;
     let mut child = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
+        .args(["-v", "error"])
+        .args(options)
+        .arg("-i")
         .arg(path)
         .args(["-map", "0:v:0", "-fps_mode", "passthrough"])
         .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])

@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 use super::{Input, MeshSettings};
 
 pub const SERVICE: &str = "_cambox._udp.local.";
+/// Where RTSP players (VLC, NVRs) look for cameras.
+pub const RTSP_SERVICE: &str = "_rtsp._tcp.local.";
 
 pub struct Mdns {
     daemon: ServiceDaemon,
@@ -20,6 +22,8 @@ pub struct Mdns {
     ip: Option<std::net::IpAddr>,
     port: u16,
     txt: HashMap<String, String>,
+    /// The RTSP server's port, advertised as `_rtsp._tcp` when it serves.
+    rtsp_port: Option<u16>,
 }
 
 impl std::fmt::Debug for Mdns {
@@ -53,8 +57,12 @@ impl Mdns {
             ip,
             port,
             txt,
+            rtsp_port: settings.rtsp_port,
         };
         mdns.daemon.register(mdns.info(&mdns.txt)?)?;
+        if let Some(info) = mdns.rtsp_info()? {
+            mdns.daemon.register(info)?;
+        }
         let browse = mdns.daemon.browse(SERVICE)?;
         let me = id;
         tokio::spawn(async move {
@@ -84,24 +92,34 @@ impl Mdns {
     }
 
     fn info(&self, txt: &HashMap<String, String>) -> Result<ServiceInfo, mdns_sd::Error> {
+        self.service(SERVICE, self.port, txt)
+    }
+
+    /// `_rtsp._tcp` with TXT `path=/<stream>`, so a player can open the box's own stream.
+    fn rtsp_info(&self) -> Result<Option<ServiceInfo>, mdns_sd::Error> {
+        let Some(port) = self.rtsp_port else {
+            return Ok(None);
+        };
+        let mut txt = HashMap::new();
+        txt.insert(
+            "id".to_string(),
+            self.txt.get("id").cloned().unwrap_or_default(),
+        );
+        self.service(RTSP_SERVICE, port, &txt).map(Some)
+    }
+
+    fn service(
+        &self,
+        service: &str,
+        port: u16,
+        txt: &HashMap<String, String>,
+    ) -> Result<ServiceInfo, mdns_sd::Error> {
         Ok(match self.ip {
-            Some(ip) => ServiceInfo::new(
-                SERVICE,
-                &self.instance,
-                &self.host,
-                ip,
-                self.port,
-                txt.clone(),
-            )?,
-            None => ServiceInfo::new(
-                SERVICE,
-                &self.instance,
-                &self.host,
-                "",
-                self.port,
-                txt.clone(),
-            )?
-            .enable_addr_auto(),
+            Some(ip) => {
+                ServiceInfo::new(service, &self.instance, &self.host, ip, port, txt.clone())?
+            }
+            None => ServiceInfo::new(service, &self.instance, &self.host, "", port, txt.clone())?
+                .enable_addr_auto(),
         })
     }
 
@@ -116,6 +134,9 @@ impl Mdns {
 
     pub fn stop(self) {
         if let Ok(info) = self.info(&self.txt) {
+            let _ = self.daemon.unregister(info.get_fullname());
+        }
+        if let Ok(Some(info)) = self.rtsp_info() {
             let _ = self.daemon.unregister(info.get_fullname());
         }
         let _ = self.daemon.shutdown();

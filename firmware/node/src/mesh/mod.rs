@@ -85,6 +85,8 @@ pub struct MeshSettings {
     pub uplink_kbps: u32,
     /// Who may command this box over the overlay.
     pub command_allow: CommandAllow,
+    /// The RTSP server's port, for mDNS `_rtsp._tcp` (None: RTSP is off).
+    pub rtsp_port: Option<u16>,
 }
 
 /// A broadcast as `cambox list` and the page show it.
