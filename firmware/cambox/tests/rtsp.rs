@@ -74,10 +74,9 @@ fn ffmpeg_plays_ten_seconds_over_tcp_and_udp_frame_by_frame() {
             "{transport}: {c:?}"
         );
     }
-    // 20 s of video at the box's bitrate went out, and the metric counted it.
-    let bitrate = b.status()["bitrate"].as_f64().unwrap();
-    let sent = b.metric("cambox_bytes_sent_total") * 8.0;
-    assert!(sent > 0.5 * 20.0 * bitrate, "{sent} bits sent at {bitrate} bit/s");
+    // The metric counted what went out: 20 s of this picture are a few hundred kB.
+    let sent = b.metric("cambox_bytes_sent_total");
+    assert!(sent > 100e3, "{sent} bytes counted");
 }
 
 #[test]
