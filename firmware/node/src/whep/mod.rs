@@ -119,33 +119,11 @@ async fn offer(
     }
     let viewing = crate::viewing::open(&st, &name).await?;
 
-    let mut rtc = RtcConfig::new()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_h264(true)
-        .enable_opus(true, false)
-        .build(std::time::Instant::now());
     let sockets = bind_sockets(client.ip())
         .await
         .map_err(crate::http::unavailable)?;
-    for s in &sockets {
-        let addr = s.local_addr().map_err(crate::http::unavailable)?;
-        let c = Candidate::host(addr, "udp")
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        rtc.add_local_candidate(c);
-    }
-    let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("cannot answer the offer: {e}"),
-        )
-    })?;
-    if !offers_h264(&answer.to_sdp_string()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "the offer has no H.264 (packetization-mode 1) video this box could send",
-        ));
-    }
+    let addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let (rtc, answer) = negotiate(offer, &addrs).map_err(|e| e.into_api())?;
 
     let id = session_id();
     let location = format!("/whep/session/{id}");
@@ -172,9 +150,61 @@ async fn offer(
             (header::CONTENT_TYPE, "application/sdp".to_string()),
             (header::LOCATION, location),
         ],
-        answer.to_sdp_string(),
+        answer,
     )
         .into_response())
+}
+
+/// Why an offer could not be answered.
+#[derive(Debug)]
+pub enum NegotiateError {
+    /// The offer is not one this box can answer (400, 406).
+    Offer(StatusCode, String),
+    Internal(String),
+}
+
+impl NegotiateError {
+    fn into_api(self) -> ApiError {
+        match self {
+            Self::Offer(code, m) => ApiError::new(code, m),
+            Self::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
+/// Answers `offer` as an ICE-lite peer with a host candidate on each of `addrs`, sending
+/// H.264 and Opus. Returns the peer and the answer's SDP.
+pub fn negotiate(
+    offer: SdpOffer,
+    addrs: &[SocketAddr],
+) -> Result<(str0m::Rtc, String), NegotiateError> {
+    let mut rtc = RtcConfig::new()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .build(std::time::Instant::now());
+    for a in addrs {
+        let c = Candidate::host(*a, "udp").map_err(|e| NegotiateError::Internal(e.to_string()))?;
+        rtc.add_local_candidate(c);
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| {
+            NegotiateError::Offer(
+                StatusCode::BAD_REQUEST,
+                format!("cannot answer the offer: {e}"),
+            )
+        })?
+        .to_sdp_string();
+    if !offers_h264(&answer) {
+        return Err(NegotiateError::Offer(
+            StatusCode::NOT_ACCEPTABLE,
+            "the offer has no H.264 (packetization-mode 1) video this box could send".into(),
+        ));
+    }
+    Ok((rtc, answer))
 }
 
 /// Ends a session (the viewer closed its player).
