@@ -48,19 +48,44 @@ fn play_in_chromium_with(b: &BoxProc, name: &str, extra: &[&str]) -> serde_json:
     eprintln!("chromium: {result}");
     assert!(result["advanced"].as_u64().unwrap() >= 50, "{result}");
     assert!(result["maxRms"].as_f64().unwrap() > 0.01, "{result}");
-    assert!(
-        result["mime"].as_str().unwrap().contains("opus"),
-        "{result}"
-    );
+    match result["transport"].as_str() {
+        Some("MP4") => assert!(
+            result["mime"].as_str().unwrap().contains("opus"),
+            "{result}"
+        ),
+        Some("WebRTC") => {}
+        other => panic!("played through {other:?}: {result}"),
+    }
     result
 }
 
 #[test]
-fn chromium_plays_the_page_with_sound_and_an_advancing_picture() {
+fn chromium_plays_the_page_over_mp4_with_sound_and_an_advancing_picture() {
     let _serial = serial();
     let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "foyer"]);
     b.wait_live(true);
-    play_in_chromium(&b, "foyer");
+    let r = play_in_chromium_with(&b, "foyer", &["--transport", "mse"]);
+    assert_eq!(r["transport"], "MP4", "{r}");
+}
+
+#[test]
+fn chromium_plays_whep_with_sound_and_every_frame_the_box_encoded() {
+    let _serial = serial();
+    let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "atrium"]);
+    b.wait_live(true);
+    let r = play_in_chromium_with(&b, "atrium", &["--transport", "whep", "--seconds", "10"]);
+    assert_eq!(r["transport"], "WebRTC", "{r}");
+    assert!(r["advanced"].as_u64().unwrap() >= 250, "{r}");
+    // Every frame the box encoded in those 10 s reached the picture, but for whole groups
+    // dropped for falling behind (1 s groups at 30 fps), and a frame at either edge.
+    let f = &r["frames"];
+    let (shown, encoded, dropped) = (
+        f["presented"].as_i64().unwrap(),
+        f["encoded"].as_i64().unwrap(),
+        f["groupsDropped"].as_i64().unwrap(),
+    );
+    assert!(encoded >= 280, "{r}");
+    assert!((encoded - shown).abs() <= 3 + dropped * 30, "{r}");
 }
 
 #[test]

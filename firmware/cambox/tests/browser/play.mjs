@@ -5,7 +5,7 @@
 //
 //   npm install --prefix firmware/cambox/tests/browser      (once; never `npx playwright install`)
 //   node firmware/cambox/tests/browser/play.mjs <base-url> <stream-name> [--screenshot out.png]
-//        [--press-button] [--transport whep|mse]
+//        [--press-button] [--transport whep|mse] [--seconds N]
 //
 // Needs a box streaming the test source with the test tone, e.g.
 //   cambox run --live --http 127.0.0.1:18080 --name teststream --source testsrc
@@ -30,6 +30,11 @@
 // --transport opens the page with ?transport=whep (WebRTC only, no fallback) or =mse (MP4
 // only); without it the page chooses as for a person (WebRTC, MP4 if that fails). The
 // output gains transport: what the page played through ("WebRTC" or "MP4").
+// --seconds N samples for N seconds instead of 3 (and wants 50 frames advanced per 3 s).
+// The output always has frames: {presented, encoded, groupsDropped} over the sampling:
+// pictures the element got (getVideoPlaybackQuality), and the box's own counters
+// cambox_frames_encoded_total and cambox_viewer_groups_dropped_total read from /metrics
+// at the start and end of it (the encoded count means something for the box's own stream).
 // --press-button first clicks the page's virtual box button (a 150 ms press with the mouse),
 // waits for the virtual LED to say "live" and watches it for 1.5 s; the output gains
 // led: {states: [every LED state seen, in order], litSamples, samples}.
@@ -51,7 +56,7 @@ const MIN_RMS = 0.01;
 
 function usage(message) {
   if (message) process.stderr.write(`play.mjs: ${message}\n`);
-  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button] [--transport whep|mse]\n');
+  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button] [--transport whep|mse] [--seconds N]\n');
   process.exit(2);
 }
 
@@ -61,6 +66,7 @@ function parseArgs(argv) {
   let mediaLog = false;
   let pressButton = false;
   let transport = null;
+  let seconds = SAMPLE_FOR_MS / 1000;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--screenshot') {
@@ -70,6 +76,9 @@ function parseArgs(argv) {
       screenshot = a.slice('--screenshot='.length);
     } else if (a === '--media-log') {
       mediaLog = true;
+    } else if (a === '--seconds') {
+      seconds = Number(argv[++i]);
+      if (!(seconds > 0 && seconds <= 120)) usage('--seconds takes a number of seconds, 1 to 120');
     } else if (a === '--transport') {
       transport = argv[++i];
       if (transport !== 'whep' && transport !== 'mse') usage('--transport takes whep or mse');
@@ -90,7 +99,7 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${positional[0]}`);
   }
-  return { base, name: positional[1], screenshot, mediaLog, pressButton, transport };
+  return { base, name: positional[1], screenshot, mediaLog, pressButton, transport, seconds };
 }
 
 /** Clicks the stream's Play control in the list, finding it by what a person sees. */
@@ -143,6 +152,24 @@ async function pressBoxButton(page) {
   }
   const states = await page.evaluate(() => window.__ledStates);
   return { states, litSamples: lit, samples };
+}
+
+/** Pictures the element has been given so far, and the box's frame counters. */
+async function frameCounts(page) {
+  return page.evaluate(async () => {
+    const v = document.querySelector('video');
+    const q = v.getVideoPlaybackQuality ? v.getVideoPlaybackQuality() : null;
+    const text = await (await fetch('/metrics', { cache: 'no-store' })).text();
+    const metric = (name) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return line ? Number(line.split(' ')[1]) : 0;
+    };
+    return {
+      presented: q ? q.totalVideoFrames : 0,
+      encoded: metric('cambox_frames_encoded_total'),
+      groupsDropped: metric('cambox_viewer_groups_dropped_total'),
+    };
+  });
 }
 
 async function waitForPicture(page) {
@@ -297,7 +324,7 @@ function summarise(raw) {
 }
 
 async function main() {
-  const { base, name, screenshot, mediaLog, pressButton, transport } = parseArgs(process.argv.slice(2));
+  const { base, name, screenshot, mediaLog, pressButton, transport, seconds } = parseArgs(process.argv.slice(2));
   const watchdog = setTimeout(() => {
     process.stderr.write(`play.mjs: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
     process.exit(1);
@@ -308,6 +335,7 @@ async function main() {
   let mime = null;
   let context = null;
   let result = null;
+  let frames = null;
   let failure = null;
   try {
     context = await launch(userDataDir);
@@ -336,11 +364,18 @@ async function main() {
       throw new Error(`no picture within ${START_TIMEOUT_MS / 1000} s${shown ? ` (page says: ${shown})` : ''}`);
     }
     await page.waitForTimeout(SETTLE_MS);
-    const raw = await page.evaluate(sampleInPage, { forMs: SAMPLE_FOR_MS, everyMs: SAMPLE_EVERY_MS });
+    const before = await frameCounts(page);
+    const raw = await page.evaluate(sampleInPage, { forMs: seconds * 1000, everyMs: SAMPLE_EVERY_MS });
+    const after = await frameCounts(page);
+    frames = {
+      presented: after.presented - before.presented,
+      encoded: after.encoded - before.encoded,
+      groupsDropped: after.groupsDropped - before.groupsDropped,
+    };
     if (raw.audioError) errors.push(`test: WebAudio: ${raw.audioError}`);
     if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
     const via = await page.locator('#st-transport').textContent().catch(() => null);
-    result = { ...summarise(raw), transport: via, mime, errors, led };
+    result = { ...summarise(raw), transport: via, frames, mime, errors, led };
     if (screenshot) await page.screenshot({ path: screenshot });
   } catch (e) {
     failure = e.message || String(e);
@@ -357,8 +392,9 @@ async function main() {
   }
   process.stdout.write(JSON.stringify(result) + '\n');
   const problems = [];
-  if (result.advanced < MIN_ADVANCED) {
-    problems.push(`the picture advanced ${result.advanced} frames in ${SAMPLE_FOR_MS / 1000} s (want >= ${MIN_ADVANCED}; ${result.readings} strip readings, ${result.unreadable} unreadable)`);
+  const minAdvanced = Math.round(MIN_ADVANCED * seconds * 1000 / SAMPLE_FOR_MS);
+  if (result.advanced < minAdvanced) {
+    problems.push(`the picture advanced ${result.advanced} frames in ${seconds} s (want >= ${minAdvanced}; ${result.readings} strip readings, ${result.unreadable} unreadable)`);
   }
   if (!(result.maxRms > MIN_RMS)) {
     problems.push(`no sound: max RMS ${result.maxRms} (want > ${MIN_RMS})`);

@@ -1,0 +1,140 @@
+//! WHEP over plain HTTP: what a WHEP client gets for good and bad offers, and that a
+//! session is counted, can be ended, and ends by itself when its peer never connects.
+//! (Chromium playing WHEP is in browser.rs.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::*;
+
+const OFFER: &str = include_str!("../../node/tests/fixtures/chromium-offer.sdp");
+
+/// One request; returns the status, the response head and the body.
+fn request(addr: &str, method: &str, path: &str, ctype: &str, body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_string(), rest.to_string())
+}
+
+fn whep_viewers(b: &BoxProc) -> f64 {
+    b.metric("cambox_viewers_by_protocol{protocol=\"whep\"}")
+}
+
+#[test]
+fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
+    let _serial = serial();
+    let b = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby",
+    ]);
+    b.wait_live(true);
+    let addr = b.addr();
+
+    let (code, _, body) = request(&addr, "POST", "/whep/lobby", "text/plain", OFFER);
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("application/sdp"), "{body}");
+    let (code, _, body) = request(&addr, "POST", "/whep/lobby", "application/sdp", "hello");
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("v=0"),
+        "the error says what an offer looks like: {body}"
+    );
+    let (code, _, body) = request(
+        &addr,
+        "POST",
+        "/whep/lobby",
+        "application/sdp",
+        "v=0\r\nm=nonsense\r\n",
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, _, body) = request(&addr, "POST", "/whep/nowhere", "application/sdp", OFFER);
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body.contains("lobby"),
+        "the error names this box's stream: {body}"
+    );
+    let (code, _, _) = request(&addr, "DELETE", "/whep/session/0123", "application/sdp", "");
+    assert_eq!(code, 404);
+    assert_eq!(whep_viewers(&b), 0.0, "refused offers made no session");
+
+    let (code, head, answer) = request(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
+    assert_eq!(code, 201, "{head}\n{answer}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/sdp"),
+        "{head}"
+    );
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .expect("a Location header")
+        .trim()
+        .to_string();
+    assert!(location.starts_with("/whep/session/"), "{location}");
+    assert!(
+        answer.starts_with("v=0") && answer.contains("a=ice-lite"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("127.0.0.1") && answer.contains("typ host"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("H264/90000") && answer.contains("opus/48000/2"),
+        "{answer}"
+    );
+    assert_eq!(whep_viewers(&b), 1.0);
+
+    let (code, _, _) = request(
+        &addr,
+        "PATCH",
+        &location,
+        "application/trickle-ice-sdpfrag",
+        "a=x\r\n",
+    );
+    assert_eq!(code, 405, "an ICE-lite box takes no trickled candidates");
+    let (code, _, _) = request(&addr, "DELETE", &location, "application/sdp", "");
+    assert_eq!(code, 200);
+    wait_until(
+        "the deleted session is gone",
+        Duration::from_secs(5),
+        || whep_viewers(&b) == 0.0,
+    );
+    let (code, _, _) = request(&addr, "DELETE", &location, "application/sdp", "");
+    assert_eq!(code, 404, "a session ends once");
+
+    // An offer whose peer never connects (nobody answers ICE) ends by itself.
+    let (code, _, _) = request(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
+    assert_eq!(code, 201);
+    assert_eq!(whep_viewers(&b), 1.0);
+    wait_until(
+        "the unconnected session gives up",
+        Duration::from_secs(25),
+        || whep_viewers(&b) == 0.0,
+    );
+    assert!(
+        b.logs().contains("ICE/DTLS did not complete"),
+        "{}",
+        b.logs()
+    );
+}
