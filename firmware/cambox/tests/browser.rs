@@ -199,3 +199,103 @@ fn a_chat_message_typed_on_the_page_reaches_the_other_box() {
         },
     );
 }
+
+/// Frames ffmpeg decoded, from the last `frame=` of its progress on stderr.
+fn ffmpeg_frames(stderr: &str) -> u64 {
+    stderr
+        .rsplit("frame=")
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn twenty_whep_and_five_rtsp_viewers_all_receive_for_a_minute() {
+    require("ffmpeg");
+    let _serial = serial();
+    let b = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "arena",
+    ]);
+    b.wait_live(true);
+    let whep = Command::new("node")
+        .arg(script_dir().join("whep_load.mjs"))
+        .args([&b.base, "arena", "--viewers", "20", "--seconds", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let viewers = |p: &str| b.metric(&format!("cambox_viewers_by_protocol{{protocol=\"{p}\"}}"));
+    wait_until("20 WebRTC viewers", Duration::from_secs(30), || {
+        viewers("whep") == 20.0
+    });
+    let url = b.rtsp_url("arena");
+    let rtsp: Vec<_> = ["tcp", "tcp", "tcp", "udp", "udp"]
+        .iter()
+        .map(|t| {
+            Command::new("ffmpeg")
+                .args([
+                    "-hide_banner",
+                    "-nostdin",
+                    "-stats",
+                    "-rtsp_transport",
+                    t,
+                    "-i",
+                    &url,
+                ])
+                .args(["-t", "40", "-f", "null", "-"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("ffmpeg")
+        })
+        .collect();
+    wait_until("5 RTSP viewers", Duration::from_secs(15), || {
+        viewers("rtsp") == 5.0
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!((viewers("whep"), viewers("rtsp")), (20.0, 5.0));
+    assert_eq!(
+        b.metric("cambox_viewers"),
+        25.0,
+        "the total agrees with the parts"
+    );
+
+    for p in rtsp {
+        let out = p.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        // 40 s at 30 fps.
+        assert!(
+            ffmpeg_frames(&err) >= 1100,
+            "an RTSP viewer fell short: {err}"
+        );
+    }
+    let out = whep.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(stdout.trim());
+    let list = r["viewers"].as_array().unwrap();
+    assert_eq!(list.len(), 20);
+    for v in list {
+        // Each still decoded 10 s of pictures at the end of the minute.
+        assert!(v["recentFrames"].as_u64().unwrap() >= 250, "{v}");
+    }
+    let received: f64 = list
+        .iter()
+        .map(|v| v["bytesReceived"].as_f64().unwrap())
+        .sum();
+    assert!(
+        b.metric("cambox_bytes_sent_total") >= received,
+        "/metrics counted what went out"
+    );
+    // The WebRTC viewers closed without a DELETE: the box notices their silence.
+    wait_until("every viewer is gone", Duration::from_secs(20), || {
+        b.metric("cambox_viewers") == 0.0
+    });
+    assert_eq!(b.metric("cambox_viewer_groups_dropped_total"), 0.0);
+}

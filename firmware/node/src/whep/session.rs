@@ -26,6 +26,9 @@ use crate::viewing::Viewing;
 
 /// A peer that has not finished ICE and DTLS by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connected viewer sends RTCP every second and ICE consent checks every few seconds;
+/// silence this long means it is gone (closed tab, lost network) without a DELETE.
+const PEER_SILENCE: Duration = Duration::from_secs(10);
 /// Largest UDP datagram read.
 const RECV_BUF: usize = 2000;
 
@@ -103,6 +106,7 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
     let _abort_readers = AbortOnDrop(readers);
 
     let started = Instant::now();
+    let mut last_heard = Instant::now();
     let mut video_lane: Option<Lane> = None;
     let mut audio_lane: Option<Lane> = None;
     let mut video: Option<TrackReader> = None;
@@ -165,6 +169,9 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
                 audio = audio_lane.and(broadcast.audio.as_ref().map(|a| a.subscribe_from(from)));
             }
         }
+        if connected && last_heard.elapsed() > PEER_SILENCE {
+            return Ok("the viewer went silent");
+        }
         if !connected && started.elapsed() > CONNECT_TIMEOUT {
             return Err(format!(
                 "ICE/DTLS did not complete within {CONNECT_TIMEOUT:?} (UDP blocked between viewer and box?)"
@@ -181,6 +188,7 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
             }
             d = in_rx.recv() => {
                 let Some((local, from, data)) = d else { return Err("sockets closed".into()) };
+                last_heard = Instant::now();
                 let Ok(contents) = data.as_slice().try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
                     proto: Protocol::Udp,
