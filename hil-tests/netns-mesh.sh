@@ -16,6 +16,9 @@
 # only way across sites. It is killed while the 8 boxes play (they must keep playing) and
 # restarted (it must list all 9 boxes again within one heartbeat).
 #
+# Every box serves RTSP on 8554 (advertised as _rtsp._tcp): a player at site s3 opens the
+# s1 broadcast on a box of its own site.
+#
 # Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl and ffprobe.
 # Usage: hil-tests/netns-mesh.sh [--registry] [--seconds N] [--keep]   (binary: $CAMBOX_BIN)
 set -euo pipefail
@@ -154,18 +157,22 @@ browse() {
         bus=$(dbus-daemon --system --fork --nopidfile --print-pid)
         avahi-daemon --daemonize --no-chroot --no-drop-root --no-rlimits 2>/dev/null
         sleep 3
-        avahi-browse --resolve --parsable --terminate _cambox._udp 2>/dev/null
+        avahi-browse --all --no-db-lookup --resolve --parsable --terminate 2>/dev/null
         avahi-daemon --kill 2>/dev/null || true
         kill "$bus" 2>/dev/null || true
     '
 }
 for s in 1 2 3; do
-    seen=$(browse "${run}s${s}bo" | awk -F';' '$1 == "=" && $3 == "IPv4" { print $10 }' | tr ' ' '\n' |
-        sed -n 's/^"site=\(.*\)"$/\1/p' | sort | uniq -c | tr -s ' ')
+    found=$(browse "${run}s${s}bo")
+    seen=$(echo "$found" | awk -F';' '$1 == "=" && $3 == "IPv4" && $5 == "_cambox._udp" { print $10 }' |
+        tr ' ' '\n' | sed -n 's/^"site=\(.*\)"$/\1/p' | sort | uniq -c | tr -s ' ')
     say "avahi-browse at site s$s sees _cambox._udp: ${seen:-nothing}"
     if [ "$(echo "$seen" | grep -c .)" != 1 ] || ! echo "$seen" | grep -q " 3 s$s$"; then
         say "FAIL: site s$s should see exactly its 3 boxes"; exit 1
     fi
+    rtsp=$(echo "$found" | awk -F';' '$1 == "=" && $3 == "IPv4" && $5 == "_rtsp._tcp" && $9 == 8554' | wc -l)
+    say "avahi-browse at site s$s sees _rtsp._tcp on port 8554: $rtsp boxes"
+    [ "$rtsp" = 3 ] || { say "FAIL: site s$s should see 3 RTSP servers"; exit 1; }
 done
 
 # Every box but the origin plays the broadcast; count each uplink over the middle of it.
@@ -205,6 +212,13 @@ for f in "$work"/*.mp4; do
     [ "${n:-0}" -ge "$min_frames" ] || { say "FAIL: $(basename "$f") decodes $n frames, want >= $min_frames"; exit 1; }
 done
 say "all 8 viewers decoded >= $min_frames frames of ${SECS} s"
+
+# RTSP: a player at site s3 opens the s1 broadcast on a box of its own site.
+rtsp_url="rtsp://10.9.3.11:8554/$broadcast"
+probe=$(in_ns "${run}s3bo" ffprobe -v error -rtsp_transport tcp -show_entries stream=codec_name \
+    -of csv=p=0 "$rtsp_url" | tr '\n' ' ')
+say "ffprobe at site s3 of $rtsp_url: ${probe:-nothing}"
+[ "$probe" = "h264 opus " ] || { say "FAIL: RTSP of a broadcast from another site"; exit 1; }
 
 # One copy: what one viewer received per second (the box's fMP4, close to the media rate).
 copy=$(( $(stat -c %s "$work/${run}s1b2.mp4") / SECS ))
