@@ -115,13 +115,21 @@ struct StreamEntry {
     local: bool,
     /// Where to play it: fragmented MP4 over HTTP.
     url: String,
+    /// Where to play it over WebRTC: the WHEP endpoint (POST an SDP offer).
+    whep: String,
+    /// Its path on the box's RTSP server (`rtsp://<box>:<port><rtsp>`), when that serves.
+    rtsp: Option<String>,
 }
 
 /// This box's own stream (live or not) and every broadcast the mesh knows.
 async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
     let s = st.status();
+    let rtsp = s.rtsp_listen.is_some();
+    let rtsp_path = |name: &str| rtsp.then(|| format!("/{name}"));
     let mut list = vec![StreamEntry {
         url: format!("/live/{}.mp4", s.stream),
+        whep: format!("/whep/{}", s.stream),
+        rtsp: rtsp_path(&s.stream),
         name: s.stream,
         node: s.node,
         site: s.site,
@@ -133,6 +141,8 @@ async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
         let known = mesh.list().await.map_err(unavailable)?;
         list.extend(known.into_iter().filter(|b| !b.local).map(|b| StreamEntry {
             url: format!("/live/{}@{}.mp4", b.name, b.origin),
+            whep: format!("/whep/{}@{}", b.name, b.origin),
+            rtsp: rtsp_path(&format!("{}@{}", b.name, b.origin)),
             name: b.name,
             node: b.origin,
             site: b.site,

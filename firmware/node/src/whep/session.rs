@@ -301,3 +301,46 @@ impl Drop for AbortOnDrop {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use cambox_media::broadcast::{track, GroupObject};
+    use cambox_media::FrameRate;
+
+    fn obj(t: u64) -> GroupObject {
+        GroupObject {
+            capture_us: t,
+            payload: Bytes::from_static(&[0, 0, 0, 1, 0x65, 1]),
+        }
+    }
+
+    #[test]
+    fn a_keyframe_request_is_answered_with_the_next_group_start() {
+        let (mut w, video) = track("video", 4);
+        let b = Broadcast {
+            name: "t".into(),
+            video,
+            audio: None,
+            rate: FrameRate::per_second(30),
+            audio_pre_skip: None,
+        };
+        w.start_group();
+        w.write(obj(0));
+        w.write(obj(1));
+        let mut r = b.video.subscribe();
+        let mut st = VideoState::default();
+        assert_eq!(r.try_next().map(|o| (o.group, o.index)), Some((0, 0)));
+        // In the newest group already: hold frames until the next group begins.
+        answer_keyframe_request(&b, &mut r, &mut st);
+        assert!(st.wait_group_start);
+        // A newer group exists: jump straight to its keyframe.
+        w.start_group();
+        w.write(obj(2));
+        w.write(obj(3));
+        answer_keyframe_request(&b, &mut r, &mut st);
+        assert!(!st.wait_group_start);
+        assert_eq!(r.try_next().map(|o| (o.group, o.index)), Some((1, 0)));
+    }
+}
