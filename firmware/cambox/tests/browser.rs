@@ -69,6 +69,15 @@ fn chromium_plays_the_page_over_mp4_with_sound_and_an_advancing_picture() {
 }
 
 #[test]
+fn the_page_falls_back_to_mp4_when_whep_is_refused() {
+    let _serial = serial();
+    let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "cellar"]);
+    b.wait_live(true);
+    let r = play_in_chromium_with(&b, "cellar", &["--block-whep"]);
+    assert_eq!(r["transport"], "MP4", "{r}");
+}
+
+#[test]
 fn chromium_plays_whep_with_sound_and_every_frame_the_box_encoded() {
     let _serial = serial();
     let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "atrium"]);

@@ -5,7 +5,7 @@
 //
 //   npm install --prefix firmware/cambox/tests/browser      (once; never `npx playwright install`)
 //   node firmware/cambox/tests/browser/play.mjs <base-url> <stream-name> [--screenshot out.png]
-//        [--press-button] [--transport whep|mse] [--seconds N]
+//        [--press-button] [--transport whep|mse] [--seconds N] [--block-whep]
 //
 // Needs a box streaming the test source with the test tone, e.g.
 //   cambox run --live --http 127.0.0.1:18080 --name teststream --source testsrc
@@ -35,6 +35,8 @@
 // pictures the element got (getVideoPlaybackQuality), and the box's own counters
 // cambox_frames_encoded_total and cambox_viewer_groups_dropped_total read from /metrics
 // at the start and end of it (the encoded count means something for the box's own stream).
+// --block-whep makes every WHEP request fail as a refused connection (as behind a proxy
+// that passes only plain HTTP streams), to see the page fall back to MP4.
 // --press-button first clicks the page's virtual box button (a 150 ms press with the mouse),
 // waits for the virtual LED to say "live" and watches it for 1.5 s; the output gains
 // led: {states: [every LED state seen, in order], litSamples, samples}.
@@ -56,7 +58,7 @@ const MIN_RMS = 0.01;
 
 function usage(message) {
   if (message) process.stderr.write(`play.mjs: ${message}\n`);
-  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button] [--transport whep|mse] [--seconds N]\n');
+  process.stderr.write('usage: node play.mjs <base-url> <stream-name> [--screenshot out.png] [--media-log] [--press-button] [--transport whep|mse] [--seconds N] [--block-whep]\n');
   process.exit(2);
 }
 
@@ -67,6 +69,7 @@ function parseArgs(argv) {
   let pressButton = false;
   let transport = null;
   let seconds = SAMPLE_FOR_MS / 1000;
+  let blockWhep = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--screenshot') {
@@ -79,6 +82,8 @@ function parseArgs(argv) {
     } else if (a === '--seconds') {
       seconds = Number(argv[++i]);
       if (!(seconds > 0 && seconds <= 120)) usage('--seconds takes a number of seconds, 1 to 120');
+    } else if (a === '--block-whep') {
+      blockWhep = true;
     } else if (a === '--transport') {
       transport = argv[++i];
       if (transport !== 'whep' && transport !== 'mse') usage('--transport takes whep or mse');
@@ -99,7 +104,7 @@ function parseArgs(argv) {
   } catch {
     usage(`not a URL: ${positional[0]}`);
   }
-  return { base, name: positional[1], screenshot, mediaLog, pressButton, transport, seconds };
+  return { base, name: positional[1], screenshot, mediaLog, pressButton, transport, seconds, blockWhep };
 }
 
 /** Clicks the stream's Play control in the list, finding it by what a person sees. */
@@ -324,7 +329,7 @@ function summarise(raw) {
 }
 
 async function main() {
-  const { base, name, screenshot, mediaLog, pressButton, transport, seconds } = parseArgs(process.argv.slice(2));
+  const { base, name, screenshot, mediaLog, pressButton, transport, seconds, blockWhep } = parseArgs(process.argv.slice(2));
   const watchdog = setTimeout(() => {
     process.stderr.write(`play.mjs: gave up after ${OVERALL_TIMEOUT_MS / 1000} s\n`);
     process.exit(1);
@@ -343,6 +348,7 @@ async function main() {
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     page.on('pageerror', (e) => errors.push(String(e)));
     if (mediaLog) await logMedia(context, page);
+    if (blockWhep) await page.route('**/whep/**', (route) => route.abort('connectionrefused'));
     // The exact MSE type the box announced for this stream.
     const streamPath = `/live/${encodeURIComponent(name)}.mp4`;
     page.on('response', (r) => {

@@ -23,10 +23,24 @@ use crate::live::ViewerGuard;
 use crate::station::Station;
 use crate::viewing::{Viewing, ViewingError};
 
-/// A session with no request, no RTCP and (over TCP) no connection for this long ends.
-pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
-/// A client that accepts no bytes for this long while media waits is dropped.
-const WRITE_STALL: Duration = Duration::from_secs(10);
+/// How long the server waits for a client before it gives up on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A connection with no request and no RTCP (over TCP or UDP) for this long ends; it
+    /// is the `timeout` the server announces in `Session`.
+    pub session_timeout: Duration,
+    /// A client that accepts no bytes for this long while media waits is dropped.
+    pub write_stall: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(60),
+            write_stall: Duration::from_secs(10),
+        }
+    }
+}
 /// Largest request (headers and body) accepted.
 const MAX_REQUEST: usize = 64 * 1024;
 /// RTP payload size: fits a 1500-byte Ethernet frame with IP, UDP and RTP headers.
@@ -178,13 +192,14 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Serves one connection until the client leaves, errs, or times out.
-pub async fn serve(station: Arc<Station>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(station: Arc<Station>, mut stream: TcpStream, peer: SocketAddr, limits: Limits) {
     let local = match stream.local_addr() {
         Ok(a) => a,
         Err(_) => return,
     };
     let mut c = Conn {
         station,
+        limits,
         peer,
         local,
         inbuf: Vec::with_capacity(4096),
@@ -201,6 +216,7 @@ pub async fn serve(station: Arc<Station>, mut stream: TcpStream, peer: SocketAdd
 
 struct Conn {
     station: Arc<Station>,
+    limits: Limits,
     peer: SocketAddr,
     local: SocketAddr,
     inbuf: Vec<u8>,
@@ -218,8 +234,11 @@ impl Conn {
             let heard = self
                 .last_heard
                 .max(self.started + Duration::from_millis(self.rtcp_heard.load(Ordering::Relaxed)));
-            if heard.elapsed() > SESSION_TIMEOUT {
-                return Err(format!("nothing heard for {SESSION_TIMEOUT:?}"));
+            if heard.elapsed() > self.limits.session_timeout {
+                return Err(format!(
+                    "nothing heard for {:?}",
+                    self.limits.session_timeout
+                ));
             }
             let idle = tokio::time::sleep(Duration::from_secs(1));
             let (video, audio) = match self.session.as_mut().and_then(|s| s.readers.as_mut()) {
@@ -266,13 +285,13 @@ impl Conn {
                 Parsed::Garbage => {
                     self.station.metrics.rtsp_bad_requests.inc();
                     let msg = "RTSP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-                    let _ = write_all(stream, msg.as_bytes()).await;
+                    let _ = write_all(stream, msg.as_bytes(), self.limits.write_stall).await;
                     return Err("sent something that is not RTSP".into());
                 }
                 Parsed::Request(req, used) => {
                     self.inbuf.drain(..used);
                     let reply = self.respond(req).await;
-                    write_all(stream, reply.as_bytes()).await?;
+                    write_all(stream, reply.as_bytes(), self.limits.write_stall).await?;
                 }
             }
         }
@@ -406,6 +425,7 @@ impl Conn {
             },
             base: random_u32(),
         };
+        let timeout = self.limits.session_timeout.as_secs().max(1);
         let s = self.session.as_mut().expect("made above");
         let ssrc = track.sender.ssrc;
         if video {
@@ -415,10 +435,7 @@ impl Conn {
         }
         Ok(Reply::ok()
             .header("Transport", &format!("{transport_reply};ssrc={ssrc:08X}"))
-            .header(
-                "Session",
-                &format!("{};timeout={}", s.id, SESSION_TIMEOUT.as_secs()),
-            ))
+            .header("Session", &format!("{};timeout={}", s.id, timeout)))
     }
 
     /// The first transport offered that this server speaks: RTP over the RTSP connection,
@@ -608,7 +625,7 @@ impl Conn {
                     framed.extend_from_slice(&(p.len() as u16).to_be_bytes());
                     framed.extend_from_slice(p);
                 }
-                write_all(stream, &framed).await?;
+                write_all(stream, &framed, self.limits.write_stall).await?;
                 sent = framed.len() as u64;
             }
             Out::Udp { rtp, to, .. } => {
@@ -690,11 +707,11 @@ fn session_not_found() -> Reply {
     Reply::status(454, "Session Not Found").body("text/plain", "no such session on this connection")
 }
 
-async fn write_all(stream: &mut TcpStream, data: &[u8]) -> Result<(), String> {
-    match tokio::time::timeout(WRITE_STALL, stream.write_all(data)).await {
+async fn write_all(stream: &mut TcpStream, data: &[u8], stall: Duration) -> Result<(), String> {
+    match tokio::time::timeout(stall, stream.write_all(data)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("write: {e}")),
-        Err(_) => Err(format!("took no data for {WRITE_STALL:?}")),
+        Err(_) => Err(format!("took no data for {stall:?}")),
     }
 }
 

@@ -24,6 +24,11 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Serves RTSP on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, station: Arc<Station>) {
+    serve_with(listener, station, conn::Limits::default()).await
+}
+
+/// As `serve`, with other time limits (tests use short ones).
+pub async fn serve_with(listener: TcpListener, station: Arc<Station>, limits: conn::Limits) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -44,7 +49,7 @@ pub async fn serve(listener: TcpListener, station: Arc<Station>) {
         let open = open.clone();
         let station = station.clone();
         tokio::spawn(async move {
-            conn::serve(station, stream, peer).await;
+            conn::serve(station, stream, peer, limits).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
