@@ -154,6 +154,22 @@ fn ask(addr: &str, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends a SETUP on `s`; returns the session id of its 200 answer.
+fn set_up(s: &mut TcpStream, setup: &str) -> String {
+    s.write_all(setup.as_bytes()).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("RTSP/1.0 200"), "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("Session: "))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn garbage_wrong_requests_and_a_client_that_never_reads_leave_others_playing() {
     require("ffmpeg");
@@ -209,19 +225,7 @@ fn garbage_wrong_requests_and_a_client_that_never_reads_leave_others_playing() {
     let setup = format!(
         "SETUP {url}/trackID=0 RTSP/1.0\r\nCSeq: 1\r\nTransport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n\r\n"
     );
-    stalled.write_all(setup.as_bytes()).unwrap();
-    let mut buf = [0u8; 2048];
-    let n = stalled.read(&mut buf).unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert!(head.starts_with("RTSP/1.0 200"), "{head}");
-    let session = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Session: "))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let session = set_up(&mut stalled, &setup);
     stalled
         .write_all(
             format!("PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {session}\r\n\r\n").as_bytes(),
@@ -242,17 +246,8 @@ fn garbage_wrong_requests_and_a_client_that_never_reads_leave_others_playing() {
 
     // TEARDOWN on a playing session ends it; the box is still fine.
     let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(setup.as_bytes()).unwrap();
-    let n = s.read(&mut buf).unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let id = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Session: "))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = set_up(&mut s, &setup);
+    let mut buf = [0u8; 2048];
     s.write_all(format!("PLAY {url} RTSP/1.0\r\nCSeq: 2\r\nSession: {id}\r\n\r\nTEARDOWN {url} RTSP/1.0\r\nCSeq: 3\r\nSession: {id}\r\n\r\n").as_bytes()).unwrap();
     let mut seen = Vec::new();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

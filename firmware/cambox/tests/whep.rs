@@ -4,35 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
 
 const OFFER: &str = include_str!("../../node/tests/fixtures/chromium-offer.sdp");
-
-/// One request; returns the status, the response head and the body.
-fn request(addr: &str, method: &str, path: &str, ctype: &str, body: &str) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, head.to_string(), rest.to_string())
-}
 
 fn whep_viewers(b: &BoxProc) -> f64 {
     b.metric("cambox_viewers_by_protocol{protocol=\"whep\"}")
@@ -47,16 +23,16 @@ fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
     b.wait_live(true);
     let addr = b.addr();
 
-    let (code, _, body) = request(&addr, "POST", "/whep/lobby", "text/plain", OFFER);
+    let (code, _, body) = http_full(&addr, "POST", "/whep/lobby", "text/plain", OFFER);
     assert_eq!(code, 415, "{body}");
     assert!(body.contains("application/sdp"), "{body}");
-    let (code, _, body) = request(&addr, "POST", "/whep/lobby", "application/sdp", "hello");
+    let (code, _, body) = http_full(&addr, "POST", "/whep/lobby", "application/sdp", "hello");
     assert_eq!(code, 400, "{body}");
     assert!(
         body.contains("v=0"),
         "the error says what an offer looks like: {body}"
     );
-    let (code, _, body) = request(
+    let (code, _, body) = http_full(
         &addr,
         "POST",
         "/whep/lobby",
@@ -64,17 +40,17 @@ fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
         "v=0\r\nm=nonsense\r\n",
     );
     assert_eq!(code, 400, "{body}");
-    let (code, _, body) = request(&addr, "POST", "/whep/nowhere", "application/sdp", OFFER);
+    let (code, _, body) = http_full(&addr, "POST", "/whep/nowhere", "application/sdp", OFFER);
     assert_eq!(code, 404, "{body}");
     assert!(
         body.contains("lobby"),
         "the error names this box's stream: {body}"
     );
-    let (code, _, _) = request(&addr, "DELETE", "/whep/session/0123", "application/sdp", "");
+    let (code, _, _) = http_full(&addr, "DELETE", "/whep/session/0123", "application/sdp", "");
     assert_eq!(code, 404);
     assert_eq!(whep_viewers(&b), 0.0, "refused offers made no session");
 
-    let (code, head, answer) = request(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
+    let (code, head, answer) = http_full(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
     assert_eq!(code, 201, "{head}\n{answer}");
     assert!(
         head.to_ascii_lowercase()
@@ -105,7 +81,7 @@ fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
     );
     assert_eq!(whep_viewers(&b), 1.0);
 
-    let (code, _, _) = request(
+    let (code, _, _) = http_full(
         &addr,
         "PATCH",
         &location,
@@ -113,18 +89,18 @@ fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
         "a=x\r\n",
     );
     assert_eq!(code, 405, "an ICE-lite box takes no trickled candidates");
-    let (code, _, _) = request(&addr, "DELETE", &location, "application/sdp", "");
+    let (code, _, _) = http_full(&addr, "DELETE", &location, "application/sdp", "");
     assert_eq!(code, 200);
     wait_until(
         "the deleted session is gone",
         Duration::from_secs(5),
         || whep_viewers(&b) == 0.0,
     );
-    let (code, _, _) = request(&addr, "DELETE", &location, "application/sdp", "");
+    let (code, _, _) = http_full(&addr, "DELETE", &location, "application/sdp", "");
     assert_eq!(code, 404, "a session ends once");
 
     // An offer whose peer never connects (nobody answers ICE) ends by itself.
-    let (code, _, _) = request(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
+    let (code, _, _) = http_full(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
     assert_eq!(code, 201);
     assert_eq!(whep_viewers(&b), 1.0);
     wait_until(

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cambox_media::broadcast::{ReadObject, TrackReader};
 use cambox_media::Broadcast;
 
 use crate::mesh::{MeshError, WatchGuard};
@@ -64,5 +65,26 @@ pub async fn open(st: &Station, name: &str) -> Result<Viewing, ViewingError> {
             st.settings.stream
         ))),
         Err(e) => Err(ViewingError::Unavailable(e.to_string())),
+    }
+}
+
+/// The next object of a track, or never when there is no reader: lets one `select!` wait
+/// on tracks a viewer may or may not have (no sound, not playing yet).
+pub async fn next_or_pending(r: Option<&mut TrackReader>) -> Option<ReadObject> {
+    match r {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tasks that serve one viewer (socket readers) and must not outlive it.
+#[derive(Debug)]
+pub struct AbortOnDrop(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
     }
 }

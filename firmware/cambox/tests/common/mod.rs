@@ -171,11 +171,23 @@ impl Drop for BoxProc {
 
 /// A minimal HTTP/1.1 request; returns status and body (for small, non-streaming answers).
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let (code, _, body) = http_full(addr, method, path, "application/json", body);
+    (code, body)
+}
+
+/// One request with any content type; returns the status, the response head and body.
+pub fn http_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -188,7 +200,7 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (code, rest.to_string())
+    (code, head.to_string(), rest.to_string())
 }
 
 pub fn json(s: &str) -> serde_json::Value {

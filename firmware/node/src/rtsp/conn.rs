@@ -21,7 +21,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use super::sdp;
 use crate::live::ViewerGuard;
 use crate::station::Station;
-use crate::viewing::{Viewing, ViewingError};
+use crate::viewing::{next_or_pending, AbortOnDrop, Viewing, ViewingError};
 
 /// How long the server waits for a client before it gives up on it.
 #[derive(Debug, Clone, Copy)]
@@ -487,7 +487,7 @@ impl Conn {
                         Out::Udp {
                             rtp: Arc::new(rtp_sock),
                             to: SocketAddr::new(self.peer.ip(), rtp_port),
-                            _rtcp_listener: AbortOnDrop(listener),
+                            _rtcp_listener: AbortOnDrop(vec![listener]),
                         },
                         format!(
                             "RTP/AVP;unicast;client_port={rtp_port}-{rtcp_port};server_port={}-{}",
@@ -732,13 +732,6 @@ async fn bind_pair(ip: std::net::IpAddr) -> std::io::Result<(UdpSocket, UdpSocke
     Err(last.unwrap_or_else(|| std::io::Error::other("no free even/odd UDP port pair")))
 }
 
-async fn next_or_pending(r: Option<&mut TrackReader>) -> Option<ReadObject> {
-    match r {
-        Some(r) => r.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
@@ -749,13 +742,4 @@ fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
-use crate::viewing::Viewing;
+use crate::viewing::{next_or_pending, AbortOnDrop, Viewing};
 
 /// A peer that has not finished ICE and DTLS by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -280,25 +280,6 @@ fn answer_keyframe_request(broadcast: &Broadcast, reader: &mut TrackReader, st: 
             st.wait_group_start = false;
         }
         _ => st.wait_group_start = true,
-    }
-}
-
-async fn next_or_pending(
-    r: Option<&mut TrackReader>,
-) -> Option<cambox_media::broadcast::ReadObject> {
-    match r {
-        Some(r) => r.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for h in &self.0 {
-            h.abort();
-        }
     }
 }
 
