@@ -200,6 +200,7 @@ pub async fn serve(station: Arc<Station>, mut stream: TcpStream, peer: SocketAdd
     let mut c = Conn {
         station,
         limits,
+        described: None,
         peer,
         local,
         inbuf: Vec::with_capacity(4096),
@@ -217,6 +218,8 @@ pub async fn serve(station: Arc<Station>, mut stream: TcpStream, peer: SocketAdd
 struct Conn {
     station: Arc<Station>,
     limits: Limits,
+    /// The broadcast the last DESCRIBE opened, until a SETUP takes it.
+    described: Option<(String, Viewing)>,
     peer: SocketAddr,
     local: SocketAddr,
     inbuf: Vec<u8>,
@@ -253,9 +256,7 @@ impl Conn {
                     }
                     self.last_heard = Instant::now();
                     self.inbuf.extend_from_slice(&buf[..n]);
-                    if !self.handle_input(stream).await? {
-                        return Ok(());
-                    }
+                    self.handle_input(stream).await?;
                 }
                 o = next_or_pending(video) => match o {
                     Some(o) => self.send(stream, true, o).await?,
@@ -274,11 +275,11 @@ impl Conn {
         }
     }
 
-    /// Handles every whole message in the buffer; false when the connection must close.
-    async fn handle_input(&mut self, stream: &mut TcpStream) -> Result<bool, String> {
+    /// Handles every whole message in the buffer; an error closes the connection.
+    async fn handle_input(&mut self, stream: &mut TcpStream) -> Result<(), String> {
         loop {
             match parse(&self.inbuf) {
-                Parsed::Incomplete => return Ok(true),
+                Parsed::Incomplete => return Ok(()),
                 Parsed::Data(used) => {
                     self.inbuf.drain(..used);
                 }
@@ -330,7 +331,7 @@ impl Conn {
     async fn describe(&mut self, req: &Req) -> Result<Reply, Reply> {
         let (name, _) = split_uri(&req.uri).ok_or_else(not_a_stream)?;
         let viewing = self.open(&name).await?;
-        let b = &viewing.broadcast;
+        let b = viewing.broadcast.clone();
         let keyframe = match b.video.latest_group_head() {
             Some(k) => k,
             None => {
@@ -359,6 +360,9 @@ impl Conn {
             &self.server_ip(),
         );
         let base = format!("rtsp://{}/{}/", self.local, name);
+        // Kept for the SETUP that follows, so a relay does not leave the broadcast's tree
+        // between the two requests only to join it again.
+        self.described = Some((name, viewing));
         Ok(Reply::ok()
             .header("Content-Base", &base)
             .body("application/sdp", body))
@@ -388,7 +392,10 @@ impl Conn {
             _ => {}
         }
         if self.session.is_none() {
-            let viewing = self.open(&name).await?;
+            let viewing = match self.described.take() {
+                Some((n, v)) if n == name => v,
+                _ => self.open(&name).await?,
+            };
             self.session = Some(Session {
                 id: random_hex(8),
                 name: name.clone(),
