@@ -602,4 +602,20 @@ mod tests {
         assert!(bad.settings().is_err());
         assert!(toml::from_str::<RunConfig>("fps = \"fast\"").is_err());
     }
+
+    #[test]
+    fn rtsp_defaults_to_8554_may_be_moved_or_turned_off() {
+        let default = RunConfig::default().rtsp_addr().unwrap();
+        assert_eq!(default, Some(("0.0.0.0:8554".parse().unwrap(), false)));
+        let off: RunConfig = toml::from_str("rtsp = \"off\"").unwrap();
+        assert_eq!(off.rtsp_addr().unwrap(), None);
+        let moved: RunConfig = toml::from_str("rtsp = \"127.0.0.1:8555\"").unwrap();
+        assert_eq!(
+            moved.rtsp_addr().unwrap(),
+            Some(("127.0.0.1:8555".parse().unwrap(), true))
+        );
+        let bad: RunConfig = toml::from_str("rtsp = \"8554\"").unwrap();
+        let err = bad.rtsp_addr().unwrap_err().to_string();
+        assert!(err.contains("0.0.0.0:8554") && err.contains("off"), "{err}");
+    }
 }
