@@ -69,6 +69,39 @@ fn chromium_plays_the_page_over_mp4_with_sound_and_an_advancing_picture() {
 }
 
 #[test]
+fn whep_recovers_lost_packets_by_nack_on_a_lossy_link() {
+    let _serial = serial();
+    // 2 % of the box's datagrams to the viewer are lost on the way.
+    let b = BoxProc::start_with_env(
+        &["--live", "--source", "testsrc", "--name", "attic"],
+        &[("CAMBOX_WHEP_TEST_LOSS_PERCENT", "2")],
+    );
+    b.wait_live(true);
+    let r = play_in_chromium_with(&b, "attic", &["--transport", "whep", "--seconds", "6"]);
+    assert_eq!(r["transport"], "WebRTC", "{r}");
+    // Without retransmission, each loss would cost the rest of its group (a frozen
+    // picture until the next keyframe); with NACK nearly every frame is still shown.
+    let f = &r["frames"];
+    let (shown, encoded) = (
+        f["presented"].as_i64().unwrap(),
+        f["encoded"].as_i64().unwrap(),
+    );
+    assert!(shown * 100 >= encoded * 95, "{r}");
+    assert!(r["advanced"].as_u64().unwrap() >= 150, "{r}");
+    // Chromium saw the losses, asked for them again, and got them.
+    let w = &r["webrtc"];
+    assert!(
+        w["packetsLost"].as_i64().unwrap() > 0,
+        "no loss was emulated: {w}"
+    );
+    assert!(w["nackCount"].as_u64().unwrap() > 0, "{w}");
+    assert!(
+        w["retransmittedPacketsReceived"].as_u64().unwrap() > 0,
+        "{w}"
+    );
+}
+
+#[test]
 fn the_page_falls_back_to_mp4_when_whep_is_refused() {
     let _serial = serial();
     let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "cellar"]);

@@ -35,6 +35,9 @@
 // pictures the element got (getVideoPlaybackQuality), and the box's own counters
 // cambox_frames_encoded_total and cambox_viewer_groups_dropped_total read from /metrics
 // at the start and end of it (the encoded count means something for the box's own stream).
+// Over WebRTC the output has webrtc: the receiver's video statistics from the page
+// (packetsReceived, packetsLost, nackCount, retransmittedPacketsReceived, pliCount,
+// firCount, framesDecoded, freezeCount); null over MP4.
 // --block-whep makes every WHEP request fail as a refused connection (as behind a proxy
 // that passes only plain HTTP streams), to see the page fall back to MP4.
 // --press-button first clicks the page's virtual box button (a 150 ms press with the mouse),
@@ -381,7 +384,8 @@ async function main() {
     if (raw.audioError) errors.push(`test: WebAudio: ${raw.audioError}`);
     if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
     const via = await page.locator('#st-transport').textContent().catch(() => null);
-    result = { ...summarise(raw), transport: via, frames, mime, errors, led };
+    const webrtc = await page.evaluate(() => window.cambox.rtcStats());
+    result = { ...summarise(raw), transport: via, frames, webrtc, mime, errors, led };
     if (screenshot) await page.screenshot({ path: screenshot });
   } catch (e) {
     failure = e.message || String(e);

@@ -49,6 +49,11 @@ impl BoxProc {
     /// Starts a box on loopback ports the OS picks, with a key of its own and without
     /// mDNS (tests must not find boxes of other tests); `args` come after and may add more.
     pub fn start(args: &[&str]) -> BoxProc {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As `start`, with more environment variables for the box.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> BoxProc {
         let state = tempfile::tempdir().expect("temp dir");
         let key = state.path().join("node.key");
         let mut cmd = Command::new(BIN);
@@ -70,6 +75,7 @@ impl BoxProc {
         let mut child = cmd
             .args(args)
             .env("CAMBOX_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

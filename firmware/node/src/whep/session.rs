@@ -31,6 +31,36 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const PEER_SILENCE: Duration = Duration::from_secs(10);
 /// Largest UDP datagram read.
 const RECV_BUF: usize = 2000;
+/// Percent of datagrams to a connected viewer thrown away, to test NACK and keyframe
+/// requests over a lossy link where `tc netem` is not at hand (tests only; unset: none).
+const LOSS_ENV: &str = "CAMBOX_WHEP_TEST_LOSS_PERCENT";
+
+/// Drops datagrams at random, as a lossy link would.
+#[derive(Debug)]
+struct LossyLink {
+    percent: u32,
+    state: u64,
+}
+
+impl LossyLink {
+    fn from_env() -> Option<Self> {
+        let percent: u32 = std::env::var(LOSS_ENV).ok()?.parse().ok()?;
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        (percent > 0).then(|| Self {
+            percent: percent.min(100),
+            state: u64::from_le_bytes(seed) | 1,
+        })
+    }
+
+    /// xorshift64: good enough to spread losses, and no dependency.
+    fn drop_next(&mut self) -> bool {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state % 100 < u64::from(self.percent)
+    }
+}
 
 /// What the HTTP side hands to a new session's task.
 pub struct Setup {
@@ -113,6 +143,7 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
     let mut audio: Option<TrackReader> = None;
     let mut vstate = VideoState::default();
     let mut connected = false;
+    let mut lossy = LossyLink::from_env();
 
     loop {
         // Everything str0m wants done now: datagrams out, events; then when to wake.
@@ -124,6 +155,9 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
                         .iter()
                         .find(|s| s.local_addr().is_ok_and(|a| a == t.source))
                         .ok_or_else(|| format!("no socket for {}", t.source))?;
+                    if connected && lossy.as_mut().is_some_and(LossyLink::drop_next) {
+                        continue;
+                    }
                     let n = t.contents.len() as u64;
                     // Awaiting a full socket buffer is the back pressure that lets the
                     // track reader fall behind and drop whole groups.
