@@ -212,6 +212,15 @@ impl Driver {
 
     /// Subscribes to every `.node` broadcast while someone wants them, and lets go after.
     /// `known`: every broadcast in the catalog now.
+    /// The ids in the catalog as it stands: what the node and chat followers follow.
+    pub(super) fn known_ids(&self, now: Instant) -> HashSet<BroadcastId> {
+        self.core
+            .known_broadcasts(now)
+            .into_iter()
+            .map(|(b, _, _)| b)
+            .collect()
+    }
+
     pub(super) fn follow_nodes(&mut self, now: Instant, known: &HashSet<BroadcastId>) {
         let wanted = self.follow_nodes_until.is_some_and(|t| now < t);
         let known: HashSet<BroadcastId> = known
@@ -259,12 +268,7 @@ impl Driver {
         let r = self.room(now, room);
         r.until = r.until.max(now + ROOM_LINGER);
         let out = (r.room.history(), r.followers.subscribe());
-        let known = self
-            .core
-            .known_broadcasts(now)
-            .into_iter()
-            .map(|(b, _, _)| b)
-            .collect();
+        let known = self.known_ids(now);
         self.follow_rooms(now, &known);
         out
     }

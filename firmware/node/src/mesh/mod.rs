@@ -1061,12 +1061,7 @@ impl Driver {
         let now = Instant::now();
         self.core.set_wall_clock(now, crate::bus::wall_ms());
         // The catalog as it stands, once for everything below that follows it.
-        let known: HashSet<BroadcastId> = self
-            .core
-            .known_broadcasts(now)
-            .into_iter()
-            .map(|(b, _, _)| b)
-            .collect();
+        let known = self.known_ids(now);
         self.follow_nodes(now, &known);
         self.follow_rooms(now, &known);
         self.pending_replies.retain(|_, tx| !tx.is_closed());
