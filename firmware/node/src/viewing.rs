@@ -68,6 +68,23 @@ pub async fn open(st: &Station, name: &str) -> Result<Viewing, ViewingError> {
     }
 }
 
+/// `bytes` random bytes in hex: session ids a viewer cannot guess. Falls back to the clock
+/// if the OS has no randomness to give.
+pub fn random_id(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    if getrandom::fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes();
+        for (x, y) in b.iter_mut().zip(t.iter().cycle()) {
+            *x = *y;
+        }
+    }
+    cambox_mesh::hex::to_hex(&b)
+}
+
 /// The next object of a track, or never when there is no reader: lets one `select!` wait
 /// on tracks a viewer may or may not have (no sound, not playing yet).
 pub async fn next_or_pending(r: Option<&mut TrackReader>) -> Option<ReadObject> {

@@ -397,7 +397,7 @@ impl Conn {
                 _ => self.open(&name).await?,
             };
             self.session = Some(Session {
-                id: random_hex(8),
+                id: crate::viewing::random_id(8),
                 name: name.clone(),
                 viewing,
                 video: None,
@@ -743,10 +743,4 @@ fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     u32::from_le_bytes(b)
-}
-
-fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    let _ = getrandom::fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

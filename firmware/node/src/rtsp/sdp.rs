@@ -14,11 +14,8 @@ pub const AUDIO_CONTROL: &str = "trackID=1";
 
 /// The SDP of a broadcast whose picture is described by `avc`.
 pub fn describe(name: &str, avc: &AvcConfig, fps: f64, audio: bool, server_ip: &str) -> String {
-    let profile = avc
-        .sps
-        .get(1..4)
-        .map(|b| format!("{:02x}{:02x}{:02x}", b[0], b[1], b[2]))
-        .unwrap_or_else(|| "42e01f".into());
+    let codec = avc.codec_string();
+    let profile = codec.trim_start_matches("avc1.");
     let family = if server_ip.contains(':') {
         "IP6"
     } else {

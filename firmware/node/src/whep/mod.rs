@@ -125,7 +125,8 @@ async fn offer(
     let addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
     let (rtc, answer) = negotiate(offer, &addrs).map_err(|e| e.into_api())?;
 
-    let id = session_id();
+    // 128 random bits: a session URL cannot be guessed by another viewer.
+    let id = crate::viewing::random_id(16);
     let location = format!("/whep/session/{id}");
     let (stop_tx, stop) = watch::channel(false);
     st.whep.lock().insert(id.clone(), stop_tx);
@@ -256,17 +257,4 @@ fn offers_h264(answer: &str) -> bool {
     answer
         .lines()
         .any(|l| l.starts_with("a=rtpmap:") && l.contains("H264/90000"))
-}
-
-/// 128 random bits, hex: a session URL cannot be guessed by another viewer.
-fn session_id() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).unwrap_or_else(|_| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        b = t.to_le_bytes();
-    });
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
