@@ -79,11 +79,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             },
         ))
     });
-    let shown = if local.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}/", local.port())
-    } else {
-        format!("http://{local}/")
-    };
+    let shown = format!("http://{}/", reachable(local));
     eprintln!(
         "cambox: box '{}' at {shown} (stream {}live/{}.mp4)",
         station.settings.node, shown, station.settings.stream
@@ -100,18 +96,13 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         );
     }
     if let Some(listener) = rtsp {
-        let shown = rtsp_local.map_or_else(String::new, |a| {
-            let host = if a.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                a.ip().to_string()
-            };
-            format!(" rtsp://{host}:{}/{}", a.port(), station.settings.stream)
-        });
-        eprintln!(
-            "cambox: RTSP on {}{shown}",
-            rtsp_local.map(|a| a.to_string()).unwrap_or_default()
-        );
+        if let Some(a) = rtsp_local {
+            eprintln!(
+                "cambox: RTSP on {a} rtsp://{}/{}",
+                reachable(a),
+                station.settings.stream
+            );
+        }
         tokio::spawn(cambox_node::rtsp::serve(listener, station.clone()));
     }
     station.mark_started();
@@ -126,6 +117,16 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a person on this machine reaches a server listening on `addr`: the loopback
+/// address in place of "any".
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
 }
 
 async fn shutdown_signal() {
