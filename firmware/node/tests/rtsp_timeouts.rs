@@ -123,7 +123,9 @@ async fn play_udp(s: &mut TcpStream, addr: SocketAddr, rtp: &UdpSocket) -> u16 {
         .await
         .expect("RTP within 5 s")
         .unwrap();
-    assert!(n > 12 && buf[0] >> 6 == 2 && buf[1] & 0x7f == 96);
+    let (header, payload) = cambox_media::rtp::Header::parse(&buf[..n]).expect("an RTP packet");
+    assert_eq!(header.payload_type, 96);
+    assert!(!payload.is_empty());
     server_rtcp
 }
 
