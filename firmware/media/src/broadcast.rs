@@ -147,6 +147,7 @@ impl Track {
             index: 0,
             start_at_us: None,
             dropped_groups: 0,
+            dropped_reported: 0,
         }
     }
 
@@ -186,6 +187,8 @@ pub struct TrackReader {
     index: usize,
     start_at_us: Option<u64>,
     dropped_groups: u64,
+    /// What `take_dropped` has already handed out.
+    dropped_reported: u64,
 }
 
 /// What a reader gets: an object and the group it belongs to.
@@ -201,6 +204,14 @@ impl TrackReader {
     /// Whole groups this reader skipped because it fell behind.
     pub fn dropped_groups(&self) -> u64 {
         self.dropped_groups
+    }
+
+    /// Groups skipped since the last call: a viewer counts its drops (and restarts its
+    /// sound after a skip) without keeping its own copy of the total.
+    pub fn take_dropped(&mut self) -> u64 {
+        let new = self.dropped_groups - self.dropped_reported;
+        self.dropped_reported = self.dropped_groups;
+        new
     }
 
     /// Sequence number of the group being read, once reading has started.
@@ -375,6 +386,8 @@ mod tests {
         // Its own group to the end, then the newest group from its keyframe: never a partial group.
         assert_eq!(rest, vec![1, 400, 401, 402]);
         assert_eq!(r.dropped_groups(), 3);
+        assert_eq!(r.take_dropped(), 3);
+        assert_eq!(r.take_dropped(), 0, "each skip is handed out once");
     }
 
     #[test]

@@ -100,7 +100,6 @@ pub async fn start_viewer(
         if !send(init).await || !send(first_frag).await {
             return;
         }
-        let mut dropped = video.dropped_groups();
         // Opus packets wait here for the next video frame, so each fragment carries both
         // tracks (what MSE expects of a muxed stream) at a cost of at most one frame.
         let mut pending: Vec<GroupObject> = Vec::new();
@@ -108,12 +107,11 @@ pub async fn start_viewer(
             let fragment = tokio::select! {
                 v = video.next() => {
                     let Some(o) = v else { break };
-                    let now = video.dropped_groups();
-                    if now > dropped {
+                    let skipped = video.take_dropped();
+                    if skipped > 0 {
                         // The picture skipped ahead to a newer group: the sound follows it,
                         // so both tracks resume at the same instant.
-                        metrics.viewer_groups_dropped.inc_by(now - dropped);
-                        dropped = now;
+                        metrics.viewer_groups_dropped.inc_by(skipped);
                         pending.clear();
                         audio = broadcast.audio.as_ref().map(|a| a.subscribe_from(o.object.capture_us));
                     }

@@ -68,6 +68,16 @@ pub async fn open(st: &Station, name: &str) -> Result<Viewing, ViewingError> {
     }
 }
 
+/// Readers at the newest keyframe, the sound from the same instant: where every new
+/// viewer starts.
+pub fn readers_from_newest_keyframe(b: &Broadcast) -> (TrackReader, Option<TrackReader>) {
+    let from = b.video.latest_group_head().map_or(0, |o| o.capture_us);
+    (
+        b.video.subscribe(),
+        b.audio.as_ref().map(|a| a.subscribe_from(from)),
+    )
+}
+
 /// `bytes` random bytes in hex: session ids a viewer cannot guess. Falls back to the clock
 /// if the OS has no randomness to give.
 pub fn random_id(bytes: usize) -> String {

@@ -21,7 +21,9 @@ use tokio::net::{TcpStream, UdpSocket};
 use super::sdp;
 use crate::live::ViewerGuard;
 use crate::station::Station;
-use crate::viewing::{next_or_pending, AbortOnDrop, Viewing, ViewingError};
+use crate::viewing::{
+    next_or_pending, readers_from_newest_keyframe, AbortOnDrop, Viewing, ViewingError,
+};
 
 /// How long the server waits for a client before it gives up on it.
 #[derive(Debug, Clone, Copy)]
@@ -86,7 +88,6 @@ struct Session {
 struct Readers {
     video: Option<TrackReader>,
     audio: Option<TrackReader>,
-    dropped: u64,
 }
 
 /// A parsed request, reduced to what the server looks at.
@@ -527,18 +528,10 @@ impl Conn {
                 .body("text/plain", "SETUP a track before PLAY"));
         }
         if s.readers.is_none() {
-            // Start at the newest keyframe, and the sound at the same instant.
-            let b = &s.viewing.broadcast;
-            let from = b.video.latest_group_head().map_or(0, |o| o.capture_us);
-            let video = s.video.as_ref().map(|_| b.video.subscribe());
-            let audio = s
-                .audio
-                .as_ref()
-                .and(b.audio.as_ref().map(|a| a.subscribe_from(from)));
+            let (video, audio) = readers_from_newest_keyframe(&s.viewing.broadcast);
             s.readers = Some(Readers {
-                video,
-                audio,
-                dropped: 0,
+                video: s.video.as_ref().map(|_| video),
+                audio: s.audio.as_ref().and(audio),
             });
             s._counted = Some(ViewerGuard::new(metrics, "rtsp"));
         }
@@ -593,13 +586,9 @@ impl Conn {
         let Some(s) = self.session.as_mut() else {
             return Ok(());
         };
-        if let Some(r) = s.readers.as_mut() {
+        if let Some(v) = s.readers.as_mut().and_then(|r| r.video.as_mut()) {
             if video {
-                let now = r.video.as_ref().map_or(0, |v| v.dropped_groups());
-                if now > r.dropped {
-                    metrics.viewer_groups_dropped.inc_by(now - r.dropped);
-                    r.dropped = now;
-                }
+                metrics.viewer_groups_dropped.inc_by(v.take_dropped());
             }
         }
         let Some(t) = (if video {

@@ -22,7 +22,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
-use crate::viewing::{next_or_pending, AbortOnDrop, Viewing};
+use crate::viewing::{next_or_pending, readers_from_newest_keyframe, AbortOnDrop, Viewing};
 
 /// A peer that has not finished ICE and DTLS by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,15 +85,6 @@ struct Lane {
     pt: str0m::format::PayloadParams,
 }
 
-/// Where the video reader stands after a keyframe request.
-#[derive(Debug, Default)]
-struct VideoState {
-    /// Frames are held back until a group starts (after a PLI in the newest group).
-    wait_group_start: bool,
-    /// Groups the reader had dropped when last counted.
-    dropped: u64,
-}
-
 /// Runs the session until the peer leaves, DELETE stops it, or the broadcast ends.
 pub async fn run(setup: Setup) {
     let id = setup.id.clone();
@@ -141,7 +132,8 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
     let mut audio_lane: Option<Lane> = None;
     let mut video: Option<TrackReader> = None;
     let mut audio: Option<TrackReader> = None;
-    let mut vstate = VideoState::default();
+    // Frames are held back until a group starts (after a PLI in the newest group).
+    let mut wait_group_start = false;
     let mut connected = false;
     let mut lossy = LossyLink::from_env();
 
@@ -178,7 +170,7 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
                     Event::KeyframeRequest(_) => {
                         metrics.whep_keyframe_requests.inc();
                         if let Some(v) = video.as_mut() {
-                            answer_keyframe_request(&broadcast, v, &mut vstate);
+                            wait_group_start = answer_keyframe_request(&broadcast, v);
                         }
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -192,15 +184,10 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
         // at the newest keyframe, and the sound at the same instant.
         if connected && video.is_none() {
             if let Some(lane) = video_lane {
-                let v = broadcast.video.subscribe();
-                let from = broadcast
-                    .video
-                    .latest_group_head()
-                    .map_or(0, |o| o.capture_us);
                 tracing::debug!(mid = %lane.mid, "WHEP viewer starts");
-                vstate.dropped = v.dropped_groups();
+                let (v, a) = readers_from_newest_keyframe(&broadcast);
                 video = Some(v);
-                audio = audio_lane.and(broadcast.audio.as_ref().map(|a| a.subscribe_from(from)));
+                audio = audio_lane.and(a);
             }
         }
         if connected && last_heard.elapsed() > PEER_SILENCE {
@@ -237,19 +224,18 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
             o = next_or_pending(video.as_mut()) => {
                 let Some(o) = o else { return Ok("the broadcast ended") };
                 let lane = video_lane.expect("video reader only with a video lane");
-                if let Some(v) = video.as_ref() {
-                    let dropped = v.dropped_groups();
-                    if dropped > vstate.dropped {
-                        metrics.viewer_groups_dropped.inc_by(dropped - vstate.dropped);
-                        vstate.dropped = dropped;
-                        vstate.wait_group_start = false;
+                if let Some(v) = video.as_mut() {
+                    let skipped = v.take_dropped();
+                    if skipped > 0 {
+                        metrics.viewer_groups_dropped.inc_by(skipped);
+                        wait_group_start = false;
                     }
                 }
-                if vstate.wait_group_start {
+                if wait_group_start {
                     if o.index != 0 {
                         continue;
                     }
-                    vstate.wait_group_start = false;
+                    wait_group_start = false;
                 }
                 write(&mut rtc, lane, MediaTime::from_90khz(o.object.capture_us * 9 / 100), o.object.payload)?;
             }
@@ -304,17 +290,16 @@ fn write(rtc: &mut Rtc, lane: Lane, t: MediaTime, payload: bytes::Bytes) -> Resu
 }
 
 /// PLI/FIR: jump to the newest group if one started since the reader's; otherwise hold
-/// frames back until the next group begins.
-fn answer_keyframe_request(broadcast: &Broadcast, reader: &mut TrackReader, st: &mut VideoState) {
-    let newest = broadcast.video.latest_group_head();
-    match (newest, reader.current_group_seq()) {
-        (Some(_), Some(cur)) if broadcast.video.newest_group_seq().is_some_and(|n| n > cur) => {
-            *reader = broadcast.video.subscribe();
-            st.dropped = reader.dropped_groups();
-            st.wait_group_start = false;
-        }
-        _ => st.wait_group_start = true,
+/// frames back until the next group begins. Returns whether to hold them back.
+fn answer_keyframe_request(broadcast: &Broadcast, reader: &mut TrackReader) -> bool {
+    let behind = matches!(
+        (broadcast.video.newest_group_seq(), reader.current_group_seq()),
+        (Some(newest), Some(current)) if newest > current
+    );
+    if behind {
+        *reader = broadcast.video.subscribe();
     }
+    !behind
 }
 
 #[cfg(test)]
@@ -345,17 +330,14 @@ mod tests {
         w.write(obj(0));
         w.write(obj(1));
         let mut r = b.video.subscribe();
-        let mut st = VideoState::default();
         assert_eq!(r.try_next().map(|o| (o.group, o.index)), Some((0, 0)));
         // In the newest group already: hold frames until the next group begins.
-        answer_keyframe_request(&b, &mut r, &mut st);
-        assert!(st.wait_group_start);
+        assert!(answer_keyframe_request(&b, &mut r));
         // A newer group exists: jump straight to its keyframe.
         w.start_group();
         w.write(obj(2));
         w.write(obj(3));
-        answer_keyframe_request(&b, &mut r, &mut st);
-        assert!(!st.wait_group_start);
+        assert!(!answer_keyframe_request(&b, &mut r));
         assert_eq!(r.try_next().map(|o| (o.group, o.index)), Some((1, 0)));
     }
 }
