@@ -1,4 +1,7 @@
 // Headless Debian Chromium as the tests drive it (shared by play.mjs and registry_page.mjs).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 export async function launch(userDataDir) {
@@ -27,4 +30,27 @@ export async function launch(userDataDir) {
     ],
     viewport: { width: 1280, height: 800 },
   });
+}
+
+/**
+ * Runs `fn(page)` in a fresh Chromium on a temporary profile, removed afterwards, and exits
+ * with the code `fn` returns (1 if it throws, or if it is not done within `timeoutMs`).
+ * `script` names the caller in messages.
+ */
+export async function runWithChromium(script, timeoutMs, fn) {
+  const userDataDir = await mkdtemp(join(tmpdir(), 'cambox-chromium-'));
+  const watchdog = setTimeout(() => { process.stderr.write(`${script}: gave up\n`); process.exit(1); }, timeoutMs);
+  let context = null;
+  let code = 1;
+  try {
+    context = await launch(userDataDir);
+    code = await fn(context.pages()[0] ?? (await context.newPage()));
+  } catch (e) {
+    process.stderr.write(`${script}: ${e.stack || e}\n`);
+  } finally {
+    if (context) await context.close().catch(() => {});
+    await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
+    clearTimeout(watchdog);
+  }
+  process.exit(code);
 }

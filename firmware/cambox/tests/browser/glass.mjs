@@ -17,10 +17,7 @@
 //   receiveTime, the last packet's arrival) minus capture time: no compositor in it.
 // Exits 1 if nothing played.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { launch } from './chromium.mjs';
+import { runWithChromium } from './chromium.mjs';
 
 function usage(message) {
   if (message) process.stderr.write(`glass.mjs: ${message}\n`);
@@ -95,13 +92,7 @@ function watchFrames({ seconds }) {
   });
 }
 
-const userDataDir = await mkdtemp(join(tmpdir(), 'cambox-chromium-'));
-const watchdog = setTimeout(() => { process.stderr.write('glass.mjs: gave up\n'); process.exit(1); }, (seconds + 60) * 1000);
-let context = null;
-let code = 1;
-try {
-  context = await launch(userDataDir);
-  const page = context.pages()[0] ?? (await context.newPage());
+await runWithChromium('glass.mjs', (seconds + 60) * 1000, async (page) => {
   const url = new URL('/', base);
   url.searchParams.set('transport', transport);
   await page.goto(url.href, { waitUntil: 'load' });
@@ -128,12 +119,5 @@ try {
     },
     receiveMs: r.received.length ? { mean: mean(r.received) } : null,
   }) + '\n');
-  code = s.length ? 0 : 1;
-} catch (e) {
-  process.stderr.write(`glass.mjs: ${e.stack || e}\n`);
-} finally {
-  if (context) await context.close().catch(() => {});
-  await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
-  clearTimeout(watchdog);
-}
-process.exit(code);
+  return s.length ? 0 : 1;
+});

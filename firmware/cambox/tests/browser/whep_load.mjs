@@ -11,10 +11,7 @@
 // - state: its connection state at the end.
 // Exits 0 when every viewer decoded frames in the last 10 s, else 1 (2 for bad usage).
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { launch } from './chromium.mjs';
+import { runWithChromium } from './chromium.mjs';
 
 function usage(message) {
   if (message) process.stderr.write(`whep_load.mjs: ${message}\n`);
@@ -82,24 +79,11 @@ async function inPage({ name, viewers, seconds }) {
   return out;
 }
 
-const userDataDir = await mkdtemp(join(tmpdir(), 'cambox-chromium-'));
-const watchdog = setTimeout(() => { process.stderr.write('whep_load.mjs: gave up\n'); process.exit(1); }, (seconds + 60) * 1000);
-let context = null;
-let code = 1;
-try {
-  context = await launch(userDataDir);
-  const page = context.pages()[0] ?? (await context.newPage());
+await runWithChromium('whep_load.mjs', (seconds + 60) * 1000, async (page) => {
   await page.goto(new URL('/api/v1/status', base).href);
   const list = await page.evaluate(inPage, { name, viewers, seconds });
   const connectedAll = list.every((v) => v.state === 'connected' && v.recentFrames > 0);
   process.stdout.write(JSON.stringify({ viewers: list, connectedAll }) + '\n');
-  code = connectedAll ? 0 : 1;
   if (!connectedAll) process.stderr.write('whep_load.mjs: FAIL: a viewer stopped receiving\n');
-} catch (e) {
-  process.stderr.write(`whep_load.mjs: ${e.stack || e}\n`);
-} finally {
-  if (context) await context.close().catch(() => {});
-  await rm(userDataDir, { recursive: true, force: true }).catch(() => {});
-  clearTimeout(watchdog);
-}
-process.exit(code);
+  return connectedAll ? 0 : 1;
+});
