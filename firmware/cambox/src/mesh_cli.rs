@@ -88,15 +88,15 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
     };
     let streams = v["streams"].as_array().cloned().unwrap_or_default();
     println!(
-        "{:<24} {:<14} {:<12} {:>4}  {:<5}  URL",
-        "NAME", "ORIGIN", "SITE", "HOPS", "LIVE"
+        "{:<24} {:<20} {:<12} {:>4}  {:<5}  URL",
+        "NAME", "BOX", "SITE", "HOPS", "LIVE"
     );
     for s in &streams {
         let hops = s["hops"]
             .as_u64()
             .map_or("-".to_string(), |h| h.to_string());
         println!(
-            "{:<24} {:<14} {:<12} {:>4}  {:<5}  {}",
+            "{:<24} {:<20} {:<12} {:>4}  {:<5}  {}",
             s["name"].as_str().unwrap_or("?"),
             s["node"].as_str().unwrap_or("?"),
             s["site"].as_str().unwrap_or("?"),

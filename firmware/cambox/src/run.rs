@@ -36,7 +36,8 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     if let Some(a) = rtsp_local {
         station.set_rtsp_addr(a);
     }
-    let identity = crate::box_files::load_node_key(&cfg.key_path())?;
+    // Claimed for as long as the box runs: a second box with this key is refused here.
+    let (identity, _key_claim) = crate::box_files::claim_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
     let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;

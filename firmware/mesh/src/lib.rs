@@ -6,6 +6,7 @@
 
 pub mod hex;
 pub mod identity;
+pub mod limits;
 pub mod msg;
 pub mod node;
 pub mod routed;

@@ -135,6 +135,8 @@ pub struct CatalogEntry {
     pub broadcast: BroadcastId,
     /// The origin's site.
     pub site: String,
+    /// The origin box's name (`cambox run --node`), for people: stream lists show it.
+    pub box_name: String,
     pub tracks: Vec<u8>,
     /// The sender's route from the origin: origin first, the sender last. A node never
     /// takes a route that already contains itself, so trees cannot loop.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::limits::{Limit, Limits, RateBucket};
 use crate::msg::{
     BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, Routed, NODE_BROADCAST, ROUTED_COMMAND,
 };
@@ -25,10 +26,23 @@ const COALESCE: Duration = Duration::from_millis(5);
 /// A node that received an object this recently says it carries the broadcast.
 const FRESH: Duration = Duration::from_millis(250);
 
+/// A broadcast in this node's catalog, as a stream list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownBroadcast {
+    pub broadcast: BroadcastId,
+    /// The origin's site and box name.
+    pub site: String,
+    pub box_name: String,
+    /// Links on the route this node would take (0 for its own broadcasts).
+    pub hops: usize,
+}
+
 /// Tunables; defaults suit a LAN of Pis joined to other sites over the internet.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub site: String,
+    /// This box's name for people, carried in the catalog entries of its broadcasts.
+    pub box_name: String,
     /// Upload budget for relaying, kbit/s; announced to neighbours as spare capacity.
     pub uplink_kbps: u32,
     /// Children per broadcast on the same site before new ones are redirected below.
@@ -56,12 +70,15 @@ pub struct Config {
     pub first_version: u64,
     /// Who may send this node commands over the overlay.
     pub command_allow: CommandAllow,
+    /// What neighbours may make this node hold.
+    pub limits: Limits,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             site: "local".into(),
+            box_name: String::new(),
             uplink_kbps: 20_000,
             max_children: 4,
             wan_children: 1,
@@ -75,6 +92,7 @@ impl Default for Config {
             cache_groups: 2,
             first_version: 1,
             command_allow: CommandAllow::Nobody,
+            limits: Limits::default(),
         }
     }
 }
@@ -98,6 +116,9 @@ pub enum Event {
     },
     /// A command or reply addressed to this node that passed every check.
     Routed(Box<Routed>),
+    /// Close the connection to this neighbour: it went past a limit. The node has already
+    /// forgotten it (as after `handle_peer_down`) and ignores what else it sends.
+    Disconnect { peer: NodeId, limit: Limit },
 }
 
 /// A routed message cannot leave this node.
@@ -117,7 +138,10 @@ struct Peer {
     control: VecDeque<Msg>,
     media: VecDeque<Queued>,
     catalog: BTreeMap<BroadcastId, CatalogEntry>,
+    /// Encoded bytes of `catalog`, against `Limits::catalog_bytes_per_peer`.
+    catalog_bytes: usize,
     interest: BTreeSet<BroadcastId>,
+    routed_bucket: RateBucket,
     /// What we last told this neighbour (versions zeroed), to send only changes between
     /// full refreshes.
     told_catalog: Arc<Entries>,
@@ -213,6 +237,8 @@ pub struct Node {
     gate: Gate,
     /// The wall clock (ms since the Unix epoch) at an instant, from the driver.
     wall: Option<(Instant, u64)>,
+    /// Neighbours disconnected for going past a limit, by limit.
+    disconnected: BTreeMap<Limit, u64>,
 }
 
 impl Node {
@@ -234,6 +260,7 @@ impl Node {
             last_told: Arc::default(),
             gate: Gate::new(cfg_allow),
             wall: None,
+            disconnected: BTreeMap::new(),
         }
     }
 
@@ -258,7 +285,9 @@ impl Node {
             control: VecDeque::new(),
             media: VecDeque::new(),
             catalog: BTreeMap::new(),
+            catalog_bytes: 0,
             interest: BTreeSet::new(),
+            routed_bucket: RateBucket::new(),
             told_catalog: Arc::default(),
             told_interest: None,
         });
@@ -357,13 +386,31 @@ impl Node {
                     p.uplink_kbps = uplink_kbps;
                 }
             }
-            Msg::Catalog { entries } => self.on_catalog(now, from, entries),
+            Msg::Catalog { entries } => {
+                if let Err(limit) = self.check_catalog(from, &entries) {
+                    return self.disconnect(now, from, limit);
+                }
+                self.on_catalog(now, from, entries)
+            }
             Msg::Interest { broadcasts } => {
+                if broadcasts.len() > self.cfg.limits.interest_per_peer {
+                    return self.disconnect(now, from, Limit::InterestPerPeer);
+                }
                 if let Some(p) = self.peers.get_mut(&from) {
                     p.interest = broadcasts.into_iter().collect();
                 }
             }
-            Msg::Subscribe { broadcast, resume } => self.on_subscribe(now, from, broadcast, resume),
+            Msg::Subscribe { broadcast, resume } => {
+                let already = self
+                    .subs
+                    .get(&broadcast)
+                    .is_some_and(|s| s.children.contains(&from));
+                if !already && self.subscriptions_of(from) >= self.cfg.limits.subscriptions_per_peer
+                {
+                    return self.disconnect(now, from, Limit::SubscriptionsPerPeer);
+                }
+                self.on_subscribe(now, from, broadcast, resume)
+            }
             Msg::SubscribeOk { broadcast } => {
                 if let Some(s) = self.subs.get_mut(&broadcast) {
                     if s.pending.is_some_and(|(p, _)| p == from) {
@@ -407,7 +454,17 @@ impl Node {
                     self.ingest(&broadcast, track, group, index, capture_us, payload);
                 }
             }
-            Msg::Routed(r) => self.on_routed(now, from, *r),
+            Msg::Routed(r) => {
+                let rate = self.cfg.limits.routed_per_second;
+                let ok = self
+                    .peers
+                    .get_mut(&from)
+                    .is_some_and(|p| p.routed_bucket.take(now, rate));
+                if !ok {
+                    return self.disconnect(now, from, Limit::RoutedRate);
+                }
+                self.on_routed(now, from, *r)
+            }
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
             // Addresses are the transport's business.
             Msg::Pong { .. } | Msg::Addresses { .. } => {}
@@ -612,11 +669,16 @@ impl Node {
         self.flush();
     }
 
-    /// Broadcasts known to this node with the route it would take: (id, origin site, hops).
-    pub fn known_broadcasts(&self, now: Instant) -> Vec<(BroadcastId, String, usize)> {
+    /// Broadcasts known to this node, with the hops of the route it would take.
+    pub fn known_broadcasts(&self, now: Instant) -> Vec<KnownBroadcast> {
         self.catalog_entries(now)
             .into_iter()
-            .map(|e| (e.broadcast, e.site, e.path.len() - 1))
+            .map(|e| KnownBroadcast {
+                hops: e.path.len() - 1,
+                broadcast: e.broadcast,
+                site: e.site,
+                box_name: e.box_name,
+            })
             .collect()
     }
 
@@ -835,6 +897,7 @@ impl Node {
             out.push(CatalogEntry {
                 broadcast: b.clone(),
                 site: self.cfg.site.clone(),
+                box_name: self.cfg.box_name.clone(),
                 tracks: o.tracks.clone(),
                 path: vec![self.id],
                 carrying: true,
@@ -874,6 +937,100 @@ impl Node {
             .map(|(id, _, e)| (id, e))
     }
 
+    /// Whether taking `entries` from `from` keeps within the limits. Checked before any
+    /// of them is taken, so a message past a limit changes nothing.
+    fn check_catalog(&self, from: NodeId, entries: &[CatalogEntry]) -> Result<(), Limit> {
+        let limits = &self.cfg.limits;
+        let Some(p) = self.peers.get(&from) else {
+            return Ok(());
+        };
+        if entries.iter().any(|e| e.path.len() > limits.path_len) {
+            return Err(Limit::PathLen);
+        }
+        // The last entry for a broadcast wins, as when they are taken one by one.
+        let mut last: BTreeMap<&BroadcastId, &CatalogEntry> = BTreeMap::new();
+        for e in entries {
+            last.insert(&e.broadcast, e);
+        }
+        let (mut count, mut bytes) = (p.catalog.len() as i64, p.catalog_bytes as i64);
+        let mut new_broadcasts = 0usize;
+        for (b, e) in &last {
+            let old = p.catalog.get(*b);
+            if let Some(old) = old {
+                count -= 1;
+                bytes -= crate::wire::entry_len(old) as i64;
+            }
+            if !e.path.is_empty() {
+                count += 1;
+                bytes += crate::wire::entry_len(e) as i64;
+                if !self.learned.contains_key(*b) && !self.origins.contains_key(*b) {
+                    new_broadcasts += 1;
+                }
+            }
+        }
+        if count > limits.entries_per_peer as i64 {
+            return Err(Limit::EntriesPerPeer);
+        }
+        if bytes > limits.catalog_bytes_per_peer as i64 {
+            return Err(Limit::CatalogBytesPerPeer);
+        }
+        if self.learned.len() + new_broadcasts > limits.entries_total {
+            return Err(Limit::EntriesTotal);
+        }
+        Ok(())
+    }
+
+    /// Broadcasts this node sends `peer` as its child.
+    fn subscriptions_of(&self, peer: NodeId) -> usize {
+        self.subs
+            .values()
+            .filter(|s| s.children.contains(&peer))
+            .count()
+    }
+
+    /// Drops a neighbour that went past a limit: everything it told this node goes (so
+    /// none of it is gossiped on), and the driver is asked to close the connection.
+    fn disconnect(&mut self, now: Instant, peer: NodeId, limit: Limit) {
+        tracing::warn!(node = %self.id, %peer, %limit, "neighbour disconnected");
+        *self.disconnected.entry(limit).or_default() += 1;
+        self.handle_peer_down(now, peer);
+        // Broadcasts that only this neighbour offered are forgotten now, not at expiry.
+        let routed: BTreeSet<BroadcastId> = self
+            .peers
+            .values()
+            .flat_map(|p| p.catalog.keys().cloned())
+            .collect();
+        self.learned.retain(|b, _| routed.contains(b));
+        self.events.push_back(Event::Disconnect { peer, limit });
+        self.flush();
+    }
+
+    /// Neighbours disconnected so far for going past a limit, by limit.
+    pub fn disconnected(&self) -> &BTreeMap<Limit, u64> {
+        &self.disconnected
+    }
+
+    /// Entries in every table this node keeps (neighbours' catalogs and interests, known
+    /// broadcasts, subscriptions and their children, cached groups): its state's size.
+    pub fn state_entries(&self) -> usize {
+        let peers: usize = self
+            .peers
+            .values()
+            .map(|p| 1 + p.catalog.len() + p.interest.len() + p.control.len() + p.media.len())
+            .sum();
+        let subs: usize = self
+            .subs
+            .values()
+            .map(|s| 1 + s.children.len() + s.cache.values().map(|c| c.len()).sum::<usize>())
+            .sum();
+        peers
+            + subs
+            + self.learned.len()
+            + self.origins.len()
+            + self.retired.len()
+            + self.wants.len()
+    }
+
     fn on_catalog(&mut self, now: Instant, from: NodeId, entries: Vec<CatalogEntry>) {
         let mut changed = false;
         for e in &entries {
@@ -897,8 +1054,12 @@ impl Node {
                 let old = if e.path.is_empty() {
                     p.catalog.remove(&e.broadcast)
                 } else {
+                    p.catalog_bytes += crate::wire::entry_len(&e);
                     p.catalog.insert(e.broadcast.clone(), e.clone())
                 };
+                if let Some(old) = &old {
+                    p.catalog_bytes -= crate::wire::entry_len(old);
+                }
                 changed |= old.as_ref() != Some(&e);
             }
         }

@@ -390,6 +390,19 @@ impl Net {
         }
     }
 
+    /// Hands node `to` a message as if node `from` had sent it over their link (a peer
+    /// that says what no node of ours would), after the link's delay.
+    pub fn inject(&mut self, from: usize, to: usize, msg: Msg) {
+        if let Some((spec, _)) = self.links.get(&(from, to)).copied() {
+            self.schedule(self.now + spec.delay, Action::Arrive { to, from, msg });
+        }
+    }
+
+    /// Whether `a` and `b` have a link (it closes when either disconnects the other).
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        self.links.contains_key(&(a, b))
+    }
+
     /// Limits one direction of a link (`from` to `to`), e.g. to make a slow child.
     pub fn set_bandwidth(&mut self, from: usize, to: usize, bits_per_second: u64) {
         if let Some((spec, _)) = self.links.get_mut(&(from, to)) {
@@ -571,6 +584,15 @@ impl Net {
                         if self.nodes[j].alive {
                             let spec = self.link_between(i, j);
                             self.connect(i, j, spec);
+                        }
+                    }
+                }
+                Event::Disconnect { peer, .. } => {
+                    // The connection closes: the other end hears of it one delay later.
+                    if let Some(&j) = self.index.get(&peer) {
+                        if let Some((spec, _)) = self.links.remove(&(i, j)) {
+                            self.links.remove(&(j, i));
+                            self.schedule(now + spec.delay, Action::Down { at: j, peer: i });
                         }
                     }
                 }

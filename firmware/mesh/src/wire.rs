@@ -1,4 +1,4 @@
-//! The binary form of [`Msg`], version 1. `docs/protocol.md` has the byte tables.
+//! The binary form of [`Msg`], version 2. `docs/protocol.md` has the byte tables.
 //!
 //! A frame is a 6-byte header — protocol version (u8), message type (u8), body length
 //! (u32) — followed by the body. Integers are big-endian and fixed width: a message's
@@ -19,8 +19,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, Routed, MAX_ROUTED_BODY};
 
-/// The only version this node speaks.
-pub const VERSION: u8 = 1;
+/// The only version this node speaks. Version 1 had no box name in catalog entries; a
+/// version-1 peer's first frame (its Hello) is refused with both versions in the reason.
+pub const VERSION: u8 = 2;
 /// Version, type and body length.
 pub const HEADER_LEN: usize = 6;
 /// Largest frame, header included. Bounds the memory one connection can pin; an H.264
@@ -168,9 +169,11 @@ fn broadcast_len(b: &BroadcastId) -> usize {
     NODE_LEN + str_len(&b.name)
 }
 
-fn entry_len(e: &CatalogEntry) -> usize {
+/// Bytes one catalog entry takes inside a `Catalog` frame.
+pub fn entry_len(e: &CatalogEntry) -> usize {
     broadcast_len(&e.broadcast)
         + str_len(&e.site)
+        + str_len(&e.box_name)
         + 2
         + e.tracks.len()
         + 2
@@ -302,6 +305,7 @@ fn put_object(out: &mut Vec<u8>, msg: &Msg) {
 fn put_entry(out: &mut Vec<u8>, e: &CatalogEntry) {
     put_broadcast(out, &e.broadcast);
     put_str(out, &e.site);
+    put_str(out, &e.box_name);
     put_list(out, &e.tracks, |out, t| out.push(*t));
     put_list(out, &e.path, put_node);
     out.push(u8::from(e.carrying));
@@ -676,6 +680,7 @@ fn read_routed(r: &mut Reader<'_>) -> Result<Msg, WireError> {
 fn read_entry(r: &mut Reader<'_>) -> Result<CatalogEntry, WireError> {
     let broadcast = read_broadcast(r)?;
     let site = r.string("entry.site")?;
+    let box_name = r.string("entry.box_name")?;
     let tracks = r.list("entry.tracks", MAX_TRACKS, 1, |r| r.u8("entry.tracks"))?;
     let path = r.list("entry.path", MAX_PATH, NODE_LEN, |r| r.node("entry.path"))?;
     let carrying = r.bool("entry.carrying")?;
@@ -684,6 +689,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<CatalogEntry, WireError> {
     Ok(CatalogEntry {
         broadcast,
         site,
+        box_name,
         tracks,
         path,
         carrying,
@@ -852,6 +858,7 @@ mod tests {
         CatalogEntry {
             broadcast: bid("front-door"),
             site: "berlin".to_owned(),
+            box_name: "hall".to_owned(),
             tracks: vec![TRACK_VIDEO, TRACK_AUDIO],
             path,
             carrying: true,
@@ -907,6 +914,7 @@ mod tests {
                 entries: vec![CatalogEntry {
                     broadcast: bid(&long),
                     site: long.clone(),
+                    box_name: long.clone(),
                     tracks: (0..=255).collect(),
                     path: vec![node(4); MAX_PATH],
                     carrying: false,
@@ -1020,8 +1028,8 @@ mod tests {
         let ping = frame(&Msg::Ping {
             nonce: 0x0102_0304_0506_0708,
         });
-        assert_eq!(ping, [1, 0x09, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(frame(&Msg::Goodbye), [1, 0x0b, 0, 0, 0, 0]);
+        assert_eq!(ping, [2, 0x09, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(frame(&Msg::Goodbye), [2, 0x0b, 0, 0, 0, 0]);
         let ok = frame(&Msg::SubscribeOk {
             broadcast: BroadcastId {
                 origin: node(0xee),
@@ -1033,6 +1041,7 @@ mod tests {
             entries: vec![CatalogEntry {
                 broadcast: bid("ab"),
                 site: "xyz".to_owned(),
+                box_name: "q".to_owned(),
                 tracks: vec![0, 1],
                 path: vec![node(1), node(2)],
                 carrying: true,
@@ -1040,9 +1049,9 @@ mod tests {
                 ttl_ms: 1,
             }],
         };
-        assert_eq!(encoded_len(&catalog), 8 + 53 + 2 + 3 + 2 + 32 * 2);
+        assert_eq!(encoded_len(&catalog), 8 + 55 + 2 + 3 + 1 + 2 + 32 * 2);
         assert_eq!(encoded_len(&object(Bytes::from_static(b"xyz"))), 65 + 3 + 3);
-        let mut want = vec![1, 0x05, 0, 0, 0, 36];
+        let mut want = vec![2, 0x05, 0, 0, 0, 36];
         want.extend([0xee; 32]);
         want.extend([0, 2, b'a', b'b']);
         assert_eq!(ok, want);
@@ -1100,11 +1109,16 @@ mod tests {
 
     #[test]
     fn unknown_version() {
-        let mut d = Decoder::new();
-        d.push(&[2]);
-        let err = d.next().unwrap_err();
-        assert_eq!(err, WireError::UnknownVersion { version: 2 });
-        assert!(err.to_string().contains("version 2"), "{err}");
+        for version in [1, 3] {
+            let mut d = Decoder::new();
+            d.push(&[version]);
+            let err = d.next().unwrap_err();
+            assert_eq!(err, WireError::UnknownVersion { version });
+            assert_eq!(
+                err.to_string(),
+                format!("peer speaks protocol version {version}, this node speaks version 2")
+            );
+        }
     }
 
     #[test]

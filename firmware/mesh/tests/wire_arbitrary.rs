@@ -33,7 +33,7 @@ fn broadcast() -> impl Strategy<Value = BroadcastId> {
 fn entry() -> impl Strategy<Value = CatalogEntry> {
     (
         broadcast(),
-        string(),
+        (string(), string()),
         vec(any::<u8>(), 0..4),
         vec(node_id(), 0..8),
         any::<bool>(),
@@ -41,9 +41,10 @@ fn entry() -> impl Strategy<Value = CatalogEntry> {
         any::<u32>(),
     )
         .prop_map(
-            |(broadcast, site, tracks, path, carrying, version, ttl_ms)| CatalogEntry {
+            |(broadcast, (site, box_name), tracks, path, carrying, version, ttl_ms)| CatalogEntry {
                 broadcast,
                 site,
+                box_name,
                 tracks,
                 path,
                 carrying,

@@ -3,6 +3,7 @@
 //! Every error is JSON (`{"error": "..."}`) with a 4xx status the client can act on, so the
 //! page, scripts and `cambox` subcommands all read failures the same way.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -105,8 +106,11 @@ async fn status(State(st): State<Arc<Station>>) -> Response {
 #[derive(Debug, Serialize)]
 struct StreamEntry {
     name: String,
-    /// The origin box: its name for this box's own stream, its short node id otherwise.
+    /// The origin box's name (`--node`), followed by its short node id in parentheses when
+    /// another box of the list has the same name.
     node: String,
+    /// The origin box's short node id (what `name@<id>` and chat rooms name it by).
+    node_id: String,
     site: String,
     live: bool,
     /// Relays between the origin and this box's neighbour (absent for its own stream).
@@ -126,12 +130,18 @@ async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
     let s = st.status();
     let rtsp = s.rtsp_listen.is_some();
     let rtsp_path = |name: &str| rtsp.then(|| format!("/{name}"));
+    // A box whose mesh has not started has no id yet; its entry is the only one then.
+    let own_id = s
+        .node_id
+        .as_deref()
+        .map_or(String::new(), |id| id.chars().take(12).collect());
     let mut list = vec![StreamEntry {
         url: format!("/live/{}.mp4", s.stream),
         whep: format!("/whep/{}", s.stream),
         rtsp: rtsp_path(&s.stream),
         name: s.stream,
         node: s.node,
+        node_id: own_id,
         site: s.site,
         live: s.live,
         hops: None,
@@ -144,14 +154,36 @@ async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
             whep: format!("/whep/{}@{}", b.name, b.origin),
             rtsp: rtsp_path(&format!("{}@{}", b.name, b.origin)),
             name: b.name,
-            node: b.origin,
+            node: if b.box_name.is_empty() {
+                b.origin.clone()
+            } else {
+                b.box_name
+            },
+            node_id: b.origin,
             site: b.site,
             live: true,
             hops: Some(b.hops),
             local: false,
         }));
     }
+    name_colliding_boxes(&mut list);
     Ok(Json(serde_json::json!({ "streams": list })).into_response())
+}
+
+/// Where two different boxes of the list share a name, each shows its short id too.
+fn name_colliding_boxes(list: &mut [StreamEntry]) {
+    let mut ids_by_name: HashMap<String, HashSet<String>> = HashMap::new();
+    for e in list.iter() {
+        ids_by_name
+            .entry(e.node.clone())
+            .or_default()
+            .insert(e.node_id.clone());
+    }
+    for e in list.iter_mut() {
+        if ids_by_name.get(&e.node).is_some_and(|ids| ids.len() > 1) {
+            e.node = format!("{} ({})", e.node, e.node_id);
+        }
+    }
 }
 
 /// The request was fine; the box cannot serve it now (503 with the reason).

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub mesh_children: Family<Vec<(String, String)>, Gauge>,
     /// Commands and replies by what became of them here (the core's counts since start).
     pub mesh_routed: Family<Vec<(String, String)>, Gauge>,
+    /// Neighbours disconnected for going past a limit, by limit.
+    mesh_disconnected: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -66,6 +68,7 @@ impl Metrics {
             mesh_parent: Family::default(),
             mesh_children: Family::default(),
             mesh_routed: Family::default(),
+            mesh_disconnected: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -151,11 +154,26 @@ impl Metrics {
              forged, replayed, unauthorized, unroutable",
             m.mesh_routed.clone(),
         );
-        // Every protocol shows from the start, at 0, so a graph has no holes.
+        registry.register(
+            "cambox_mesh_peers_disconnected",
+            "Overlay neighbours disconnected for going past a limit, by limit",
+            m.mesh_disconnected.clone(),
+        );
+        // Every protocol and limit shows from the start, at 0, so a graph has no holes.
         for p in ["mp4", "whep", "rtsp"] {
             m.viewers_of(p);
         }
+        for limit in cambox_mesh::limits::Limit::ALL {
+            m.mesh_disconnected(limit.label());
+        }
         Self { registry, ..m }
+    }
+
+    /// The counter of neighbours disconnected for going past `limit` (its label).
+    pub fn mesh_disconnected(&self, limit: &str) -> Counter {
+        self.mesh_disconnected
+            .get_or_create(&vec![("limit".into(), limit.into())])
+            .clone()
     }
 
     /// The gauge of viewers speaking `protocol`.

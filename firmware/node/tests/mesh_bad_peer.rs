@@ -56,7 +56,9 @@ fn fake_broadcast() -> (Broadcast, tokio::task::JoinHandle<()>) {
 /// A rogue node with a valid certificate of its own.
 async fn rogue_connection(to: std::net::SocketAddr, seed: u8) -> quinn::Connection {
     let id = Identity::from_seed([seed; 32]);
-    let (_, client) = tls::quic_configs(&id, Arc::new(quinn::TransportConfig::default())).unwrap();
+    let client = tls::quic_configs(&id, Arc::new(quinn::TransportConfig::default()))
+        .unwrap()
+        .client;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(client);
     ep.connect(to, &tls::server_name_for(None))
@@ -129,9 +131,9 @@ async fn garbage_from_one_peer_costs_only_its_own_link() {
         uplink_kbps: 0,
     });
     let mut garbage = hello.clone();
-    garbage.extend_from_slice(&[1, 0xee, 0, 0, 0, 3, 1, 2, 3]);
+    garbage.extend_from_slice(&[wire::VERSION, 0xee, 0, 0, 0, 3, 1, 2, 3]);
     let mut huge = hello.clone();
-    huge.extend_from_slice(&[1, 0x02, 0xff, 0xff, 0xff, 0xff]);
+    huge.extend_from_slice(&[wire::VERSION, 0x02, 0xff, 0xff, 0xff, 0xff]);
     let mut version = hello.clone();
     version.extend_from_slice(&[7, 0x09, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
     let liar = frame(&Msg::Hello {
@@ -188,7 +190,9 @@ async fn a_node_that_is_not_the_one_dialled_is_refused_at_the_handshake() {
         .await
         .unwrap();
     let me = Identity::from_seed([5; 32]);
-    let (_, client) = tls::quic_configs(&me, Arc::new(quinn::TransportConfig::default())).unwrap();
+    let client = tls::quic_configs(&me, Arc::new(quinn::TransportConfig::default()))
+        .unwrap()
+        .client;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(client);
     // We believe node [6; 32] is at that address; the certificate proves [4; 32].

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use cambox_mesh::msg::{
     Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY, TRACK_CATALOG, TRACK_TELEMETRY,
 };
+use cambox_mesh::node::KnownBroadcast;
 use cambox_mesh::{BroadcastId, NodeId};
 use tokio::sync::{broadcast, oneshot};
 
@@ -172,7 +173,7 @@ impl Driver {
     pub(super) fn nodes(&mut self, now: Instant) -> Vec<NodeView> {
         self.follow_nodes_until = Some(now + FOLLOW_NODES_FOR);
         let catalog = self.core.known_broadcasts(now);
-        let known: HashSet<BroadcastId> = catalog.iter().map(|(b, _, _)| b.clone()).collect();
+        let known: HashSet<BroadcastId> = catalog.iter().map(|k| k.broadcast.clone()).collect();
         self.follow_nodes(now, &known);
         let mut out = Vec::new();
         if let Some(own) = &self.own_node {
@@ -192,7 +193,13 @@ impl Driver {
                     .and_then(|t| serde_json::from_slice(t).ok()),
             });
         }
-        for (b, site, hops) in catalog {
+        for KnownBroadcast {
+            broadcast: b,
+            site,
+            hops,
+            ..
+        } in catalog
+        {
             if b.name != NODE_BROADCAST || b.origin == self.id {
                 continue;
             }
@@ -217,7 +224,7 @@ impl Driver {
         self.core
             .known_broadcasts(now)
             .into_iter()
-            .map(|(b, _, _)| b)
+            .map(|k| k.broadcast)
             .collect()
     }
 

@@ -9,7 +9,7 @@ use cambox_mesh::wire::{self, Decoder};
 use cambox_mesh::{BroadcastId, Msg, NodeId};
 use tokio::sync::mpsc;
 
-use super::tls::peer_node;
+use super::tls::{node_id_of, peer_certificate};
 use super::Input;
 use prometheus_client::metrics::counter::Counter;
 
@@ -19,6 +19,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CLOSE_NORMAL: u32 = 0;
 pub const CLOSE_PROTOCOL: u32 = 1;
 pub const CLOSE_DUPLICATE: u32 = 2;
+/// The peer went past one of the core's limits (the reason names it).
+pub const CLOSE_LIMIT: u32 = 3;
 
 /// A connection whose peer proved its node id and said hello.
 #[derive(Debug)]
@@ -35,6 +37,49 @@ pub struct Established {
     pub dialed: bool,
 }
 
+/// This node as a connection sees it: its id and the certificate this process presents.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub id: NodeId,
+    pub certificate: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// Why a connection did not become a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The peer is this very process: the box reached one of its own addresses.
+    Itself,
+    /// The peer proves this node's id with another certificate: another box, or another
+    /// process, holds the same node key.
+    SameKey,
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Itself => f.write_str("connected to itself"),
+            Refusal::SameKey => f.write_str(
+                "the peer has this box's own node id: two boxes share one node key; \
+                 give one of them a key of its own (cambox run --key FILE)",
+            ),
+            Refusal::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal::Other(reason)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal::Other(reason.into())
+    }
+}
+
 fn close(conn: &quinn::Connection, code: u32, reason: &str) {
     conn.close(code.into(), reason.as_bytes());
 }
@@ -44,14 +89,14 @@ fn close(conn: &quinn::Connection, code: u32, reason: &str) {
 pub async fn establish(
     conn: quinn::Connection,
     dialed: bool,
-    me: NodeId,
+    me: &Me,
     our_hello: &Msg,
-) -> Result<Established, String> {
+) -> Result<Established, Refusal> {
     let result = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, dialed, me, our_hello))
         .await
-        .unwrap_or_else(|_| Err(format!("no Hello within {HELLO_TIMEOUT:?}")));
+        .unwrap_or_else(|_| Err(format!("no Hello within {HELLO_TIMEOUT:?}").into()));
     if let Err(reason) = &result {
-        close(&conn, CLOSE_PROTOCOL, reason);
+        close(&conn, CLOSE_PROTOCOL, &reason.to_string());
     }
     result
 }
@@ -59,12 +104,17 @@ pub async fn establish(
 async fn handshake(
     conn: &quinn::Connection,
     dialed: bool,
-    me: NodeId,
+    me: &Me,
     our_hello: &Msg,
-) -> Result<Established, String> {
-    let peer = peer_node(conn).ok_or("peer presented no node certificate")?;
-    if peer == me {
-        return Err("connected to itself".into());
+) -> Result<Established, Refusal> {
+    let cert = peer_certificate(conn).ok_or("peer presented no certificate")?;
+    let peer = node_id_of(&cert).ok_or("peer presented no node certificate")?;
+    if peer == me.id {
+        return Err(if cert == me.certificate {
+            Refusal::Itself
+        } else {
+            Refusal::SameKey
+        });
     }
     let (mut send, mut recv) = if dialed {
         conn.open_bi().await
@@ -86,17 +136,17 @@ async fn handshake(
         match recv.read(&mut buf).await {
             Ok(Some(n)) => decoder.push(&buf[..n]),
             Ok(None) => return Err("control stream ended before Hello".into()),
-            Err(e) => return Err(format!("reading Hello: {e}")),
+            Err(e) => return Err(format!("reading Hello: {e}").into()),
         }
     };
     match &hello {
         Msg::Hello { node, .. } if *node == peer => {}
         Msg::Hello { node, .. } => {
-            return Err(format!(
-                "Hello claims node {node} but the certificate proves {peer}"
-            ))
+            return Err(
+                format!("Hello claims node {node} but the certificate proves {peer}").into(),
+            )
         }
-        other => return Err(format!("first message is not Hello: {other:?}")),
+        other => return Err(format!("first message is not Hello: {other:?}").into()),
     }
     Ok(Established {
         peer,

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use self::bus::{ChatRoom, Followed, Incoming, OwnNode, PendingReplies};
-use self::conn::{Established, Inbox, CLOSE_DUPLICATE, CLOSE_NORMAL};
+use self::conn::{Established, Inbox, Me, Refusal, CLOSE_DUPLICATE, CLOSE_LIMIT, CLOSE_NORMAL};
 use crate::bus::chat::Message as ChatMessage;
 use crate::bus::NodeView;
 use crate::metrics::Metrics;
@@ -43,6 +43,13 @@ const LINGER: Duration = Duration::from_secs(5);
 const MAX_PENDING: usize = 600;
 /// How often static peers are redialled and idle broadcasts let go.
 const TICK: Duration = Duration::from_millis(500);
+/// Address hints taken from one `Addresses` message (a redirect names at most this many),
+/// and nodes whose addresses are kept in all.
+const MAX_ADDRESS_HINTS: usize = 256;
+const MAX_ADDRESSES: usize = 8192;
+/// A box found to hold this box's own key is dialed again after this long (it may have been
+/// given a key of its own meanwhile).
+const SAME_KEY_REDIAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -98,6 +105,8 @@ pub struct MeshBroadcast {
     /// Full id (hex) of the origin node.
     pub origin_id: String,
     pub site: String,
+    /// The origin box's name (`--node`).
+    pub box_name: String,
     /// Links between the origin and this box (1 = the origin is a neighbour).
     pub hops: usize,
     /// True for this box's own broadcast.
@@ -118,7 +127,7 @@ pub enum Input {
     Up(Box<Established>),
     DialFailed {
         addr: SocketAddr,
-        reason: String,
+        reason: Refusal,
     },
     Message {
         peer: NodeId,
@@ -252,7 +261,11 @@ impl Mesh {
             ))
             .keep_alive_interval(Some(Duration::from_millis(300)))
             .max_concurrent_uni_streams(1024u32.into());
-        let (server, client) = tls::quic_configs(&identity, Arc::new(transport))?;
+        let tls::QuicConfigs {
+            server,
+            client,
+            certificate,
+        } = tls::quic_configs(&identity, Arc::new(transport))?;
         let socket = bind_udp(settings.listen).map_err(|source| MeshError::Bind {
             addr: settings.listen,
             source,
@@ -269,6 +282,7 @@ impl Mesh {
             .local_addr()
             .map_err(|e| MeshError::Transport(e.to_string()))?;
         let id = identity.node_id();
+        let me = Me { id, certificate };
         let first_version = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
@@ -276,6 +290,7 @@ impl Mesh {
             id,
             CoreConfig {
                 site: settings.site.clone(),
+                box_name: settings.node_name.clone(),
                 uplink_kbps: settings.uplink_kbps,
                 first_version,
                 command_allow: settings.command_allow.clone(),
@@ -286,7 +301,12 @@ impl Mesh {
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
         let hello = hello(&core, &settings);
-        tokio::spawn(accept_loop(endpoint.clone(), tx.clone(), id, hello.clone()));
+        tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx.clone(),
+            me.clone(),
+            hello.clone(),
+        ));
         for peer in &settings.peers {
             tokio::spawn(resolve_static_peer(peer.clone(), tx.clone()));
         }
@@ -305,12 +325,15 @@ impl Mesh {
             hello,
             core,
             id,
+            me,
             endpoint,
             tx: tx.clone(),
             links: HashMap::new(),
             next_conn: 0,
             addrs: HashMap::new(),
             dialing: HashSet::new(),
+            own_addrs: HashSet::new(),
+            same_key_until: HashMap::new(),
             static_peers: HashMap::new(),
             local: None,
             remotes: HashMap::new(),
@@ -501,12 +524,13 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     tx: mpsc::UnboundedSender<Input>,
-    me: NodeId,
+    me: Me,
     hello: Msg,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let tx = tx.clone();
         let hello = hello.clone();
+        let me = me.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -516,9 +540,13 @@ async fn accept_loop(
                     return;
                 }
             };
-            match conn::establish(conn, false, me, &hello).await {
+            match conn::establish(conn, false, &me, &hello).await {
                 Ok(est) => {
                     let _ = tx.send(Input::Up(Box::new(est)));
+                }
+                Err(Refusal::Itself) => tracing::debug!(%remote, "this box dialed itself"),
+                Err(reason @ Refusal::SameKey) => {
+                    tracing::warn!(%remote, node = %me.id, "refused a mesh connection: {reason}")
                 }
                 Err(reason) => tracing::info!(%remote, %reason, "refused a mesh connection"),
             }
@@ -554,6 +582,7 @@ struct Local {
 struct Driver {
     core: Node,
     id: NodeId,
+    me: Me,
     hello: Msg,
     endpoint: quinn::Endpoint,
     tx: mpsc::UnboundedSender<Input>,
@@ -562,6 +591,11 @@ struct Driver {
     /// Where each known node's endpoint is: from connections, discovery and peers' hints.
     addrs: HashMap<NodeId, SocketAddr>,
     dialing: HashSet<SocketAddr>,
+    /// Addresses that turned out to be this very box: never dialed again.
+    own_addrs: HashSet<SocketAddr>,
+    /// Addresses of a box that holds this box's key: not dialed again before the instant
+    /// (the warning says what to do; redialing every tick would only repeat it).
+    same_key_until: HashMap<SocketAddr, Instant>,
     /// Static peers and what each resolved to last.
     static_peers: HashMap<String, Vec<SocketAddr>>,
     local: Option<Local>,
@@ -626,14 +660,28 @@ impl Driver {
             Input::Up(est) => self.link_up(now, *est),
             Input::DialFailed { addr, reason } => {
                 self.dialing.remove(&addr);
-                tracing::debug!(%addr, %reason, "mesh dial failed");
+                match reason {
+                    Refusal::Itself => {
+                        tracing::debug!(%addr, "this address is this box; not dialed again");
+                        self.own_addrs.insert(addr);
+                    }
+                    Refusal::SameKey => {
+                        tracing::warn!(%addr, node = %self.id, "cannot link to the box at this address: {reason}");
+                        self.same_key_until.insert(addr, now + SAME_KEY_REDIAL);
+                    }
+                    Refusal::Other(reason) => tracing::debug!(%addr, %reason, "mesh dial failed"),
+                }
             }
             Input::Message { peer, conn_id, msg } => {
                 if !self.current(peer, conn_id) {
                     return;
                 }
                 if let Msg::Addresses { entries } = &msg {
-                    for (node, addr) in entries {
+                    // Hints from a neighbour: bounded like every table peers feed.
+                    for (node, addr) in entries.iter().take(MAX_ADDRESS_HINTS) {
+                        if self.addrs.len() >= MAX_ADDRESSES {
+                            break;
+                        }
                         if let Ok(a) = addr.parse() {
                             self.addrs.entry(*node).or_insert(a);
                         }
@@ -792,21 +840,25 @@ impl Driver {
     }
 
     fn dial(&mut self, addr: SocketAddr, expect: Option<NodeId>) {
+        let same_key = self.same_key_until.get(&addr);
+        if self.own_addrs.contains(&addr) || same_key.is_some_and(|t| Instant::now() < *t) {
+            return;
+        }
         if !self.dialing.insert(addr) {
             return;
         }
         let name = tls::server_name_for(expect);
         let tx = self.tx.clone();
-        let me = self.id;
+        let me = self.me.clone();
         let hello = self.hello.clone();
         let connecting = self.endpoint.connect(addr, &name);
         tokio::spawn(async move {
             let result = match connecting {
                 Ok(c) => match c.await {
-                    Ok(conn) => conn::establish(conn, true, me, &hello).await,
-                    Err(e) => Err(e.to_string()),
+                    Ok(conn) => conn::establish(conn, true, &me, &hello).await,
+                    Err(e) => Err(Refusal::Other(e.to_string())),
                 },
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(Refusal::Other(e.to_string())),
             };
             let _ = tx.send(match result {
                 Ok(est) => Input::Up(Box::new(est)),
@@ -860,6 +912,15 @@ impl Driver {
                     }
                 }
                 Event::Routed(r) => self.routed(*r),
+                Event::Disconnect { peer, limit } => {
+                    tracing::warn!(%peer, %limit, "mesh neighbour disconnected");
+                    self.metrics.mesh_disconnected(limit.label()).inc();
+                    if let Some(link) = self.links.remove(&peer) {
+                        let reason = format!("limit {}: {limit}", limit.label());
+                        link.conn.close(CLOSE_LIMIT.into(), reason.as_bytes());
+                        self.metrics.mesh_peers.set(self.links.len() as i64);
+                    }
+                }
             }
         }
     }
@@ -933,14 +994,15 @@ impl Driver {
             .known_broadcasts(now)
             .into_iter()
             // Names starting with '.' are the overlay's own (nodes, chat), not streams.
-            .filter(|(b, _, _)| !b.name.starts_with('.'))
-            .map(|(b, site, hops)| MeshBroadcast {
-                local: b.origin == self.id,
-                origin: b.origin.short(),
-                origin_id: b.origin.to_hex(),
-                name: b.name,
-                site,
-                hops,
+            .filter(|k| !k.broadcast.name.starts_with('.'))
+            .map(|k| MeshBroadcast {
+                local: k.broadcast.origin == self.id,
+                origin: k.broadcast.origin.short(),
+                origin_id: k.broadcast.origin.to_hex(),
+                name: k.broadcast.name,
+                site: k.site,
+                box_name: k.box_name,
+                hops: k.hops,
             })
             .collect()
     }
@@ -959,10 +1021,9 @@ impl Driver {
             .core
             .known_broadcasts(now)
             .into_iter()
-            .find(|(b, _, _)| {
-                b.name == want && origin.is_none_or(|o| b.origin.short().starts_with(o))
-            });
-        let Some((id, _, _)) = found else {
+            .map(|k| k.broadcast)
+            .find(|b| b.name == want && origin.is_none_or(|o| b.origin.short().starts_with(o)));
+        let Some(id) = found else {
             let _ = reply.send(Err(MeshError::Unknown(name.into())));
             return;
         };

@@ -33,6 +33,16 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("QUIC crypto configuration: {0}")]
     Quic(String),
+    #[error("the OS random source failed: {0}")]
+    Random(String),
+}
+
+/// What [`quic_configs`] makes: the endpoint's two sides and the certificate both present.
+#[derive(Debug)]
+pub struct QuicConfigs {
+    pub server: quinn::ServerConfig,
+    pub client: quinn::ClientConfig,
+    pub certificate: CertificateDer<'static>,
 }
 
 /// The node id a certificate proves: the Ed25519 key in its SubjectPublicKeyInfo.
@@ -182,7 +192,9 @@ impl ClientCertVerifier for NodeKeyVerifier {
     }
 }
 
-/// The node's certificate and key, as rustls wants them.
+/// The node's certificate and key, as rustls wants them. Its serial number is drawn anew
+/// by each process, so a connection can tell this very process (a box that dialed its
+/// own address) from another box that holds the same node key.
 fn node_certificate(
     identity: &Identity,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
@@ -191,6 +203,9 @@ fn node_certificate(
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)?;
     let mut params =
         rcgen::CertificateParams::new(vec![server_name_for(Some(identity.node_id()))])?;
+    let mut serial = [0u8; 8];
+    getrandom::fill(&mut serial).map_err(|e| TlsError::Random(e.to_string()))?;
+    params.serial_number = Some(rcgen::SerialNumber::from(u64::from_be_bytes(serial) >> 1));
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -206,7 +221,7 @@ fn node_certificate(
 pub fn quic_configs(
     identity: &Identity,
     transport: Arc<quinn::TransportConfig>,
-) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
+) -> Result<QuicConfigs, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(NodeKeyVerifier {
         provider: provider.clone(),
@@ -227,22 +242,26 @@ pub fn quic_configs(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(vec![cert], key)?;
+        .with_client_auth_cert(vec![cert.clone()], key)?;
     client.alpn_protocols = vec![ALPN.to_vec()];
     let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client));
     client.transport_config(transport);
-    Ok((server, client))
+    Ok(QuicConfigs {
+        server,
+        client,
+        certificate: cert,
+    })
 }
 
-/// The node id proven by an established connection's peer certificate.
-pub fn peer_node(conn: &quinn::Connection) -> Option<NodeId> {
+/// The certificate an established connection's peer presented.
+pub fn peer_certificate(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
     let certs = conn
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    node_id_of(certs.first()?)
+    certs.first().cloned()
 }
 
 #[cfg(test)]
