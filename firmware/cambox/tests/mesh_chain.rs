@@ -156,3 +156,42 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
         "the viewer went {worst_ms} ms without a new frame"
     );
 }
+
+#[test]
+fn the_far_end_of_a_chain_of_static_peers_plays_when_the_box_between_watches_nothing() {
+    require("ffprobe");
+    require("curl");
+    let _serial = serial();
+    let a = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "a",
+        "--site", "a",
+    ]);
+    a.wait_live(true);
+    // c knows only b, b only a; b watches nothing.
+    let b = BoxProc::start(&["--name", "b", "--site", "b", "--peer", &a.mesh_addr]);
+    let c = BoxProc::start(&["--name", "c", "--site", "c", "--peer", &b.mesh_addr]);
+    let path = format!("/live/a@{}.mp4", a.node_id);
+    wait_for_stream(&c, &path, "c to learn a's broadcast through b");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.mp4");
+    let got = Command::new("curl")
+        .args(["-s", "-m", "6", "-o"])
+        .arg(&out)
+        .args(["-w", "%{http_code}"])
+        .arg(c.url(&path))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "200",
+        "c answered: {}",
+        c.logs()
+    );
+    let frames = decoded_video_frames(&out);
+    assert!(frames > 60, "only {frames} frames from c in 6 s");
+    assert_eq!(
+        parent_of(&b, &format!("a@{}", a.node_id)).as_deref(),
+        Some(a.node_id.as_str()),
+        "b relays a for c"
+    );
+}

@@ -1409,17 +1409,28 @@ impl Node {
                 .get(&p)
                 .is_some_and(|pp| pp.site != self.cfg.site)
         });
-        let redirect = if wan && !is_origin && !parent_is_remote {
-            // Only the node that brings the broadcast into this site serves other sites:
-            // send the newcomer to our parent, or, with none (nobody here watches it),
-            // to our best route within the site (in the origin's site, the origin).
-            let toward = parent.or_else(|| {
-                self.routes(&b)
-                    .filter(|(_, p, _)| p.site == self.cfg.site)
-                    .min_by_key(|(id, _, e)| (e.path.len(), *id))
-                    .map(|(id, _, _)| id)
-            });
-            Some(toward.into_iter().collect::<Vec<_>>())
+        // Only the node that brings the broadcast into this site serves other sites: send
+        // the newcomer to our parent, or, with none (nobody here watches it), to our best
+        // route within the site (in the origin's site, the origin), or to the site-mate
+        // that pulls it in. With none of them (a box between sites on a chain of static
+        // peers, whose site watches nothing), serve it ourselves: we pull it in.
+        let toward = (wan && !is_origin && !parent_is_remote)
+            .then(|| {
+                parent
+                    .or_else(|| {
+                        self.routes(&b)
+                            .filter(|(_, p, _)| p.site == self.cfg.site)
+                            .min_by_key(|(id, _, e)| (e.path.len(), *id))
+                            .map(|(id, _, _)| id)
+                    })
+                    .or_else(|| {
+                        let puller = self.site_puller(&b);
+                        (puller != self.id && self.peers.contains_key(&puller)).then_some(puller)
+                    })
+            })
+            .flatten();
+        let redirect = if let Some(toward) = toward {
+            Some(vec![toward])
         } else if wan && other.len() >= self.cfg.wan_children {
             // The site's uplink already carries one copy out: splice the newcomer into the
             // chain between us and our child there, instead of sending it down the chain

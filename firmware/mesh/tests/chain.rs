@@ -1,0 +1,53 @@
+//! A chain of static peers across sites (each box told only the previous one's address)
+//! carries a broadcast to the far end even where the boxes between watch nothing.
+
+use std::time::Duration;
+
+use cambox_mesh::node::Config;
+use cambox_mesh::sim::{LinkSpec, Net};
+
+/// Sites 0..n, one box each, box i linked only to box i-1.
+fn chain(n: usize) -> Net {
+    let mut net = Net::new(11);
+    for site in 0..n {
+        net.add_node(site, Config::default());
+    }
+    for i in 1..n {
+        net.connect(i - 1, i, LinkSpec::WAN);
+    }
+    net.run_for(Duration::from_millis(500));
+    net
+}
+
+fn receives(net: &Net, node: usize, b: usize) -> bool {
+    let id = &net.broadcasts[b].id;
+    net.delivered(node).iter().any(|d| &d.broadcast == id)
+}
+
+#[test]
+fn the_far_end_of_a_chain_plays_when_the_box_between_watches_nothing() {
+    let mut net = chain(3);
+    let b = net.publish(0, "a");
+    net.run_for(Duration::from_secs(1));
+    net.subscribe(2, b);
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        receives(&net, 2, b),
+        "c never received a's broadcast through b"
+    );
+    assert!(!receives(&net, 1, b), "b relays without playing it itself");
+}
+
+#[test]
+fn every_box_of_a_long_chain_plays_with_most_between_watching_nothing() {
+    let mut net = chain(8);
+    let b = net.publish(0, "a");
+    net.run_for(Duration::from_secs(1));
+    for watcher in [3, 7] {
+        net.subscribe(watcher, b);
+    }
+    net.run_for(Duration::from_secs(3));
+    for watcher in [3, 7] {
+        assert!(receives(&net, watcher, b), "box {watcher} never received");
+    }
+}
