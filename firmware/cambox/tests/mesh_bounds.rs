@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cambox_mesh::identity::Identity;
-use cambox_mesh::msg::TRACK_VIDEO;
-use cambox_mesh::{wire, BroadcastId, CatalogEntry, Msg, NodeId};
+use cambox_mesh::sim::made_up_entries;
+use cambox_mesh::{wire, Msg};
 use cambox_node::mesh::tls;
 use common::*;
 
@@ -23,28 +23,6 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS");
     kb / 1024.0
-}
-
-fn made_up(range: std::ops::Range<usize>, sender: NodeId) -> Vec<CatalogEntry> {
-    range
-        .map(|i| {
-            let mut origin = [0u8; 32];
-            origin[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            CatalogEntry {
-                broadcast: BroadcastId {
-                    origin: NodeId(origin),
-                    name: format!("fake{i}"),
-                },
-                site: "nowhere".into(),
-                box_name: "liar".into(),
-                tracks: vec![TRACK_VIDEO],
-                path: vec![NodeId(origin), sender],
-                carrying: true,
-                version: 1,
-                ttl_ms: 600_000,
-            }
-        })
-        .collect()
 }
 
 /// Connects with a valid certificate of its own, says Hello, then sends `total` made-up
@@ -75,7 +53,7 @@ async fn announce(to: SocketAddr, total: usize) -> (usize, String) {
     const PER_FRAME: usize = 25_000;
     let mut sent = 0;
     while sent < total {
-        let entries = made_up(sent..(sent + PER_FRAME).min(total), me);
+        let entries = made_up_entries(sent..(sent + PER_FRAME).min(total), me);
         let n = entries.len();
         frame.clear();
         wire::encode(&Msg::Catalog { entries }, &mut frame);

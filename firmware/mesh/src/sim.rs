@@ -13,27 +13,71 @@ use bytes::Bytes;
 
 use crate::identity::Identity;
 use crate::msg::{
-    BroadcastId, Msg, NodeId, Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY, TRACK_CATALOG,
-    TRACK_TELEMETRY,
+    BroadcastId, CatalogEntry, Msg, NodeId, Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY,
+    TRACK_CATALOG, TRACK_TELEMETRY,
 };
 use crate::node::{Config, Event, Node, RouteError};
 
 /// How a link behaves, in each direction.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkSpec {
     pub delay: Duration,
     pub bits_per_second: u64,
+    /// Up to this much more delay, drawn anew for each message. Messages of one stream
+    /// (the control stream, or one group's stream) keep their order, as on a QUIC stream;
+    /// messages of different streams overtake each other.
+    pub jitter: Duration,
+    /// Share of messages whose packet is lost once. QUIC sends it again, so it arrives a
+    /// retransmission timeout later (the round trip and 25 ms), behind it its stream.
+    pub loss: f64,
 }
 
 impl LinkSpec {
     pub const LAN: LinkSpec = LinkSpec {
         delay: Duration::from_millis(1),
         bits_per_second: 100_000_000,
+        jitter: Duration::ZERO,
+        loss: 0.0,
     };
     pub const WAN: LinkSpec = LinkSpec {
         delay: Duration::from_millis(20),
         bits_per_second: 50_000_000,
+        jitter: Duration::ZERO,
+        loss: 0.0,
     };
+
+    /// A WAN link with this one-way delay, jitter and loss.
+    pub fn wan(delay: Duration, jitter: Duration, loss: f64) -> LinkSpec {
+        LinkSpec {
+            delay,
+            jitter,
+            loss,
+            ..LinkSpec::WAN
+        }
+    }
+
+    /// How long a lost packet takes to be sent again.
+    fn retransmit_after(&self) -> Duration {
+        2 * self.delay + Duration::from_millis(25)
+    }
+}
+
+/// Which QUIC stream a message travels on: the control stream (0), or its group's.
+fn stream_of(msg: &Msg) -> u64 {
+    use std::hash::{Hash, Hasher};
+    match msg {
+        Msg::Object {
+            broadcast,
+            track,
+            group,
+            ..
+        } => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (broadcast, track, group).hash(&mut h);
+            h.finish() | 1
+        }
+        _ => 0,
+    }
 }
 
 /// An object a node handed to its own viewers.
@@ -128,8 +172,39 @@ pub struct Net {
     pub produced: Vec<u64>,
     last_timer: Option<(usize, Instant)>,
     spins: u32,
+    /// When the last message on each (from, to, stream) arrives: the next one on the same
+    /// stream never arrives before it.
+    stream_tail: BTreeMap<(usize, usize, u64), Instant>,
+    transmits: u64,
+    /// Messages that were lost once and sent again (links with `loss`).
+    pub retransmitted: u64,
     /// Nodes answer every command they accept with a reply echoing its body.
     pub auto_reply: bool,
+}
+
+/// Catalog entries of made-up broadcasts (numbered `range`, each of its own made-up origin)
+/// that `sender` claims to relay, as a lying neighbour would announce them.
+pub fn made_up_entries(range: std::ops::Range<usize>, sender: NodeId) -> Vec<CatalogEntry> {
+    range
+        .map(|i| {
+            let mut origin = [0u8; 32];
+            origin[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            origin[31] = 0xee;
+            CatalogEntry {
+                broadcast: BroadcastId {
+                    origin: NodeId(origin),
+                    name: format!("fake{i}"),
+                },
+                site: "nowhere".into(),
+                box_name: "liar".into(),
+                tracks: vec![crate::msg::TRACK_VIDEO],
+                path: vec![NodeId(origin), sender],
+                carrying: true,
+                version: 1,
+                ttl_ms: 600_000,
+            }
+        })
+        .collect()
 }
 
 /// The wall clock of the simulation at its start (ms since the Unix epoch).
@@ -155,8 +230,16 @@ impl Net {
             produced: Vec::new(),
             last_timer: None,
             spins: 0,
+            stream_tail: BTreeMap::new(),
+            transmits: 0,
+            retransmitted: 0,
             auto_reply: true,
         }
+    }
+
+    /// A deterministic pseudo-random number in [0, 1).
+    pub fn random_unit(&mut self) -> f64 {
+        (self.random() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Deterministic pseudo-random numbers (SplitMix64).
@@ -439,7 +522,11 @@ impl Net {
                 if !(self.nodes[a].alive && self.nodes[b].alive) {
                     return;
                 }
-                let rtt = 2 * self.link_between(a, b).delay;
+                let delay = self
+                    .links
+                    .get(&(a, b))
+                    .map_or(Duration::ZERO, |l| l.0.delay);
+                let rtt = 2 * delay;
                 let (ida, idb) = (self.id(a), self.id(b));
                 self.nodes[a].node.handle_peer_up(now, idb, rtt);
                 self.nodes[b].node.handle_peer_up(now, ida, rtt);
@@ -640,6 +727,26 @@ impl Net {
                 },
             );
         }
-        self.schedule(done + spec.delay, Action::Arrive { to, from, msg });
+        let mut arrive = done + spec.delay;
+        if !spec.jitter.is_zero() {
+            arrive += spec.jitter.mul_f64(self.random_unit());
+        }
+        if spec.loss > 0.0 && self.random_unit() < spec.loss {
+            arrive += spec.retransmit_after();
+            self.retransmitted += 1;
+        }
+        let tail = self
+            .stream_tail
+            .entry((from, to, stream_of(&msg)))
+            .or_insert(arrive);
+        // Equal instants leave in the order they were scheduled: the stream's order.
+        arrive = arrive.max(*tail);
+        *tail = arrive;
+        self.transmits += 1;
+        if self.transmits % 4096 == 0 {
+            let now = self.now;
+            self.stream_tail.retain(|_, t| *t > now);
+        }
+        self.schedule(arrive, Action::Arrive { to, from, msg });
     }
 }

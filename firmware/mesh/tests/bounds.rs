@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cambox_mesh::limits::{Limit, Limits};
-use cambox_mesh::msg::{Routed, ROUTED_COMMAND, TRACK_VIDEO};
+use cambox_mesh::msg::{Routed, ROUTED_COMMAND};
 use cambox_mesh::node::Config;
-use cambox_mesh::sim::{LinkSpec, Net};
+use cambox_mesh::sim::{made_up_entries, LinkSpec, Net};
 use cambox_mesh::{BroadcastId, CatalogEntry, Msg, NodeId};
 
 /// A rogue node `r` next to `a` (site 0), and `a`'s neighbour `b` in another site; `a`
@@ -25,28 +25,9 @@ fn world() -> (Net, usize, usize, usize) {
     (net, a, b, r)
 }
 
-/// `n` made-up broadcasts of made-up origins, as a rogue would announce them.
+/// `n` made-up broadcasts, numbered from `first`.
 fn made_up(n: usize, first: usize, sender: NodeId) -> Vec<CatalogEntry> {
-    (first..first + n)
-        .map(|i| {
-            let mut origin = [0u8; 32];
-            origin[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            origin[31] = 0xee;
-            CatalogEntry {
-                broadcast: BroadcastId {
-                    origin: NodeId(origin),
-                    name: format!("fake{i}"),
-                },
-                site: "nowhere".into(),
-                box_name: "liar".into(),
-                tracks: vec![TRACK_VIDEO],
-                path: vec![NodeId(origin), sender],
-                carrying: true,
-                version: 1,
-                ttl_ms: 600_000,
-            }
-        })
-        .collect()
+    made_up_entries(first..first + n, sender)
 }
 
 fn known(net: &Net, i: usize) -> usize {
