@@ -743,7 +743,7 @@ impl Net {
         arrive = arrive.max(*tail);
         *tail = arrive;
         self.transmits += 1;
-        if self.transmits % 4096 == 0 {
+        if self.transmits.is_multiple_of(4096) {
             let now = self.now;
             self.stream_tail.retain(|_, t| *t > now);
         }
