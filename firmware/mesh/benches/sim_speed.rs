@@ -11,34 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use cambox_mesh::node::Config;
 use cambox_mesh::sim::{LinkSpec, Net};
 
 const PER_SITE: usize = 20;
 
 fn world(nodes: usize) -> Net {
-    let mut net = Net::new(1);
     let sites = nodes / PER_SITE;
-    for site in 0..sites {
-        for _ in 0..PER_SITE {
-            net.add_node(site, Config::default());
-        }
-    }
-    for a in 0..net.len() {
-        let site = net.site_of(a);
-        for b in a + 1..(site + 1) * PER_SITE {
-            net.connect(a, b, LinkSpec::LAN);
-        }
-        for _ in 0..2 {
-            let other = loop {
-                let c = (net.random() % net.len() as u64) as usize;
-                if net.site_of(c) != site {
-                    break c;
-                }
-            };
-            net.connect(a, other, LinkSpec::WAN);
-        }
-    }
+    let mut net = Net::sites(1, sites, PER_SITE, 2, |_| LinkSpec::WAN);
     net.run_for(Duration::from_millis(200));
     let bs: Vec<usize> = (0..5)
         .map(|k| {

@@ -237,6 +237,41 @@ impl Net {
         }
     }
 
+    /// `sites` sites of `per_site` nodes: a full LAN mesh inside each site (mDNS finds
+    /// everyone), and `wan_links` connections from each node to random nodes of other
+    /// sites (static peers or the registry), each over the link `wan` makes.
+    pub fn sites(
+        seed: u64,
+        sites: usize,
+        per_site: usize,
+        wan_links: usize,
+        mut wan: impl FnMut(&mut Net) -> LinkSpec,
+    ) -> Net {
+        let mut net = Net::new(seed);
+        for site in 0..sites {
+            for _ in 0..per_site {
+                net.add_node(site, Config::default());
+            }
+        }
+        for a in 0..net.len() {
+            // Nodes were added site by site: a's site-mates after it end here.
+            for b in a + 1..(net.site_of(a) + 1) * per_site {
+                net.connect(a, b, LinkSpec::LAN);
+            }
+            for _ in 0..wan_links {
+                let other = loop {
+                    let c = (net.random() % net.len() as u64) as usize;
+                    if net.site_of(c) != net.site_of(a) {
+                        break c;
+                    }
+                };
+                let spec = wan(&mut net);
+                net.connect(a, other, spec);
+            }
+        }
+        net
+    }
+
     /// A deterministic pseudo-random number in [0, 1).
     pub fn random_unit(&mut self) -> f64 {
         (self.random() >> 11) as f64 / (1u64 << 53) as f64

@@ -6,37 +6,16 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cambox_mesh::node::Config;
 use cambox_mesh::sim::{LinkSpec, Net};
 
 const SITES: usize = 8;
 const PER_SITE: usize = 5;
 
 fn world(seed: u64) -> Net {
-    let mut net = Net::new(seed);
-    for site in 0..SITES {
-        for _ in 0..PER_SITE {
-            net.add_node(site, Config::default());
-        }
-    }
-    for a in 0..net.len() {
-        for b in a + 1..net.len() {
-            if net.site_of(a) == net.site_of(b) {
-                net.connect(a, b, LinkSpec::LAN);
-            }
-        }
-        for _ in 0..2 {
-            let other = loop {
-                let c = (net.random() % net.len() as u64) as usize;
-                if net.site_of(c) != net.site_of(a) {
-                    break c;
-                }
-            };
-            let delay = Duration::from_millis(5 + net.random() % 36);
-            let spec = LinkSpec::wan(delay, Duration::from_millis(10), 0.01);
-            net.connect(a, other, spec);
-        }
-    }
+    let mut net = Net::sites(seed, SITES, PER_SITE, 2, |net| {
+        let delay = Duration::from_millis(5 + net.random() % 36);
+        LinkSpec::wan(delay, Duration::from_millis(10), 0.01)
+    });
     net.run_for(Duration::from_millis(500));
     net
 }

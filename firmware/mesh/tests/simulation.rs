@@ -12,28 +12,7 @@ const PER_SITE: usize = 20;
 /// 10 sites of 20 boxes: a full LAN mesh inside each site (mDNS finds everyone), two
 /// connections from each box to boxes elsewhere (static peers or the registry).
 fn world(seed: u64) -> Net {
-    let mut net = Net::new(seed);
-    for site in 0..SITES {
-        for _ in 0..PER_SITE {
-            net.add_node(site, Config::default());
-        }
-    }
-    for a in 0..net.len() {
-        for b in a + 1..net.len() {
-            if net.site_of(a) == net.site_of(b) {
-                net.connect(a, b, LinkSpec::LAN);
-            }
-        }
-        for _ in 0..2 {
-            let other = loop {
-                let c = (net.random() % net.len() as u64) as usize;
-                if net.site_of(c) != net.site_of(a) {
-                    break c;
-                }
-            };
-            net.connect(a, other, LinkSpec::WAN);
-        }
-    }
+    let mut net = Net::sites(seed, SITES, PER_SITE, 2, |_| LinkSpec::WAN);
     net.run_for(Duration::from_millis(200));
     net
 }
