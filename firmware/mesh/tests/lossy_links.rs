@@ -3,10 +3,12 @@
 //! subscriber still receives every object, each group from its start without holes, and
 //! each site pulls each broadcast across its uplink once.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use cambox_mesh::sim::{LinkSpec, Net};
+
+mod common;
+use common::{assert_whole_prefixes, deliveries, missing_objects};
 
 const SITES: usize = 8;
 const PER_SITE: usize = 5;
@@ -44,37 +46,23 @@ fn every_object_arrives_whole_and_once_per_site_over_lossy_jittery_links() {
     println!("messages lost once and sent again: {}", net.retransmitted);
     assert!(net.retransmitted > 20, "only {} losses", net.retransmitted);
 
-    let fps = 30u64;
-    let first = start.as_micros() as u64 * fps / 1_000_000 + 1;
-    let last = (end - Duration::from_millis(500)).as_micros() as u64 * fps / 1_000_000;
     for n in 0..net.len() {
         for &b in &bs {
             if net.broadcasts[b].origin == n {
                 continue;
             }
-            let id = &net.broadcasts[b].id;
-            let d: Vec<(u64, u32)> = net
-                .delivered(n)
-                .iter()
-                .filter(|d| &d.broadcast == id)
-                .map(|d| (d.group, d.index))
-                .collect();
-            let mut cur: Option<(u64, u32)> = None;
-            for &(g, i) in &d {
-                match cur {
-                    Some((cg, ci)) if g == cg => {
-                        assert_eq!(i, ci + 1, "node {n}: hole in group {g}")
-                    }
-                    Some((cg, _)) => {
-                        assert!(g > cg, "node {n}: group {g} after {cg}");
-                        assert_eq!(i, 0, "node {n}: group {g} without its start");
-                    }
-                    None => assert_eq!(i, 0, "node {n}: group {g} without its start"),
-                }
-                cur = Some((g, i));
+            let d = deliveries(&net, n, b);
+            assert_whole_prefixes(&d, &format!("node {n} broadcast {b}"));
+            // And the groups come in order: streams overtake each other on lossy links.
+            for w in d.windows(2) {
+                assert!(
+                    w[1].0 >= w[0].0,
+                    "node {n}: group {} after {}",
+                    w[1].0,
+                    w[0].0
+                );
             }
-            let got: BTreeSet<u64> = d.iter().map(|(g, i)| g * fps + u64::from(*i)).collect();
-            let missing = (first..=last).filter(|k| !got.contains(k)).count();
+            let missing = missing_objects(&d, 30, start, end).len();
             assert_eq!(
                 missing,
                 0,

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use cambox_mesh::node::Config;
 use cambox_mesh::sim::{LinkSpec, Net};
 
+mod common;
+use common::{assert_whole_prefixes, deliveries, missing_objects};
+
 const SITES: usize = 10;
 const PER_SITE: usize = 20;
 
@@ -34,28 +37,6 @@ fn five_broadcasts(net: &mut Net) -> Vec<usize> {
     bs
 }
 
-/// (group, index) pairs a node delivered for a broadcast, in order, with times.
-fn deliveries(net: &Net, n: usize, b: usize) -> Vec<(u64, u32, Instant)> {
-    let id = &net.broadcasts[b].id;
-    net.delivered(n)
-        .iter()
-        .filter(|d| &d.broadcast == id)
-        .map(|d| (d.group, d.index, d.at))
-        .collect()
-}
-
-/// Every delivered group starts at its first object and has no holes.
-fn assert_whole_prefixes(d: &[(u64, u32, Instant)], what: &str) {
-    let mut cur: Option<(u64, u32)> = None;
-    for &(g, i, _) in d {
-        match cur {
-            Some((cg, ci)) if g == cg => assert_eq!(i, ci + 1, "{what}: hole in group {g}"),
-            _ => assert_eq!(i, 0, "{what}: group {g} delivered without its start"),
-        }
-        cur = Some((g, i));
-    }
-}
-
 #[test]
 fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
     let mut net = world(7);
@@ -69,9 +50,6 @@ fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
 
     // Every object produced in the window (but its last half second, still in flight)
     // reached every subscriber.
-    let fps = 30u64;
-    let first = start.as_micros() as u64 * fps / 1_000_000 + 1;
-    let last = (end - Duration::from_millis(500)).as_micros() as u64 * fps / 1_000_000;
     for n in 0..net.len() {
         for &b in &bs {
             if net.broadcasts[b].origin == n {
@@ -79,8 +57,7 @@ fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
             }
             let d = deliveries(&net, n, b);
             assert_whole_prefixes(&d, &format!("node {n} broadcast {b}"));
-            let got: BTreeSet<u64> = d.iter().map(|(g, i, _)| g * fps + u64::from(*i)).collect();
-            let missing: Vec<u64> = (first..=last).filter(|k| !got.contains(k)).collect();
+            let missing = missing_objects(&d, 30, start, end);
             assert!(
                 missing.is_empty(),
                 "node {n} (site {}) missed {} objects of broadcast {b}, first {:?}",

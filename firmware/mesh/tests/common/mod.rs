@@ -1,0 +1,44 @@
+//! What the simulation tests check of deliveries, shared by their files.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cambox_mesh::sim::Net;
+
+/// (group, index) pairs a node delivered for a broadcast, in order, with times.
+pub fn deliveries(net: &Net, n: usize, b: usize) -> Vec<(u64, u32, Instant)> {
+    let id = &net.broadcasts[b].id;
+    net.delivered(n)
+        .iter()
+        .filter(|d| &d.broadcast == id)
+        .map(|d| (d.group, d.index, d.at))
+        .collect()
+}
+
+/// Every delivered group starts at its first object and has no holes.
+pub fn assert_whole_prefixes(d: &[(u64, u32, Instant)], what: &str) {
+    let mut cur: Option<(u64, u32)> = None;
+    for &(g, i, _) in d {
+        match cur {
+            Some((cg, ci)) if g == cg => assert_eq!(i, ci + 1, "{what}: hole in group {g}"),
+            _ => assert_eq!(i, 0, "{what}: group {g} delivered without its start"),
+        }
+        cur = Some((g, i));
+    }
+}
+
+/// Objects (numbered group * fps + index) produced between `start` and `end` but the
+/// last half second, still in flight, that are not among the deliveries `d`.
+pub fn missing_objects(
+    d: &[(u64, u32, Instant)],
+    fps: u64,
+    start: Duration,
+    end: Duration,
+) -> Vec<u64> {
+    let first = start.as_micros() as u64 * fps / 1_000_000 + 1;
+    let last = (end - Duration::from_millis(500)).as_micros() as u64 * fps / 1_000_000;
+    let got: BTreeSet<u64> = d.iter().map(|(g, i, _)| g * fps + u64::from(*i)).collect();
+    (first..=last).filter(|k| !got.contains(k)).collect()
+}
