@@ -1414,21 +1414,21 @@ impl Node {
         // route within the site (in the origin's site, the origin), or to the site-mate
         // that pulls it in. With none of them (a box between sites on a chain of static
         // peers, whose site watches nothing), serve it ourselves: we pull it in.
-        let toward = (wan && !is_origin && !parent_is_remote)
-            .then(|| {
-                parent
-                    .or_else(|| {
-                        self.routes(&b)
-                            .filter(|(_, p, _)| p.site == self.cfg.site)
-                            .min_by_key(|(id, _, e)| (e.path.len(), *id))
-                            .map(|(id, _, _)| id)
-                    })
-                    .or_else(|| {
-                        let puller = self.site_puller(&b);
-                        (puller != self.id && self.peers.contains_key(&puller)).then_some(puller)
-                    })
-            })
-            .flatten();
+        let toward = if wan && !is_origin && !parent_is_remote {
+            parent
+                .or_else(|| {
+                    self.routes(&b)
+                        .filter(|(_, p, _)| p.site == self.cfg.site)
+                        .min_by_key(|(id, _, e)| (e.path.len(), *id))
+                        .map(|(id, _, _)| id)
+                })
+                .or_else(|| {
+                    let puller = self.site_puller(&b);
+                    (puller != self.id && self.peers.contains_key(&puller)).then_some(puller)
+                })
+        } else {
+            None
+        };
         let redirect = if let Some(toward) = toward {
             Some(vec![toward])
         } else if wan && other.len() >= self.cfg.wan_children {
