@@ -2,7 +2,7 @@
 //!
 //! Inputs arrive through `handle_*` calls with the current time; outputs are drained with
 //! `poll_*` until nothing is left, and `poll_timeout` says when to call back. One process
-//! can therefore simulate thousands of nodes deterministically (see `sim`).
+//! can therefore simulate thousands of nodes deterministically (`sim`, behind the `sim` feature: tests and benches only).
 
 pub mod hex;
 pub mod identity;
@@ -10,6 +10,7 @@ pub mod limits;
 pub mod msg;
 pub mod node;
 pub mod routed;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;
 

@@ -1,0 +1,232 @@
+//! The catalog: what this node tells its neighbours about broadcasts (its own and the
+//! routes it knows), and what it takes from theirs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Entries, KnownBroadcast, Learned, Node, Origin, Peer, COALESCE, FRESH};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId};
+
+impl Node {
+    /// Tells each neighbour what changed since it was last told: new or changed entries,
+    /// and withdrawals (an entry with an empty path) for routes this node lost. Origins
+    /// bump their versions every `refresh_interval`, which keeps their broadcasts alive
+    /// everywhere; changes travel at once, so a refresh crosses the mesh in link delays.
+    pub(super) fn gossip(&mut self, now: Instant) {
+        if self.next_refresh.is_none_or(|t| now >= t) {
+            self.next_refresh = Some(now + self.cfg.refresh_interval);
+            for o in self.origins.values_mut() {
+                o.version += 1;
+            }
+        }
+        let fresh: Entries = self
+            .catalog_entries(now)
+            .into_iter()
+            .map(|e| (e.broadcast.clone(), e))
+            .collect();
+        // Usually nothing changed: then every neighbour told last time is up to date, and
+        // one comparison replaces one per neighbour.
+        if *self.last_told != fresh {
+            self.last_told = Arc::new(fresh);
+        }
+        let entries = self.last_told.clone();
+        let interest = self.interest_msg();
+        for p in self.peers.values_mut() {
+            if Arc::ptr_eq(&p.told_catalog, &entries) {
+                if p.told_interest.as_ref() != Some(&interest) {
+                    p.control.push_back(interest.clone());
+                    p.told_interest = Some(interest.clone());
+                }
+                continue;
+            }
+            let mut delta: Vec<CatalogEntry> = entries
+                .iter()
+                .filter(|(b, e)| p.told_catalog.get(*b) != Some(*e))
+                .map(|(_, e)| e.clone())
+                .collect();
+            delta.extend(
+                p.told_catalog
+                    .iter()
+                    .filter(|(b, _)| !entries.contains_key(*b))
+                    .map(|(_, e)| CatalogEntry {
+                        path: Vec::new(),
+                        carrying: false,
+                        ..e.clone()
+                    }),
+            );
+            if !delta.is_empty() {
+                p.control.push_back(Msg::Catalog { entries: delta });
+            }
+            p.told_catalog = entries.clone();
+            if p.told_interest.as_ref() != Some(&interest) {
+                p.control.push_back(interest.clone());
+                p.told_interest = Some(interest.clone());
+            }
+        }
+    }
+
+    /// Starts a broadcast originating here.
+    pub fn publish(&mut self, now: Instant, name: &str, tracks: Vec<u8>) -> BroadcastId {
+        self.dirty = true;
+        let b = BroadcastId {
+            origin: self.id,
+            name: name.into(),
+        };
+        let version = self
+            .retired
+            .remove(&b)
+            .map_or(self.cfg.first_version, |v| v + 1)
+            .max(self.cfg.first_version);
+        self.origins.insert(b.clone(), Origin { tracks, version });
+        self.subs.entry(b.clone()).or_default();
+        self.next_gossip = Some(now);
+        b
+    }
+
+    /// Ends a broadcast originating here. Neighbours learn at the next gossip (due at
+    /// once) that the route is withdrawn; children stop receiving and let go.
+    pub fn unpublish(&mut self, now: Instant, broadcast: &BroadcastId) {
+        self.dirty = true;
+        if let Some(o) = self.origins.remove(broadcast) {
+            self.retired.insert(broadcast.clone(), o.version);
+            self.subs.remove(broadcast);
+            self.learned.remove(broadcast);
+            self.next_gossip = Some(now);
+        }
+    }
+
+    /// Broadcasts known to this node, with the hops of the route it would take.
+    pub fn known_broadcasts(&self, now: Instant) -> Vec<KnownBroadcast> {
+        self.catalog_entries(now)
+            .into_iter()
+            .map(|e| KnownBroadcast {
+                hops: e.path.len() - 1,
+                broadcast: e.broadcast,
+                site: e.site,
+                box_name: e.box_name,
+            })
+            .collect()
+    }
+
+    pub(super) fn interest_msg(&self) -> Msg {
+        let mut broadcasts: BTreeSet<BroadcastId> = self.wants.clone();
+        broadcasts.extend(
+            self.subs
+                .iter()
+                .filter(|(_, s)| !s.children.is_empty())
+                .map(|(b, _)| b.clone()),
+        );
+        Msg::Interest {
+            broadcasts: broadcasts.into_iter().collect(),
+        }
+    }
+
+    /// True while the broadcast's origin keeps refreshing it.
+    pub(super) fn alive(&self, b: &BroadcastId, now: Instant) -> bool {
+        self.origins.contains_key(b) || self.learned.get(b).is_some_and(|l| l.expires > now)
+    }
+
+    /// Routes offered by neighbours for `b` that do not pass through this node.
+    pub(super) fn routes<'a>(
+        &'a self,
+        b: &'a BroadcastId,
+    ) -> impl Iterator<Item = (NodeId, &'a Peer, &'a CatalogEntry)> + 'a {
+        self.peers.iter().filter_map(move |(id, p)| {
+            let e = p.catalog.get(b)?;
+            (!e.path.contains(&self.id)).then_some((*id, p, e))
+        })
+    }
+
+    pub(super) fn catalog_entries(&self, now: Instant) -> Vec<CatalogEntry> {
+        let mut out = Vec::new();
+        for (b, o) in &self.origins {
+            out.push(CatalogEntry {
+                broadcast: b.clone(),
+                site: self.cfg.site.clone(),
+                box_name: self.cfg.box_name.clone(),
+                tracks: o.tracks.clone(),
+                path: vec![self.id],
+                carrying: true,
+                version: o.version,
+                ttl_ms: self.cfg.catalog_ttl.as_millis() as u32,
+            });
+        }
+        let mut learned: Vec<&BroadcastId> = self.learned.keys().collect();
+        learned.retain(|b| !self.origins.contains_key(*b) && self.alive(b, now));
+        for b in learned {
+            let parent = self.subs.get(b).and_then(|s| s.parent);
+            let via = parent
+                .and_then(|p| self.peers.get(&p).and_then(|peer| peer.catalog.get(b)))
+                .or_else(|| self.best_route(b).map(|(_, e)| e));
+            let Some(e) = via else { continue };
+            let mut path = e.path.clone();
+            path.push(self.id);
+            // Carrying means receiving right now, not merely having a parent.
+            let receiving = self
+                .subs
+                .get(b)
+                .and_then(|s| s.last_object)
+                .is_some_and(|t| now < t + FRESH);
+            out.push(CatalogEntry {
+                path,
+                carrying: parent.is_some() && receiving,
+                version: self.learned.get(b).map_or(e.version, |l| l.version),
+                ..e.clone()
+            });
+        }
+        out
+    }
+
+    pub(super) fn best_route<'a>(
+        &'a self,
+        b: &'a BroadcastId,
+    ) -> Option<(NodeId, &'a CatalogEntry)> {
+        self.routes(b)
+            .min_by_key(|(id, p, e)| (e.path.len(), p.rtt, std::cmp::Reverse(p.uplink_kbps), *id))
+            .map(|(id, _, e)| (id, e))
+    }
+
+    pub(super) fn on_catalog(&mut self, now: Instant, from: NodeId, entries: Vec<CatalogEntry>) {
+        let mut changed = false;
+        for e in &entries {
+            let fresh = self
+                .learned
+                .get(&e.broadcast)
+                .is_none_or(|l| e.version > l.version);
+            if fresh && !e.path.is_empty() && !self.origins.contains_key(&e.broadcast) {
+                changed = true;
+                self.learned.insert(
+                    e.broadcast.clone(),
+                    Learned {
+                        version: e.version,
+                        expires: now + Duration::from_millis(u64::from(e.ttl_ms.min(600_000))),
+                    },
+                );
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&from) {
+            for e in entries {
+                let old = if e.path.is_empty() {
+                    p.catalog.remove(&e.broadcast)
+                } else {
+                    p.catalog_bytes += crate::wire::entry_len(&e);
+                    p.catalog.insert(e.broadcast.clone(), e.clone())
+                };
+                if let Some(old) = &old {
+                    p.catalog_bytes -= crate::wire::entry_len(old);
+                }
+                changed |= old.as_ref() != Some(&e);
+            }
+        }
+        if changed {
+            // Pass news on almost at once: news from several neighbours that arrive
+            // within `COALESCE` leave in one round, which keeps a refresh from costing
+            // one round per neighbour that relays it.
+            let soon = now + COALESCE;
+            if self.next_gossip.is_none_or(|t| t > soon) {
+                self.next_gossip = Some(soon);
+            }
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! One overlay node: catalog gossip, parent choice, subscriptions, group cache, relaying.
+//!
+//! Sans IO: every input carries `now`; outputs are [`Event`]s drained with
+//! [`Node::poll_event`]; [`Node::poll_timeout`] says when to call [`Node::handle_timeout`].
+//! The driver (QUIC in `node`, or `sim::Net`) owns connections and reports peers coming
+//! and going, messages, and bytes that left the socket.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::limits::{Limit, Limits, RateBucket};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, Routed};
+use crate::routed::{CommandAllow, Gate};
+
+mod bounds;
+mod catalog;
+mod relay;
+mod routing;
+mod tree;
+
+pub use relay::media_len;
+use relay::{CachedGroup, Position, Queued};
+
+/// A node's catalog as it tells it: one entry per broadcast.
+type Entries = BTreeMap<BroadcastId, CatalogEntry>;
+
+/// Catalog news arriving within this long of each other is passed on in one round.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// A node that received an object this recently says it carries the broadcast.
+const FRESH: Duration = Duration::from_millis(250);
+
+/// A broadcast in this node's catalog, as a stream list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownBroadcast {
+    pub broadcast: BroadcastId,
+    /// The origin's site and box name.
+    pub site: String,
+    pub box_name: String,
+    /// Links on the route this node would take (0 for its own broadcasts).
+    pub hops: usize,
+}
+
+/// Tunables; defaults suit a LAN of Pis joined to other sites over the internet.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub site: String,
+    /// This box's name for people, carried in the catalog entries of its broadcasts.
+    pub box_name: String,
+    /// Upload budget for relaying, kbit/s; announced to neighbours as spare capacity.
+    pub uplink_kbps: u32,
+    /// Children per broadcast on the same site before new ones are redirected below.
+    pub max_children: usize,
+    /// Children per broadcast in other sites: 1 keeps each stream to one copy per uplink.
+    pub wan_children: usize,
+    pub gossip_interval: Duration,
+    /// A broadcast whose origin stops refreshing disappears after this long.
+    pub catalog_ttl: Duration,
+    /// How often an origin refreshes its broadcasts (a third of the TTL or less).
+    pub refresh_interval: Duration,
+    /// How long a node waits for its site to agree on who pulls a broadcast across sites.
+    pub election_delay: Duration,
+    /// An unanswered subscription is retried elsewhere after this long.
+    pub subscribe_timeout: Duration,
+    /// A parent that sends nothing for this long is replaced (its own feed broke).
+    pub starve_timeout: Duration,
+    /// Media bytes in flight per neighbour before the rest waits in its queue.
+    pub window_bytes: usize,
+    /// Groups per track kept for fast join and for children that switch parents.
+    pub cache_groups: usize,
+    /// The catalog version a new broadcast starts at. Neighbours keep the highest version
+    /// they saw for up to `catalog_ttl`, so a restarted node must not start lower than it
+    /// ended: a driver with a clock passes the wall time in milliseconds.
+    pub first_version: u64,
+    /// Who may send this node commands over the overlay.
+    pub command_allow: CommandAllow,
+    /// What neighbours may make this node hold.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            site: "local".into(),
+            box_name: String::new(),
+            uplink_kbps: 20_000,
+            max_children: 4,
+            wan_children: 1,
+            gossip_interval: Duration::from_millis(500),
+            catalog_ttl: Duration::from_secs(12),
+            refresh_interval: Duration::from_secs(4),
+            election_delay: Duration::from_millis(100),
+            subscribe_timeout: Duration::from_millis(250),
+            starve_timeout: Duration::from_millis(450),
+            window_bytes: 64 * 1024,
+            cache_groups: 2,
+            first_version: 1,
+            command_allow: CommandAllow::Nobody,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What the node asks its driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Send this message to that neighbour.
+    Transmit { to: NodeId, msg: Msg },
+    /// Open a connection to this node (learned from a redirect); `handle_peer_up` follows.
+    Connect { peer: NodeId },
+    /// An object for this node's own viewers: always in order, every group from its first
+    /// object (a keyframe) without holes.
+    Deliver {
+        broadcast: BroadcastId,
+        track: u8,
+        group: u64,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    },
+    /// A command or reply addressed to this node that passed every check.
+    Routed(Box<Routed>),
+    /// Close the connection to this neighbour: it went past a limit. The node has already
+    /// forgotten it (as after `handle_peer_down`) and ignores what else it sends.
+    Disconnect { peer: NodeId, limit: Limit },
+}
+
+/// A routed message cannot leave this node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no route to node {0}: it is not in this box's view of the mesh")]
+    NoRoute(NodeId),
+}
+
+#[derive(Debug)]
+struct Peer {
+    site: String,
+    rtt: Duration,
+    uplink_kbps: u32,
+    /// Media bytes handed to the driver and not yet reported sent.
+    in_flight: usize,
+    control: VecDeque<Msg>,
+    media: VecDeque<Queued>,
+    catalog: BTreeMap<BroadcastId, CatalogEntry>,
+    /// Encoded bytes of `catalog`, against `Limits::catalog_bytes_per_peer`.
+    catalog_bytes: usize,
+    interest: BTreeSet<BroadcastId>,
+    routed_bucket: RateBucket,
+    /// What we last told this neighbour (versions zeroed), to send only changes between
+    /// full refreshes.
+    told_catalog: Arc<Entries>,
+    told_interest: Option<Msg>,
+}
+
+#[derive(Debug, Default)]
+struct Sub {
+    parent: Option<NodeId>,
+    /// Subscription sent, answer awaited.
+    pending: Option<(NodeId, Instant)>,
+    backup: Option<NodeId>,
+    children: BTreeSet<NodeId>,
+    /// Parents that redirected or failed us since our last successful subscription.
+    tried: BTreeSet<NodeId>,
+    cache: BTreeMap<u8, VecDeque<CachedGroup>>,
+    position: BTreeMap<u8, Position>,
+    /// Since when this node wants the broadcast (for the site election delay).
+    since: Option<Instant>,
+    /// A redirect named a node we are not connected to: subscribe once it is up.
+    dialing: Option<(NodeId, Instant)>,
+    /// When the parent last sent an object: a parent that went quiet is as good as lost.
+    last_object: Option<Instant>,
+    /// Until when this node counts as carrying; a wake-up then tells neighbours if not.
+    fresh_until: Option<Instant>,
+    /// When to try again to find a parent (nobody offered a route yet, or the site is
+    /// still electing its puller).
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Learned {
+    version: u64,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct Origin {
+    tracks: Vec<u8>,
+    version: u64,
+}
+
+/// One node of the overlay.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    cfg: Config,
+    peers: BTreeMap<NodeId, Peer>,
+    origins: BTreeMap<BroadcastId, Origin>,
+    /// Last versions of broadcasts that ended here, so that going live again is news.
+    retired: BTreeMap<BroadcastId, u64>,
+    learned: BTreeMap<BroadcastId, Learned>,
+    wants: BTreeSet<BroadcastId>,
+    subs: BTreeMap<BroadcastId, Sub>,
+    events: VecDeque<Event>,
+    next_gossip: Option<Instant>,
+    /// When origins next bump their versions to keep their broadcasts alive.
+    next_refresh: Option<Instant>,
+    /// The catalog as last gossiped, shared with every neighbour that was told it.
+    last_told: Arc<Entries>,
+    /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
+    /// (neighbours, their catalogs, subscriptions) since it last ran.
+    dirty: bool,
+    gate: Gate,
+    /// The wall clock (ms since the Unix epoch) at an instant, from the driver.
+    wall: Option<(Instant, u64)>,
+    /// Neighbours disconnected for going past a limit, by limit.
+    disconnected: BTreeMap<Limit, u64>,
+}
+
+impl Node {
+    pub fn new(id: NodeId, cfg: Config) -> Self {
+        let cfg_allow = cfg.command_allow.clone();
+        Self {
+            id,
+            cfg,
+            peers: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            retired: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            wants: BTreeSet::new(),
+            subs: BTreeMap::new(),
+            events: VecDeque::new(),
+            next_gossip: None,
+            next_refresh: None,
+            dirty: true,
+            last_told: Arc::default(),
+            gate: Gate::new(cfg_allow),
+            wall: None,
+            disconnected: BTreeMap::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn site(&self) -> &str {
+        &self.cfg.site
+    }
+
+    /// A connection to a neighbour is up; `rtt` is the transport's estimate.
+    pub fn handle_peer_up(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
+        self.dirty = true;
+        self.peers.entry(peer).or_insert_with(|| Peer {
+            site: String::new(),
+            rtt,
+            uplink_kbps: 0,
+            in_flight: 0,
+            control: VecDeque::new(),
+            media: VecDeque::new(),
+            catalog: BTreeMap::new(),
+            catalog_bytes: 0,
+            interest: BTreeSet::new(),
+            routed_bucket: RateBucket::new(),
+            told_catalog: Arc::default(),
+            told_interest: None,
+        });
+        self.send(
+            peer,
+            Msg::Hello {
+                node: self.id,
+                site: self.cfg.site.clone(),
+                uplink_kbps: self.cfg.uplink_kbps,
+            },
+        );
+        // Everything we know goes out at once: nothing was told to this peer yet.
+        self.next_gossip = Some(now);
+        let dialed: Vec<BroadcastId> = self
+            .subs
+            .iter_mut()
+            .filter(|(_, s)| s.dialing.is_some_and(|(p, _)| p == peer))
+            .map(|(b, s)| {
+                s.dialing = None;
+                b.clone()
+            })
+            .collect();
+        for b in dialed {
+            self.subscribe_to(now, &b, peer);
+        }
+        self.flush();
+    }
+
+    /// The connection is gone (idle timeout, goodbye, reset). Children are forgotten and
+    /// broadcasts fed by this neighbour switch to their backup parent at once.
+    pub fn handle_peer_down(&mut self, now: Instant, peer: NodeId) {
+        self.dirty = true;
+        if self.peers.remove(&peer).is_none() {
+            return;
+        }
+        let orphaned: Vec<BroadcastId> = self
+            .subs
+            .iter_mut()
+            .filter_map(|(b, s)| {
+                s.children.remove(&peer);
+                if s.pending.is_some_and(|(p, _)| p == peer) {
+                    s.pending = None;
+                }
+                (s.parent == Some(peer)).then(|| {
+                    s.parent = None;
+                    b.clone()
+                })
+            })
+            .collect();
+        if !orphaned.is_empty() {
+            // Tell the neighbours at once that we no longer carry these.
+            self.next_gossip = Some(now);
+        }
+        for b in orphaned {
+            tracing::debug!(node = %self.id, broadcast = %b.name, lost = %peer, "parent lost");
+            // The backup only if it still carries the broadcast and this node is not now
+            // its site's puller (the lost parent may have been the puller).
+            let puller = self.site_puller(&b) == self.id;
+            let backup = self.subs.get(&b).and_then(|s| s.backup).filter(|p| {
+                self.peers.get(p).is_some_and(|peer| {
+                    (!puller || peer.site != self.cfg.site)
+                        && peer
+                            .catalog
+                            .get(&b)
+                            .is_some_and(|e| e.carrying && !e.path.contains(&self.id))
+                })
+            });
+            match backup {
+                Some(p) => self.subscribe_to(now, &b, p),
+                None => self.attach(now, &b),
+            }
+        }
+        self.flush();
+    }
+
+    /// The driver finished sending `bytes` of media to `peer`: room for more.
+    pub fn handle_transmitted(&mut self, peer: NodeId, bytes: usize) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.in_flight = p.in_flight.saturating_sub(bytes);
+        }
+        self.flush_peer(peer);
+    }
+
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Msg) {
+        if !self.peers.contains_key(&from) {
+            return;
+        }
+        // Objects change positions and caches, not what the sweep looks at.
+        self.dirty |= !matches!(msg, Msg::Object { .. });
+        match msg {
+            Msg::Hello {
+                site, uplink_kbps, ..
+            } => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.site = site;
+                    p.uplink_kbps = uplink_kbps;
+                }
+            }
+            Msg::Catalog { entries } => {
+                if let Err(limit) = self.check_catalog(from, &entries) {
+                    return self.disconnect(now, from, limit);
+                }
+                self.on_catalog(now, from, entries)
+            }
+            Msg::Interest { broadcasts } => {
+                if broadcasts.len() > self.cfg.limits.interest_per_peer {
+                    return self.disconnect(now, from, Limit::InterestPerPeer);
+                }
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.interest = broadcasts.into_iter().collect();
+                }
+            }
+            Msg::Subscribe { broadcast, resume } => {
+                let already = self
+                    .subs
+                    .get(&broadcast)
+                    .is_some_and(|s| s.children.contains(&from));
+                if !already && self.subscriptions_of(from) >= self.cfg.limits.subscriptions_per_peer
+                {
+                    return self.disconnect(now, from, Limit::SubscriptionsPerPeer);
+                }
+                self.on_subscribe(now, from, broadcast, resume)
+            }
+            Msg::SubscribeOk { broadcast } => {
+                if let Some(s) = self.subs.get_mut(&broadcast) {
+                    if s.pending.is_some_and(|(p, _)| p == from) {
+                        s.pending = None;
+                        s.parent = Some(from);
+                        // Starvation counts from the first object: a new parent may still
+                        // be waiting for its own feed.
+                        s.last_object = None;
+                        s.tried.clear();
+                    }
+                }
+            }
+            Msg::Redirect { broadcast, to } => self.on_redirect(now, from, broadcast, to),
+            Msg::Unsubscribe { broadcast } => {
+                if let Some(s) = self.subs.get_mut(&broadcast) {
+                    s.children.remove(&from);
+                }
+                self.prune(&broadcast);
+            }
+            Msg::Object {
+                broadcast,
+                track,
+                group,
+                index,
+                capture_us,
+                payload,
+            } => {
+                let from_parent = match self.subs.get_mut(&broadcast) {
+                    // Objects from the node we asked may overtake its SubscribeOk (they
+                    // travel on other streams): take them, but adopt the parent only on
+                    // its answer, which may yet be a redirect.
+                    Some(s) if s.pending.is_some_and(|(p, _)| p == from) => true,
+                    Some(s) if s.parent == Some(from) => {
+                        s.last_object = Some(now);
+                        s.fresh_until = Some(now + FRESH);
+                        true
+                    }
+                    _ => false,
+                };
+                if from_parent {
+                    self.ingest(&broadcast, track, group, index, capture_us, payload);
+                }
+            }
+            Msg::Routed(r) => {
+                let rate = self.cfg.limits.routed_per_second;
+                let ok = self
+                    .peers
+                    .get_mut(&from)
+                    .is_some_and(|p| p.routed_bucket.take(now, rate));
+                if !ok {
+                    return self.disconnect(now, from, Limit::RoutedRate);
+                }
+                self.on_routed(now, from, *r)
+            }
+            Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
+            // Addresses are the transport's business.
+            Msg::Pong { .. } | Msg::Addresses { .. } => {}
+            Msg::Goodbye => self.handle_peer_down(now, from),
+        }
+        self.flush();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due = false;
+        if self.next_gossip.is_some_and(|t| now >= t) {
+            self.next_gossip = Some(now + self.cfg.gossip_interval);
+            due = true;
+        }
+        // A node that stopped receiving says so within `FRESH`, before its children give up.
+        for s in self.subs.values_mut() {
+            if s.fresh_until.is_some_and(|t| now >= t) {
+                s.fresh_until = None;
+                due = true;
+            }
+        }
+        if due {
+            self.gossip(now);
+        }
+        let known = self.learned.len();
+        self.learned.retain(|_, l| l.expires > now);
+        self.dirty |= self.learned.len() != known;
+        // The sweep below looks at every broadcast and neighbour; most wake-ups (a moving
+        // freshness deadline) need none of it.
+        if !self.dirty && !self.sweep_due(now) {
+            self.flush();
+            return;
+        }
+        self.dirty = false;
+        let broadcasts: Vec<BroadcastId> = self.subs.keys().cloned().collect();
+        for b in broadcasts {
+            let timed_out = self
+                .subs
+                .get(&b)
+                .and_then(|s| s.pending)
+                .filter(|(_, at)| now >= *at + self.cfg.subscribe_timeout);
+            if let Some((p, _)) = timed_out {
+                if let Some(s) = self.subs.get_mut(&b) {
+                    s.pending = None;
+                    s.tried.insert(p);
+                }
+            }
+            self.check_parent(now, &b);
+            self.attach(now, &b);
+            self.update_backup(&b);
+        }
+        self.flush();
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pending = self
+            .subs
+            .values()
+            .filter_map(|s| s.pending.map(|(_, at)| at + self.cfg.subscribe_timeout));
+        let retry = self
+            .subs
+            .values()
+            .filter(|s| s.parent.is_none() && s.pending.is_none() && s.dialing.is_none())
+            .filter_map(|s| s.retry_at);
+        let dialing = self
+            .subs
+            .values()
+            .filter_map(|s| s.dialing.map(|(_, at)| at + self.cfg.subscribe_timeout));
+        let starve = self
+            .subs
+            .values()
+            .filter(|s| s.parent.is_some())
+            .filter_map(|s| s.last_object.map(|t| t + self.cfg.starve_timeout))
+            .chain(self.subs.values().filter_map(|s| s.fresh_until));
+        self.next_gossip
+            .into_iter()
+            .chain(pending)
+            .chain(retry)
+            .chain(dialing)
+            .chain(starve)
+            .min()
+    }
+
+    fn send(&mut self, to: NodeId, msg: Msg) {
+        if let Some(p) = self.peers.get_mut(&to) {
+            p.control.push_back(msg);
+        }
+    }
+
+    fn flush(&mut self) {
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for p in peers {
+            self.flush_peer(p);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Relaying: the group cache, whole groups only, and a queue per child so a slow child
+//! loses whole old groups while its siblings never wait.
+
+use bytes::Bytes;
+
+use super::{Event, Node};
+use crate::msg::{BroadcastId, Msg, NodeId, ResumePoint};
+
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub(super) broadcast: BroadcastId,
+    pub(super) track: u8,
+    pub(super) group: u64,
+    pub(super) index: u32,
+    pub(super) msg: Msg,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct CachedObject {
+    pub(super) index: u32,
+    pub(super) capture_us: u64,
+    pub(super) payload: Bytes,
+}
+
+#[derive(Debug)]
+pub(super) struct CachedGroup {
+    pub(super) group: u64,
+    pub(super) objects: Vec<CachedObject>,
+}
+
+/// Where a track stands at this node: the group being received and the next index needed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Position {
+    pub(super) group: u64,
+    pub(super) next: u32,
+}
+
+impl Node {
+    /// An object of a broadcast originating here.
+    pub fn handle_local_object(
+        &mut self,
+        broadcast: &BroadcastId,
+        track: u8,
+        group: u64,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    ) {
+        if self.origins.contains_key(broadcast) {
+            self.ingest(broadcast, track, group, index, capture_us, payload);
+            self.flush();
+        }
+    }
+
+    /// Control first (it is small and steers everything), then media within the window.
+    pub(super) fn flush_peer(&mut self, to: NodeId) {
+        let Some(p) = self.peers.get_mut(&to) else {
+            return;
+        };
+        while let Some(msg) = p.control.pop_front() {
+            self.events.push_back(Event::Transmit { to, msg });
+        }
+        while p.in_flight < self.cfg.window_bytes {
+            let Some(q) = p.media.pop_front() else { break };
+            p.in_flight += media_len(&q.msg);
+            self.events.push_back(Event::Transmit { to, msg: q.msg });
+        }
+    }
+
+    /// Sends a new child what the cache holds: from its resume point when we still have
+    /// that group, else from the newest group's first object (fast join).
+    pub(super) fn serve_cache(&mut self, child: NodeId, b: &BroadcastId, resume: &[ResumePoint]) {
+        let Some(s) = self.subs.get(b) else { return };
+        let mut out = Vec::new();
+        for (track, groups) in &s.cache {
+            let from = resume
+                .iter()
+                .find(|r| r.track == *track)
+                .filter(|r| groups.iter().any(|g| g.group == r.group))
+                .map(|r| (r.group, r.index));
+            let (start_group, start_index) = match from {
+                Some(p) => p,
+                None => match groups.back() {
+                    Some(g) => (g.group, 0),
+                    None => continue,
+                },
+            };
+            for g in groups.iter().filter(|g| g.group >= start_group) {
+                for o in &g.objects {
+                    if g.group == start_group && o.index < start_index {
+                        continue;
+                    }
+                    out.push((*track, g.group, o.clone()));
+                }
+            }
+        }
+        for (track, group, o) in out {
+            self.enqueue_media(child, b, track, group, o.index, o.capture_us, o.payload);
+        }
+    }
+
+    /// Accepts an object if it continues its group or starts a newer one; caches it,
+    /// delivers it to local viewers and forwards it to children.
+    pub(super) fn ingest(
+        &mut self,
+        b: &BroadcastId,
+        track: u8,
+        group: u64,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    ) {
+        let cache_groups = self.cfg.cache_groups.max(1);
+        let Some(s) = self.subs.get_mut(b) else {
+            return;
+        };
+        let accept = match s.position.get(&track) {
+            None => index == 0,
+            Some(p) => (group == p.group && index == p.next) || (group > p.group && index == 0),
+        };
+        if !accept {
+            return;
+        }
+        s.position.insert(
+            track,
+            Position {
+                group,
+                next: index + 1,
+            },
+        );
+        let groups = s.cache.entry(track).or_default();
+        if index == 0 {
+            groups.push_back(CachedGroup {
+                group,
+                objects: Vec::new(),
+            });
+            while groups.len() > cache_groups {
+                groups.pop_front();
+            }
+        }
+        if let Some(g) = groups.back_mut() {
+            g.objects.push(CachedObject {
+                index,
+                capture_us,
+                payload: payload.clone(),
+            });
+        }
+        let children: Vec<NodeId> = s.children.iter().copied().collect();
+        if self.wants.contains(b) {
+            self.events.push_back(Event::Deliver {
+                broadcast: b.clone(),
+                track,
+                group,
+                index,
+                capture_us,
+                payload: payload.clone(),
+            });
+        }
+        for c in children {
+            self.enqueue_media(c, b, track, group, index, capture_us, payload.clone());
+        }
+    }
+
+    /// Queues an object for one child. A slow child loses whole old groups: when a new
+    /// group arrives, queued groups it has not started receiving are dropped; a group it
+    /// has started is finished first. Siblings have queues of their own and never wait.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn enqueue_media(
+        &mut self,
+        to: NodeId,
+        b: &BroadcastId,
+        track: u8,
+        group: u64,
+        index: u32,
+        capture_us: u64,
+        payload: Bytes,
+    ) {
+        let Some(p) = self.peers.get_mut(&to) else {
+            return;
+        };
+        if index == 0 {
+            let started: Option<u64> = p
+                .media
+                .iter()
+                .find(|q| &q.broadcast == b && q.track == track)
+                .filter(|q| q.index > 0)
+                .map(|q| q.group);
+            p.media
+                .retain(|q| &q.broadcast != b || q.track != track || Some(q.group) == started);
+        }
+        p.media.push_back(Queued {
+            broadcast: b.clone(),
+            track,
+            group,
+            index,
+            msg: Msg::Object {
+                broadcast: b.clone(),
+                track,
+                group,
+                index,
+                capture_us,
+                payload,
+            },
+        });
+    }
+}
+
+/// What a queued media message counts against a neighbour's window: the driver reports
+/// the same figure to [`Node::handle_transmitted`] once the message has left.
+pub fn media_len(msg: &Msg) -> usize {
+    match msg {
+        Msg::Object { payload, .. } => payload.len() + 64,
+        _ => 64,
+    }
+}

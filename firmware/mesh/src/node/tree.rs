@@ -1,0 +1,538 @@
+//! The tree of each broadcast: whom this node takes it from (one copy per site, a backup
+//! off the parent's path), whom it serves, and whom it redirects.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use super::{Event, Node, Peer};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
+
+impl Node {
+    /// Whether a deadline of the per-broadcast sweep has passed.
+    pub(super) fn sweep_due(&self, now: Instant) -> bool {
+        let late = |at: Instant| now >= at + self.cfg.subscribe_timeout;
+        self.subs.iter().any(|(b, s)| {
+            let needed =
+                !self.origins.contains_key(b) && (self.wants.contains(b) || !s.children.is_empty());
+            s.pending.is_some_and(|(_, at)| late(at))
+                || s.dialing.is_some_and(|(_, at)| late(at))
+                || (needed
+                    && s.parent.is_none()
+                    && s.pending.is_none()
+                    && s.dialing.is_none()
+                    && s.retry_at.is_none_or(|t| now >= t))
+                || (s.parent.is_some()
+                    && s.last_object
+                        .is_some_and(|t| now >= t + self.cfg.starve_timeout))
+        })
+    }
+
+    /// This node's viewers want `broadcast`.
+    pub fn subscribe(&mut self, now: Instant, broadcast: BroadcastId) {
+        self.dirty = true;
+        self.wants.insert(broadcast.clone());
+        self.subs
+            .entry(broadcast.clone())
+            .or_default()
+            .since
+            .get_or_insert(now);
+        let interest = self.interest_msg();
+        for p in self.peers.values_mut() {
+            if p.told_interest.as_ref() != Some(&interest) {
+                p.control.push_back(interest.clone());
+                p.told_interest = Some(interest.clone());
+            }
+        }
+        self.flush();
+    }
+
+    pub fn unsubscribe(&mut self, broadcast: &BroadcastId) {
+        self.dirty = true;
+        self.wants.remove(broadcast);
+        self.prune(broadcast);
+        self.flush();
+    }
+
+    /// This node's tree state for `broadcast`, for logs and diagnostics.
+    pub fn tree_state(&self, broadcast: &BroadcastId) -> String {
+        match self.subs.get(broadcast) {
+            Some(s) => format!(
+                "parent {:?} pending {:?} dialing {:?} backup {:?} children {:?} tried {:?} puller {:?} routes {:?}",
+                s.parent,
+                s.pending.map(|p| p.0),
+                s.dialing.map(|p| p.0),
+                s.backup,
+                s.children,
+                s.tried,
+                self.site_puller(broadcast),
+                self.routes(broadcast).map(|(id, p, e)| (id, p.site.clone(), e.path.len(), e.carrying)).collect::<Vec<_>>()
+            ),
+            None => "not subscribed".into(),
+        }
+    }
+
+    /// The node this one believes pulls `broadcast` into its site (for diagnostics).
+    pub fn puller(&self, broadcast: &BroadcastId) -> NodeId {
+        self.site_puller(broadcast)
+    }
+
+    pub fn parent(&self, broadcast: &BroadcastId) -> Option<NodeId> {
+        self.subs.get(broadcast).and_then(|s| s.parent)
+    }
+
+    pub fn children(&self, broadcast: &BroadcastId) -> Vec<NodeId> {
+        self.subs
+            .get(broadcast)
+            .map(|s| s.children.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The site's puller of `b`: the lowest id among same-site nodes that want it and can
+    /// reach it. Every node of the site computes the same answer from the same gossip.
+    pub(super) fn site_puller(&self, b: &BroadcastId) -> NodeId {
+        let me = self.wants.contains(b) || self.subs.get(b).is_some_and(|s| !s.children.is_empty());
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.site == self.cfg.site && p.interest.contains(b))
+            .map(|(id, _)| *id)
+            .chain(me.then_some(self.id))
+            .min()
+            .unwrap_or(self.id)
+    }
+
+    /// Chooses where to get `b` from, or `None` if nowhere (yet).
+    pub(super) fn choose_parent(
+        &self,
+        b: &BroadcastId,
+        exclude: &BTreeSet<NodeId>,
+    ) -> Option<NodeId> {
+        let site = &self.cfg.site;
+        let usable = |id: &NodeId| !exclude.contains(id);
+        // Nodes receiving the stream now first: during repairs, others may be orphans too.
+        let key = |(id, p, e): &(NodeId, &Peer, &CatalogEntry)| {
+            (
+                !e.carrying,
+                e.path.len(),
+                p.rtt,
+                std::cmp::Reverse(p.uplink_kbps),
+                *id,
+            )
+        };
+
+        let carrying_here = self
+            .routes(b)
+            .filter(|(id, p, e)| &p.site == site && e.carrying && usable(id))
+            .min_by_key(key);
+        if let Some((id, _, _)) = carrying_here {
+            return Some(id);
+        }
+        let puller = self.site_puller(b);
+        if puller != self.id {
+            // Another node of this site pulls it in: attach to it, or (if it sent us away)
+            // to any node of the site, never across sites ourselves.
+            if self.peers.contains_key(&puller) && usable(&puller) {
+                return Some(puller);
+            }
+            return self
+                .peers
+                .iter()
+                .filter(|(id, p)| &p.site == site && usable(id))
+                .filter(|(_, p)| p.catalog.get(b).is_some_and(|e| !e.path.contains(&self.id)))
+                .min_by_key(|(id, p)| (p.rtt, **id))
+                .map(|(id, _)| *id);
+        }
+        // This node pulls for its site: the best route from another site. With no route
+        // from another site at all (the origin is in this site but not a neighbour, e.g.
+        // a chain of static peers), any route toward it: that neighbour pulls in turn.
+        let from_elsewhere = self.routes(b).any(|(_, p, _)| &p.site != site);
+        self.routes(b)
+            .filter(|(id, p, _)| (&p.site != site || !from_elsewhere) && usable(id))
+            .min_by_key(key)
+            .map(|(id, _, _)| id)
+    }
+
+    /// Drops a parent that went quiet or whose route now runs through this node (a loop
+    /// formed from stale gossip), and a dial that never connected.
+    pub(super) fn check_parent(&mut self, now: Instant, b: &BroadcastId) {
+        let dial_timeout = self.cfg.subscribe_timeout;
+        let Some(s) = self.subs.get_mut(b) else {
+            return;
+        };
+        if let Some((p, at)) = s.dialing {
+            if now >= at + dial_timeout {
+                s.dialing = None;
+                s.tried.insert(p);
+            }
+        }
+        let Some(parent) = s.parent else { return };
+        let starved = s
+            .last_object
+            .is_some_and(|t| now >= t + self.cfg.starve_timeout);
+        let looped = self
+            .peers
+            .get(&parent)
+            .and_then(|p| p.catalog.get(b))
+            .is_some_and(|e| e.path.contains(&self.id));
+        if !starved && !looped {
+            self.leave_redundant_remote_parent(now, b, parent);
+            return;
+        }
+        {
+            tracing::debug!(node = %self.id, broadcast = %b.name, %parent, starved, looped, "leaving parent");
+            self.send(
+                parent,
+                Msg::Unsubscribe {
+                    broadcast: b.clone(),
+                },
+            );
+            if let Some(s) = self.subs.get_mut(b) {
+                s.parent = None;
+                s.tried.insert(parent);
+            }
+            let backup = self
+                .subs
+                .get(b)
+                .and_then(|s| s.backup)
+                .filter(|p| self.peers.contains_key(p) && *p != parent);
+            match backup {
+                Some(p) => self.subscribe_to(now, b, p),
+                None => self.attach(now, b),
+            }
+        }
+    }
+
+    /// Two nodes of a site may both pull a broadcast across sites while the site's gossip
+    /// settles. The one that is not the site's puller moves under a node of its own site
+    /// that already carries it and is no deeper than itself (so it cannot be one of its own
+    /// descendants), and the site's uplink carries one copy again.
+    pub(super) fn leave_redundant_remote_parent(
+        &mut self,
+        now: Instant,
+        b: &BroadcastId,
+        parent: NodeId,
+    ) {
+        let site = &self.cfg.site;
+        let remote = self.peers.get(&parent).is_some_and(|p| &p.site != site);
+        if !remote || self.site_puller(b) == self.id {
+            return;
+        }
+        let my_depth = self
+            .peers
+            .get(&parent)
+            .and_then(|p| p.catalog.get(b))
+            .map_or(usize::MAX, |e| e.path.len() + 1);
+        let children = self
+            .subs
+            .get(b)
+            .map(|s| s.children.clone())
+            .unwrap_or_default();
+        let local = self
+            .routes(b)
+            .filter(|(id, p, e)| {
+                &p.site == site && e.carrying && e.path.len() <= my_depth && !children.contains(id)
+            })
+            .min_by_key(|(id, p, e)| (e.path.len(), p.rtt, *id))
+            .map(|(id, _, _)| id);
+        if let Some(p) = local {
+            tracing::debug!(node = %self.id, broadcast = %b.name, from = %parent, to = %p, "one copy per site: moving under a local carrier");
+            self.subscribe_to(now, b, p);
+        }
+    }
+
+    /// Makes sure a broadcast this node needs has a parent (or a subscription on the way).
+    pub(super) fn attach(&mut self, now: Instant, b: &BroadcastId) {
+        if self.origins.contains_key(b) {
+            return;
+        }
+        let Some(s) = self.subs.get(b) else { return };
+        let needed = self.wants.contains(b) || !s.children.is_empty();
+        if !needed || s.parent.is_some() || s.pending.is_some() || s.dialing.is_some() {
+            if let Some(s) = self.subs.get_mut(b) {
+                s.retry_at = None;
+            }
+            return;
+        }
+        // Give the site a moment to hear who else wants it before pulling across sites.
+        if let Some(t) = s
+            .since
+            .map(|t| t + self.cfg.election_delay)
+            .filter(|t| now < *t)
+        {
+            if let Some(s) = self.subs.get_mut(b) {
+                s.retry_at = Some(t);
+            }
+            return;
+        }
+        let tried = s.tried.clone();
+        let choice = self.choose_parent(b, &tried).or_else(|| {
+            // Everyone failed us once: start over rather than give up.
+            if let Some(s) = self.subs.get_mut(b) {
+                s.tried.clear();
+            }
+            self.choose_parent(b, &BTreeSet::new())
+        });
+        match choice {
+            Some(p) => self.subscribe_to(now, b, p),
+            None => {
+                if let Some(s) = self.subs.get_mut(b) {
+                    s.retry_at = Some(now + self.cfg.gossip_interval);
+                }
+            }
+        }
+    }
+
+    pub(super) fn subscribe_to(&mut self, now: Instant, b: &BroadcastId, parent: NodeId) {
+        let Some(s) = self.subs.get_mut(b) else {
+            return;
+        };
+        let old = s.parent.take().filter(|p| *p != parent);
+        s.pending = Some((parent, now));
+        s.retry_at = None;
+        if let Some(old) = old {
+            self.send(
+                old,
+                Msg::Unsubscribe {
+                    broadcast: b.clone(),
+                },
+            );
+        }
+        let Some(s) = self.subs.get(b) else { return };
+        let resume = s
+            .position
+            .iter()
+            .map(|(track, pos)| ResumePoint {
+                track: *track,
+                group: pos.group,
+                index: pos.next,
+            })
+            .collect();
+        self.send(
+            parent,
+            Msg::Subscribe {
+                broadcast: b.clone(),
+                resume,
+            },
+        );
+    }
+
+    pub(super) fn update_backup(&mut self, b: &BroadcastId) {
+        let Some(s) = self.subs.get(b) else { return };
+        let Some(parent) = s.parent else { return };
+        // A node that carries the broadcast now, off the parent's own path, so one failure
+        // cannot take both. The site's puller keeps a backup in another site: a same-site
+        // node would only come back to it for the stream.
+        let puller = self.site_puller(b) == self.id;
+        let backup = self
+            .routes(b)
+            .filter(|(id, _, e)| {
+                *id != parent && e.carrying && !e.path.contains(&parent) && !s.children.contains(id)
+            })
+            .filter(|(_, p, _)| !puller || p.site != self.cfg.site)
+            .min_by_key(|(id, p, e)| (p.site != self.cfg.site, e.path.len(), p.rtt, *id))
+            .map(|(id, _, _)| id);
+        if let Some(s) = self.subs.get_mut(b) {
+            s.backup = backup;
+        }
+    }
+
+    pub(super) fn on_redirect(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        b: BroadcastId,
+        to: Vec<NodeId>,
+    ) {
+        let Some(s) = self.subs.get_mut(&b) else {
+            return;
+        };
+        if s.parent == Some(from) {
+            // Our parent put a node between itself and us: move under it, resuming where
+            // we are.
+            s.parent = None;
+            match to.first().copied().filter(|n| *n != self.id) {
+                Some(next) if self.peers.contains_key(&next) => self.subscribe_to(now, &b, next),
+                Some(next) => {
+                    s.dialing = Some((next, now));
+                    self.events.push_back(Event::Connect { peer: next });
+                }
+                None => self.attach(now, &b),
+            }
+            return;
+        }
+        if s.pending.is_none_or(|(p, _)| p != from) {
+            return;
+        }
+        s.pending = None;
+        s.tried.insert(from);
+        let tried = s.tried.clone();
+        let puller = self.site_puller(&b) == self.id;
+        let next = to
+            .into_iter()
+            .filter(|id| *id != self.id && !tried.contains(id))
+            // Only the site's puller may follow a redirect to another site.
+            .filter(|id| puller || self.peers.get(id).is_some_and(|p| p.site == self.cfg.site))
+            .filter(|id| {
+                self.peers
+                    .get(id)
+                    .and_then(|p| p.catalog.get(&b))
+                    .is_none_or(|e| !e.path.contains(&self.id))
+            })
+            .min_by_key(|id| {
+                let p = self.peers.get(id);
+                (
+                    p.is_none(),
+                    p.is_some_and(|p| p.site != self.cfg.site),
+                    p.map(|p| p.rtt),
+                    *id,
+                )
+            });
+        match next {
+            Some(p) if self.peers.contains_key(&p) => self.subscribe_to(now, &b, p),
+            Some(p) => {
+                if let Some(s) = self.subs.get_mut(&b) {
+                    s.dialing = Some((p, now));
+                }
+                self.events.push_back(Event::Connect { peer: p });
+            }
+            None => self.attach(now, &b),
+        }
+    }
+
+    pub(super) fn on_subscribe(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        b: BroadcastId,
+        resume: Vec<ResumePoint>,
+    ) {
+        let is_origin = self.origins.contains_key(&b);
+        if !is_origin && !self.alive(&b, now) && self.best_route(&b).is_none() {
+            self.refuse(from, b);
+            return;
+        }
+        let from_site = self
+            .peers
+            .get(&from)
+            .map(|p| p.site.clone())
+            .unwrap_or_default();
+        let wan = from_site != self.cfg.site;
+        let s = self.subs.entry(b.clone()).or_default();
+        if s.children.contains(&from) {
+            self.send(from, Msg::SubscribeOk { broadcast: b });
+            return;
+        }
+        // A child must not be our own parent, nor the node we are asking: that would be
+        // a loop (two orphans that each thought the other still carried the broadcast).
+        if s.parent == Some(from) || s.pending.is_some_and(|(p, _)| p == from) {
+            self.refuse(from, b);
+            return;
+        }
+        let parent = s.parent;
+        let (same, other): (Vec<NodeId>, Vec<NodeId>) = s
+            .children
+            .iter()
+            .partition(|c| self.peers.get(c).is_some_and(|p| p.site == self.cfg.site));
+        let parent_is_remote = parent.is_some_and(|p| {
+            self.peers
+                .get(&p)
+                .is_some_and(|pp| pp.site != self.cfg.site)
+        });
+        // Only the node that brings the broadcast into this site serves other sites: send
+        // the newcomer to our parent, or, with none (nobody here watches it), to our best
+        // route within the site (in the origin's site, the origin), or to the site-mate
+        // that pulls it in. With none of them (a box between sites on a chain of static
+        // peers, whose site watches nothing), serve it ourselves: we pull it in.
+        let toward = if wan && !is_origin && !parent_is_remote {
+            parent
+                .or_else(|| {
+                    self.routes(&b)
+                        .filter(|(_, p, _)| p.site == self.cfg.site)
+                        .min_by_key(|(id, _, e)| (e.path.len(), *id))
+                        .map(|(id, _, _)| id)
+                })
+                .or_else(|| {
+                    let puller = self.site_puller(&b);
+                    (puller != self.id && self.peers.contains_key(&puller)).then_some(puller)
+                })
+        } else {
+            None
+        };
+        let redirect = if let Some(toward) = toward {
+            Some(vec![toward])
+        } else if wan && other.len() >= self.cfg.wan_children {
+            // The site's uplink already carries one copy out: splice the newcomer into the
+            // chain between us and our child there, instead of sending it down the chain
+            // one redirect at a time. The newcomer has left its old parent, so it cannot
+            // be below that child any more.
+            let keep = self.cfg.wan_children.max(1) - 1;
+            let moved: Vec<NodeId> = other.iter().copied().skip(keep).collect();
+            if let Some(s) = self.subs.get_mut(&b) {
+                for c in &moved {
+                    s.children.remove(c);
+                }
+            }
+            for c in moved {
+                self.send(
+                    c,
+                    Msg::Redirect {
+                        broadcast: b.clone(),
+                        to: vec![from],
+                    },
+                );
+            }
+            None
+        } else if !wan && same.len() >= self.cfg.max_children {
+            Some(same)
+        } else {
+            None
+        };
+        if let Some(to) = redirect {
+            self.send(from, Msg::Redirect { broadcast: b, to });
+            return;
+        }
+        if let Some(s) = self.subs.get_mut(&b) {
+            s.children.insert(from);
+            s.since.get_or_insert(now);
+        }
+        self.send(
+            from,
+            Msg::SubscribeOk {
+                broadcast: b.clone(),
+            },
+        );
+        self.serve_cache(from, &b, &resume);
+        self.attach(now, &b);
+    }
+
+    /// A redirect to nowhere: the subscriber must look elsewhere.
+    pub(super) fn refuse(&mut self, to: NodeId, broadcast: BroadcastId) {
+        self.send(
+            to,
+            Msg::Redirect {
+                broadcast,
+                to: vec![],
+            },
+        );
+    }
+
+    /// Leaves a broadcast nobody here needs any more.
+    pub(super) fn prune(&mut self, b: &BroadcastId) {
+        if self.origins.contains_key(b) {
+            return;
+        }
+        let Some(s) = self.subs.get(b) else { return };
+        if self.wants.contains(b) || !s.children.is_empty() {
+            return;
+        }
+        let parent = s.parent.or(s.pending.map(|(p, _)| p));
+        self.subs.remove(b);
+        if let Some(p) = parent {
+            self.send(
+                p,
+                Msg::Unsubscribe {
+                    broadcast: b.clone(),
+                },
+            );
+        }
+    }
+}
