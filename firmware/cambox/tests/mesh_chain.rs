@@ -41,19 +41,33 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
     let _serial = serial();
     let origin = BoxProc::start(&[
         "--live", "--source", "testsrc", "--width", "640", "--height", "360", "--name", "cam",
-        "--site", "a",
+        "--site", "a", "--uplink", "1k",
     ]);
     origin.wait_live(true);
-    // Four sites, every box knows only the origin: each site's one copy crosses its own
-    // uplink, and a newcomer is spliced in below the node it asks, which builds the chain.
+    // Four sites, every box knows only the origin, and every uplink has room for one
+    // copy out: each site's one copy crosses its own uplink, and a newcomer is sent down
+    // to the site the full one serves, which builds the chain in the order they join.
     let peer = origin.mesh_addr.clone();
-    let mut relay1 = BoxProc::start(&["--name", "r1", "--site", "b", "--peer", &peer]);
-    let relay2 = BoxProc::start(&["--name", "r2", "--site", "c", "--peer", &peer]);
-    let viewer = BoxProc::start(&["--name", "v", "--site", "d", "--peer", &peer]);
+    let one_copy = ["--uplink", "1k", "--peer", &peer];
+    let mut relay1 = BoxProc::start(&[&["--name", "r1", "--site", "b"][..], &one_copy].concat());
+    let relay2 = BoxProc::start(&[&["--name", "r2", "--site", "c"][..], &one_copy].concat());
+    let viewer = BoxProc::start(&[&["--name", "v", "--site", "d"][..], &one_copy].concat());
     let broadcast = format!("cam@{}", origin.node_id);
     let live_path = format!("/live/{broadcast}.mp4");
     wait_for_stream(&viewer, &live_path, "the viewer box to learn the broadcast");
 
+    let r1_viewer = drain(&relay1, &live_path, 30);
+    wait_until(
+        "relay 1 to join the origin",
+        Duration::from_secs(10),
+        || parent_of(&relay1, &broadcast).as_deref() == Some(origin.node_id.as_str()),
+    );
+    let r2_viewer = drain(&relay2, &live_path, 30);
+    wait_until(
+        "relay 2 to be sent down below relay 1",
+        Duration::from_secs(10),
+        || parent_of(&relay2, &broadcast).as_deref() == Some(relay1.node_id.as_str()),
+    );
     // The recording at the end of the chain, through `cambox watch`.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("watch.mp4");
@@ -71,27 +85,15 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cambox watch");
-    wait_until("the viewer box to receive", Duration::from_secs(10), || {
-        parent_of(&viewer, &broadcast).is_some()
-    });
-    let r2_viewer = drain(&relay2, &live_path, 30);
-    wait_until("relay 2 to join", Duration::from_secs(10), || {
-        parent_of(&viewer, &broadcast).as_deref() == Some(relay2.node_id.as_str())
-    });
-    let r1_viewer = drain(&relay1, &live_path, 30);
     wait_until(
-        "relay 1 to join between the origin and relay 2",
+        "the viewer box to be sent down below relay 2",
         Duration::from_secs(10),
-        || parent_of(&relay2, &broadcast).as_deref() == Some(relay1.node_id.as_str()),
+        || parent_of(&viewer, &broadcast).as_deref() == Some(relay2.node_id.as_str()),
     );
     assert_eq!(
         parent_of(&relay1, &broadcast).as_deref(),
         Some(origin.node_id.as_str()),
         "chain origin -> r1 -> r2 -> viewer"
-    );
-    assert_eq!(
-        parent_of(&viewer, &broadcast).as_deref(),
-        Some(relay2.node_id.as_str())
     );
 
     // Mid-recording, the middle relay dies without a word.

@@ -491,6 +491,27 @@ impl Net {
         self.pump(node);
     }
 
+    /// The simulation's index of the node with this id.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// How many sites a broadcast crosses to reach node `n` along its tree (0 in the
+    /// origin's site), or `None` while `n` has no parent chain up to the origin.
+    pub fn site_depth(&self, n: usize, broadcast: usize) -> Option<usize> {
+        let b = &self.broadcasts[broadcast];
+        let (mut at, mut depth) = (n, 0);
+        for _ in 0..self.nodes.len() {
+            if at == b.origin {
+                return Some(depth);
+            }
+            let parent = self.index_of(&self.nodes[at].node.parent(&b.id)?)?;
+            depth += usize::from(self.site_of(parent) != self.site_of(at));
+            at = parent;
+        }
+        None
+    }
+
     /// Kills a node: it stops at once; its neighbours notice after `idle_timeout`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;

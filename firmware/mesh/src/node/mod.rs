@@ -54,7 +54,8 @@ pub struct Config {
     pub uplink_kbps: u32,
     /// Children per broadcast on the same site before new ones are redirected below.
     pub max_children: usize,
-    /// Children per broadcast in other sites: 1 keeps each stream to one copy per uplink.
+    /// Most children per broadcast in other sites (fewer when the uplink budget has no room
+    /// for more copies): the fan-out of the tree of sites.
     pub wan_children: usize,
     pub gossip_interval: Duration,
     /// A broadcast whose origin stops refreshing disappears after this long.
@@ -88,7 +89,7 @@ impl Default for Config {
             box_name: String::new(),
             uplink_kbps: 20_000,
             max_children: 4,
-            wan_children: 1,
+            wan_children: 4,
             gossip_interval: Duration::from_millis(500),
             catalog_ttl: Duration::from_secs(12),
             refresh_interval: Duration::from_secs(4),
@@ -177,6 +178,8 @@ struct Sub {
     /// When to try again to find a parent (nobody offered a route yet, or the site is
     /// still electing its puller).
     retry_at: Option<Instant>,
+    /// Newcomers from other sites sent down to our children there, to take them in turn.
+    redirects: usize,
 }
 
 #[derive(Debug)]
@@ -244,6 +247,12 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The tunables, for a simulation that varies them; changes apply from the next
+    /// decision on.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.cfg
     }
 
     pub fn site(&self) -> &str {

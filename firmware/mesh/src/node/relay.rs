@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{Event, Node};
+use super::{Event, Node, Sub};
 use crate::msg::{BroadcastId, Msg, NodeId, ResumePoint};
 
 #[derive(Debug)]
@@ -33,6 +33,23 @@ pub(super) struct CachedGroup {
 pub(super) struct Position {
     pub(super) group: u64,
     pub(super) next: u32,
+}
+
+impl Sub {
+    /// The broadcast's bit rate as its cached groups show it (all tracks), in kbit/s; 0
+    /// before a group has two objects.
+    pub(super) fn rate_kbps(&self) -> u64 {
+        let (mut bytes, mut first, mut last) = (0u64, u64::MAX, 0u64);
+        for o in self.cache.values().flatten().flat_map(|g| &g.objects) {
+            bytes += o.payload.len() as u64;
+            first = first.min(o.capture_us);
+            last = last.max(o.capture_us);
+        }
+        match last.checked_sub(first) {
+            Some(span) if span > 0 => bytes * 8 * 1000 / span,
+            _ => 0,
+        }
+    }
 }
 
 impl Node {

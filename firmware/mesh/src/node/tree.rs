@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::{Event, Node, Peer};
+use super::{Event, Node, Peer, Sub};
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
 
 impl Node {
@@ -145,9 +145,15 @@ impl Node {
         // from another site at all (the origin is in this site but not a neighbour, e.g.
         // a chain of static peers), any route toward it: that neighbour pulls in turn.
         let from_elsewhere = self.routes(b).any(|(_, p, _)| &p.site != site);
+        // Across sites the shortest route first, carrying or not (a neighbour that does
+        // not carry it yet pulls it in for us): the tree of sites then follows shortest
+        // paths from the origin, and a site does not hang below whichever deep branch
+        // happened to carry it first.
+        let shortest =
+            |(id, p, e): &(NodeId, &Peer, &CatalogEntry)| (e.path.len(), !e.carrying, p.rtt, *id);
         self.routes(b)
             .filter(|(id, p, _)| (&p.site != site || !from_elsewhere) && usable(id))
-            .min_by_key(key)
+            .min_by_key(shortest)
             .map(|(id, _, _)| id)
     }
 
@@ -203,8 +209,8 @@ impl Node {
 
     /// Two nodes of a site may both pull a broadcast across sites while the site's gossip
     /// settles. The one that is not the site's puller moves under a node of its own site
-    /// that already carries it and is no deeper than itself (so it cannot be one of its own
-    /// descendants), and the site's uplink carries one copy again.
+    /// that already carries it on a route that does not pass through itself (so it is not
+    /// one of its own descendants), and the site's uplink carries one copy again.
     pub(super) fn leave_redundant_remote_parent(
         &mut self,
         now: Instant,
@@ -216,11 +222,6 @@ impl Node {
         if !remote || self.site_puller(b) == self.id {
             return;
         }
-        let my_depth = self
-            .peers
-            .get(&parent)
-            .and_then(|p| p.catalog.get(b))
-            .map_or(usize::MAX, |e| e.path.len() + 1);
         let children = self
             .subs
             .get(b)
@@ -228,9 +229,7 @@ impl Node {
             .unwrap_or_default();
         let local = self
             .routes(b)
-            .filter(|(id, p, e)| {
-                &p.site == site && e.carrying && e.path.len() <= my_depth && !children.contains(id)
-            })
+            .filter(|(id, p, e)| &p.site == site && e.carrying && !children.contains(id))
             .min_by_key(|(id, p, e)| (e.path.len(), p.rtt, *id))
             .map(|(id, _, _)| id);
         if let Some(p) = local {
@@ -459,28 +458,13 @@ impl Node {
         };
         let redirect = if let Some(toward) = toward {
             Some(vec![toward])
-        } else if wan && other.len() >= self.cfg.wan_children {
-            // The site's uplink already carries one copy out: splice the newcomer into the
-            // chain between us and our child there, instead of sending it down the chain
-            // one redirect at a time. The newcomer has left its old parent, so it cannot
-            // be below that child any more.
-            let keep = self.cfg.wan_children.max(1) - 1;
-            let moved: Vec<NodeId> = other.iter().copied().skip(keep).collect();
-            if let Some(s) = self.subs.get_mut(&b) {
-                for c in &moved {
-                    s.children.remove(c);
-                }
-            }
-            for c in moved {
-                self.send(
-                    c,
-                    Msg::Redirect {
-                        broadcast: b.clone(),
-                        to: vec![from],
-                    },
-                );
-            }
-            None
+        } else if wan && other.len() >= self.wan_fanout(&b) {
+            // This site sends as many copies out as its uplink budget allows: the newcomer
+            // goes one level down, to our children in other sites in turn, so the tree of
+            // sites fills level by level and its depth grows as log(sites), not a chain.
+            let s = self.subs.get_mut(&b).expect("entry made above");
+            s.redirects += 1;
+            Some(vec![other[(s.redirects - 1) % other.len()]])
         } else if !wan && same.len() >= self.cfg.max_children {
             Some(same)
         } else {
@@ -534,5 +518,23 @@ impl Node {
                 },
             );
         }
+    }
+
+    /// How many children in other sites this node may serve `b` to: as many copies as the
+    /// uplink budget has room for beside what it already sends other sites of every
+    /// broadcast, at least one (so a chain of sites still forms) and at most `wan_children`.
+    pub(super) fn wan_fanout(&self, b: &BroadcastId) -> usize {
+        let rate = |s: &Sub| s.rate_kbps().max(1);
+        let wan_children = |s: &Sub| {
+            s.children
+                .iter()
+                .filter(|c| self.peers.get(c).is_some_and(|p| p.site != self.cfg.site))
+                .count() as u64
+        };
+        let used: u64 = self.subs.values().map(|s| wan_children(s) * rate(s)).sum();
+        let Some(s) = self.subs.get(b) else { return 1 };
+        let spare = u64::from(self.cfg.uplink_kbps).saturating_sub(used);
+        let more = (spare / rate(s)) as usize;
+        (wan_children(s) as usize + more).clamp(1, self.cfg.wan_children.max(1))
     }
 }
