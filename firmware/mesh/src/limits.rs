@@ -23,6 +23,13 @@ pub struct Limits {
     /// Routed messages (commands, replies) one neighbour may hand this node per second,
     /// with bursts of twice as many.
     pub routed_per_second: u32,
+    /// Lookups (`Find`) one neighbour may pass this node per second, bursts twice as
+    /// many. A lookup floods, so one neighbour passes on every node's questions: those
+    /// over the rate are dropped (and counted), not held against the neighbour.
+    pub finds_per_second: u32,
+    /// Lookups remembered (to drop repeats and to send answers back) and routes found,
+    /// each; the oldest go first.
+    pub lookups_total: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +42,8 @@ impl Default for Limits {
             interest_per_peer: 1024,
             subscriptions_per_peer: 256,
             routed_per_second: 100,
+            finds_per_second: 200,
+            lookups_total: 4096,
         }
     }
 }

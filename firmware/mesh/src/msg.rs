@@ -54,8 +54,9 @@ pub const TRACK_CATALOG: u8 = 2;
 pub const TRACK_TELEMETRY: u8 = 3;
 
 /// The broadcast every node publishes: its capabilities on the catalog track and its
-/// readings on the telemetry track. Its catalog entry is also every node's route: routed
-/// messages follow it. Names starting with '.' are the overlay's own.
+/// readings on the telemetry track. Its catalog entry is also the node's route within its
+/// site; it is never told to another site (nodes beyond are reached through `Find`).
+/// Names starting with '.' are the overlay's own.
 pub const NODE_BROADCAST: &str = ".node";
 
 /// A routed message's kinds.
@@ -64,8 +65,8 @@ pub const ROUTED_REPLY: u8 = 2;
 /// Largest routed body (a command's arguments or a reply).
 pub const MAX_ROUTED_BODY: usize = 16 * 1024;
 
-/// A message addressed to one node, passed from neighbour to neighbour along the route
-/// to that node's [`NODE_BROADCAST`]. Signed by the sender, so relays cannot change it
+/// A message addressed to one node, passed from neighbour to neighbour: along the route
+/// to that node's [`NODE_BROADCAST`] within a site, along routes found by `Find` beyond. Signed by the sender, so relays cannot change it
 /// and the target knows who sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Routed {
@@ -207,6 +208,23 @@ pub enum Msg {
     },
     /// A command or reply on its way to one node.
     Routed(Box<Routed>),
+    /// `asker` looks for a way to `target`: each node that has not seen this
+    /// (asker, nonce) yet answers if it reaches the target, else passes the question on.
+    /// Remembering where it came from gives the answer, and replies, their way back.
+    Find {
+        asker: NodeId,
+        nonce: u64,
+        target: NodeId,
+        /// Relays left; each lowers it.
+        hops: u8,
+    },
+    /// The answer to a `Find`, travelling back the way the question came: the sender
+    /// reaches `target`, so routed messages for it go to the sender.
+    Found {
+        asker: NodeId,
+        nonce: u64,
+        target: NodeId,
+    },
     Ping {
         nonce: u64,
     },

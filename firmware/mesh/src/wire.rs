@@ -57,6 +57,8 @@ mod kind {
     pub const GOODBYE: u8 = 0x0b;
     pub const ADDRESSES: u8 = 0x0c;
     pub const ROUTED: u8 = 0x0d;
+    pub const FIND: u8 = 0x0e;
+    pub const FOUND: u8 = 0x0f;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -123,6 +125,8 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::Goodbye => kind::GOODBYE,
         Msg::Addresses { .. } => kind::ADDRESSES,
         Msg::Routed(_) => kind::ROUTED,
+        Msg::Find { .. } => kind::FIND,
+        Msg::Found { .. } => kind::FOUND,
     }
 }
 
@@ -142,6 +146,8 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::GOODBYE => "Goodbye",
         kind::ADDRESSES => "Addresses",
         kind::ROUTED => "Routed",
+        kind::FIND => "Find",
+        kind::FOUND => "Found",
         _ => return None,
     })
 }
@@ -203,6 +209,8 @@ fn body_len(msg: &Msg) -> usize {
                 .sum::<usize>()
         }
         Msg::Routed(r) => ROUTED_FIXED_LEN + r.body.len(),
+        Msg::Find { .. } => NODE_LEN + 8 + NODE_LEN + 1,
+        Msg::Found { .. } => NODE_LEN + 8 + NODE_LEN,
     }
 }
 
@@ -278,6 +286,26 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             put_u32(out, r.body.len() as u32);
             out.extend_from_slice(&r.body);
             out.extend_from_slice(&r.sig);
+        }
+        Msg::Find {
+            asker,
+            nonce,
+            target,
+            hops,
+        } => {
+            put_node(out, asker);
+            put_u64(out, *nonce);
+            put_node(out, target);
+            out.push(*hops);
+        }
+        Msg::Found {
+            asker,
+            nonce,
+            target,
+        } => {
+            put_node(out, asker);
+            put_u64(out, *nonce);
+            put_node(out, target);
         }
     }
 }
@@ -382,7 +410,11 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         Msg::SubscribeOk { broadcast }
         | Msg::Unsubscribe { broadcast }
         | Msg::Object { broadcast, .. } => c.broadcast(broadcast)?,
-        Msg::Ping { .. } | Msg::Pong { .. } | Msg::Goodbye => {}
+        Msg::Ping { .. }
+        | Msg::Pong { .. }
+        | Msg::Goodbye
+        | Msg::Find { .. }
+        | Msg::Found { .. } => {}
         Msg::Addresses { entries } => {
             c.count("entries", entries.len(), MAX_REDIRECT)?;
             entries.iter().try_for_each(|(_, a)| c.string("addr", a))?;
@@ -593,6 +625,17 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
             })?,
         },
         kind::ROUTED => read_routed(&mut r)?,
+        kind::FIND => Msg::Find {
+            asker: r.node("asker")?,
+            nonce: r.u64("nonce")?,
+            target: r.node("target")?,
+            hops: r.u8("hops")?,
+        },
+        kind::FOUND => Msg::Found {
+            asker: r.node("asker")?,
+            nonce: r.u64("nonce")?,
+            target: r.node("target")?,
+        },
         _ => Msg::Goodbye,
     };
     r.finish()?;
@@ -958,6 +1001,17 @@ mod tests {
                 body: Bytes::from(vec![b'x'; MAX_ROUTED_BODY]),
                 sig: [9; 64],
             })),
+            Msg::Find {
+                asker: node(1),
+                nonce: 7,
+                target: node(2),
+                hops: 16,
+            },
+            Msg::Found {
+                asker: node(1),
+                nonce: u64::MAX,
+                target: node(2),
+            },
             Msg::Redirect {
                 broadcast: bid("cam"),
                 to: vec![],
@@ -1123,7 +1177,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x0e, 0xff] {
+        for kind in [0, 0x10, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

@@ -105,5 +105,6 @@ impl Node {
             + self.origins.len()
             + self.retired.len()
             + self.wants.len()
+            + self.lookups.len()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Entries, KnownBroadcast, Learned, Node, Origin, Peer, COALESCE, FRESH};
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, NODE_BROADCAST};
 
 impl Node {
     /// Tells each neighbour what changed since it was last told: new or changed entries,
@@ -28,11 +28,24 @@ impl Node {
         // Usually nothing changed: then every neighbour told last time is up to date, and
         // one comparison replaces one per neighbour.
         if *self.last_told != fresh {
+            let beyond: Entries = fresh
+                .iter()
+                .filter(|(b, _)| b.name != NODE_BROADCAST)
+                .map(|(b, e)| (b.clone(), e.clone()))
+                .collect();
             self.last_told = Arc::new(fresh);
+            if *self.last_told_beyond != beyond {
+                self.last_told_beyond = Arc::new(beyond);
+            }
         }
-        let entries = self.last_told.clone();
         let interest = self.interest_msg();
         for p in self.peers.values_mut() {
+            // Nodes are reached within their site; beyond it, through lookups.
+            let entries = if p.site == self.cfg.site {
+                self.last_told.clone()
+            } else {
+                self.last_told_beyond.clone()
+            };
             if Arc::ptr_eq(&p.told_catalog, &entries) {
                 if p.told_interest.as_ref() != Some(&interest) {
                     p.control.push_back(interest.clone());

@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::limits::{Limit, Limits, RateBucket};
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, Routed};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, Routed, NODE_BROADCAST};
 use crate::routed::{CommandAllow, Gate};
 
 mod bounds;
 mod catalog;
+mod lookup;
 mod relay;
 mod routing;
 mod tree;
 
+pub use lookup::LookupStats;
 pub use relay::media_len;
 use relay::{CachedGroup, Position, Queued};
 
@@ -150,6 +152,7 @@ struct Peer {
     catalog_bytes: usize,
     interest: BTreeSet<BroadcastId>,
     routed_bucket: RateBucket,
+    find_bucket: RateBucket,
     /// What we last told this neighbour (versions zeroed), to send only changes between
     /// full refreshes.
     told_catalog: Arc<Entries>,
@@ -210,8 +213,10 @@ pub struct Node {
     next_gossip: Option<Instant>,
     /// When origins next bump their versions to keep their broadcasts alive.
     next_refresh: Option<Instant>,
-    /// The catalog as last gossiped, shared with every neighbour that was told it.
+    /// The catalog as last gossiped, shared with every neighbour that was told it: in
+    /// full to site-mates, without the site's `.node` entries to other sites.
     last_told: Arc<Entries>,
+    last_told_beyond: Arc<Entries>,
     /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
     /// (neighbours, their catalogs, subscriptions) since it last ran.
     dirty: bool,
@@ -220,6 +225,7 @@ pub struct Node {
     wall: Option<(Instant, u64)>,
     /// Neighbours disconnected for going past a limit, by limit.
     disconnected: BTreeMap<Limit, u64>,
+    lookups: lookup::Lookups,
 }
 
 impl Node {
@@ -239,9 +245,11 @@ impl Node {
             next_refresh: None,
             dirty: true,
             last_told: Arc::default(),
+            last_told_beyond: Arc::default(),
             gate: Gate::new(cfg_allow),
             wall: None,
             disconnected: BTreeMap::new(),
+            lookups: lookup::Lookups::default(),
         }
     }
 
@@ -273,6 +281,7 @@ impl Node {
             catalog_bytes: 0,
             interest: BTreeSet::new(),
             routed_bucket: RateBucket::new(),
+            find_bucket: RateBucket::new(),
             told_catalog: Arc::default(),
             told_interest: None,
         });
@@ -371,7 +380,15 @@ impl Node {
                     p.uplink_kbps = uplink_kbps;
                 }
             }
-            Msg::Catalog { entries } => {
+            Msg::Catalog { mut entries } => {
+                // Another site's nodes are not ours to route to (they are found by lookup).
+                let site_mate = self
+                    .peers
+                    .get(&from)
+                    .is_some_and(|p| p.site == self.cfg.site);
+                if !site_mate {
+                    entries.retain(|e| e.broadcast.name != NODE_BROADCAST);
+                }
                 if let Err(limit) = self.check_catalog(from, &entries) {
                     return self.disconnect(now, from, limit);
                 }
@@ -450,6 +467,17 @@ impl Node {
                 }
                 self.on_routed(now, from, *r)
             }
+            Msg::Find {
+                asker,
+                nonce,
+                target,
+                hops,
+            } => self.on_find(now, from, (asker, nonce, target, hops)),
+            Msg::Found {
+                asker,
+                nonce,
+                target,
+            } => self.on_found(now, from, (asker, nonce, target)),
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
             // Addresses are the transport's business.
             Msg::Pong { .. } | Msg::Addresses { .. } => {}
@@ -459,6 +487,9 @@ impl Node {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.lookups.deadline().is_some_and(|t| now >= t) {
+            self.expire_lookups(now);
+        }
         let mut due = false;
         if self.next_gossip.is_some_and(|t| now >= t) {
             self.next_gossip = Some(now + self.cfg.gossip_interval);
@@ -534,6 +565,7 @@ impl Node {
             .chain(retry)
             .chain(dialing)
             .chain(starve)
+            .chain(self.lookups.deadline())
             .min()
     }
 

@@ -116,6 +116,24 @@ impl Node {
         }
     }
 
+    /// Hands this node's own viewers the newest cached group of each track, whole.
+    pub(super) fn deliver_newest_group(&mut self, b: &BroadcastId) {
+        let Some(s) = self.subs.get(b) else { return };
+        for (track, groups) in &s.cache {
+            let Some(g) = groups.back() else { continue };
+            for o in &g.objects {
+                self.events.push_back(Event::Deliver {
+                    broadcast: b.clone(),
+                    track: *track,
+                    group: g.group,
+                    index: o.index,
+                    capture_us: o.capture_us,
+                    payload: o.payload.clone(),
+                });
+            }
+        }
+    }
+
     /// Accepts an object if it continues its group or starts a newer one; caches it,
     /// delivers it to local viewers and forwards it to children.
     pub(super) fn ingest(

@@ -19,18 +19,30 @@ impl Node {
         })
     }
 
-    /// Sends a routed message (signed by the caller) towards its target. A command's
-    /// reply is let in when it comes back.
+    /// Sends a routed message (signed by the caller) towards its target: along a route
+    /// this node knows, or, for a node beyond its site, after a lookup (which may go
+    /// unanswered; the message is then counted unroutable). A command's reply is let in
+    /// when it comes back.
     pub fn send_routed(&mut self, now: Instant, r: Routed) -> Result<(), RouteError> {
-        let Some(next) = self.next_hop(&r.to, None) else {
-            self.gate.stats.unroutable += 1;
-            return Err(RouteError::NoRoute(r.to));
-        };
-        if r.kind == ROUTED_COMMAND {
-            self.gate.expect_reply(r.to, r.id, self.wall_ms(now));
+        let to = r.to;
+        let command = r.kind == ROUTED_COMMAND;
+        let id = r.id;
+        match self.next_hop(now, &to, None) {
+            Some(next) => {
+                self.send(next, Msg::Routed(Box::new(r)));
+                self.flush_peer(next);
+            }
+            None => {
+                if !self.look_up(now, r) {
+                    self.gate.stats.unroutable += 1;
+                    return Err(RouteError::NoRoute(to));
+                }
+                self.flush();
+            }
         }
-        self.send(next, Msg::Routed(Box::new(r)));
-        self.flush_peer(next);
+        if command {
+            self.gate.expect_reply(to, id, self.wall_ms(now));
+        }
         Ok(())
     }
 
@@ -43,15 +55,34 @@ impl Node {
         self.gate.stats
     }
 
-    /// Whether this node knows a way to `node`.
-    pub fn reaches(&self, node: &NodeId) -> bool {
-        self.next_hop(node, None).is_some()
+    /// Whether this node knows a way to `node` now (within its site, or found by a
+    /// lookup).
+    pub fn reaches(&self, now: Instant, node: &NodeId) -> bool {
+        self.next_hop(now, node, None).is_some()
     }
 
     /// The neighbour to hand a message for `target` to: the target itself when it is a
     /// neighbour, else the one with the shortest route to the target's node broadcast
-    /// (never back where the message came from).
-    pub(super) fn next_hop(&self, target: &NodeId, came_from: Option<NodeId>) -> Option<NodeId> {
+    /// (in this site), else the way a lookup found; never back where it came from.
+    pub(super) fn next_hop(
+        &self,
+        now: Instant,
+        target: &NodeId,
+        came_from: Option<NodeId>,
+    ) -> Option<NodeId> {
+        self.next_hop_within_site(target, came_from).or_else(|| {
+            self.found_hop(now, target)
+                .filter(|hop| Some(*hop) != came_from)
+        })
+    }
+
+    /// The target itself when it is a neighbour, else the neighbour with the shortest
+    /// route to its node broadcast, which only its own site's nodes hold.
+    pub(super) fn next_hop_within_site(
+        &self,
+        target: &NodeId,
+        came_from: Option<NodeId>,
+    ) -> Option<NodeId> {
         if self.peers.contains_key(target) {
             return Some(*target);
         }
@@ -66,6 +97,7 @@ impl Node {
     }
 
     pub(super) fn on_routed(&mut self, now: Instant, from: NodeId, mut r: Routed) {
+        self.learn_route_back(now, r.from, from);
         if r.to == self.id {
             let wall = self.wall_ms(now);
             if self.gate.admit(&r, wall).is_ok() {
@@ -76,7 +108,7 @@ impl Node {
         let next = if r.hops == 0 {
             None
         } else {
-            self.next_hop(&r.to, Some(from))
+            self.next_hop(now, &r.to, Some(from))
         };
         match next {
             Some(next) => {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{Event, Node, Peer, Sub};
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, NODE_BROADCAST};
 
 impl Node {
     /// Whether a deadline of the per-broadcast sweep has passed.
@@ -30,7 +30,11 @@ impl Node {
     /// This node's viewers want `broadcast`.
     pub fn subscribe(&mut self, now: Instant, broadcast: BroadcastId) {
         self.dirty = true;
-        self.wants.insert(broadcast.clone());
+        if self.wants.insert(broadcast.clone()) {
+            // Already relaying it for others: this node's viewers join at once, from the
+            // newest cached group's start.
+            self.deliver_newest_group(&broadcast);
+        }
         self.subs
             .entry(broadcast.clone())
             .or_default()
@@ -270,9 +274,24 @@ impl Node {
             }
             self.choose_parent(b, &BTreeSet::new())
         });
+        // A node broadcast of another site is in no catalog here: ask for the way to its
+        // node, then talk to it directly, as any neighbour would (it redirects below its
+        // other followers when it has no room).
+        let beyond_site = b.name == NODE_BROADCAST && self.routes(b).next().is_none();
+        let choice = choice
+            .or_else(|| (beyond_site && self.peers.contains_key(&b.origin)).then_some(b.origin));
         match choice {
             Some(p) => self.subscribe_to(now, b, p),
+            None if beyond_site && self.next_hop(now, &b.origin, None).is_some() => {
+                if let Some(s) = self.subs.get_mut(b) {
+                    s.dialing = Some((b.origin, now));
+                }
+                self.events.push_back(Event::Connect { peer: b.origin });
+            }
             None => {
+                if beyond_site {
+                    self.find(now, b.origin);
+                }
                 if let Some(s) = self.subs.get_mut(b) {
                     s.retry_at = Some(now + self.cfg.gossip_interval);
                 }
@@ -405,7 +424,10 @@ impl Node {
         resume: Vec<ResumePoint>,
     ) {
         let is_origin = self.origins.contains_key(&b);
-        if !is_origin && !self.alive(&b, now) && self.best_route(&b).is_none() {
+        // A node that receives it serves it, catalog or not (a node broadcast followed
+        // from beyond its site is in no catalog).
+        let receiving = self.subs.get(&b).is_some_and(|s| s.parent.is_some());
+        if !is_origin && !receiving && !self.alive(&b, now) && self.best_route(&b).is_none() {
             self.refuse(from, b);
             return;
         }

@@ -876,9 +876,15 @@ impl Driver {
                     let Some(link) = self.links.get(&to) else {
                         continue;
                     };
-                    if let Msg::Redirect { to: targets, .. } = &msg {
-                        // Tell the redirected node where the nodes it is sent to listen.
-                        let entries: Vec<(NodeId, String)> = targets
+                    // Tell a redirected node where the nodes it is sent to listen, and
+                    // an asker (and each hop back to it) where the node it looked up does.
+                    let named: &[NodeId] = match &msg {
+                        Msg::Redirect { to: targets, .. } => targets,
+                        Msg::Found { target, .. } => std::slice::from_ref(target),
+                        _ => &[],
+                    };
+                    if !named.is_empty() {
+                        let entries: Vec<(NodeId, String)> = named
                             .iter()
                             .filter_map(|n| self.addrs.get(n).map(|a| (*n, a.to_string())))
                             .collect();
