@@ -178,6 +178,8 @@ pub struct Net {
     transmits: u64,
     /// Messages that were lost once and sent again (links with `loss`).
     pub retransmitted: u64,
+    /// Bytes of everything but media sent over every link, LAN and WAN, while measuring.
+    pub control_sent: u64,
     /// Nodes answer every command they accept with a reply echoing its body.
     pub auto_reply: bool,
 }
@@ -233,6 +235,7 @@ impl Net {
             stream_tail: BTreeMap::new(),
             transmits: 0,
             retransmitted: 0,
+            control_sent: 0,
             auto_reply: true,
         }
     }
@@ -245,18 +248,33 @@ impl Net {
         sites: usize,
         per_site: usize,
         wan_links: usize,
+        wan: impl FnMut(&mut Net) -> LinkSpec,
+    ) -> Net {
+        Net::sites_of(seed, &vec![per_site; sites], wan_links, wan)
+    }
+
+    /// As [`Net::sites`], with a size for each site.
+    pub fn sites_of(
+        seed: u64,
+        sizes: &[usize],
+        wan_links: usize,
         mut wan: impl FnMut(&mut Net) -> LinkSpec,
     ) -> Net {
         let mut net = Net::new(seed);
-        for site in 0..sites {
-            for _ in 0..per_site {
+        let mut ends = Vec::new();
+        for (site, &size) in sizes.iter().enumerate() {
+            for _ in 0..size {
                 net.add_node(site, Config::default());
             }
+            ends.push(net.len());
         }
         for a in 0..net.len() {
             // Nodes were added site by site: a's site-mates after it end here.
-            for b in a + 1..(net.site_of(a) + 1) * per_site {
+            for b in a + 1..ends[net.site_of(a)] {
                 net.connect(a, b, LinkSpec::LAN);
+            }
+            if sizes.len() < 2 {
+                continue;
             }
             for _ in 0..wan_links {
                 let other = loop {
@@ -762,6 +780,9 @@ impl Net {
         let done = start + serialise;
         self.links.insert((from, to), (spec, done));
         let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
+        if self.measuring && !media {
+            self.control_sent += bytes as u64;
+        }
         if self.measuring && sa != sb {
             let n = bytes as u64;
             if media {

@@ -20,9 +20,15 @@ impl Node {
                 o.version += 1;
             }
         }
+        // A node's `.node` entry is told by the node itself only: its site-mates hear it
+        // from it (a site is a full LAN mesh), and one relayed would cost every pair of
+        // site-mates a copy of every other's. A node it does not reach directly is found
+        // by lookup, as beyond the site.
+        let id = self.id;
         let fresh: Entries = self
             .catalog_entries(now)
             .into_iter()
+            .filter(|e| e.broadcast.name != NODE_BROADCAST || e.broadcast.origin == id)
             .map(|e| (e.broadcast.clone(), e))
             .collect();
         // Usually nothing changed: then every neighbour told last time is up to date, and

@@ -1,0 +1,314 @@
+//! The company-scale world in the simulator: N nodes in N/10 sites of skewed sizes (a few of
+//! 100 and more, most of 2-10), a full LAN mesh in each site, two WAN links from each node
+//! (one way 5-40 ms, 1 % loss), every node announcing itself (`.node`), N/100 live
+//! broadcasts each watched at between 1 and 3 % of the sites (one viewer per site; 300
+//! sites at 10 000 nodes).
+//!
+//! Prints one line per size: `scale ` and a JSON object (`nodes`, `sites`, `sim_speed`,
+//! `control_kbps_per_node`, `state_entries_per_node`, `copies_into_site_max`,
+//! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
+//! `command_rtt_p99_ms`), and progress to stderr. Broadcasts run at 10 objects a second
+//! (a keyframe of 6 kB, then 1.5 kB objects) to keep the simulation's own cost down; the
+//! tree and catalog work per object is the same as at 30.
+//!
+//! `cargo bench -p cambox-mesh --bench scale` (sizes: `SCALE_NODES=1000,10000`, the
+//! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 3).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cambox_mesh::msg::ROUTED_REPLY;
+use cambox_mesh::routed::CommandAllow;
+use cambox_mesh::sim::{LinkSpec, Net};
+
+/// Site sizes adding up to `nodes`: one site in 200 of 100-150 boxes, the rest 2-10.
+fn site_sizes(net_seed: &mut u64, nodes: usize) -> Vec<usize> {
+    let mut rand = |n: u64| {
+        *net_seed = net_seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*net_seed >> 33) % n
+    };
+    let sites = (nodes / 10).max(2);
+    let big = (sites / 200).max(1);
+    let mut sizes: Vec<usize> = (0..big).map(|_| 100 + rand(51) as usize).collect();
+    while sizes.iter().sum::<usize>() < nodes {
+        sizes.push(2 + rand(9) as usize);
+    }
+    let over = sizes.iter().sum::<usize>() - nodes;
+    let last = sizes.len() - 1;
+    sizes[last] -= over.min(sizes[last] - 1);
+    sizes
+}
+
+/// The p-th percentile in ms, as JSON (`null` when nothing was measured).
+fn percentile(mut v: Vec<Duration>, p: usize) -> String {
+    if v.is_empty() {
+        return "null".into();
+    }
+    v.sort();
+    let ms = v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1000.0;
+    format!("{ms:.0}")
+}
+
+fn progress(nodes: usize, t: Instant, what: &str) {
+    eprintln!("scale {nodes}: {what} ({:.0} s)", t.elapsed().as_secs_f64());
+}
+
+fn run(nodes: usize, steady: Duration) -> String {
+    let t0 = Instant::now();
+    let mut seed = 42;
+    let sizes = site_sizes(&mut seed, nodes);
+    let sites = sizes.len();
+    let mut net = Net::sites_of(1, &sizes, 2, |net| {
+        let delay = Duration::from_millis(5 + net.random() % 36);
+        LinkSpec::wan(delay, Duration::from_millis(2), 0.01)
+    });
+    for n in 0..net.len() {
+        net.node_mut(n).set_command_allow(CommandAllow::Anyone);
+        net.announce(n);
+    }
+    progress(
+        nodes,
+        t0,
+        &format!("{sites} sites built, every node announced"),
+    );
+    net.run_for(Duration::from_secs(2));
+    progress(nodes, t0, "2 s of start-up simulated");
+
+    // Broadcasts, and one viewer in each site that watches.
+    let first_of_site: Vec<usize> = sizes
+        .iter()
+        .scan(0, |start, s| {
+            let f = *start;
+            *start += s;
+            Some(f)
+        })
+        .collect();
+    let node_in = |net: &mut Net, site: usize| {
+        first_of_site[site] + (net.random() % sizes[site] as u64) as usize
+    };
+    let max_watch = (sites * 3 / 100).max(1);
+    let mut watched: Vec<BTreeSet<usize>> = Vec::new();
+    let mut subscribers = Vec::new();
+    for k in 0..(nodes / 100).max(1) {
+        let origin = (net.random() % net.len() as u64) as usize;
+        let b = net.publish(origin, &format!("cam{k}"));
+        net.broadcasts[b].fps = 10;
+        let u = net.random_unit();
+        let count = 1 + (u * u * u * (max_watch - 1) as f64) as usize;
+        let mut set = BTreeSet::new();
+        while set.len() < count {
+            let site = (net.random() % sites as u64) as usize;
+            if site != net.site_of(origin) {
+                set.insert(site);
+            }
+        }
+        watched.push(set);
+    }
+    net.run_for(Duration::from_millis(500));
+    for (b, set) in watched.iter().enumerate() {
+        for &site in set {
+            let n = node_in(&mut net, site);
+            net.subscribe(n, b);
+            subscribers.push((n, b));
+        }
+    }
+    net.run_for(Duration::from_secs(2));
+    progress(
+        nodes,
+        t0,
+        &format!(
+            "{} viewers of {} broadcasts joined",
+            subscribers.len(),
+            watched.len()
+        ),
+    );
+
+    // Steady state: speed, control traffic, copies, state, depth, delay.
+    net.measuring = true;
+    let wall = Instant::now();
+    net.run_for(steady);
+    let sim_speed = steady.as_secs_f64() / wall.elapsed().as_secs_f64();
+    net.measuring = false;
+    let control_kbps = net.control_sent as f64 * 8.0 / 1000.0 / nodes as f64 / steady.as_secs_f64();
+    let mut copies_max: f64 = 0.0;
+    for site in 0..sites {
+        let inbound: u64 = (0..watched.len())
+            .filter(|&b| watched[b].contains(&site))
+            .map(|b| net.produced[b])
+            .sum();
+        if inbound > 0 {
+            copies_max = copies_max.max(net.wan[site].media_in as f64 / inbound as f64);
+        }
+    }
+    let state_max = (0..net.len())
+        .map(|n| net.node(n).state_entries())
+        .max()
+        .unwrap_or(0);
+    let depth = subscribers
+        .iter()
+        .filter_map(|&(n, b)| net.site_depth(n, b))
+        .max()
+        .unwrap_or(0);
+    let epoch = net.now() - net.elapsed();
+    let since = net.elapsed() - steady;
+    let delays: Vec<Duration> = subscribers
+        .iter()
+        .flat_map(|&(n, _)| net.delivered(n).iter())
+        .filter(|d| d.at - epoch >= since)
+        .map(|d| d.at - epoch - Duration::from_micros(d.capture_us))
+        .collect();
+    progress(
+        nodes,
+        t0,
+        &format!("steady state measured at {sim_speed:.3} simulated s per wall s"),
+    );
+
+    // Join: a viewer in a site that does not carry the broadcast yet.
+    let mut joins = Vec::new();
+    for _ in 0..50 {
+        let b = (net.random() % watched.len() as u64) as usize;
+        let site = loop {
+            let s = (net.random() % sites as u64) as usize;
+            if !watched[b].contains(&s) && s != net.site_of(net.broadcasts[b].origin) {
+                break s;
+            }
+        };
+        watched[b].insert(site);
+        let n = node_in(&mut net, site);
+        joins.push((n, b, net.now()));
+        net.subscribe(n, b);
+        subscribers.push((n, b));
+        net.run_for(Duration::from_millis(10));
+    }
+    net.run_for(Duration::from_millis(1500));
+    let join_times: Vec<Duration> = joins
+        .iter()
+        .filter_map(|&(n, b, at)| {
+            let id = &net.broadcasts[b].id;
+            net.delivered(n)
+                .iter()
+                .find(|d| &d.broadcast == id && d.at >= at)
+                .map(|d| d.at - at)
+        })
+        .collect();
+    let joined = join_times.len();
+    progress(nodes, t0, &format!("{joined} of 50 joins measured"));
+
+    // Commands to nodes of other sites, each answered by the simulator.
+    let mut commands = Vec::new();
+    for i in 0..50u64 {
+        let from = (net.random() % net.len() as u64) as usize;
+        let to = loop {
+            let t = (net.random() % net.len() as u64) as usize;
+            if net.site_of(t) != net.site_of(from) {
+                break t;
+            }
+        };
+        let _ = net.command(from, to, 10_000 + i, Bytes::from_static(b"{}"));
+        commands.push((from, to, 10_000 + i, net.now()));
+        net.run_for(Duration::from_millis(10));
+    }
+    net.run_for(Duration::from_millis(1500));
+    let rtts: Vec<Duration> = commands
+        .iter()
+        .filter_map(|&(from, to, id, at)| {
+            let target = net.id(to);
+            net.routed(from)
+                .iter()
+                .find(|(_, r)| r.kind == ROUTED_REPLY && r.id == id && r.from == target)
+                .map(|(t, _)| *t - at)
+        })
+        .collect();
+    let answered = rtts.len();
+    progress(nodes, t0, &format!("{answered} of 50 commands answered"));
+
+    // Repair: a tenth of the nodes die at once (origins excepted).
+    let origins: BTreeSet<usize> = net.broadcasts.iter().map(|b| b.origin).collect();
+    let mut dead = BTreeSet::new();
+    while dead.len() < nodes / 10 {
+        let n = (net.random() % net.len() as u64) as usize;
+        if !origins.contains(&n) {
+            dead.insert(n);
+        }
+    }
+    let ancestors = |net: &Net, n: usize, b: usize| -> Vec<usize> {
+        let id = &net.broadcasts[b].id;
+        let mut out = Vec::new();
+        let mut at = n;
+        while let Some(p) = net.node(at).parent(id).and_then(|p| net.index_of(&p)) {
+            if out.contains(&p) || p == net.broadcasts[b].origin {
+                break;
+            }
+            out.push(p);
+            at = p;
+        }
+        out
+    };
+    let orphans: Vec<(usize, usize)> = subscribers
+        .iter()
+        .copied()
+        .filter(|&(n, b)| {
+            !dead.contains(&n) && ancestors(&net, n, b).iter().any(|a| dead.contains(a))
+        })
+        .collect();
+    let killed_at = net.now();
+    for &n in &dead {
+        net.kill(n);
+    }
+    net.run_for(Duration::from_secs(3));
+    let repairs: Vec<Duration> = orphans
+        .iter()
+        .map(|&(n, b)| {
+            let id = &net.broadcasts[b].id;
+            net.delivered(n)
+                .iter()
+                .find(|d| &d.broadcast == id && d.at > killed_at + Duration::from_millis(1))
+                .map_or(Duration::from_secs(3), |d| d.at - killed_at)
+        })
+        .collect();
+    progress(
+        nodes,
+        t0,
+        &format!(
+            "{} orphaned viewers after killing {}",
+            orphans.len(),
+            dead.len()
+        ),
+    );
+    let repair_max = repairs.iter().max().copied().unwrap_or_default();
+
+    format!(
+        "{{\"nodes\":{nodes},\"sites\":{sites},\"sim_speed\":{sim_speed:.4},\
+         \"control_kbps_per_node\":{control_kbps:.2},\"state_entries_per_node\":{state_max},\
+         \"copies_into_site_max\":{copies_max:.3},\"site_tree_depth\":{depth},\
+         \"delay_p99_ms\":{},\"join_p99_ms\":{},\"joins_measured\":{joined},\
+         \"repair_p99_ms\":{},\"repair_max_ms\":{:.0},\"orphans\":{},\
+         \"command_rtt_p99_ms\":{},\"commands_answered\":{answered}}}",
+        percentile(delays, 99),
+        percentile(join_times, 99),
+        percentile(repairs.clone(), 99),
+        repair_max.as_secs_f64() * 1000.0,
+        orphans.len(),
+        percentile(rtts, 99),
+    )
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("SCALE_NODES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let steady = Duration::from_secs(
+        std::env::var("SCALE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3),
+    );
+    for n in sizes {
+        println!("scale {}", run(n, steady));
+    }
+}
