@@ -133,12 +133,18 @@ fn run(nodes: usize, steady: Duration) -> String {
     let sim_speed = steady.as_secs_f64() / wall.elapsed().as_secs_f64();
     net.measuring = false;
     let control_kbps = net.control_sent as f64 * 8.0 / 1000.0 / nodes as f64 / steady.as_secs_f64();
+    // Against what the site carries (watched, or relayed on to other sites).
+    let mut carried = vec![BTreeSet::new(); sites];
+    for n in 0..net.len() {
+        for (b, sb) in net.broadcasts.iter().enumerate() {
+            if net.site_of(sb.origin) != net.site_of(n) && net.node(n).parent(&sb.id).is_some() {
+                carried[net.site_of(n)].insert(b);
+            }
+        }
+    }
     let mut copies_max: f64 = 0.0;
     for site in 0..sites {
-        let inbound: u64 = (0..watched.len())
-            .filter(|&b| watched[b].contains(&site))
-            .map(|b| net.produced[b])
-            .sum();
+        let inbound: u64 = carried[site].iter().map(|&b| net.produced[b]).sum();
         if inbound > 0 {
             copies_max = copies_max.max(net.wan[site].media_in as f64 / inbound as f64);
         }
