@@ -12,7 +12,8 @@
 //! tree and catalog work per object is the same as at 30.
 //!
 //! `cargo bench -p cambox-mesh --bench scale` (sizes: `SCALE_NODES=1000,10000`, the
-//! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 3).
+//! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 3;
+//! `SCALE_DEBUG=1` prints every orphaned viewer's tree after the repair).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -143,8 +144,8 @@ fn run(nodes: usize, steady: Duration) -> String {
         }
     }
     let mut copies_max: f64 = 0.0;
-    for site in 0..sites {
-        let inbound: u64 = carried[site].iter().map(|&b| net.produced[b]).sum();
+    for (site, carried) in carried.iter().enumerate() {
+        let inbound: u64 = carried.iter().map(|&b| net.produced[b]).sum();
         if inbound > 0 {
             copies_max = copies_max.max(net.wan[site].media_in as f64 / inbound as f64);
         }
@@ -284,6 +285,33 @@ fn run(nodes: usize, steady: Duration) -> String {
             dead.len()
         ),
     );
+    if std::env::var("SCALE_DEBUG").is_ok() {
+        for (&(n, b), r) in orphans.iter().zip(&repairs) {
+            let id = &net.broadcasts[b].id;
+            eprintln!(
+                "orphan {n} site {} b{b} repaired {r:?}: {}",
+                net.site_of(n),
+                net.node(n).tree_state(id)
+            );
+            let mut at = n;
+            for _ in 0..8 {
+                let Some(p) = net.node(at).parent(id).and_then(|p| net.index_of(&p)) else {
+                    break;
+                };
+                eprintln!(
+                    "   up {p} site {} alive {} {}",
+                    net.site_of(p),
+                    net.is_alive(p),
+                    net.node(p)
+                        .tree_state(id)
+                        .split(" routes")
+                        .next()
+                        .unwrap_or("")
+                );
+                at = p;
+            }
+        }
+    }
     let repair_max = repairs.iter().max().copied().unwrap_or_default();
 
     format!(
