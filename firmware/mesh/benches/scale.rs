@@ -201,6 +201,21 @@ fn run(nodes: usize, steady: Duration) -> String {
                 .map(|d| d.at - at)
         })
         .collect();
+    if std::env::var("SCALE_DEBUG").is_ok() {
+        let mut sorted = join_times.clone();
+        sorted.sort();
+        eprintln!("join times: {sorted:?}");
+        for &(n, b, _) in &joins {
+            let id = &net.broadcasts[b].id;
+            if !net.delivered(n).iter().any(|d| &d.broadcast == id) {
+                eprintln!(
+                    "not joined {n} site {} b{b}: {}",
+                    net.site_of(n),
+                    net.node(n).tree_state(id)
+                );
+            }
+        }
+    }
     let joined = join_times.len();
     progress(nodes, t0, &format!("{joined} of 50 joins measured"));
 
