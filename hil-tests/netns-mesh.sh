@@ -261,5 +261,5 @@ if $REGISTRY; then
     fi
     say "PASS: sites found each other only through the registry; streams outlived it"
 else
-    say "PASS: one copy per site uplink, mDNS per site, 8 viewers played"
+    say "PASS: one copy into each site, at most the fan-out out, mDNS per site, 8 viewers played"
 fi
