@@ -1,7 +1,7 @@
 //! What neighbours may make this node hold: the checks against `Limits`, and what
 //! happens to a neighbour past one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Event, Node};
@@ -71,12 +71,8 @@ impl Node {
         *self.disconnected.entry(limit).or_default() += 1;
         self.handle_peer_down(now, peer);
         // Broadcasts that only this neighbour offered are forgotten now, not at expiry.
-        let routed: BTreeSet<BroadcastId> = self
-            .peers
-            .values()
-            .flat_map(|p| p.catalog.keys().cloned())
-            .collect();
-        self.learned.retain(|b, _| routed.contains(b));
+        let offers = &self.offers;
+        self.learned.retain(|b, _| offers.contains_key(b));
         self.events.push_back(Event::Disconnect { peer, limit });
         self.flush();
     }

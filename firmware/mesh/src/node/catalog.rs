@@ -24,25 +24,24 @@ impl Node {
         // from it (a site is a full LAN mesh), and one relayed would cost every pair of
         // site-mates a copy of every other's. A node it does not reach directly is found
         // by lookup, as beyond the site.
-        let id = self.id;
-        let fresh: Entries = self
-            .catalog_entries(now)
+        let entries = self.catalog_entries(now);
+        let beyond: Entries = entries
+            .iter()
+            .filter(|e| e.broadcast.name != NODE_BROADCAST)
+            .map(|e| (e.broadcast.clone(), e.clone()))
+            .collect();
+        let fresh: Entries = entries
             .into_iter()
-            .filter(|e| e.broadcast.name != NODE_BROADCAST || e.broadcast.origin == id)
+            .filter(|e| self.tells_site(e))
             .map(|e| (e.broadcast.clone(), e))
             .collect();
         // Usually nothing changed: then every neighbour told last time is up to date, and
         // one comparison replaces one per neighbour.
         if *self.last_told != fresh {
-            let beyond: Entries = fresh
-                .iter()
-                .filter(|(b, _)| b.name != NODE_BROADCAST)
-                .map(|(b, e)| (b.clone(), e.clone()))
-                .collect();
             self.last_told = Arc::new(fresh);
-            if *self.last_told_beyond != beyond {
-                self.last_told_beyond = Arc::new(beyond);
-            }
+        }
+        if *self.last_told_beyond != beyond {
+            self.last_told_beyond = Arc::new(beyond);
         }
         let interest = self.interest_msg();
         for p in self.peers.values_mut() {
@@ -83,6 +82,26 @@ impl Node {
                 p.told_interest = Some(interest.clone());
             }
         }
+    }
+
+    /// Whether site-mates hear this entry from this node. A site is a full LAN mesh, so
+    /// a route needs telling there by one node only, as routes learned over iBGP are not
+    /// passed on to iBGP peers: by the one with the shortest route (the lowest id among
+    /// equals), and by every node on the broadcast's tree, which its site-mates attach
+    /// to. Without it a node of a site of 100 hears every broadcast from 99 site-mates
+    /// and weighs 99 routes for each whenever anything changes.
+    fn tells_site(&self, e: &CatalogEntry) -> bool {
+        let b = &e.broadcast;
+        if b.name == NODE_BROADCAST || b.origin == self.id {
+            return b.origin == self.id;
+        }
+        if self.subs.get(b).is_some_and(|s| s.parent.is_some()) {
+            return true;
+        }
+        let mine = (e.path.len(), self.id);
+        !self
+            .routes(b)
+            .any(|(id, p, o)| p.site == self.cfg.site && (o.path.len(), id) < mine)
     }
 
     /// Starts a broadcast originating here.
@@ -151,10 +170,24 @@ impl Node {
         &'a self,
         b: &'a BroadcastId,
     ) -> impl Iterator<Item = (NodeId, &'a Peer, &'a CatalogEntry)> + 'a {
-        self.peers.iter().filter_map(move |(id, p)| {
-            let e = p.catalog.get(b)?;
-            (!e.path.contains(&self.id)).then_some((*id, p, e))
-        })
+        self.offers
+            .get(b)
+            .into_iter()
+            .flatten()
+            .filter_map(move |id| {
+                let p = self.peers.get(id)?;
+                let e = p.catalog.get(b)?;
+                (!e.path.contains(&self.id)).then_some((*id, p, e))
+            })
+    }
+
+    pub(super) fn forget_offer(&mut self, b: &BroadcastId, peer: NodeId) {
+        if let Some(set) = self.offers.get_mut(b) {
+            set.remove(&peer);
+            if set.is_empty() {
+                self.offers.remove(b);
+            }
+        }
     }
 
     pub(super) fn catalog_entries(&self, now: Instant) -> Vec<CatalogEntry> {
@@ -227,9 +260,19 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&from) {
             for e in entries {
                 let old = if e.path.is_empty() {
+                    if let Some(set) = self.offers.get_mut(&e.broadcast) {
+                        set.remove(&from);
+                        if set.is_empty() {
+                            self.offers.remove(&e.broadcast);
+                        }
+                    }
                     p.catalog.remove(&e.broadcast)
                 } else {
                     p.catalog_bytes += crate::wire::entry_len(&e);
+                    self.offers
+                        .entry(e.broadcast.clone())
+                        .or_default()
+                        .insert(from);
                     p.catalog.insert(e.broadcast.clone(), e.clone())
                 };
                 if let Some(old) = &old {

@@ -207,6 +207,9 @@ pub struct Node {
     /// Last versions of broadcasts that ended here, so that going live again is news.
     retired: BTreeMap<BroadcastId, u64>,
     learned: BTreeMap<BroadcastId, Learned>,
+    /// Which neighbours offer a route to each broadcast: a route choice looks at those,
+    /// not at every neighbour's catalog.
+    offers: BTreeMap<BroadcastId, BTreeSet<NodeId>>,
     wants: BTreeSet<BroadcastId>,
     subs: BTreeMap<BroadcastId, Sub>,
     events: VecDeque<Event>,
@@ -238,6 +241,7 @@ impl Node {
             origins: BTreeMap::new(),
             retired: BTreeMap::new(),
             learned: BTreeMap::new(),
+            offers: BTreeMap::new(),
             wants: BTreeSet::new(),
             subs: BTreeMap::new(),
             events: VecDeque::new(),
@@ -314,8 +318,11 @@ impl Node {
     /// broadcasts fed by this neighbour switch to their backup parent at once.
     pub fn handle_peer_down(&mut self, now: Instant, peer: NodeId) {
         self.dirty = true;
-        if self.peers.remove(&peer).is_none() {
+        let Some(gone) = self.peers.remove(&peer) else {
             return;
+        };
+        for b in gone.catalog.keys() {
+            self.forget_offer(b, peer);
         }
         let orphaned: Vec<BroadcastId> = self
             .subs
