@@ -144,9 +144,11 @@ pub struct CatalogEntry {
     pub path: Vec<NodeId>,
     /// True when the sender is receiving the broadcast now (it can serve at once).
     pub carrying: bool,
-    /// Bumped by the origin on every refresh; stale copies lose to newer ones.
+    /// Bumped by the origin each time the broadcast goes live; stale copies lose to newer
+    /// ones.
     pub version: u64,
-    /// How long the entry stays valid without a refresh.
+    /// How long a receiver keeps the broadcast's version after the last neighbour that
+    /// offered it withdrew it.
     pub ttl_ms: u32,
 }
 

@@ -180,6 +180,10 @@ pub struct Net {
     pub retransmitted: u64,
     /// Bytes of everything but media sent over every link, LAN and WAN, while measuring.
     pub control_sent: u64,
+    /// Bytes of everything but media sent over every link since the start.
+    pub control_total: u64,
+    /// `control_total` by message type.
+    pub control_by_type: BTreeMap<&'static str, u64>,
     /// Nodes answer every command they accept with a reply echoing its body.
     pub auto_reply: bool,
 }
@@ -236,6 +240,8 @@ impl Net {
             transmits: 0,
             retransmitted: 0,
             control_sent: 0,
+            control_total: 0,
+            control_by_type: BTreeMap::new(),
             auto_reply: true,
         }
     }
@@ -780,6 +786,13 @@ impl Net {
         let done = start + serialise;
         self.links.insert((from, to), (spec, done));
         let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
+        if !media {
+            self.control_total += bytes as u64;
+            *self
+                .control_by_type
+                .entry(crate::wire::msg_name(&msg))
+                .or_default() += bytes as u64;
+        }
         if self.measuring && !media {
             self.control_sent += bytes as u64;
         }

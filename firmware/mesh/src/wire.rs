@@ -130,6 +130,11 @@ fn kind_of(msg: &Msg) -> u8 {
     }
 }
 
+/// The message's type by name, for counters and logs.
+pub fn msg_name(msg: &Msg) -> &'static str {
+    kind_name(kind_of(msg)).unwrap_or("unknown")
+}
+
 /// Names for error messages; `None` is how an unknown type is recognised.
 fn kind_name(kind: u8) -> Option<&'static str> {
     Some(match kind {

@@ -10,38 +10,26 @@ use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, NODE_BROADCAST};
 
 impl Node {
     /// Tells each neighbour what changed since it was last told: new or changed entries,
-    /// and withdrawals (an entry with an empty path) for routes this node lost. Origins
-    /// bump their versions every `refresh_interval`, which keeps their broadcasts alive
-    /// everywhere; changes travel at once, so a refresh crosses the mesh in link delays.
+    /// and withdrawals (an entry with an empty path) for routes this node lost. Nothing
+    /// is told again while it holds: links are reliable streams, so, as in BGP, a route
+    /// lasts until it is withdrawn or its link goes, and a mesh at rest sends no catalog.
+    /// A periodic refresh of every broadcast along every link would cost each node
+    /// broadcasts x links x an entry's size, some 200 kbit/s for 100 broadcasts.
     pub(super) fn gossip(&mut self, now: Instant) {
-        if self.next_refresh.is_none_or(|t| now >= t) {
-            self.next_refresh = Some(now + self.cfg.refresh_interval);
-            for o in self.origins.values_mut() {
-                o.version += 1;
+        // A broadcast stays known while a neighbour offers it, and for its TTL after the
+        // last one withdrew it (a version to beat if it comes back).
+        for (b, l) in self.learned.iter_mut() {
+            if self.offers.contains_key(b) {
+                l.expires = now + l.ttl;
             }
         }
         // A node's `.node` entry is told by the node itself only: its site-mates hear it
         // from it (a site is a full LAN mesh), and one relayed would cost every pair of
         // site-mates a copy of every other's. A node it does not reach directly is found
         // by lookup, as beyond the site.
-        let entries = self.catalog_entries(now);
-        let beyond: Entries = entries
-            .iter()
-            .filter(|e| e.broadcast.name != NODE_BROADCAST)
-            .map(|e| (e.broadcast.clone(), e.clone()))
-            .collect();
-        let fresh: Entries = entries
-            .into_iter()
-            .filter(|e| self.tells_site(e))
-            .map(|e| (e.broadcast.clone(), e))
-            .collect();
-        // Usually nothing changed: then every neighbour told last time is up to date, and
-        // one comparison replaces one per neighbour.
-        if *self.last_told != fresh {
-            self.last_told = Arc::new(fresh);
-        }
-        if *self.last_told_beyond != beyond {
-            self.last_told_beyond = Arc::new(beyond);
+        if self.catalog_stale {
+            self.catalog_stale = false;
+            self.remake_catalog(now);
         }
         let interest = self.interest_msg();
         for p in self.peers.values_mut() {
@@ -81,6 +69,29 @@ impl Node {
                 p.control.push_back(interest.clone());
                 p.told_interest = Some(interest.clone());
             }
+        }
+    }
+
+    /// Makes what site-mates and other sites are told from the current routes.
+    fn remake_catalog(&mut self, now: Instant) {
+        let entries = self.catalog_entries(now);
+        let beyond: Entries = entries
+            .iter()
+            .filter(|e| e.broadcast.name != NODE_BROADCAST)
+            .map(|e| (e.broadcast.clone(), e.clone()))
+            .collect();
+        let fresh: Entries = entries
+            .into_iter()
+            .filter(|e| self.tells_site(e))
+            .map(|e| (e.broadcast.clone(), e))
+            .collect();
+        // Usually nothing changed: then every neighbour told last time is up to date, and
+        // one comparison replaces one per neighbour.
+        if *self.last_told != fresh {
+            self.last_told = Arc::new(fresh);
+        }
+        if *self.last_told_beyond != beyond {
+            self.last_told_beyond = Arc::new(beyond);
         }
     }
 
@@ -160,7 +171,7 @@ impl Node {
         }
     }
 
-    /// True while the broadcast's origin keeps refreshing it.
+    /// True while the broadcast is offered by a neighbour (or was, within its TTL).
     pub(super) fn alive(&self, b: &BroadcastId, now: Instant) -> bool {
         self.origins.contains_key(b) || self.learned.get(b).is_some_and(|l| l.expires > now)
     }
@@ -248,11 +259,13 @@ impl Node {
                 .is_none_or(|l| e.version > l.version);
             if fresh && !e.path.is_empty() && !self.origins.contains_key(&e.broadcast) {
                 changed = true;
+                let ttl = Duration::from_millis(u64::from(e.ttl_ms.min(600_000)));
                 self.learned.insert(
                     e.broadcast.clone(),
                     Learned {
                         version: e.version,
-                        expires: now + Duration::from_millis(u64::from(e.ttl_ms.min(600_000))),
+                        ttl,
+                        expires: now + ttl,
                     },
                 );
             }
@@ -283,7 +296,7 @@ impl Node {
         }
         if changed {
             // Pass news on almost at once: news from several neighbours that arrive
-            // within `COALESCE` leave in one round, which keeps a refresh from costing
+            // within `COALESCE` leave in one round, which keeps a change from costing
             // one round per neighbour that relays it.
             let soon = now + COALESCE;
             if self.next_gossip.is_none_or(|t| t > soon) {

@@ -60,10 +60,9 @@ pub struct Config {
     /// for more copies): the fan-out of the tree of sites.
     pub wan_children: usize,
     pub gossip_interval: Duration,
-    /// A broadcast whose origin stops refreshing disappears after this long.
+    /// How long a broadcast that no neighbour offers any more stays known (its version
+    /// kept, so that a stale copy still arriving loses).
     pub catalog_ttl: Duration,
-    /// How often an origin refreshes its broadcasts (a third of the TTL or less).
-    pub refresh_interval: Duration,
     /// How long a node waits for its site to agree on who pulls a broadcast across sites.
     pub election_delay: Duration,
     /// An unanswered subscription is retried elsewhere after this long.
@@ -94,7 +93,6 @@ impl Default for Config {
             wan_children: 4,
             gossip_interval: Duration::from_millis(500),
             catalog_ttl: Duration::from_secs(12),
-            refresh_interval: Duration::from_secs(4),
             election_delay: Duration::from_millis(100),
             subscribe_timeout: Duration::from_millis(250),
             starve_timeout: Duration::from_millis(450),
@@ -153,8 +151,7 @@ struct Peer {
     interest: BTreeSet<BroadcastId>,
     routed_bucket: RateBucket,
     find_bucket: RateBucket,
-    /// What we last told this neighbour (versions zeroed), to send only changes between
-    /// full refreshes.
+    /// What we last told this neighbour, to send only what changed.
     told_catalog: Arc<Entries>,
     told_interest: Option<Msg>,
 }
@@ -188,6 +185,7 @@ struct Sub {
 #[derive(Debug)]
 struct Learned {
     version: u64,
+    ttl: Duration,
     expires: Instant,
 }
 
@@ -214,8 +212,6 @@ pub struct Node {
     subs: BTreeMap<BroadcastId, Sub>,
     events: VecDeque<Event>,
     next_gossip: Option<Instant>,
-    /// When origins next bump their versions to keep their broadcasts alive.
-    next_refresh: Option<Instant>,
     /// The catalog as last gossiped, shared with every neighbour that was told it: in
     /// full to site-mates, without the site's `.node` entries to other sites.
     last_told: Arc<Entries>,
@@ -223,6 +219,9 @@ pub struct Node {
     /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
     /// (neighbours, their catalogs, subscriptions) since it last ran.
     dirty: bool,
+    /// Something this node's catalog is made from may have changed since it was last
+    /// made; a gossip round with nothing new does not make it again.
+    catalog_stale: bool,
     gate: Gate,
     /// The wall clock (ms since the Unix epoch) at an instant, from the driver.
     wall: Option<(Instant, u64)>,
@@ -246,8 +245,8 @@ impl Node {
             subs: BTreeMap::new(),
             events: VecDeque::new(),
             next_gossip: None,
-            next_refresh: None,
             dirty: true,
+            catalog_stale: true,
             last_told: Arc::default(),
             last_told_beyond: Arc::default(),
             gate: Gate::new(cfg_allow),
@@ -453,6 +452,8 @@ impl Node {
                     // its answer, which may yet be a redirect.
                     Some(s) if s.pending.is_some_and(|(p, _)| p == from) => true,
                     Some(s) if s.parent == Some(from) => {
+                        // Receiving again makes this node a carrier in its catalog.
+                        self.catalog_stale |= s.last_object.is_none_or(|t| now >= t + FRESH);
                         s.last_object = Some(now);
                         s.fresh_until = Some(now + FRESH);
                         true
@@ -497,6 +498,7 @@ impl Node {
         if self.lookups.deadline().is_some_and(|t| now >= t) {
             self.expire_lookups(now);
         }
+        self.catalog_stale |= self.dirty;
         let mut due = false;
         if self.next_gossip.is_some_and(|t| now >= t) {
             self.next_gossip = Some(now + self.cfg.gossip_interval);
@@ -507,6 +509,7 @@ impl Node {
             if s.fresh_until.is_some_and(|t| now >= t) {
                 s.fresh_until = None;
                 due = true;
+                self.catalog_stale = true;
             }
         }
         if due {
@@ -522,6 +525,8 @@ impl Node {
             return;
         }
         self.dirty = false;
+        // The sweep may change parents, which the catalog tells.
+        self.catalog_stale = true;
         let broadcasts: Vec<BroadcastId> = self.subs.keys().cloned().collect();
         for b in broadcasts {
             let timed_out = self
@@ -582,10 +587,12 @@ impl Node {
         }
     }
 
+    /// Hands the driver what every neighbour's queues may send now. Runs after every
+    /// input, so it walks the neighbours once, without looking any of them up.
     fn flush(&mut self) {
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        for p in peers {
-            self.flush_peer(p);
+        let window = self.cfg.window_bytes;
+        for (to, p) in self.peers.iter_mut() {
+            relay::drain(*to, p, window, &mut self.events);
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 
-use super::{Event, Node, Sub};
+use std::collections::VecDeque;
+
+use super::{Event, Node, Peer, Sub};
 use crate::msg::{BroadcastId, Msg, NodeId, ResumePoint};
 
 #[derive(Debug)]
@@ -71,16 +73,8 @@ impl Node {
 
     /// Control first (it is small and steers everything), then media within the window.
     pub(super) fn flush_peer(&mut self, to: NodeId) {
-        let Some(p) = self.peers.get_mut(&to) else {
-            return;
-        };
-        while let Some(msg) = p.control.pop_front() {
-            self.events.push_back(Event::Transmit { to, msg });
-        }
-        while p.in_flight < self.cfg.window_bytes {
-            let Some(q) = p.media.pop_front() else { break };
-            p.in_flight += media_len(&q.msg);
-            self.events.push_back(Event::Transmit { to, msg: q.msg });
+        if let Some(p) = self.peers.get_mut(&to) {
+            drain(to, p, self.cfg.window_bytes, &mut self.events);
         }
     }
 
@@ -246,5 +240,17 @@ pub fn media_len(msg: &Msg) -> usize {
     match msg {
         Msg::Object { payload, .. } => payload.len() + 64,
         _ => 64,
+    }
+}
+
+/// Moves a neighbour's control messages, and media up to its window, to the driver.
+pub(super) fn drain(to: NodeId, p: &mut Peer, window: usize, events: &mut VecDeque<Event>) {
+    while let Some(msg) = p.control.pop_front() {
+        events.push_back(Event::Transmit { to, msg });
+    }
+    while p.in_flight < window {
+        let Some(q) = p.media.pop_front() else { break };
+        p.in_flight += media_len(&q.msg);
+        events.push_back(Event::Transmit { to, msg: q.msg });
     }
 }
