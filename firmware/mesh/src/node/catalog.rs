@@ -1,7 +1,7 @@
 //! The catalog: what this node tells its neighbours about broadcasts (its own and the
 //! routes it knows), and what it takes from theirs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,12 +193,7 @@ impl Node {
     }
 
     pub(super) fn forget_offer(&mut self, b: &BroadcastId, peer: NodeId) {
-        if let Some(set) = self.offers.get_mut(b) {
-            set.remove(&peer);
-            if set.is_empty() {
-                self.offers.remove(b);
-            }
-        }
+        forget_offer(&mut self.offers, b, peer);
     }
 
     pub(super) fn catalog_entries(&self, now: Instant) -> Vec<CatalogEntry> {
@@ -273,12 +268,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&from) {
             for e in entries {
                 let old = if e.path.is_empty() {
-                    if let Some(set) = self.offers.get_mut(&e.broadcast) {
-                        set.remove(&from);
-                        if set.is_empty() {
-                            self.offers.remove(&e.broadcast);
-                        }
-                    }
+                    forget_offer(&mut self.offers, &e.broadcast, from);
                     p.catalog.remove(&e.broadcast)
                 } else {
                     p.catalog_bytes += crate::wire::entry_len(&e);
@@ -302,6 +292,20 @@ impl Node {
             if self.next_gossip.is_none_or(|t| t > soon) {
                 self.next_gossip = Some(soon);
             }
+        }
+    }
+}
+
+/// `peer` no longer offers `b`; a broadcast nobody offers leaves the index.
+fn forget_offer(
+    offers: &mut BTreeMap<BroadcastId, BTreeSet<NodeId>>,
+    b: &BroadcastId,
+    peer: NodeId,
+) {
+    if let Some(set) = offers.get_mut(b) {
+        set.remove(&peer);
+        if set.is_empty() {
+            offers.remove(b);
         }
     }
 }
