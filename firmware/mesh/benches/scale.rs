@@ -12,8 +12,7 @@
 //! tree and catalog work per object is the same as at 30.
 //!
 //! `cargo bench -p cambox-mesh --bench scale` (sizes: `SCALE_NODES=1000,10000`, the
-//! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 4, one
-//! catalog refresh, which control traffic must include to mean anything;
+//! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 4;
 //! `SCALE_DEBUG=1` prints every orphaned viewer's tree after the repair).
 
 use std::collections::BTreeSet;

@@ -23,10 +23,6 @@ impl Node {
                 l.expires = now + l.ttl;
             }
         }
-        // A node's `.node` entry is told by the node itself only: its site-mates hear it
-        // from it (a site is a full LAN mesh), and one relayed would cost every pair of
-        // site-mates a copy of every other's. A node it does not reach directly is found
-        // by lookup, as beyond the site.
         if self.catalog_stale {
             self.catalog_stale = false;
             self.remake_catalog(now);
@@ -103,6 +99,10 @@ impl Node {
     /// and weighs 99 routes for each whenever anything changes.
     fn tells_site(&self, e: &CatalogEntry) -> bool {
         let b = &e.broadcast;
+        // A node's `.node` entry is told by the node itself only: its site-mates hear it
+        // from it, and one relayed would cost every pair of site-mates a copy of every
+        // other's. A node it does not reach directly is found by lookup, as beyond the
+        // site.
         if b.name == NODE_BROADCAST || b.origin == self.id {
             return b.origin == self.id;
         }
