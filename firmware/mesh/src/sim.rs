@@ -6,7 +6,7 @@
 //! `idle_timeout`, like a QUIC idle timeout) and dials nodes a redirect names.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,6 +17,7 @@ use crate::msg::{
     TRACK_CATALOG, TRACK_TELEMETRY,
 };
 use crate::node::{Config, Event, Node, RouteError};
+use crate::wire::GroupEncoder;
 
 /// How a link behaves, in each direction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -175,6 +176,9 @@ pub struct Net {
     /// When the last message on each (from, to, stream) arrives: the next one on the same
     /// stream never arrives before it.
     stream_tail: BTreeMap<(usize, usize, u64), Instant>,
+    /// The group-stream framing of each (from, to, track of a broadcast), so that objects
+    /// are counted at the size the driver sends them (`ObjectNext` after a group's first).
+    group_encoders: HashMap<(usize, usize, u64), GroupEncoder>,
     transmits: u64,
     /// Messages that were lost once and sent again (links with `loss`).
     pub retransmitted: u64,
@@ -237,6 +241,7 @@ impl Net {
             last_timer: None,
             spins: 0,
             stream_tail: BTreeMap::new(),
+            group_encoders: HashMap::new(),
             transmits: 0,
             retransmitted: 0,
             control_sent: 0,
@@ -778,7 +783,20 @@ impl Net {
         let Some((spec, busy_until)) = self.links.get(&(from, to)).copied() else {
             return;
         };
-        let bytes = crate::wire_len(&msg);
+        let bytes = match &msg {
+            Msg::Object {
+                broadcast, track, ..
+            } => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (broadcast, track).hash(&mut h);
+                self.group_encoders
+                    .entry((from, to, h.finish()))
+                    .or_default()
+                    .frame_len(&msg)
+            }
+            _ => crate::wire_len(&msg),
+        };
         let media = matches!(msg, Msg::Object { .. });
         let start = busy_until.max(self.now);
         let serialise =

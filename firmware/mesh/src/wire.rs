@@ -19,6 +19,9 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, Routed, MAX_ROUTED_BODY};
 
+mod group;
+pub use group::GroupEncoder;
+
 /// The only version this node speaks. Version 1 had no box name in catalog entries; a
 /// version-1 peer's first frame (its Hello) is refused with both versions in the reason.
 pub const VERSION: u8 = 2;
@@ -59,6 +62,7 @@ mod kind {
     pub const ROUTED: u8 = 0x0d;
     pub const FIND: u8 = 0x0e;
     pub const FOUND: u8 = 0x0f;
+    pub const OBJECT_NEXT: u8 = 0x10;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -108,6 +112,8 @@ pub enum WireError {
     },
     #[error("{kind}: {extra} bytes left in the frame after the last field")]
     TrailingBytes { kind: &'static str, extra: usize },
+    #[error("ObjectNext {0}")]
+    ObjectNextOutOfPlace(&'static str),
 }
 
 fn kind_of(msg: &Msg) -> u8 {
@@ -153,6 +159,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::ROUTED => "Routed",
         kind::FIND => "Find",
         kind::FOUND => "Found",
+        kind::OBJECT_NEXT => "ObjectNext",
         _ => return None,
     })
 }
@@ -494,6 +501,9 @@ impl Checker {
 pub struct Decoder {
     buf: BytesMut,
     failed: Option<WireError>,
+    /// On a group stream, the last object decoded, which an `ObjectNext` continues;
+    /// `None` on the control stream, where `ObjectNext` is refused.
+    group_stream: Option<Option<group::LastObject>>,
 }
 
 /// Buffer kept between frames; enough for typical reads and delta frames.
@@ -507,8 +517,18 @@ struct Header {
 }
 
 impl Decoder {
+    /// A decoder for the control stream.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder for one group stream: it also takes `ObjectNext` frames, each the object
+    /// after the one before it on the stream, and returns them as whole [`Msg::Object`]s.
+    pub fn group_stream() -> Self {
+        Self {
+            group_stream: Some(None),
+            ..Self::default()
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
@@ -551,7 +571,15 @@ impl Decoder {
         if self.buf.len() < frame_len {
             return Ok(None);
         }
-        let msg = decode_body(header.kind, &self.buf[HEADER_LEN..frame_len]);
+        let body = &self.buf[HEADER_LEN..frame_len];
+        let msg = match (&mut self.group_stream, header.kind) {
+            (None, kind::OBJECT_NEXT) => {
+                Err(WireError::ObjectNextOutOfPlace("on the control stream"))
+            }
+            (Some(last), kind::OBJECT_NEXT) => group::read_next(last, body),
+            (Some(last), _) => decode_body(header.kind, body).inspect(|m| group::remember(last, m)),
+            (None, _) => decode_body(header.kind, body),
+        };
         self.buf.advance(frame_len);
         if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
             // One big keyframe must not pin megabytes for the connection's lifetime.
@@ -1182,7 +1210,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x10, 0xff] {
+        for kind in [0, 0x11, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

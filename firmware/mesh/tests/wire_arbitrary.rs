@@ -3,7 +3,7 @@
 //! back unchanged.
 
 use bytes::Bytes;
-use cambox_mesh::wire::{self, Decoder, WireError, HEADER_LEN, MAX_STRING, VERSION};
+use cambox_mesh::wire::{self, Decoder, GroupEncoder, WireError, HEADER_LEN, MAX_STRING, VERSION};
 use cambox_mesh::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -135,7 +135,10 @@ fn chunking() -> impl Strategy<Value = Vec<usize>> {
 /// Feeds `bytes` in chunks and drains after each one, stopping at the first error as a
 /// driver would.
 fn feed(bytes: &[u8], chunks: &[usize]) -> Result<Vec<Msg>, WireError> {
-    let mut d = Decoder::new();
+    feed_to(Decoder::new(), bytes, chunks)
+}
+
+fn feed_to(mut d: Decoder, bytes: &[u8], chunks: &[usize]) -> Result<Vec<Msg>, WireError> {
     let mut out = Vec::new();
     let mut rest = bytes;
     for &size in chunks.iter().cycle() {
@@ -161,7 +164,7 @@ fn encode(msg: &Msg) -> Vec<u8> {
 /// Bytes that get past the header now and then: random ones almost never do.
 fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     let framed =
-        (0u8..14, vec(any::<u8>(), 0..600), any::<bool>()).prop_map(|(kind, body, honest_len)| {
+        (0u8..18, vec(any::<u8>(), 0..600), any::<bool>()).prop_map(|(kind, body, honest_len)| {
             let mut out = vec![VERSION, kind];
             let len = if honest_len {
                 body.len() as u32
@@ -193,6 +196,40 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in hostile_bytes(), chunks in chunking()) {
         let _ = feed(&bytes, &chunks);
+        let _ = feed_to(Decoder::group_stream(), &bytes, &chunks);
+    }
+
+    /// A group stream: runs of consecutive objects (which go as `ObjectNext`) mixed with
+    /// ones that do not continue the last (which go whole), in one track's stream.
+    #[test]
+    fn a_group_stream_round_trips(
+        first in object(),
+        steps in vec((0u32..3, 0u64..100_000, payload()), 0..12),
+        chunks in chunking(),
+    ) {
+        let mut msgs = vec![first];
+        for (skip, dt, payload) in steps {
+            let Msg::Object { broadcast, track, group, index, capture_us, .. } = msgs.last().unwrap().clone() else {
+                unreachable!()
+            };
+            msgs.push(Msg::Object {
+                broadcast,
+                track,
+                group,
+                index: index.wrapping_add(skip),
+                capture_us: capture_us.wrapping_add(dt),
+                payload,
+            });
+        }
+        let mut encoder = GroupEncoder::new();
+        let mut sizer = GroupEncoder::new();
+        let mut stream = Vec::new();
+        for m in &msgs {
+            let before = stream.len();
+            encoder.encode(m, &mut stream);
+            prop_assert_eq!(stream.len() - before, sizer.frame_len(m));
+        }
+        prop_assert_eq!(feed_to(Decoder::group_stream(), &stream, &chunks), Ok(msgs));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub mesh_peers: Gauge,
     mesh_in: Family<Vec<(String, String)>, Counter>,
     mesh_out: Family<Vec<(String, String)>, Counter>,
+    /// Object payload bytes sent to each neighbour: what the framing above is measured against.
+    mesh_media_out: Family<Vec<(String, String)>, Counter>,
+    /// UDP payload bytes sent to each neighbour: the frames with QUIC's packet overhead.
+    mesh_datagram_out: Family<Vec<(String, String)>, Counter>,
     /// 1 for each (broadcast, parent) this box receives through.
     pub mesh_parent: Family<Vec<(String, String)>, Gauge>,
     /// Children this box relays each broadcast to.
@@ -65,6 +69,8 @@ impl Metrics {
             mesh_peers: Gauge::default(),
             mesh_in: Family::default(),
             mesh_out: Family::default(),
+            mesh_media_out: Family::default(),
+            mesh_datagram_out: Family::default(),
             mesh_parent: Family::default(),
             mesh_children: Family::default(),
             mesh_routed: Family::default(),
@@ -139,6 +145,16 @@ impl Metrics {
             m.mesh_out.clone(),
         );
         registry.register(
+            "cambox_mesh_media_sent_bytes",
+            "Media payload bytes (H.264 access units, Opus packets) sent to each overlay neighbour",
+            m.mesh_media_out.clone(),
+        );
+        registry.register(
+            "cambox_mesh_datagram_sent_bytes",
+            "UDP payload bytes sent to each overlay neighbour, QUIC's packet overhead included",
+            m.mesh_datagram_out.clone(),
+        );
+        registry.register(
             "cambox_mesh_parent",
             "1 for the neighbour each broadcast is received from",
             m.mesh_parent.clone(),
@@ -191,6 +207,18 @@ impl Metrics {
 
     pub fn mesh_bytes_out(&self, peer: &impl std::fmt::Display) -> Counter {
         self.mesh_out
+            .get_or_create(&vec![("peer".into(), peer.to_string())])
+            .clone()
+    }
+
+    pub fn mesh_media_out(&self, peer: &impl std::fmt::Display) -> Counter {
+        self.mesh_media_out
+            .get_or_create(&vec![("peer".into(), peer.to_string())])
+            .clone()
+    }
+
+    pub fn mesh_datagram_out(&self, peer: &impl std::fmt::Display) -> Counter {
+        self.mesh_datagram_out
             .get_or_create(&vec![("peer".into(), peer.to_string())])
             .clone()
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cambox_mesh::wire::{self, Decoder};
+use cambox_mesh::wire::{self, Decoder, GroupEncoder};
 use cambox_mesh::{BroadcastId, Msg, NodeId};
 use tokio::sync::mpsc;
 
@@ -169,6 +169,7 @@ pub struct Inbox {
     /// This neighbour's byte counters, looked up once rather than per read.
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    pub media_out: Counter,
 }
 
 impl Inbox {
@@ -240,7 +241,7 @@ pub async fn accept_groups(inbox: Inbox, conn: quinn::Connection) {
 }
 
 async fn read_group(inbox: Inbox, conn: quinn::Connection, mut recv: quinn::RecvStream) {
-    let mut decoder = Decoder::new();
+    let mut decoder = Decoder::group_stream();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match decoder.next() {
@@ -283,35 +284,40 @@ pub async fn write_loop(
     mut control: quinn::SendStream,
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
-    let mut groups: HashMap<(BroadcastId, u8), (u64, quinn::SendStream)> = HashMap::new();
+    // Each track's current group stream, with the encoder that writes its objects after
+    // the first as `ObjectNext`.
+    let mut groups: HashMap<(BroadcastId, u8), (u64, GroupEncoder, quinn::SendStream)> =
+        HashMap::new();
     let mut frame = Vec::new();
     while let Some(msg) = rx.recv().await {
         frame.clear();
-        wire::encode(&msg, &mut frame);
         let sent = match &msg {
             Msg::Object {
                 broadcast,
                 track,
                 group,
+                payload,
                 ..
             } => {
                 let key = (broadcast.clone(), *track);
-                let current = groups.get(&key).is_some_and(|(g, _)| g == group);
+                let current = groups.get(&key).is_some_and(|(g, ..)| g == group);
                 if !current {
-                    if let Some((_, mut old)) = groups.remove(&key) {
+                    if let Some((.., mut old)) = groups.remove(&key) {
                         let _ = old.finish();
                     }
                     match conn.open_uni().await {
                         Ok(s) => {
-                            groups.insert(key.clone(), (*group, s));
+                            groups.insert(key.clone(), (*group, GroupEncoder::new(), s));
                         }
                         Err(_) => break,
                     }
                 }
-                let Some((_, stream)) = groups.get_mut(&key) else {
+                let Some((_, encoder, stream)) = groups.get_mut(&key) else {
                     break;
                 };
+                encoder.encode(&msg, &mut frame);
                 let r = stream.write_all(&frame).await;
+                inbox.media_out.inc_by(payload.len() as u64);
                 let _ = inbox.tx.send(Input::Transmitted {
                     peer: inbox.peer,
                     conn_id: inbox.conn_id,
@@ -320,11 +326,15 @@ pub async fn write_loop(
                 r.is_ok()
             }
             Msg::Goodbye => {
+                wire::encode(&msg, &mut frame);
                 let ok = control.write_all(&frame).await.is_ok();
                 let _ = control.finish();
                 ok
             }
-            _ => control.write_all(&frame).await.is_ok(),
+            _ => {
+                wire::encode(&msg, &mut frame);
+                control.write_all(&frame).await.is_ok()
+            }
         };
         if !sent {
             break;

@@ -559,6 +559,9 @@ struct Link {
     conn_id: usize,
     dialed: bool,
     out: mpsc::UnboundedSender<Msg>,
+    /// quinn's count of UDP bytes sent on this connection, as last added to `datagrams_out`.
+    datagrams_seen: u64,
+    datagrams_out: prometheus_client::metrics::counter::Counter,
 }
 
 /// A broadcast received from the mesh, rebuilt for this box's viewers.
@@ -812,6 +815,7 @@ impl Driver {
             tx: self.tx.clone(),
             bytes_in: self.metrics.mesh_bytes_in(&peer),
             bytes_out: self.metrics.mesh_bytes_out(&peer),
+            media_out: self.metrics.mesh_media_out(&peer),
         };
         let (out, out_rx) = mpsc::unbounded_channel();
         tokio::spawn(conn::read_control(
@@ -832,6 +836,8 @@ impl Driver {
                 conn_id,
                 dialed: est.dialed,
                 out,
+                datagrams_seen: 0,
+                datagrams_out: self.metrics.mesh_datagram_out(&peer),
             },
         );
         self.metrics.mesh_peers.set(self.links.len() as i64);
@@ -1133,6 +1139,12 @@ impl Driver {
         self.follow_rooms(now, &known);
         self.pending_replies.retain(|_, tx| !tx.is_closed());
         self.metrics.set_routed(&self.core.routed_stats());
+        for l in self.links.values_mut() {
+            let sent = l.conn.stats().udp_tx.bytes;
+            l.datagrams_out
+                .inc_by(sent.saturating_sub(l.datagrams_seen));
+            l.datagrams_seen = sent;
+        }
         // Static peers: dial the ones not connected (their ids are learned on connect).
         let connected: HashSet<SocketAddr> = self
             .links
