@@ -161,17 +161,28 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
 
 #[test]
 fn the_far_end_of_a_chain_of_static_peers_plays_when_the_box_between_watches_nothing() {
+    far_end_of_a_chain_plays(["a", "b", "c"]);
+}
+
+/// In one site a route is told by the box with the best one only, which assumes a full
+/// LAN mesh; boxes of one site chained by static peers tell each other every route.
+#[test]
+fn the_far_end_of_a_chain_of_static_peers_inside_one_site_plays() {
+    far_end_of_a_chain_plays(["hq", "hq", "hq"]);
+}
+
+fn far_end_of_a_chain_plays(sites: [&str; 3]) {
     require("ffprobe");
     require("curl");
     let _serial = serial();
     let a = BoxProc::start(&[
         "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "a",
-        "--site", "a",
+        "--site", sites[0],
     ]);
     a.wait_live(true);
     // c knows only b, b only a; b watches nothing.
-    let b = BoxProc::start(&["--name", "b", "--site", "b", "--peer", &a.mesh_addr]);
-    let c = BoxProc::start(&["--name", "c", "--site", "c", "--peer", &b.mesh_addr]);
+    let b = BoxProc::start(&["--name", "b", "--site", sites[1], "--peer", &a.mesh_addr]);
+    let c = BoxProc::start(&["--name", "c", "--site", sites[2], "--peer", &b.mesh_addr]);
     let path = format!("/live/a@{}.mp4", a.node_id);
     wait_for_stream(&c, &path, "c to learn a's broadcast through b");
     let dir = tempfile::tempdir().unwrap();
@@ -195,5 +206,21 @@ fn the_far_end_of_a_chain_of_static_peers_plays_when_the_box_between_watches_not
         parent_of(&b, &format!("a@{}", a.node_id)).as_deref(),
         Some(a.node_id.as_str()),
         "b relays a for c"
+    );
+    // What b's frames to c add to the media: objects after a group's first go as
+    // `ObjectNext` (10 bytes each); whole objects everywhere were 1.25 and more here.
+    let to_c = |m: &str| b.metric(&format!("{m}_total{{peer=\"{}\"}}", &c.node_id[..12]));
+    let media = to_c("cambox_mesh_media_sent_bytes");
+    let frames = to_c("cambox_mesh_sent_bytes");
+    let datagrams = to_c("cambox_mesh_datagram_sent_bytes");
+    println!(
+        "b to c: {media} media bytes, frames {:.3}x, UDP datagrams {:.3}x",
+        frames / media,
+        datagrams / media
+    );
+    assert!(
+        media > 0.0 && frames / media < 1.12,
+        "framing {:.3}x",
+        frames / media
     );
 }

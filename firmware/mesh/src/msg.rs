@@ -227,6 +227,15 @@ pub enum Msg {
         nonce: u64,
         target: NodeId,
     },
+    /// Who the sender reaches in its own site: how many boxes, itself included, and a
+    /// digest of their ids, told to site-mates once it has settled after a change. A site
+    /// is meant to be a full LAN mesh, where a route needs telling by one box only and all
+    /// boxes tell the same; a site-mate that tells another (static peers in one site,
+    /// mDNS blocked) may not reach that one box and is told every route.
+    SiteMates {
+        count: u32,
+        digest: u64,
+    },
     Ping {
         nonce: u64,
     },

@@ -63,6 +63,7 @@ mod kind {
     pub const FIND: u8 = 0x0e;
     pub const FOUND: u8 = 0x0f;
     pub const OBJECT_NEXT: u8 = 0x10;
+    pub const SITE_MATES: u8 = 0x11;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -133,6 +134,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::Routed(_) => kind::ROUTED,
         Msg::Find { .. } => kind::FIND,
         Msg::Found { .. } => kind::FOUND,
+        Msg::SiteMates { .. } => kind::SITE_MATES,
     }
 }
 
@@ -160,6 +162,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::FIND => "Find",
         kind::FOUND => "Found",
         kind::OBJECT_NEXT => "ObjectNext",
+        kind::SITE_MATES => "SiteMates",
         _ => return None,
     })
 }
@@ -223,6 +226,7 @@ fn body_len(msg: &Msg) -> usize {
         Msg::Routed(r) => ROUTED_FIXED_LEN + r.body.len(),
         Msg::Find { .. } => NODE_LEN + 8 + NODE_LEN + 1,
         Msg::Found { .. } => NODE_LEN + 8 + NODE_LEN,
+        Msg::SiteMates { .. } => 4 + 8,
     }
 }
 
@@ -318,6 +322,10 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             put_node(out, asker);
             put_u64(out, *nonce);
             put_node(out, target);
+        }
+        Msg::SiteMates { count, digest } => {
+            put_u32(out, *count);
+            put_u64(out, *digest);
         }
     }
 }
@@ -426,7 +434,8 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         | Msg::Pong { .. }
         | Msg::Goodbye
         | Msg::Find { .. }
-        | Msg::Found { .. } => {}
+        | Msg::Found { .. }
+        | Msg::SiteMates { .. } => {}
         Msg::Addresses { entries } => {
             c.count("entries", entries.len(), MAX_REDIRECT)?;
             entries.iter().try_for_each(|(_, a)| c.string("addr", a))?;
@@ -668,6 +677,10 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
             asker: r.node("asker")?,
             nonce: r.u64("nonce")?,
             target: r.node("target")?,
+        },
+        kind::SITE_MATES => Msg::SiteMates {
+            count: r.u32("count")?,
+            digest: r.u64("digest")?,
         },
         _ => Msg::Goodbye,
     };
@@ -1210,7 +1223,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x11, 0xff] {
+        for kind in [0, 0x12, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

@@ -51,3 +51,27 @@ fn every_box_of_a_long_chain_plays_with_most_between_watching_nothing() {
         assert!(receives(&net, watcher, b), "box {watcher} never received");
     }
 }
+
+/// Inside one site a route is told by one box only, the one with the best route, as a
+/// site is meant to be a full LAN mesh. Static peers in one site (or a LAN where mDNS
+/// does not pass) make a chain instead: boxes that reach other site-mates than each
+/// other (`SiteMates`, told once the site settles) tell each other every route, so the
+/// far end still learns and plays.
+#[test]
+fn the_far_end_of_a_chain_inside_one_site_plays() {
+    let mut net = Net::new(11);
+    for _ in 0..4 {
+        net.add_node(0, Config::default());
+    }
+    for i in 1..4 {
+        net.connect(i - 1, i, LinkSpec::LAN);
+    }
+    // The site settles (1 s), then the difference must last (2 s).
+    net.run_for(Duration::from_millis(3500));
+    let b = net.publish(0, "a");
+    net.run_for(Duration::from_secs(1));
+    net.subscribe(3, b);
+    net.run_for(Duration::from_secs(2));
+    assert!(receives(&net, 3, b), "d never received a's broadcast");
+    assert!(!receives(&net, 1, b), "b relays without playing it itself");
+}

@@ -124,6 +124,7 @@ fn msg() -> impl Strategy<Value = Msg> {
             nonce,
             target
         }),
+        (any::<u32>(), any::<u64>()).prop_map(|(count, digest)| Msg::SiteMates { count, digest }),
     ]
 }
 
@@ -164,7 +165,7 @@ fn encode(msg: &Msg) -> Vec<u8> {
 /// Bytes that get past the header now and then: random ones almost never do.
 fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     let framed =
-        (0u8..18, vec(any::<u8>(), 0..600), any::<bool>()).prop_map(|(kind, body, honest_len)| {
+        (0u8..19, vec(any::<u8>(), 0..600), any::<bool>()).prop_map(|(kind, body, honest_len)| {
             let mut out = vec![VERSION, kind];
             let len = if honest_len {
                 body.len() as u32

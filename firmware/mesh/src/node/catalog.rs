@@ -8,7 +8,31 @@ use std::time::{Duration, Instant};
 use super::{Entries, KnownBroadcast, Learned, Node, Origin, Peer, COALESCE, FRESH};
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, NODE_BROADCAST};
 
+/// How long whom a node reaches in its site must stay the same before it tells.
+const REACH_SETTLE: Duration = Duration::from_secs(1);
+/// How long a site-mate must reach other boxes than this node (after both settled)
+/// before it is told every route: longer than a change takes to be told both ways.
+const REACH_DIFFERS: Duration = Duration::from_secs(2);
+
 impl Node {
+    /// Whom this node reaches in its site, itself included: how many, and the XOR of the
+    /// first 8 bytes of their ids. Node ids are public keys, so two different sets have
+    /// the same digest only by a 2^-64 chance; a node that forged one only makes itself
+    /// be told fewer or more routes.
+    fn site_reach(&self) -> (u32, u64) {
+        let digest = |id: &NodeId| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&id.0[..8]);
+            u64::from_be_bytes(b)
+        };
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.site == self.cfg.site)
+            .fold((1, digest(&self.id)), |(n, d), (id, _)| {
+                (n + 1, d ^ digest(id))
+            })
+    }
+
     /// Tells each neighbour what changed since it was last told: new or changed entries,
     /// and withdrawals (an entry with an empty path) for routes this node lost. Nothing
     /// is told again while it holds: links are reliable streams, so, as in BGP, a route
@@ -28,10 +52,36 @@ impl Node {
             self.remake_catalog(now);
         }
         let interest = self.interest_msg();
+        let reaches = self.site_reach();
+        if reaches != self.reaches.0 {
+            self.reaches = (reaches, Some(now));
+        }
+        // A site's links come up one by one: telling each change would cost every box
+        // its site's size squared in messages while the site forms.
+        let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
         for p in self.peers.values_mut() {
             // Nodes are reached within their site; beyond it, through lookups.
             let entries = if p.site == self.cfg.site {
-                self.last_told.clone()
+                if settled && p.told_reaches != Some(reaches) {
+                    let (count, digest) = reaches;
+                    p.control.push_back(Msg::SiteMates { count, digest });
+                    p.told_reaches = Some(reaches);
+                }
+                // Differing for a moment is a site changing (a box came or went, and
+                // the news is on its way); only a lasting difference is a site that is
+                // not a full mesh.
+                let differs = p.reaches.is_some_and(|r| r != reaches);
+                let since = if differs {
+                    *p.differs_since.get_or_insert(now)
+                } else {
+                    p.differs_since = None;
+                    now
+                };
+                if differs && now >= since + REACH_DIFFERS {
+                    self.last_told_all.clone()
+                } else {
+                    self.last_told.clone()
+                }
             } else {
                 self.last_told_beyond.clone()
             };
@@ -76,11 +126,23 @@ impl Node {
             .filter(|e| e.broadcast.name != NODE_BROADCAST)
             .map(|e| (e.broadcast.clone(), e.clone()))
             .collect();
-        let fresh: Entries = entries
-            .into_iter()
-            .filter(|e| self.tells_site(e))
-            .map(|e| (e.broadcast.clone(), e))
-            .collect();
+        let mut fresh = Entries::new();
+        let mut all = Entries::new();
+        for e in entries {
+            let b = &e.broadcast;
+            // Another node's `.node` entry is told by that node only, even in a site that
+            // is not a full mesh: a node not reached directly is found by lookup.
+            if b.name == NODE_BROADCAST && b.origin != self.id {
+                continue;
+            }
+            if self.tells_site(&e) {
+                fresh.insert(b.clone(), e.clone());
+            }
+            all.insert(b.clone(), e);
+        }
+        if *self.last_told_all != all {
+            self.last_told_all = Arc::new(all);
+        }
         // Usually nothing changed: then every neighbour told last time is up to date, and
         // one comparison replaces one per neighbour.
         if *self.last_told != fresh {

@@ -151,9 +151,14 @@ struct Peer {
     interest: BTreeSet<BroadcastId>,
     routed_bucket: RateBucket,
     find_bucket: RateBucket,
+    /// Whom it reaches in its site, once it said (`SiteMates`: count and digest).
+    reaches: Option<(u32, u64)>,
+    /// Since when that differs from whom this node reaches.
+    differs_since: Option<Instant>,
     /// What we last told this neighbour, to send only what changed.
     told_catalog: Arc<Entries>,
     told_interest: Option<Msg>,
+    told_reaches: Option<(u32, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -216,6 +221,12 @@ pub struct Node {
     /// full to site-mates, without the site's `.node` entries to other sites.
     last_told: Arc<Entries>,
     last_told_beyond: Arc<Entries>,
+    /// `last_told` and the routes it leaves to better tellers among site-mates: for a
+    /// site-mate that does not reach the same boxes as this node.
+    last_told_all: Arc<Entries>,
+    /// Whom this node reaches in its site (count and digest) and since when: told once it
+    /// has settled.
+    reaches: ((u32, u64), Option<Instant>),
     /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
     /// (neighbours, their catalogs, subscriptions) since it last ran.
     dirty: bool,
@@ -249,6 +260,8 @@ impl Node {
             catalog_stale: true,
             last_told: Arc::default(),
             last_told_beyond: Arc::default(),
+            last_told_all: Arc::default(),
+            reaches: ((1, 0), None),
             gate: Gate::new(cfg_allow),
             wall: None,
             disconnected: BTreeMap::new(),
@@ -285,8 +298,11 @@ impl Node {
             interest: BTreeSet::new(),
             routed_bucket: RateBucket::new(),
             find_bucket: RateBucket::new(),
+            reaches: None,
+            differs_since: None,
             told_catalog: Arc::default(),
             told_interest: None,
+            told_reaches: None,
         });
         self.send(
             peer,
@@ -486,6 +502,11 @@ impl Node {
                 nonce,
                 target,
             } => self.on_found(now, from, (asker, nonce, target)),
+            Msg::SiteMates { count, digest } => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.reaches = Some((count, digest));
+                }
+            }
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
             // Addresses are the transport's business.
             Msg::Pong { .. } | Msg::Addresses { .. } => {}
