@@ -121,7 +121,8 @@ pub struct PeerInfo {
     pub rtt_ms: f64,
 }
 
-/// What reaches the driver task.
+/// What the network and the box's own media tell the driver task: links, messages,
+/// discovery, the box's own objects. Everything here ends up in the core.
 #[derive(Debug)]
 pub enum Input {
     Up(Box<Established>),
@@ -161,6 +162,12 @@ pub enum Input {
         capture_us: u64,
         payload: Bytes,
     },
+}
+
+/// What the rest of the box asks of the mesh (the API, viewers, the bus), on a channel of
+/// its own so that requests and network events are told apart by type, not by variant.
+#[derive(Debug)]
+pub enum Request {
     List(oneshot::Sender<Vec<MeshBroadcast>>),
     Peers(oneshot::Sender<Vec<PeerInfo>>),
     Watch {
@@ -210,13 +217,13 @@ pub struct Watched {
 #[derive(Debug)]
 pub struct WatchGuard {
     id: Option<BroadcastId>,
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::UnboundedSender<Request>,
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
-            let _ = self.tx.send(Input::Unwatch(id));
+            let _ = self.tx.send(Request::Unwatch(id));
         }
     }
 }
@@ -234,6 +241,7 @@ struct Catalog {
 #[derive(Debug, Clone)]
 pub struct Mesh {
     tx: mpsc::UnboundedSender<Input>,
+    requests: mpsc::UnboundedSender<Request>,
     pub id: NodeId,
     /// The endpoint's bound address (with the port the OS chose for port 0).
     pub local_addr: SocketAddr,
@@ -300,6 +308,7 @@ impl Mesh {
         core.set_wall_clock(Instant::now(), crate::bus::wall_ms());
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
+        let (requests, requests_rx) = mpsc::unbounded_channel();
         let hello = hello(&core, &settings);
         tokio::spawn(accept_loop(
             endpoint.clone(),
@@ -328,6 +337,7 @@ impl Mesh {
             me,
             endpoint,
             tx: tx.clone(),
+            requests: requests.clone(),
             links: HashMap::new(),
             next_conn: 0,
             addrs: HashMap::new(),
@@ -348,9 +358,10 @@ impl Mesh {
             incoming: incoming_tx,
             rooms: HashMap::new(),
         };
-        tokio::spawn(driver.run(rx, on_air));
+        tokio::spawn(driver.run(rx, requests_rx, on_air));
         Ok(Mesh {
             tx,
+            requests,
             id,
             local_addr,
             incoming: Arc::new(Mutex::new(Some(incoming_rx))),
@@ -368,7 +379,7 @@ impl Mesh {
     /// What this box offers, announced to every node.
     pub fn set_announcement(&self, a: &crate::bus::Announcement) {
         let json = Bytes::from(serde_json::to_vec(a).unwrap_or_default());
-        let _ = self.tx.send(Input::Own {
+        let _ = self.requests.send(Request::Own {
             track: TRACK_CATALOG,
             json,
         });
@@ -377,7 +388,7 @@ impl Mesh {
     /// This box's readings, published on its telemetry track.
     pub fn set_telemetry(&self, t: &crate::bus::Telemetry) {
         let json = Bytes::from(serde_json::to_vec(t).unwrap_or_default());
-        let _ = self.tx.send(Input::Own {
+        let _ = self.requests.send(Request::Own {
             track: cambox_mesh::msg::TRACK_TELEMETRY,
             json,
         });
@@ -392,7 +403,7 @@ impl Mesh {
     ) -> Result<crate::bus::commands::Reply, MeshError> {
         let body = Bytes::from(serde_json::to_vec(req).unwrap_or_default());
         let answer =
-            tokio::time::timeout(wait, self.ask(|reply| Input::Command { to, body, reply }))
+            tokio::time::timeout(wait, self.ask(|reply| Request::Command { to, body, reply }))
                 .await
                 .map_err(|_| MeshError::NoReply(to.short(), wait))???;
         serde_json::from_slice(&answer)
@@ -402,21 +413,21 @@ impl Mesh {
     /// Answers a command that came in through [`Mesh::take_incoming`].
     pub fn reply(&self, to: NodeId, id: u64, reply: &crate::bus::commands::Reply) {
         let body = Bytes::from(serde_json::to_vec(reply).unwrap_or_default());
-        let _ = self.tx.send(Input::Reply { to, id, body });
+        let _ = self.requests.send(Request::Reply { to, id, body });
     }
 
     /// Every node of the mesh with its announcement and latest readings. The first ask
     /// starts following them all (for a minute after the last ask), so it waits `wait`
     /// for their answers to arrive.
     pub async fn nodes(&self, wait: Duration) -> Result<Vec<NodeView>, MeshError> {
-        let first = self.ask(Input::Nodes).await?;
+        let first = self.ask(Request::Nodes).await?;
         if first.iter().all(|n| n.local || n.announcement.is_some()) {
             return Ok(first);
         }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = self.ask(Input::Nodes).await?;
+            let now = self.ask(Request::Nodes).await?;
             if tokio::time::Instant::now() >= deadline
                 || now.iter().all(|n| n.local || n.announcement.is_some())
             {
@@ -437,7 +448,7 @@ impl Mesh {
         MeshError,
     > {
         let room = room.to_string();
-        self.ask(|reply| Input::ChatFollow { room, reply }).await
+        self.ask(|reply| Request::ChatFollow { room, reply }).await
     }
 
     pub async fn chat_send(
@@ -447,7 +458,7 @@ impl Mesh {
         text: &str,
     ) -> Result<ChatMessage, MeshError> {
         let (room, name, text) = (room.to_string(), name.to_string(), text.to_string());
-        self.ask(|reply| Input::ChatSend {
+        self.ask(|reply| Request::ChatSend {
             room,
             name,
             text,
@@ -456,19 +467,24 @@ impl Mesh {
         .await
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Result<T, MeshError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, MeshError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| MeshError::Stopped)?;
+        self.requests
+            .send(make(reply))
+            .map_err(|_| MeshError::Stopped)?;
         rx.await.map_err(|_| MeshError::Stopped)
     }
 
     /// Every broadcast the mesh knows, this box's own included.
     pub async fn list(&self) -> Result<Vec<MeshBroadcast>, MeshError> {
-        self.ask(Input::List).await
+        self.ask(Request::List).await
     }
 
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, MeshError> {
-        self.ask(Input::Peers).await
+        self.ask(Request::Peers).await
     }
 
     /// Joins the tree of the broadcast called `name` (`name@origin` picks one origin when
@@ -477,7 +493,7 @@ impl Mesh {
         let name = name.to_string();
         let r = tokio::time::timeout(
             wait,
-            self.ask(|reply| Input::Watch {
+            self.ask(|reply| Request::Watch {
                 name: name.clone(),
                 reply,
             }),
@@ -494,7 +510,7 @@ impl Mesh {
 
     /// Says goodbye to every neighbour, so they switch parents at once.
     pub async fn shutdown(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ask(Input::Shutdown)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ask(Request::Shutdown)).await;
     }
 }
 
@@ -589,6 +605,8 @@ struct Driver {
     hello: Msg,
     endpoint: quinn::Endpoint,
     tx: mpsc::UnboundedSender<Input>,
+    /// For the guards of watched broadcasts, which ask to stop when dropped.
+    requests: mpsc::UnboundedSender<Request>,
     links: HashMap<NodeId, Link>,
     next_conn: usize,
     /// Where each known node's endpoint is: from connections, discovery and peers' hints.
@@ -620,6 +638,7 @@ impl Driver {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Input>,
+        mut requests: mpsc::UnboundedReceiver<Request>,
         mut on_air: watch::Receiver<Option<Broadcast>>,
     ) {
         let mut tick = tokio::time::interval(TICK);
@@ -635,12 +654,16 @@ impl Driver {
                 .unwrap_or_else(|| tokio::time::Instant::now() + TICK);
             tokio::select! {
                 input = rx.recv() => match input {
-                    Some(Input::Shutdown(done)) => {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                request = requests.recv() => match request {
+                    Some(Request::Shutdown(done)) => {
                         self.goodbye().await;
                         let _ = done.send(());
                         return;
                     }
-                    Some(input) => self.handle(input),
+                    Some(request) => self.serve(request),
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake) => self.core.handle_timeout(Instant::now()),
@@ -737,10 +760,17 @@ impl Driver {
                         .handle_local_object(&id, track, group, index, capture_us, payload);
                 }
             }
-            Input::List(reply) => {
+        }
+    }
+
+    /// Answers what the box asked of the mesh.
+    fn serve(&mut self, request: Request) {
+        let now = Instant::now();
+        match request {
+            Request::List(reply) => {
                 let _ = reply.send(self.list(now));
             }
-            Input::Peers(reply) => {
+            Request::Peers(reply) => {
                 let peers = self
                     .links
                     .iter()
@@ -752,8 +782,8 @@ impl Driver {
                     .collect();
                 let _ = reply.send(peers);
             }
-            Input::Watch { name, reply } => self.watch(now, &name, reply),
-            Input::Unwatch(id) => {
+            Request::Watch { name, reply } => self.watch(now, &name, reply),
+            Request::Unwatch(id) => {
                 if let Some(r) = self.remotes.get_mut(&id) {
                     r.watchers = r.watchers.saturating_sub(1);
                     if r.watchers == 0 {
@@ -761,16 +791,16 @@ impl Driver {
                     }
                 }
             }
-            Input::Own { track, json } => self.set_own(track, json),
-            Input::Command { to, body, reply } => self.send_command(now, to, body, reply),
-            Input::Reply { to, id, body } => self.send_reply(now, to, id, body),
-            Input::Nodes(reply) => {
+            Request::Own { track, json } => self.set_own(track, json),
+            Request::Command { to, body, reply } => self.send_command(now, to, body, reply),
+            Request::Reply { to, id, body } => self.send_reply(now, to, id, body),
+            Request::Nodes(reply) => {
                 let _ = reply.send(self.nodes(now));
             }
-            Input::ChatFollow { room, reply } => {
+            Request::ChatFollow { room, reply } => {
                 let _ = reply.send(self.chat_follow(now, &room));
             }
-            Input::ChatSend {
+            Request::ChatSend {
                 room,
                 name,
                 text,
@@ -778,7 +808,7 @@ impl Driver {
             } => {
                 let _ = reply.send(self.chat_send(now, &room, &name, &text));
             }
-            Input::Shutdown(_) => {}
+            Request::Shutdown(_) => {}
         }
     }
 
@@ -986,7 +1016,7 @@ impl Driver {
                     broadcast: b.clone(),
                     guard: WatchGuard {
                         id: Some(id.clone()),
-                        tx: self.tx.clone(),
+                        tx: self.requests.clone(),
                     },
                 }));
             }
@@ -1044,7 +1074,7 @@ impl Driver {
                 broadcast: l.broadcast.clone(),
                 guard: WatchGuard {
                     id: None,
-                    tx: self.tx.clone(),
+                    tx: self.requests.clone(),
                 },
             }));
             return;
@@ -1067,7 +1097,7 @@ impl Driver {
                     broadcast: b.clone(),
                     guard: WatchGuard {
                         id: Some(id.clone()),
-                        tx: self.tx.clone(),
+                        tx: self.requests.clone(),
                     },
                 }));
             }
