@@ -200,27 +200,19 @@ impl Metrics {
     }
 
     pub fn mesh_bytes_in(&self, peer: &impl std::fmt::Display) -> Counter {
-        self.mesh_in
-            .get_or_create(&vec![("peer".into(), peer.to_string())])
-            .clone()
+        of_peer(&self.mesh_in, peer)
     }
 
     pub fn mesh_bytes_out(&self, peer: &impl std::fmt::Display) -> Counter {
-        self.mesh_out
-            .get_or_create(&vec![("peer".into(), peer.to_string())])
-            .clone()
+        of_peer(&self.mesh_out, peer)
     }
 
     pub fn mesh_media_out(&self, peer: &impl std::fmt::Display) -> Counter {
-        self.mesh_media_out
-            .get_or_create(&vec![("peer".into(), peer.to_string())])
-            .clone()
+        of_peer(&self.mesh_media_out, peer)
     }
 
     pub fn mesh_datagram_out(&self, peer: &impl std::fmt::Display) -> Counter {
-        self.mesh_datagram_out
-            .get_or_create(&vec![("peer".into(), peer.to_string())])
-            .clone()
+        of_peer(&self.mesh_datagram_out, peer)
     }
 
     pub fn set_routed(&self, s: &cambox_mesh::routed::RoutedStats) {
@@ -245,4 +237,14 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The counter of one neighbour in a family labelled by peer.
+fn of_peer(
+    family: &Family<Vec<(String, String)>, Counter>,
+    peer: &impl std::fmt::Display,
+) -> Counter {
+    family
+        .get_or_create(&vec![("peer".into(), peer.to_string())])
+        .clone()
 }
