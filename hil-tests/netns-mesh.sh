@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Tier c: three sites of three boxes in network namespaces, joined by a router.
+# Tier c: sites of three boxes in network namespaces (three, or --sites N), joined by a
+# router.
 #
 #   site s1: boxes b11 (live origin) b12 b13 + an avahi observer   ─┐
 #   site s2: boxes b21 b22 b23 + an avahi observer                  ├─ router
@@ -9,34 +10,57 @@
 # the site's WAN traffic. mDNS stays inside a site (the router does not route multicast):
 # avahi-browse in each site must see that site's three boxes and no others. Boxes of other
 # sites know only the origin's address (a static --peer, until the registry).
-# The 8 boxes other than the origin each play the broadcast with `cambox watch`; ffprobe
+# The boxes other than the origin each play the broadcast with `cambox watch`; ffprobe
 # checks every recording, and each site's uplink must carry about one copy in and at most
 # the fan-out of the tree of sites (4) out.
 #
 # With --registry, boxes know no peer: a `cambox registry` in the router namespace is the
-# only way across sites. It is killed while the 8 boxes play (they must keep playing) and
-# restarted (it must list all 9 boxes again within one heartbeat).
+# only way across sites. It is killed while the boxes play (they must keep playing) and
+# restarted (it must list every box again within one heartbeat).
+#
+# With --chain, sites form a chain of static peers: each box of site k knows only the
+# first box of site k-1, and sites 3 and 6 watch nothing (their boxes only pass the
+# broadcast on). The run prints the depth of the tree of sites (site hops from the origin's
+# site, from each box's parent) and the delay from the strip at the deepest site against
+# the origin's. Both --chain and --registry: the chain, and the registry beside it.
 #
 # Every box serves RTSP on 8554 (advertised as _rtsp._tcp): a player at site s3 opens the
 # s1 broadcast on a box of its own site.
 #
 # Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl and ffprobe.
-# Usage: hil-tests/netns-mesh.sh [--registry] [--seconds N] [--keep]   (binary: $CAMBOX_BIN)
+# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--sites N] [--seconds N] [--keep]
+#        (binary: $CAMBOX_BIN)
 set -euo pipefail
 
 SECS=14
 KEEP=false
 REGISTRY=false
+CHAIN=false
+SITES=3
 HEARTBEAT=3
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift 2 ;;
         --keep) KEEP=true; shift ;;
         --registry) REGISTRY=true; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --chain) CHAIN=true; shift ;;
+        --sites) SITES=$2; shift 2 ;;
+        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
         *) echo "netns-mesh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
+
+case "$SITES" in
+    [2-9]|1[0-9]|20) ;;
+    *) echo "netns-mesh: --sites takes 2 to 20, not '$SITES'" >&2; exit 2 ;;
+esac
+boxes=$((SITES * 3))
+# Two cores encode the origin's picture and run every box and viewer: beyond three sites
+# the picture is smaller, so that the origin keeps its 30 frames a second.
+width=1280 height=720
+[ "$SITES" -le 3 ] || { width=640 height=360; }
+# Sites whose boxes watch nothing (in a chain they only pass the broadcast on).
+idle_site() { $CHAIN && { [ "$1" = 3 ] || [ "$1" = 6 ]; }; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CAMBOX_BIN:-${CARGO_TARGET_DIR:-$here/target}/debug/cambox}
@@ -73,7 +97,7 @@ router=${run}r
 ns_add "$router"
 in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
 
-for s in 1 2 3; do
+for s in $(seq "$SITES"); do
     site=${run}s$s
     ns_add "$site"
     ip -n "$site" link add br0 type bridge
@@ -93,7 +117,7 @@ for s in 1 2 3; do
         ip -n "$host" route add default via "10.9.$s.1"
     done
 done
-say "3 sites x 3 boxes and a router are up (namespaces ${run}*)"
+say "$SITES sites x 3 boxes and a router are up (namespaces ${run}*)"
 
 origin_ip=10.9.1.11
 registry_url=http://10.9.1.1:8090
@@ -104,16 +128,17 @@ start_registry() {
     pids+=("$registry_pid")
 }
 $REGISTRY && start_registry
-for s in 1 2 3; do
+for s in $(seq "$SITES"); do
     for b in 1 2 3; do
         host=${run}s${s}b$b
         args=(run --http 0.0.0.0:8080 --listen 0.0.0.0:4433 --key "$work/$host.key"
-              --site "s$s" --name "b$s$b" --node "b$s$b" --source testsrc --width 1280 --height 720
-              --bitrate 2M)
+              --site "s$s" --name "b$s$b" --node "b$s$b" --source testsrc --width "$width"
+              --height "$height" --bitrate 2M)
         if [ "$s$b" = 11 ]; then args+=(--live); fi
-        if $REGISTRY; then
-            args+=(--registry "$registry_url")
-        elif [ "$s$b" != 11 ]; then
+        $REGISTRY && args+=(--registry "$registry_url")
+        if $CHAIN && [ "$s" -gt 1 ]; then
+            args+=(--peer "10.9.$((s - 1)).11:4433")
+        elif ! $REGISTRY && ! $CHAIN && [ "$s$b" != 11 ]; then
             args+=(--peer "$origin_ip:4433")
         fi
         ip netns exec "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
@@ -133,7 +158,7 @@ done
 short=${origin_id:0:12}
 broadcast="b11@$short"
 say "origin is node $short; waiting for every box to learn $broadcast"
-for s in 1 2 3; do
+for s in $(seq "$SITES"); do
     for b in 1 2 3; do
         [ "$s$b" = 11 ] && continue
         host=${run}s${s}b$b
@@ -148,7 +173,8 @@ for s in 1 2 3; do
     done
 done
 
-# mDNS: each site's observer sees exactly its own site's boxes.
+# mDNS: each site's observer sees exactly its own site's boxes (the first three sites:
+# each look takes seconds, and the others are built alike).
 browse() {
     # A private /run gives this namespace its own D-Bus and avahi-daemon. (The script is
     # single-quoted on purpose: it expands inside the namespace.)
@@ -163,7 +189,7 @@ browse() {
         kill "$bus" 2>/dev/null || true
     '
 }
-for s in 1 2 3; do
+for s in $(seq "$(( SITES < 3 ? SITES : 3 ))"); do
     found=$(browse "${run}s${s}bo")
     seen=$(echo "$found" | awk -F';' '$1 == "=" && $3 == "IPv4" && $5 == "_cambox._udp" { print $10 }' |
         tr ' ' '\n' | sed -n 's/^"site=\(.*\)"$/\1/p' | sort | uniq -c | tr -s ' ')
@@ -176,10 +202,22 @@ for s in 1 2 3; do
     [ "$rtsp" = 3 ] || { say "FAIL: site s$s should see 3 RTSP servers"; exit 1; }
 done
 
-# Every box but the origin plays the broadcast; count each uplink over the middle of it.
 uplink() { in_ns "$router" cat "/sys/class/net/up$1/statistics/$2_bytes"; }
+# Each uplink's control traffic (catalog, QUIC acknowledgements and keep-alives) before
+# anyone watches: a site's links, and so its control, differ with the way sites are
+# joined (a registry links boxes to many other sites), so each is measured on its own.
+declare -A control
+for s in $(seq "$SITES"); do control[$s.rx]=$(uplink "$s" rx); control[$s.tx]=$(uplink "$s" tx); done
+sleep 3
+for s in $(seq "$SITES"); do
+    control[$s.rx]=$(( ($(uplink "$s" rx) - control[$s.rx]) / 3 ))
+    control[$s.tx]=$(( ($(uplink "$s" tx) - control[$s.tx]) / 3 ))
+done
+
+# Every box but the origin plays the broadcast; count each uplink over the middle of it.
 watchers=()
-for s in 1 2 3; do
+for s in $(seq "$SITES"); do
+    idle_site "$s" && continue
     for b in 1 2 3; do
         [ "$s$b" = 11 ] && continue
         host=${run}s${s}b$b
@@ -192,16 +230,59 @@ done
 sleep 4
 window=$((SECS - 6))
 declare -A before after
-for s in 1 2 3; do before[$s.rx]=$(uplink "$s" rx); before[$s.tx]=$(uplink "$s" tx); done
+for s in $(seq "$SITES"); do before[$s.rx]=$(uplink "$s" rx); before[$s.tx]=$(uplink "$s" tx); done
+window_start=$(date +%s%N)
+
+# The tree of sites while every viewer plays: from each box's parent, the site hops up to
+# the origin's site; then the strip's delay at the deepest box against the origin's.
+declare -A site_of parent_of host_of
+for s in $(seq "$SITES"); do
+    for b in 1 2 3; do
+        host=${run}s${s}b$b
+        id=$(in_ns "$host" curl -s http://127.0.0.1:8080/api/v1/status |
+            sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p')
+        id=${id:0:12}
+        site_of[$id]=$s host_of[$id]=$host
+        parent_of[$id]=$(in_ns "$host" curl -s http://127.0.0.1:8080/metrics |
+            sed -n "s/^cambox_mesh_parent{broadcast=\"$broadcast\",parent=\"\([0-9a-f]*\)\"} 1$/\1/p" | head -1)
+    done
+done
+depth=0 deepest=${run}s1b1
+for id in "${!parent_of[@]}"; do
+    hops=0 cur=$id
+    for _ in $(seq 64); do
+        up=${parent_of[$cur]:-}
+        [ -n "$up" ] || break
+        [ "${site_of[$up]:-0}" != "${site_of[$cur]}" ] && hops=$((hops + 1))
+        cur=$up
+    done
+    if [ "$hops" -gt "$depth" ]; then depth=$hops deepest=${host_of[$id]}; fi
+done
+say "tree of sites: $depth site hops deep at the most ($deepest; $SITES sites)"
+strip_json() {
+    ip netns exec "$1" "$BIN" strip "http://127.0.0.1:8080/live/$2.mp4" --duration 4s --json \
+        >"$work/$1.strip.json" 2>/dev/null || true
+}
+strip_json "${run}s1b1" b11 &
+strip_origin=$!
+strip_json "$deepest" "$broadcast" &
+strip_deep=$!
+wait "$strip_origin" "$strip_deep"
+median() { sed -n 's/.*"latency_median_ms":\([0-9.]*\).*/\1/p' "$work/$1.strip.json"; }
+say "delay from the strip, median: origin's box $(median "${run}s1b1") ms, deepest site's box $(median "$deepest") ms"
+# What is left of the window (in whole seconds) after the tree and the strips.
+rest=$(( window - ($(date +%s%N) - window_start) / 1000000000 ))
+[ "$rest" -gt 0 ] || rest=0
 if $REGISTRY; then
-    sleep $((window / 2))
+    sleep $((rest / 2))
     kill "$registry_pid"
-    say "registry killed while 8 boxes play"
-    sleep $((window - window / 2))
+    say "registry killed while ${#watchers[@]} boxes play"
+    sleep $((rest - rest / 2))
 else
-    sleep "$window"
+    sleep "$rest"
 fi
-for s in 1 2 3; do after[$s.rx]=$(uplink "$s" rx); after[$s.tx]=$(uplink "$s" tx); done
+for s in $(seq "$SITES"); do after[$s.rx]=$(uplink "$s" rx); after[$s.tx]=$(uplink "$s" tx); done
+window_ms=$(( ($(date +%s%N) - window_start) / 1000000 ))
 failed=false
 for w in "${watchers[@]}"; do wait "$w" || failed=true; done
 $failed && { say "FAIL: a viewer failed"; tail -n 3 "$work"/*.watch.log; exit 1; }
@@ -212,7 +293,7 @@ for f in "$work"/*.mp4; do
     n=$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$f")
     [ "${n:-0}" -ge "$min_frames" ] || { say "FAIL: $(basename "$f") decodes $n frames, want >= $min_frames"; exit 1; }
 done
-say "all 8 viewers decoded >= $min_frames frames of ${SECS} s"
+say "all ${#watchers[@]} viewers decoded >= $min_frames frames of ${SECS} s"
 
 # RTSP: a player at site s3 opens the s1 broadcast on a box of its own site.
 rtsp_url="rtsp://10.9.3.11:8554/$broadcast"
@@ -224,25 +305,22 @@ say "ffprobe at site s3 of $rtsp_url: ${probe:-nothing}"
 # One copy: what one viewer received per second (the box's fMP4, close to the media rate).
 copy=$(( $(stat -c %s "$work/${run}s1b2.mp4") / SECS ))
 say "one copy of the broadcast is about $((copy * 8 / 1000)) kbit/s"
-# The origin's site receives no media: what flows into it is control traffic (gossip,
-# QUIC acknowledgements and keep-alives of its links to other sites), about the same on
-# every uplink; the media on a link is what is left.
-control=$(( (after[1.tx] - before[1.tx]) / window ))
-say "control traffic, seen into site s1: $((control * 8 / 1000)) kbit/s"
 ok=true
-for s in 1 2 3; do
-    rx=$(( (after[$s.rx] - before[$s.rx]) / window ))   # out of the site
-    tx=$(( (after[$s.tx] - before[$s.tx]) / window ))   # into the site
-    into=$(awk -v a="$tx" -v k="$control" -v c="$copy" 'BEGIN { printf "%.2f", (a - k) / c }')
-    out=$(awk -v a="$rx" -v k="$control" -v c="$copy" 'BEGIN { printf "%.2f", (a - k) / c }')
-    say "site s$s uplink: into the site $((tx * 8 / 1000)) kbit/s = $into copies + control, out $((rx * 8 / 1000)) kbit/s = $out copies + control"
-    # Into a site that plays it: one copy; two would be 2.
-    if [ "$s" != 1 ]; then
+for s in $(seq "$SITES"); do
+    rx=$(( (after[$s.rx] - before[$s.rx]) * 1000 / window_ms ))   # out of the site
+    tx=$(( (after[$s.tx] - before[$s.tx]) * 1000 / window_ms ))   # into the site
+    into=$(awk -v a="$tx" -v k="${control[$s.tx]}" -v c="$copy" 'BEGIN { printf "%.2f", (a - k) / c }')
+    out=$(awk -v a="$rx" -v k="${control[$s.rx]}" -v c="$copy" 'BEGIN { printf "%.2f", (a - k) / c }')
+    say "site s$s uplink: into the site $((tx * 8 / 1000)) kbit/s = $into copies + $((control[$s.tx] * 8 / 1000)) of control, out $((rx * 8 / 1000)) kbit/s = $out copies + $((control[$s.rx] * 8 / 1000)) of control"
+    # Into a site that plays it: one copy; two would be 2. A site that watches nothing
+    # carries one only if it passes the broadcast on.
+    if [ "$s" != 1 ] && ! idle_site "$s"; then
         awk -v r="$into" 'BEGIN { exit !(r >= 0.7 && r <= 1.4) }' || ok=false
     fi
     # Out of any site: at most the fan-out of the tree of sites (4 copies, as the uplink
     # budget allows); the origin's site usually serves both other sites itself.
     awk -v r="$out" 'BEGIN { exit !(r <= 4.4) }' || ok=false
+    idle_site "$s" && { awk -v r="$into" 'BEGIN { exit !(r <= 1.4) }' || ok=false; }
 done
 $ok || { say "FAIL: an uplink carried more than one copy in, or more than the fan-out out"; exit 1; }
 if $REGISTRY; then
@@ -251,15 +329,19 @@ if $REGISTRY; then
     count=0
     for _ in $(seq 100); do
         count=$(in_ns "${run}s1b2" curl -s "$registry_url/api/v1/nodes" 2>/dev/null | grep -o '"node":' | wc -l || true)
-        [ "$count" = 9 ] && break
+        [ "$count" = "$boxes" ] && break
         sleep 0.1
     done
     took=$(( ($(date +%s%N) - started) / 1000000 ))
-    say "restarted registry lists $count of 9 boxes after $took ms (heartbeat ${HEARTBEAT} s)"
-    if [ "$count" != 9 ] || [ "$took" -gt $(( HEARTBEAT * 1000 + 1000 )) ]; then
+    say "restarted registry lists $count of $boxes boxes after $took ms (heartbeat ${HEARTBEAT} s)"
+    if [ "$count" != "$boxes" ] || [ "$took" -gt $(( HEARTBEAT * 1000 + 1000 )) ]; then
         say "FAIL: the registry was not complete again within one heartbeat"; exit 1
     fi
-    say "PASS: sites found each other only through the registry; streams outlived it"
+    if $CHAIN; then
+        say "PASS: sites joined by a chain and a registry; streams outlived the registry"
+    else
+        say "PASS: sites found each other only through the registry; streams outlived it"
+    fi
 else
-    say "PASS: one copy into each site, at most the fan-out out, mDNS per site, 8 viewers played"
+    say "PASS: one copy into each site, at most the fan-out out, mDNS per site, ${#watchers[@]} viewers played"
 fi
