@@ -84,6 +84,18 @@ async fn send_and_get_closed(to: std::net::SocketAddr, seed: u8, bytes: Vec<u8>)
     reason.to_string()
 }
 
+/// Waits until `mesh` has heard of the broadcast "cam" (a loaded machine takes a while
+/// to link the two boxes), up to 10 s.
+async fn knows_cam(mesh: &Mesh) {
+    for _ in 0..200 {
+        if mesh.list().await.unwrap().iter().any(|b| b.name == "cam") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the good peer never heard of the broadcast");
+}
+
 async fn receives(mesh: &Mesh) -> u64 {
     let w = mesh
         .watch("cam", Duration::from_secs(5))
@@ -121,7 +133,7 @@ async fn garbage_from_one_peer_costs_only_its_own_link() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    knows_cam(&good).await;
     assert!(receives(&good).await > 10, "the good peer receives before");
 
     let rogue_id = Identity::from_seed([9; 32]).node_id();

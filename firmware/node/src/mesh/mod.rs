@@ -663,7 +663,17 @@ impl Driver {
                         let _ = done.send(());
                         return;
                     }
-                    Some(request) => self.serve(request),
+                    Some(request) => {
+                        // What reached the driver before the request is handled first, as
+                        // one channel would: a watch must see the catalog already in.
+                        for _ in 0..rx.len() {
+                            match rx.try_recv() {
+                                Ok(input) => self.handle(input),
+                                Err(_) => break,
+                            }
+                        }
+                        self.serve(request)
+                    }
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake) => self.core.handle_timeout(Instant::now()),
