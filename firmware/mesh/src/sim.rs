@@ -65,20 +65,23 @@ impl LinkSpec {
 
 /// Which QUIC stream a message travels on: the control stream (0), or its group's.
 fn stream_of(msg: &Msg) -> u64 {
-    use std::hash::{Hash, Hasher};
     match msg {
         Msg::Object {
             broadcast,
             track,
             group,
             ..
-        } => {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (broadcast, track, group).hash(&mut h);
-            h.finish() | 1
-        }
+        } => hash_of((broadcast, track, group)) | 1,
         _ => 0,
     }
+}
+
+/// A 64-bit key for a tuple, to index per-stream and per-track state without cloning it.
+fn hash_of(v: impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 /// An object a node handed to its own viewers.
@@ -786,15 +789,11 @@ impl Net {
         let bytes = match &msg {
             Msg::Object {
                 broadcast, track, ..
-            } => {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                (broadcast, track).hash(&mut h);
-                self.group_encoders
-                    .entry((from, to, h.finish()))
-                    .or_default()
-                    .frame_len(&msg)
-            }
+            } => self
+                .group_encoders
+                .entry((from, to, hash_of((broadcast, track))))
+                .or_default()
+                .frame_len(&msg),
             _ => crate::wire_len(&msg),
         };
         let media = matches!(msg, Msg::Object { .. });
