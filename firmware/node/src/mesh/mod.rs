@@ -657,25 +657,23 @@ impl Driver {
                     Some(input) => self.handle(input),
                     None => return,
                 },
-                request = requests.recv() => match request {
-                    Some(Request::Shutdown(done)) => {
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    // What reached the driver before the request is handled first, as
+                    // one channel would: a watch must see the catalog already in.
+                    for _ in 0..rx.len() {
+                        match rx.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Request::Shutdown(done) = request {
                         self.goodbye().await;
                         let _ = done.send(());
                         return;
                     }
-                    Some(request) => {
-                        // What reached the driver before the request is handled first, as
-                        // one channel would: a watch must see the catalog already in.
-                        for _ in 0..rx.len() {
-                            match rx.try_recv() {
-                                Ok(input) => self.handle(input),
-                                Err(_) => break,
-                            }
-                        }
-                        self.serve(request)
-                    }
-                    None => return,
-                },
+                    self.serve(request)
+                }
                 _ = tokio::time::sleep_until(wake) => self.core.handle_timeout(Instant::now()),
                 _ = tick.tick() => self.tick(),
                 changed = on_air.changed() => {
@@ -818,6 +816,7 @@ impl Driver {
             } => {
                 let _ = reply.send(self.chat_send(now, &room, &name, &text));
             }
+            // Answered by the run loop, which says goodbye and stops.
             Request::Shutdown(_) => {}
         }
     }
