@@ -36,6 +36,28 @@ impl std::fmt::Display for NodeId {
     }
 }
 
+/// A node as a catalog path names it: the first 8 bytes of its id. A path is told along
+/// every link at every change, and 8 bytes instead of 32 per relay made entries about
+/// 40 % smaller; two nodes on one route share a prefix by a 2^-64 chance, and a forged
+/// one only makes a route look like a loop to the node it names.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Hop(pub [u8; 8]);
+
+impl std::fmt::Debug for Hop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", crate::hex::to_hex(&self.0[..6]))
+    }
+}
+
+impl NodeId {
+    /// This node on a catalog path.
+    pub fn hop(&self) -> Hop {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        Hop(b)
+    }
+}
+
 /// A broadcast is named by its origin and a name unique at that origin.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BroadcastId {
@@ -141,7 +163,7 @@ pub struct CatalogEntry {
     pub tracks: Vec<u8>,
     /// The sender's route from the origin: origin first, the sender last. A node never
     /// takes a route that already contains itself, so trees cannot loop.
-    pub path: Vec<NodeId>,
+    pub path: Vec<Hop>,
     /// True when the sender is receiving the broadcast now (it can serve at once).
     pub carrying: bool,
     /// Bumped by the origin each time the broadcast goes live; stale copies lose to newer
@@ -150,6 +172,13 @@ pub struct CatalogEntry {
     /// How long a receiver keeps the broadcast's version after the last neighbour that
     /// offered it withdrew it.
     pub ttl_ms: u32,
+}
+
+impl CatalogEntry {
+    /// Whether the route passes through `node`.
+    pub fn passes(&self, node: &NodeId) -> bool {
+        self.path.contains(&node.hop())
+    }
 }
 
 /// Where a subscriber wants a track to continue from after switching parents.

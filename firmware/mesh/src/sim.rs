@@ -211,7 +211,7 @@ pub fn made_up_entries(range: std::ops::Range<usize>, sender: NodeId) -> Vec<Cat
                 site: "nowhere".into(),
                 box_name: "liar".into(),
                 tracks: vec![crate::msg::TRACK_VIDEO],
-                path: vec![NodeId(origin), sender],
+                path: vec![NodeId(origin).hop(), sender.hop()],
                 carrying: true,
                 version: 1,
                 ttl_ms: 600_000,

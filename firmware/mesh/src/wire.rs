@@ -17,7 +17,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, Routed, MAX_ROUTED_BODY};
+use crate::msg::{
+    BroadcastId, CatalogEntry, Hop, Msg, NodeId, ResumePoint, Routed, MAX_ROUTED_BODY,
+};
 
 mod group;
 pub use group::GroupEncoder;
@@ -172,6 +174,8 @@ fn kind_name(kind: u8) -> Option<&'static str> {
 // round-trip tests check that they do.
 
 const NODE_LEN: usize = 32;
+/// A node on a catalog path (`msg::Hop`).
+const HOP_LEN: usize = 8;
 const RESUME_LEN: usize = 1 + 8 + 4;
 /// Fixed part of a catalog entry after its strings and lists: carrying, version, ttl.
 const ENTRY_TAIL_LEN: usize = 1 + 8 + 4;
@@ -198,7 +202,7 @@ pub fn entry_len(e: &CatalogEntry) -> usize {
         + 2
         + e.tracks.len()
         + 2
-        + NODE_LEN * e.path.len()
+        + HOP_LEN * e.path.len()
         + ENTRY_TAIL_LEN
 }
 
@@ -355,7 +359,7 @@ fn put_entry(out: &mut Vec<u8>, e: &CatalogEntry) {
     put_str(out, &e.site);
     put_str(out, &e.box_name);
     put_list(out, &e.tracks, |out, t| out.push(*t));
-    put_list(out, &e.path, put_node);
+    put_list(out, &e.path, |out, h| out.extend_from_slice(&h.0));
     out.push(u8::from(e.carrying));
     put_u64(out, e.version);
     put_u32(out, e.ttl_ms);
@@ -771,7 +775,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<CatalogEntry, WireError> {
     let site = r.string("entry.site")?;
     let box_name = r.string("entry.box_name")?;
     let tracks = r.list("entry.tracks", MAX_TRACKS, 1, |r| r.u8("entry.tracks"))?;
-    let path = r.list("entry.path", MAX_PATH, NODE_LEN, |r| r.node("entry.path"))?;
+    let path = r.list("entry.path", MAX_PATH, HOP_LEN, |r| r.hop("entry.path"))?;
     let carrying = r.bool("entry.carrying")?;
     let version = r.u64("entry.version")?;
     let ttl_ms = r.u32("entry.ttl_ms")?;
@@ -845,6 +849,10 @@ impl<'a> Reader<'a> {
 
     fn node(&mut self, field: &'static str) -> Result<NodeId, WireError> {
         self.array(field).map(NodeId)
+    }
+
+    fn hop(&mut self, field: &'static str) -> Result<Hop, WireError> {
+        self.array(field).map(Hop)
     }
 
     fn bool(&mut self, field: &'static str) -> Result<bool, WireError> {
@@ -944,6 +952,7 @@ mod tests {
     }
 
     fn entry(path: Vec<NodeId>) -> CatalogEntry {
+        let path = path.iter().map(NodeId::hop).collect();
         CatalogEntry {
             broadcast: bid("front-door"),
             site: "berlin".to_owned(),
@@ -1005,7 +1014,7 @@ mod tests {
                     site: long.clone(),
                     box_name: long.clone(),
                     tracks: (0..=255).collect(),
-                    path: vec![node(4); MAX_PATH],
+                    path: vec![node(4).hop(); MAX_PATH],
                     carrying: false,
                     version: 0,
                     ttl_ms: 0,
@@ -1143,13 +1152,13 @@ mod tests {
                 site: "xyz".to_owned(),
                 box_name: "q".to_owned(),
                 tracks: vec![0, 1],
-                path: vec![node(1), node(2)],
+                path: vec![node(1).hop(), node(2).hop()],
                 carrying: true,
                 version: 1,
                 ttl_ms: 1,
             }],
         };
-        assert_eq!(encoded_len(&catalog), 8 + 55 + 2 + 3 + 1 + 2 + 32 * 2);
+        assert_eq!(encoded_len(&catalog), 8 + 55 + 2 + 3 + 1 + 2 + 8 * 2);
         assert_eq!(encoded_len(&object(Bytes::from_static(b"xyz"))), 65 + 3 + 3);
         let mut want = vec![2, 0x05, 0, 0, 0, 36];
         want.extend([0xee; 32]);

@@ -103,7 +103,7 @@ fn paths_interest_subscriptions_and_routed_floods_have_limits_too() {
     let (mut net, a, _, r) = world();
     let rogue = net.id(r);
     let mut long = made_up(1, 0, rogue);
-    long[0].path = vec![rogue; limits.path_len + 1];
+    long[0].path = vec![rogue.hop(); limits.path_len + 1];
     net.inject(r, a, Msg::Catalog { entries: long });
     net.run_for(Duration::from_millis(100));
     assert_eq!(net.node(a).disconnected().get(&Limit::PathLen), Some(&1));

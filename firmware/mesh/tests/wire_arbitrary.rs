@@ -35,7 +35,7 @@ fn entry() -> impl Strategy<Value = CatalogEntry> {
         broadcast(),
         (string(), string()),
         vec(any::<u8>(), 0..4),
-        vec(node_id(), 0..8),
+        vec(node_id().prop_map(|n| n.hop()), 0..8),
         any::<bool>(),
         any::<u64>(),
         any::<u32>(),

@@ -250,7 +250,7 @@ impl Node {
             .filter_map(move |id| {
                 let p = self.peers.get(id)?;
                 let e = p.catalog.get(b)?;
-                (!e.path.contains(&self.id)).then_some((*id, p, e))
+                (!e.passes(&self.id)).then_some((*id, p, e))
             })
     }
 
@@ -266,7 +266,7 @@ impl Node {
                 site: self.cfg.site.clone(),
                 box_name: self.cfg.box_name.clone(),
                 tracks: o.tracks.clone(),
-                path: vec![self.id],
+                path: vec![self.id.hop()],
                 carrying: true,
                 version: o.version,
                 ttl_ms: self.cfg.catalog_ttl.as_millis() as u32,
@@ -281,7 +281,7 @@ impl Node {
                 .or_else(|| self.best_route(b).map(|(_, e)| e));
             let Some(e) = via else { continue };
             let mut path = e.path.clone();
-            path.push(self.id);
+            path.push(self.id.hop());
             // Carrying means receiving right now, not merely having a parent.
             let receiving = self
                 .subs

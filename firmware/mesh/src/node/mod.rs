@@ -368,7 +368,7 @@ impl Node {
                         && peer
                             .catalog
                             .get(&b)
-                            .is_some_and(|e| e.carrying && !e.path.contains(&self.id))
+                            .is_some_and(|e| e.carrying && !e.passes(&self.id))
                 })
             });
             match backup {

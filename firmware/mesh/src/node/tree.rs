@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{Event, Node, Peer, Sub};
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint, NODE_BROADCAST};
+use crate::msg::{BroadcastId, CatalogEntry, Hop, Msg, NodeId, ResumePoint, NODE_BROADCAST};
 
 impl Node {
     /// Whether a deadline of the per-broadcast sweep has passed.
@@ -141,7 +141,7 @@ impl Node {
                 .peers
                 .iter()
                 .filter(|(id, p)| &p.site == site && usable(id))
-                .filter(|(_, p)| p.catalog.get(b).is_some_and(|e| !e.path.contains(&self.id)))
+                .filter(|(_, p)| p.catalog.get(b).is_some_and(|e| !e.passes(&self.id)))
                 .min_by_key(|(id, p)| (p.rtt, **id))
                 .map(|(id, _)| *id);
         }
@@ -149,12 +149,23 @@ impl Node {
         // from another site at all (the origin is in this site but not a neighbour, e.g.
         // a chain of static peers), any route toward it: that neighbour pulls in turn.
         let from_elsewhere = self.routes(b).any(|(_, p, _)| &p.site != site);
+        // A route from another site that comes back through this one is a loop of sites:
+        // that site's puller would pull from ours, which pulls from it, and neither ever
+        // receives. Such a route is the last resort.
+        let mates: BTreeSet<Hop> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| &p.site == site)
+            .map(|(id, _)| id.hop())
+            .collect();
+        let reenters = |e: &CatalogEntry| e.path.iter().any(|h| mates.contains(h));
         // Across sites the shortest route first, carrying or not (a neighbour that does
         // not carry it yet pulls it in for us): the tree of sites then follows shortest
         // paths from the origin, and a site does not hang below whichever deep branch
         // happened to carry it first.
-        let shortest =
-            |(id, p, e): &(NodeId, &Peer, &CatalogEntry)| (e.path.len(), !e.carrying, p.rtt, *id);
+        let shortest = |(id, p, e): &(NodeId, &Peer, &CatalogEntry)| {
+            (reenters(e), e.path.len(), !e.carrying, p.rtt, *id)
+        };
         self.routes(b)
             .filter(|(id, p, _)| (&p.site != site || !from_elsewhere) && usable(id))
             .min_by_key(shortest)
@@ -182,7 +193,7 @@ impl Node {
             .peers
             .get(&parent)
             .and_then(|p| p.catalog.get(b))
-            .is_some_and(|e| e.path.contains(&self.id));
+            .is_some_and(|e| e.passes(&self.id));
         if !starved && !looped {
             self.leave_redundant_remote_parent(now, b, parent);
             return;
@@ -343,7 +354,7 @@ impl Node {
         let backup = self
             .routes(b)
             .filter(|(id, _, e)| {
-                *id != parent && e.carrying && !e.path.contains(&parent) && !s.children.contains(id)
+                *id != parent && e.carrying && !e.passes(&parent) && !s.children.contains(id)
             })
             .filter(|(_, p, _)| !puller || p.site != self.cfg.site)
             .min_by_key(|(id, p, e)| (p.site != self.cfg.site, e.path.len(), p.rtt, *id))
@@ -393,7 +404,7 @@ impl Node {
                 self.peers
                     .get(id)
                     .and_then(|p| p.catalog.get(&b))
-                    .is_none_or(|e| !e.path.contains(&self.id))
+                    .is_none_or(|e| !e.passes(&self.id))
             })
             .min_by_key(|id| {
                 let p = self.peers.get(id);
