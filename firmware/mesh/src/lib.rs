@@ -12,6 +12,7 @@ pub mod node;
 pub mod routed;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod site_graph;
 pub mod wire;
 
 pub use msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};

@@ -304,6 +304,47 @@ impl Net {
         net
     }
 
+    /// Sites of the given sizes, a full LAN mesh inside each, linked across sites as boxes
+    /// that find each other through a registry are: each site's gateways (its lowest
+    /// ids) dial the gateway of the same rank in each site `site_graph` links it to, over
+    /// the link `wan` makes.
+    pub fn sites_by_registry(
+        seed: u64,
+        sizes: &[usize],
+        mut wan: impl FnMut(&mut Net) -> LinkSpec,
+    ) -> Net {
+        let mut net = Net::sites_of(seed, sizes, 0, |_| LinkSpec::LAN);
+        let mut by_site: Vec<Vec<(NodeId, usize)>> = vec![Vec::new(); sizes.len()];
+        for i in 0..net.len() {
+            by_site[net.site_of(i)].push((net.id(i), i));
+        }
+        for ids in &mut by_site {
+            ids.sort_unstable();
+        }
+        let names: Vec<String> = (0..sizes.len()).map(|s| format!("site{s}")).collect();
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let index: BTreeMap<&str, usize> = all.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        for (site, name) in all.iter().enumerate() {
+            for other in crate::site_graph::linked_sites(name, &all) {
+                let there = &by_site[index[other]];
+                for (rank, &(_, a)) in by_site[site]
+                    .iter()
+                    .take(crate::site_graph::GATEWAYS)
+                    .enumerate()
+                {
+                    let Some(&(_, b)) = crate::site_graph::peer_gateway(rank, there) else {
+                        continue;
+                    };
+                    if !net.linked(a, b) {
+                        let spec = wan(&mut net);
+                        net.connect(a, b, spec);
+                    }
+                }
+            }
+        }
+        net
+    }
+
     /// A deterministic pseudo-random number in [0, 1).
     pub fn random_unit(&mut self) -> f64 {
         (self.random() >> 11) as f64 / (1u64 << 53) as f64
