@@ -9,41 +9,49 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cambox_mesh::identity::Identity;
-use cambox_mesh::NodeId;
+use cambox_mesh::{site_graph, NodeId};
 use cambox_registry::model::{BroadcastInfo, NodeView, RegisterReply, Registration};
 use cambox_registry::signing;
-use cambox_registry::store::PER_OTHER_SITE;
 
 use crate::client;
 use crate::mesh::Mesh;
 use crate::station::Station;
 
 /// Which registered nodes to hand to the mesh: every box of this site (for when mDNS
-/// cannot see them), and the `PER_OTHER_SITE` lowest ids of every other site, the same
-/// ones every box picks, so links between sites concentrate on a few boxes (a site's
-/// pullers attach to them, and the rest of the site below its pullers). The registry
-/// already answers with just these; the choice is repeated here for merged answers of
-/// several registries.
-pub fn candidates(nodes: &[NodeView], my_site: &str) -> Vec<(NodeId, SocketAddr)> {
+/// cannot see them), and, if this box is one of its site's gateways (`site_graph`), the
+/// gateway of the same rank in each site its site links to. Other boxes reach other sites
+/// through their gateways, over the LAN. The registry already answers with just these
+/// sites; the choice is made again here so that merged answers of several registries, or
+/// a registry that lists every site, still give a few links and not one per site.
+pub fn candidates(nodes: &[NodeView], me: NodeId, my_site: &str) -> Vec<(NodeId, SocketAddr)> {
     let mut by_site: BTreeMap<&str, Vec<(NodeId, SocketAddr)>> = BTreeMap::new();
     for n in nodes {
         let Some(id) = NodeId::from_hex(&n.node) else {
             continue;
         };
+        if id == me {
+            continue;
+        }
         if let Some(addr) = n.addrs.iter().find_map(|a| a.parse().ok()) {
             by_site.entry(n.site.as_str()).or_default().push((id, addr));
         }
     }
-    by_site
-        .into_iter()
-        .flat_map(|(site, mut list)| {
-            list.sort_by_key(|(id, _)| *id);
-            if site != my_site {
-                list.truncate(PER_OTHER_SITE);
-            }
-            list
-        })
-        .collect()
+    for list in by_site.values_mut() {
+        list.sort_by_key(|(id, _)| *id);
+        list.dedup_by_key(|(id, _)| *id);
+    }
+    let mut out = by_site.get(my_site).cloned().unwrap_or_default();
+    let mates: Vec<NodeId> = out.iter().map(|(id, _)| *id).chain([me]).collect();
+    let Some(rank) = site_graph::gateway_rank(&me, &mates) else {
+        return out;
+    };
+    let sites: Vec<&str> = by_site.keys().copied().collect();
+    for site in site_graph::linked_sites(my_site, &sites) {
+        if let Some(g) = site_graph::peer_gateway(rank, &by_site[site]) {
+            out.push(*g);
+        }
+    }
+    out
 }
 
 /// Used until a registry says otherwise, and while one cannot be reached.
@@ -140,7 +148,7 @@ async fn renew_forever(
                 was_ok = Some(true);
                 heartbeat = Duration::from_secs(reply.heartbeat_s.clamp(1, 3600));
                 let site = station.settings.site.clone();
-                for (id, addr) in candidates(&reply.nodes, &site) {
+                for (id, addr) in candidates(&reply.nodes, identity.node_id(), &site) {
                     mesh.discovered(id, addr);
                 }
             }
@@ -177,20 +185,38 @@ mod tests {
         }
     }
 
+    fn ids(nodes: &[NodeView], me: u8, site: &str) -> Vec<u8> {
+        let mut got: Vec<u8> = candidates(nodes, NodeId([me; 32]), site)
+            .iter()
+            .map(|(id, _)| id.0[0])
+            .collect();
+        got.sort_unstable();
+        got
+    }
+
     #[test]
-    fn every_box_of_my_site_and_the_two_lowest_of_each_other_site() {
+    fn a_gateway_dials_its_site_and_the_gateway_of_its_rank_in_each_linked_site() {
         let nodes = [
             view(9, "a"),
             view(3, "a"),
+            view(4, "a"),
             view(7, "b"),
             view(5, "b"),
             view(6, "b"),
             view(8, "c"),
         ];
-        let got: Vec<u8> = candidates(&nodes, "a")
-            .iter()
-            .map(|(id, _)| id.0[0])
-            .collect();
-        assert_eq!(got, vec![3, 9, 5, 6, 8]);
+        // Two other sites: a site links to up to three, so to both.
+        assert_eq!(ids(&nodes, 3, "a"), vec![4, 5, 8, 9]);
+        assert_eq!(ids(&nodes, 4, "a"), vec![3, 6, 8, 9]);
+        // Not a gateway: its site only, the world beyond through 3 and 4.
+        assert_eq!(ids(&nodes, 9, "a"), vec![3, 4]);
+    }
+
+    #[test]
+    fn an_answer_listing_every_site_still_gives_a_few_links() {
+        let nodes: Vec<NodeView> = (1..=60).map(|i| view(i, &format!("site-{i}"))).collect();
+        let got = ids(&nodes, 1, "site-1");
+        assert_eq!(got.len(), 1 + site_graph::RANDOM_LINKS, "{got:?}");
+        assert!(!got.contains(&1));
     }
 }

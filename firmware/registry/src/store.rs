@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cambox_mesh::NodeId;
+use cambox_mesh::{site_graph, NodeId};
 use tokio::sync::broadcast;
 
 use crate::model::{BroadcastView, NodeView, RegisterReply, Registration, SignedRegistration};
@@ -231,20 +231,20 @@ impl Registry {
         })
     }
 
-    /// Whom a box should know: every other box of its site, and the `PER_OTHER_SITE`
-    /// lowest ids of each other site (whose boxes relay to the rest of their site). The
-    /// reply stays small however many boxes register.
+    /// Whom a box should know: every other box of its site, and the gateways (lowest
+    /// ids) of the few sites its site links to (`site_graph`). The reply has the same
+    /// small size however many boxes and sites register, and no box is asked to link to
+    /// every site.
     fn neighbours(&self, st: &State, me: NodeId, site: &str, now: Instant) -> Vec<NodeView> {
-        st.by_site
+        let sites: Vec<&str> = st.by_site.keys().map(String::as_str).collect();
+        let linked = site_graph::linked_sites(site, &sites);
+        let own = st.by_site.get(site).into_iter().flatten();
+        let gateways = linked
             .iter()
-            .flat_map(|(s, ids)| {
-                let take = if s == site {
-                    usize::MAX
-                } else {
-                    PER_OTHER_SITE
-                };
-                ids.iter().filter(move |id| **id != me).take(take)
-            })
+            .filter_map(|s| st.by_site.get(*s))
+            .flat_map(|ids| ids.iter().take(site_graph::GATEWAYS));
+        own.chain(gateways)
+            .filter(|id| **id != me)
             .filter_map(|id| st.nodes.get(id).map(|e| with_expiry(e, now)))
             .collect()
     }
@@ -385,9 +385,6 @@ impl Registry {
     }
 }
 
-/// Boxes of another site a registering box is told about.
-pub const PER_OTHER_SITE: usize = 2;
-
 fn unindex(by_site: &mut HashMap<String, BTreeSet<NodeId>>, site: &str, id: &NodeId) {
     if let Some(set) = by_site.get_mut(site) {
         set.remove(id);
@@ -471,6 +468,39 @@ mod tests {
             "expired"
         );
         assert!(matches!(events.try_recv(), Ok(Change::Remove(n)) if n == id.node_id().to_hex()));
+    }
+
+    #[test]
+    fn a_box_is_told_its_site_and_the_gateways_of_a_few_linked_sites() {
+        let r = Registry::new(Limits::default(), Admission::default());
+        let t = Instant::now();
+        let mut last = None;
+        for i in 0..90u8 {
+            let id = Identity::from_seed([i + 1; 32]);
+            let reg = Registration {
+                site: format!("site-{}", i % 30),
+                ..reg(&id, T0, 30)
+            };
+            last = Some(r.register(t, T0, src(), None, &body(&id, reg)).unwrap());
+        }
+        // The last box, of site-29: its two site-mates, and at most two gateways of each
+        // of the three sites its site links to, out of 30 sites of three boxes.
+        let reply = last.unwrap();
+        let mates = reply.nodes.iter().filter(|n| n.site == "site-29").count();
+        let others: std::collections::BTreeSet<&str> = reply
+            .nodes
+            .iter()
+            .filter(|n| n.site != "site-29")
+            .map(|n| n.site.as_str())
+            .collect();
+        assert_eq!(mates, 2);
+        assert_eq!(others.len(), 1 + site_graph::RANDOM_LINKS, "{others:?}");
+        assert_eq!(
+            reply.nodes.len(),
+            2 + others.len() * site_graph::GATEWAYS,
+            "{:?}",
+            reply.nodes
+        );
     }
 
     #[test]
