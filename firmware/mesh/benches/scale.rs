@@ -28,7 +28,9 @@ use cambox_mesh::sim::{LinkSpec, Net};
 /// the nodes alone.
 const BROADCASTS: usize = 100;
 
-/// Site sizes adding up to `nodes`: one site in 200 of 100-150 boxes, the rest 2-10.
+/// Site sizes adding up to `nodes`, ten boxes a site on average as in the world
+/// (1 000 sites at 10 000 nodes): one site in 40 of 100-150 boxes, the rest of 2-10,
+/// most of them near 10 (the larger of two draws).
 fn site_sizes(net_seed: &mut u64, nodes: usize) -> Vec<usize> {
     let mut rand = |n: u64| {
         *net_seed = net_seed
@@ -36,11 +38,14 @@ fn site_sizes(net_seed: &mut u64, nodes: usize) -> Vec<usize> {
             .wrapping_add(1442695040888963407);
         (*net_seed >> 33) % n
     };
-    let sites = (nodes / 10).max(2);
-    let big = (sites / 200).max(1);
-    let mut sizes: Vec<usize> = (0..big).map(|_| 100 + rand(51) as usize).collect();
+    let mut sizes: Vec<usize> = vec![100 + rand(51) as usize];
     while sizes.iter().sum::<usize>() < nodes {
-        sizes.push(2 + rand(9) as usize);
+        let size = if sizes.len() % 40 == 0 {
+            100 + rand(51)
+        } else {
+            2 + rand(9).max(rand(9))
+        };
+        sizes.push(size as usize);
     }
     let over = sizes.iter().sum::<usize>() - nodes;
     let last = sizes.len() - 1;
