@@ -40,7 +40,7 @@ fn site_sizes(net_seed: &mut u64, nodes: usize) -> Vec<usize> {
     };
     let mut sizes: Vec<usize> = vec![100 + rand(51) as usize];
     while sizes.iter().sum::<usize>() < nodes {
-        let size = if sizes.len() % 40 == 0 {
+        let size = if sizes.len().is_multiple_of(40) {
             100 + rand(51)
         } else {
             2 + rand(9).max(rand(9))
