@@ -49,7 +49,8 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_SITE")]
     pub site: Option<String>,
 
-    /// Video: auto, testsrc, file:PATH, - (stdin), v4l2:/dev/videoN, libcamera[:ID], none
+    /// Video: auto, testsrc, testsrc:grain, file:PATH, - (stdin), v4l2:/dev/videoN,
+    /// libcamera[:ID], none
     /// [default: auto = a camera if found, else testsrc]. Files may be H.264 Annex-B
     /// (passed through) or Y4M (encoded).
     #[arg(long, env = "CAMBOX_SOURCE", value_name = "SOURCE")]

@@ -20,7 +20,7 @@ use crate::duration::parse_duration;
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
     /// What to record: a live URL (http://box:8080/live/NAME.mp4), a source
-    /// (testsrc, file:PATH, -), or a path to an H.264 or Y4M file.
+    /// (testsrc, testsrc:grain, file:PATH, -), or a path to an H.264 or Y4M file.
     pub input: String,
     /// Output MP4 file, or - for standard output.
     #[arg(short, long)]
@@ -195,7 +195,7 @@ fn record_source(args: &RecordArgs, spec: &SourceSpec) -> anyhow::Result<()> {
         )?)
     };
     // A test picture gets its test tone; files and cameras are recorded as they are.
-    let audio_spec = if *spec == SourceSpec::Testsrc {
+    let audio_spec = if matches!(spec, SourceSpec::Testsrc | SourceSpec::Grain) {
         AudioSpec::Tone
     } else {
         AudioSpec::None

@@ -1,6 +1,6 @@
 //! The company-scale world in the simulator: N nodes in N/10 sites of skewed sizes (a few of
 //! 100 and more, most of 2-10), a full LAN mesh in each site, sites linked as the registry
-//! links them (`site_graph`: two gateways per site, each site dialing three others; one
+//! links them (`site_graph`: three gateways per site, each site dialing three others; one
 //! way 5-40 ms, 1 % loss), every node announcing itself (`.node`), 100 live
 //! broadcasts at every size, each watched at between 1 site and 30 % of the sites (one
 //! viewer per site; 1 to 300 sites at 10 000 nodes, most broadcasts at few).

@@ -200,16 +200,19 @@ mod tests {
             view(9, "a"),
             view(3, "a"),
             view(4, "a"),
+            view(10, "a"),
             view(7, "b"),
             view(5, "b"),
             view(6, "b"),
             view(8, "c"),
         ];
         // Two other sites: a site links to up to three, so to both.
-        assert_eq!(ids(&nodes, 3, "a"), vec![4, 5, 8, 9]);
-        assert_eq!(ids(&nodes, 4, "a"), vec![3, 6, 8, 9]);
-        // Not a gateway: its site only, the world beyond through 3 and 4.
-        assert_eq!(ids(&nodes, 9, "a"), vec![3, 4]);
+        assert_eq!(ids(&nodes, 3, "a"), vec![4, 5, 8, 9, 10]);
+        assert_eq!(ids(&nodes, 4, "a"), vec![3, 6, 8, 9, 10]);
+        // c has one box, which every rank dials.
+        assert_eq!(ids(&nodes, 9, "a"), vec![3, 4, 7, 8, 10]);
+        // Not a gateway: its site only, the world beyond through 3, 4 and 9.
+        assert_eq!(ids(&nodes, 10, "a"), vec![3, 4, 9]);
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub struct BroadcastView {
 }
 
 /// The answer to a registration: how long it lives, and the nodes the box should reach:
-/// every other box of its site, and the gateways (two lowest ids) of the few sites its site
+/// every other box of its site, and the gateways (three lowest ids) of the few sites its site
 /// links to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegisterReply {

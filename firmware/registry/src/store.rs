@@ -483,7 +483,7 @@ mod tests {
             };
             last = Some(r.register(t, T0, src(), None, &body(&id, reg)).unwrap());
         }
-        // The last box, of site-29: its two site-mates, and at most two gateways of each
+        // The last box, of site-29: its two site-mates, and the three gateways of each
         // of the three sites its site links to, out of 30 sites of three boxes.
         let reply = last.unwrap();
         let mates = reply.nodes.iter().filter(|n| n.site == "site-29").count();

@@ -18,6 +18,7 @@ pub struct TestSource {
     start_us: u64,
     next: u64,
     background: Vec<u8>,
+    grain: bool,
 }
 
 /// BT.601 limited-range YUV of the classic bars: white, yellow, cyan, green, magenta, red, blue, black.
@@ -61,7 +62,14 @@ impl TestSource {
             pacer: Pacer::new(pacing, MAX_LAG_US),
             start_us,
             next: 0,
+            grain: false,
         })
+    }
+
+    /// Adds fresh grain to every frame below the strip (`testsrc:grain`).
+    pub fn with_grain(mut self) -> Self {
+        self.grain = true;
+        self
     }
 
     fn render(&self, number: u64, capture_us: u64) -> RawFrame {
@@ -79,6 +87,9 @@ impl TestSource {
         for row in y0..(y0 + side).min(h) {
             data[row * w + x0..row * w + (x0 + side).min(w)].fill(luma);
         }
+        if self.grain {
+            add_grain(&mut data[STRIP_ROWS as usize * w..w * h], number);
+        }
         write_strip(
             &mut data[..w * h],
             w,
@@ -95,6 +106,20 @@ impl TestSource {
             width: self.format.width,
             height: self.format.height,
             data,
+        }
+    }
+}
+
+/// Up to ±8 of luma on every pixel, different in every frame (xorshift seeded by the frame
+/// number: the same frame always looks the same).
+fn add_grain(luma: &mut [u8], number: u64) {
+    let mut x = number.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for chunk in luma.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for (p, r) in chunk.iter_mut().zip(x.to_le_bytes()) {
+            *p = p.saturating_add(r & 15).saturating_sub(8).clamp(16, 235);
         }
     }
 }
@@ -188,6 +213,30 @@ mod tests {
         let a = src.render(1, 0);
         let b = src.render(10, 0);
         assert_ne!(a.y()[32 * 320..], b.y()[32 * 320..]);
+    }
+
+    #[test]
+    fn grain_changes_every_frame_and_leaves_the_strip_readable() {
+        let start = 1_000_000;
+        let mut src = TestSource::new(fmt(320, 240), Pacing::Unpaced, start)
+            .unwrap()
+            .with_grain();
+        let mut raw = || match src.next_frame().unwrap() {
+            Some(Captured::Raw(f)) => f,
+            _ => panic!("testsrc must give raw frames"),
+        };
+        let (a, b) = (raw(), raw());
+        let clean = TestSource::new(fmt(320, 240), Pacing::Unpaced, start)
+            .unwrap()
+            .render(0, start);
+        let (w, h) = (320usize, 240usize);
+        let body = STRIP_ROWS as usize * w..w * h;
+        let differs = |x: &[u8], y: &[u8]| x.iter().zip(y).filter(|(p, q)| p != q).count();
+        assert!(differs(&a.data[body.clone()], &clean.data[body.clone()]) > w * h / 2);
+        assert!(differs(&a.data[body.clone()], &b.data[body]) > w * h / 2);
+        let reading = read_strip(&a.data, w, 320, 240).expect("strip");
+        assert_eq!(reading.frame, 0);
+        assert_eq!(reading.capture_ms, start / 1000);
     }
 
     #[test]
