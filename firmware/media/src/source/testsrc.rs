@@ -17,9 +17,15 @@ pub struct TestSource {
     pacer: Pacer,
     start_us: u64,
     next: u64,
-    background: Vec<u8>,
-    grain: bool,
+    /// The picture under the moving block and the strip: one, or with grain
+    /// [`GRAIN_FRAMES`] of them, taken in turn.
+    backgrounds: Vec<Vec<u8>>,
 }
+
+/// Pictures of grain taken in turn. Made once, so a frame costs a copy even in an
+/// unoptimised build; the encoder keeps one reference frame, so it cannot find the
+/// same grain eight frames back.
+const GRAIN_FRAMES: u64 = 8;
 
 /// BT.601 limited-range YUV of the classic bars: white, yellow, cyan, green, magenta, red, blue, black.
 const BARS: [(u8, u8, u8); 8] = [
@@ -57,24 +63,34 @@ impl TestSource {
             });
         }
         Ok(Self {
-            background: bars(format.width, format.height),
+            backgrounds: vec![bars(format.width, format.height)],
             format,
             pacer: Pacer::new(pacing, MAX_LAG_US),
             start_us,
             next: 0,
-            grain: false,
         })
     }
 
-    /// Adds fresh grain to every frame below the strip (`testsrc:grain`).
+    /// Adds grain below the strip, different from one frame to the next
+    /// (`testsrc:grain`).
     pub fn with_grain(mut self) -> Self {
-        self.grain = true;
+        let luma = (self.format.width * self.format.height) as usize;
+        let strip = STRIP_ROWS as usize * self.format.width as usize;
+        let clean = self.backgrounds.remove(0);
+        self.backgrounds = (0..GRAIN_FRAMES)
+            .map(|n| {
+                let mut picture = clean.clone();
+                add_grain(&mut picture[strip..luma], n);
+                picture
+            })
+            .collect();
         self
     }
 
     fn render(&self, number: u64, capture_us: u64) -> RawFrame {
         let (w, h) = (self.format.width as usize, self.format.height as usize);
-        let mut data = self.background.clone();
+        let turn = (number % self.backgrounds.len() as u64) as usize;
+        let mut data = self.backgrounds[turn].clone();
         // A block that sweeps across the picture, so motion (and a frozen picture) is obvious.
         let side = (h / 4).max(2) & !1;
         let travel = w.saturating_sub(side).max(1);
@@ -86,9 +102,6 @@ impl TestSource {
         let luma = if number.is_multiple_of(2) { 235 } else { 200 };
         for row in y0..(y0 + side).min(h) {
             data[row * w + x0..row * w + (x0 + side).min(w)].fill(luma);
-        }
-        if self.grain {
-            add_grain(&mut data[STRIP_ROWS as usize * w..w * h], number);
         }
         write_strip(
             &mut data[..w * h],
@@ -110,8 +123,7 @@ impl TestSource {
     }
 }
 
-/// Up to ±8 of luma on every pixel, different in every frame (xorshift seeded by the frame
-/// number: the same frame always looks the same).
+/// Up to ±8 of luma on every pixel (xorshift seeded by `seed`: the same picture every run).
 fn add_grain(luma: &mut [u8], number: u64) {
     let mut x = number.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     for chunk in luma.chunks_mut(8) {
