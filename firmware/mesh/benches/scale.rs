@@ -63,8 +63,18 @@ fn percentile(mut v: Vec<Duration>, p: usize) -> String {
     format!("{ms:.0}")
 }
 
-fn progress(nodes: usize, t: Instant, what: &str) {
-    eprintln!("scale {nodes}: {what} ({:.0} s)", t.elapsed().as_secs_f64());
+/// One line on stderr per phase, with the control bytes each node sent so far (on
+/// average): which phase costs what.
+fn progress(net: &Net, t: Instant, what: &str) {
+    eprintln!(
+        "scale {}: {what} ({:.0} s; control so far {:.1} kB per node)",
+        net.len(),
+        t.elapsed().as_secs_f64(),
+        net.control_total as f64 / 1000.0 / net.len() as f64
+    );
+    if std::env::var("SCALE_DEBUG").is_ok() {
+        eprintln!("  catalog entries so far: {:?}", net.catalog_entries);
+    }
 }
 
 fn run(nodes: usize, steady: Duration) -> String {
@@ -81,12 +91,12 @@ fn run(nodes: usize, steady: Duration) -> String {
         net.announce(n);
     }
     progress(
-        nodes,
+        &net,
         t0,
         &format!("{sites} sites built, every node announced"),
     );
     net.run_for(Duration::from_secs(2));
-    progress(nodes, t0, "2 s of start-up simulated");
+    progress(&net, t0, "2 s of start-up simulated");
 
     // Broadcasts, and one viewer in each site that watches.
     let first_of_site: Vec<usize> = sizes
@@ -119,6 +129,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         watched.push(set);
     }
     net.run_for(Duration::from_millis(500));
+    progress(&net, t0, &format!("{BROADCASTS} broadcasts went live"));
     for (b, set) in watched.iter().enumerate() {
         for &site in set {
             let n = node_in(&mut net, site);
@@ -128,7 +139,7 @@ fn run(nodes: usize, steady: Duration) -> String {
     }
     net.run_for(Duration::from_secs(2));
     progress(
-        nodes,
+        &net,
         t0,
         &format!(
             "{} viewers of {} broadcasts joined",
@@ -179,7 +190,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         .map(|d| d.at - epoch - Duration::from_micros(d.capture_us))
         .collect();
     progress(
-        nodes,
+        &net,
         t0,
         &format!("steady state measured at {sim_speed:.3} simulated s per wall s"),
     );
@@ -228,7 +239,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         }
     }
     let joined = join_times.len();
-    progress(nodes, t0, &format!("{joined} of 50 joins measured"));
+    progress(&net, t0, &format!("{joined} of 50 joins measured"));
 
     // Commands to nodes of other sites, each answered by the simulator.
     let mut commands = Vec::new();
@@ -256,7 +267,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         })
         .collect();
     let answered = rtts.len();
-    progress(nodes, t0, &format!("{answered} of 50 commands answered"));
+    progress(&net, t0, &format!("{answered} of 50 commands answered"));
 
     // Repair: a tenth of the nodes die at once (origins excepted).
     let origins: BTreeSet<usize> = net.broadcasts.iter().map(|b| b.origin).collect();
@@ -303,7 +314,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         })
         .collect();
     progress(
-        nodes,
+        &net,
         t0,
         &format!(
             "{} orphaned viewers after killing {}",

@@ -191,6 +191,8 @@ pub struct Net {
     pub control_total: u64,
     /// `control_total` by message type.
     pub control_by_type: BTreeMap<&'static str, u64>,
+    /// Catalog entries sent, in a site or across sites, told or withdrawn.
+    pub catalog_entries: BTreeMap<&'static str, u64>,
     /// Nodes answer every command they accept with a reply echoing its body.
     pub auto_reply: bool,
 }
@@ -250,6 +252,7 @@ impl Net {
             control_sent: 0,
             control_total: 0,
             control_by_type: BTreeMap::new(),
+            catalog_entries: BTreeMap::new(),
             auto_reply: true,
         }
     }
@@ -850,6 +853,17 @@ impl Net {
                 .control_by_type
                 .entry(crate::wire::msg_name(&msg))
                 .or_default() += bytes as u64;
+        }
+        if let Msg::Catalog { entries } = &msg {
+            for e in entries {
+                let kind = match (sa == sb, e.path.is_empty()) {
+                    (true, false) => "in site, told",
+                    (true, true) => "in site, withdrawn",
+                    (false, false) => "across sites, told",
+                    (false, true) => "across sites, withdrawn",
+                };
+                *self.catalog_entries.entry(kind).or_default() += 1;
+            }
         }
         if self.measuring && !media {
             self.control_sent += bytes as u64;

@@ -189,6 +189,8 @@ struct Sub {
 
 #[derive(Debug)]
 struct Learned {
+    /// When this version was first heard of (for `TELL_SITE_HOLD`).
+    heard: Instant,
     version: u64,
     ttl: Duration,
     expires: Instant,
@@ -233,6 +235,8 @@ pub struct Node {
     /// Something this node's catalog is made from may have changed since it was last
     /// made; a gossip round with nothing new does not make it again.
     catalog_stale: bool,
+    /// When the earliest held-back news for site-mates may be told (`TELL_SITE_HOLD`).
+    hold_until: Option<Instant>,
     gate: Gate,
     /// The wall clock (ms since the Unix epoch) at an instant, from the driver.
     wall: Option<(Instant, u64)>,
@@ -258,6 +262,7 @@ impl Node {
             next_gossip: None,
             dirty: true,
             catalog_stale: true,
+            hold_until: None,
             last_told: Arc::default(),
             last_told_beyond: Arc::default(),
             last_told_all: Arc::default(),
@@ -525,6 +530,11 @@ impl Node {
             self.next_gossip = Some(now + self.cfg.gossip_interval);
             due = true;
         }
+        if self.hold_until.is_some_and(|t| now >= t) {
+            self.hold_until = None;
+            self.catalog_stale = true;
+            due = true;
+        }
         // A node that stopped receiving says so within `FRESH`, before its children give up.
         for s in self.subs.values_mut() {
             if s.fresh_until.is_some_and(|t| now >= t) {
@@ -599,6 +609,7 @@ impl Node {
             .chain(dialing)
             .chain(starve)
             .chain(self.lookups.deadline())
+            .chain(self.hold_until)
             .min()
     }
 
