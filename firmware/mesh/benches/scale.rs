@@ -8,13 +8,15 @@
 //! Prints one line per size: `scale ` and a JSON object (`nodes`, `sites`, `sim_speed`,
 //! `control_kbps_per_node`, `state_entries_per_node`, `copies_into_site_max`,
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
-//! `command_rtt_p99_ms`), and progress to stderr. Broadcasts run at 10 objects a second
+//! `command_rtt_p99_ms`), and progress to stderr with the control bytes per box so far
+//! after each phase. Broadcasts run at 10 objects a second
 //! (a keyframe of 6 kB, then 1.5 kB objects) to keep the simulation's own cost down; the
 //! tree and catalog work per object is the same as at 30.
 //!
 //! `cargo bench -p cambox-mesh --bench scale` (sizes: `SCALE_NODES=1000,10000`, the
 //! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 4;
-//! `SCALE_DEBUG=1` prints every orphaned viewer's tree after the repair).
+//! `SCALE_DEBUG=1` adds catalog entries by kind after each phase and prints every
+//! orphaned viewer's tree after the repair).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
