@@ -132,3 +132,22 @@ pub struct BroadcastList {
 pub struct ErrorBody {
     pub error: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::whole_number;
+
+    fn parse(json: &str) -> Result<u64, serde_json::Error> {
+        whole_number(&mut serde_json::Deserializer::from_str(json))
+    }
+
+    /// Schemathesis sent 2^51 - 1 written with a decimal point; the default float parser
+    /// read it a quarter off and the registration was refused as fractional.
+    #[test]
+    fn a_large_whole_number_with_a_decimal_point_is_whole() {
+        assert_eq!(parse("2251799813685247.0").unwrap(), 2_251_799_813_685_247);
+        assert_eq!(parse("30.0").unwrap(), 30);
+        assert!(parse("30.5").is_err());
+        assert!(parse("-1").is_err());
+    }
+}
