@@ -11,6 +11,9 @@ use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, NODE_BROADCAST};
 /// How long news of a broadcast from another site waits, per lower-ranked site-mate,
 /// before this node tells its site (`Node::site_hold`): about the spread of WAN delays.
 const TELL_SITE_HOLD: Duration = Duration::from_millis(40);
+/// How long news of a broadcast waits before this node tells other sites: the spread of
+/// WAN delays, so that the shortest path has usually arrived.
+const NEWS_HOLD: Duration = Duration::from_millis(30);
 /// How long whom a node reaches in its site must stay the same before it tells.
 const REACH_SETTLE: Duration = Duration::from_secs(1);
 /// How long a site-mate must reach other boxes than this node (after both settled)
@@ -124,11 +127,23 @@ impl Node {
     /// Makes what site-mates and other sites are told from the current routes.
     fn remake_catalog(&mut self, now: Instant) {
         let entries = self.catalog_entries(now, false);
-        let beyond: Entries = entries
+        let mut beyond = Entries::new();
+        for e in entries
             .iter()
             .filter(|e| e.broadcast.name != NODE_BROADCAST)
-            .map(|e| (e.broadcast.clone(), e.clone()))
-            .collect();
+        {
+            // News waits a moment before it goes to other sites: the shortest path often
+            // arrives after the first, and each later shorter one was told on again.
+            let heard = self.learned.get(&e.broadcast).map(|l| l.heard);
+            if let Some(until) = heard.map(|t| t + NEWS_HOLD).filter(|t| now < *t) {
+                self.hold_until = Some(self.hold_until.map_or(until, |t| t.min(until)));
+                if let Some(told) = self.last_told_beyond.get(&e.broadcast) {
+                    beyond.insert(e.broadcast.clone(), told.clone());
+                }
+                continue;
+            }
+            beyond.insert(e.broadcast.clone(), e.clone());
+        }
         let mut fresh = Entries::new();
         let mut all = Entries::new();
         for e in entries {
