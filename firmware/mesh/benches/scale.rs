@@ -8,7 +8,9 @@
 //! Prints one line per size: `scale ` and a JSON object (`nodes`, `sites`, `sim_speed`,
 //! `control_kbps_per_node`, `state_entries_per_node`, `copies_into_site_max`,
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
-//! `command_rtt_p99_ms`), and progress to stderr with the control bytes per box so far
+//! `command_rtt_p99_ms`, `listed_within_2s`: the share of every box's stream list that
+//! shows the broadcasts 2 s after they went live, `unlisted_within_5s`: the share that
+//! has dropped ten ended ones 5 s after), and progress to stderr with the control bytes per box so far
 //! after each phase. Broadcasts run at 10 objects a second
 //! (a keyframe of 6 kB, then 1.5 kB objects) to keep the simulation's own cost down; the
 //! tree and catalog work per object is the same as at 30.
@@ -63,6 +65,22 @@ fn percentile(mut v: Vec<Duration>, p: usize) -> String {
     v.sort();
     let ms = v[(v.len() * p / 100).min(v.len() - 1)].as_secs_f64() * 1000.0;
     format!("{ms:.0}")
+}
+
+/// Of every living box and every broadcast in `ids`, the share whose stream list shows it.
+fn listed_share(net: &Net, ids: &BTreeSet<cambox_mesh::BroadcastId>) -> f64 {
+    let now = net.now();
+    let (mut shown, mut pairs) = (0usize, 0usize);
+    for n in (0..net.len()).filter(|&n| net.is_alive(n)) {
+        shown += net
+            .node(n)
+            .known_broadcasts(now)
+            .iter()
+            .filter(|k| ids.contains(&k.broadcast))
+            .count();
+        pairs += ids.len();
+    }
+    shown as f64 / pairs.max(1) as f64
 }
 
 /// One line on stderr per phase, with the control bytes each node sent so far (on
@@ -139,7 +157,11 @@ fn run(nodes: usize, steady: Duration) -> String {
             subscribers.push((n, b));
         }
     }
-    net.run_for(Duration::from_secs(2));
+    net.run_for(Duration::from_millis(1500));
+    // Every box's stream list 2 s after the broadcasts went live.
+    let ids: BTreeSet<_> = net.broadcasts.iter().map(|b| b.id.clone()).collect();
+    let listed = listed_share(&net, &ids);
+    net.run_for(Duration::from_millis(500));
     progress(
         &net,
         t0,
@@ -354,6 +376,24 @@ fn run(nodes: usize, steady: Duration) -> String {
     if std::env::var("SCALE_DEBUG").is_ok() {
         eprintln!("control bytes by type: {:?}", net.control_by_type);
     }
+    // The stream list again: ten broadcasts end, and 5 s later no living box lists them.
+    let ended: BTreeSet<_> = (0..10)
+        .map(|k| {
+            net.unpublish(k);
+            net.broadcasts[k].id.clone()
+        })
+        .collect();
+    net.run_for(Duration::from_secs(5));
+    let unlisted = 1.0 - listed_share(&net, &ended);
+    progress(
+        &net,
+        t0,
+        &format!(
+            "{:.1} % of every box's list showed them 2 s after going live, {:.1} % had dropped ended ones 5 s after",
+            listed * 100.0,
+            unlisted * 100.0
+        ),
+    );
     let repair_max = repairs.iter().max().copied().unwrap_or_default();
     // On average over the whole run: start-up, going live, joins, commands and repair.
     let control_kbps =
@@ -365,7 +405,8 @@ fn run(nodes: usize, steady: Duration) -> String {
          \"copies_into_site_max\":{copies_max:.3},\"site_tree_depth\":{depth},\
          \"delay_p99_ms\":{},\"join_p99_ms\":{},\"joins_measured\":{joined},\
          \"repair_p99_ms\":{},\"repair_max_ms\":{:.0},\"orphans\":{},\
-         \"command_rtt_p99_ms\":{},\"commands_answered\":{answered}}}",
+         \"command_rtt_p99_ms\":{},\"commands_answered\":{answered},\
+         \"listed_within_2s\":{listed:.4},\"unlisted_within_5s\":{unlisted:.4}}}",
         percentile(delays, 99),
         percentile(join_times, 99),
         percentile(repairs.clone(), 99),

@@ -145,6 +145,8 @@ pub struct SimBroadcast {
     pub keyframe_bytes: usize,
     pub frame_bytes: usize,
     pub fps: u32,
+    /// Ended by `Net::unpublish`: produced no more.
+    pub ended: bool,
 }
 
 /// Bytes over one site's WAN link, by direction and kind.
@@ -545,6 +547,7 @@ impl Net {
             keyframe_bytes: 6_000,
             frame_bytes: 1_500,
             fps: 30,
+            ended: false,
         });
         self.produced.push(0);
         let k = self.broadcasts.len() - 1;
@@ -558,6 +561,15 @@ impl Net {
         );
         self.pump(origin);
         k
+    }
+
+    /// Ends broadcast `k` at its origin.
+    pub fn unpublish(&mut self, k: usize) {
+        let (origin, id) = (self.broadcasts[k].origin, self.broadcasts[k].id.clone());
+        self.broadcasts[k].ended = true;
+        let now = self.now;
+        self.nodes[origin].node.unpublish(now, &id);
+        self.pump(origin);
     }
 
     pub fn subscribe(&mut self, node: usize, broadcast: usize) {
@@ -714,7 +726,7 @@ impl Net {
     }
 
     fn produce(&mut self, origin: usize, k: usize, n: u64) {
-        if !self.nodes[origin].alive {
+        if !self.nodes[origin].alive || self.broadcasts[k].ended {
             return;
         }
         let b = self.broadcasts[k].clone();

@@ -194,6 +194,9 @@ struct Learned {
     version: u64,
     ttl: Duration,
     expires: Instant,
+    /// The broadcast ended at `version`: what this node tells of it until `expires`,
+    /// and whether it tells its site-mates.
+    ended: Option<(CatalogEntry, bool)>,
 }
 
 #[derive(Debug)]
