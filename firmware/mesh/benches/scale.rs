@@ -10,10 +10,10 @@
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
 //! `command_rtt_p99_ms`, `listed_within_2s`: the share of every box's stream list that
 //! shows the broadcasts 2 s after they went live, `unlisted_within_5s`: the share that
-//! has dropped ten ended ones 5 s after), and progress to stderr with the control bytes per box so far
-//! after each phase. Broadcasts run at 10 objects a second
-//! (a keyframe of 6 kB, then 1.5 kB objects) to keep the simulation's own cost down; the
-//! tree and catalog work per object is the same as at 30.
+//! has dropped ten ended ones 5 s after), and progress to stderr with the control bytes
+//! per box so far after each phase. Broadcasts run at 10 objects a second (a keyframe of
+//! 6 kB, then 1.5 kB objects) to keep the simulation's own cost down; the tree and
+//! catalog work per object is the same as at 30.
 //!
 //! `cargo bench -p cambox-mesh --bench scale` (sizes: `SCALE_NODES=1000,10000`, the
 //! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 4;

@@ -136,7 +136,7 @@ impl Node {
             // arrives after the first, and each later shorter one was told on again.
             let heard = self.learned.get(&e.broadcast).map(|l| l.heard);
             if let Some(until) = heard.map(|t| t + NEWS_HOLD).filter(|t| now < *t) {
-                self.hold_until = Some(self.hold_until.map_or(until, |t| t.min(until)));
+                self.wake_for_held_news(until);
                 if let Some(told) = self.last_told_beyond.get(&e.broadcast) {
                     beyond.insert(e.broadcast.clone(), told.clone());
                 }
@@ -182,17 +182,16 @@ impl Node {
             return b.origin == self.id;
         }
         // An end is told in a site by whoever heard it from beyond first (no site-mate
-        // had told it yet): every box of the site has a link to them.
-        // Decided once, when the end arrived (`on_catalog`), so that it is never
-        // told and then taken back.
+        // had told it yet): every box of the site has a link to them. Decided once, when
+        // the end arrived (`on_catalog`), so that it is never told and then taken back.
         if let Some((_, tell)) = self.learned.get(b).and_then(|l| l.ended.as_ref()) {
             return *tell;
         }
         if self.subs.get(b).is_some_and(|s| s.parent.is_some()) {
             return true;
         }
-        if let Some(until) = self.site_hold(b).filter(|t| now < *t) {
-            self.hold_until = Some(self.hold_until.map_or(until, |t| t.min(until)));
+        if let Some(until) = self.site_hold(now, b) {
+            self.wake_for_held_news(until);
             return false;
         }
         let mine = (e.path.len(), self.id);
@@ -201,29 +200,39 @@ impl Node {
             .any(|(id, p, o)| p.site == self.cfg.site && (o.path.len(), id) < mine)
     }
 
-    /// Until when news of `b` from another site waits before this node tells its
-    /// site-mates: `TELL_SITE_HOLD` for each site-mate with a lower id (three at most).
+    /// Until when news of `b` from another site still waits (`None` once it need not)
+    /// before this node tells its site-mates: `TELL_SITE_HOLD` for each site-mate with a
+    /// lower id (three at most).
     /// A site's gateways, its lowest ids, hear a new broadcast from other sites within
     /// the spread of their WAN delays; without the hold each told the whole site and all
     /// but one withdrew (at 1 000 nodes, 135 000 withdrawals beside 226 000 entries
     /// told in sites for 100 broadcasts going live). With it the first gateway tells and
     /// the others, having heard it, stay quiet unless their route is shorter.
-    fn site_hold(&self, b: &BroadcastId) -> Option<Instant> {
+    fn site_hold(&self, now: Instant, b: &BroadcastId) -> Option<Instant> {
+        // Every remake asks this of every route: the deadline first, the routes only
+        // while it is ahead.
         let heard = self.learned.get(b)?.heard;
+        if now >= heard + TELL_SITE_HOLD * 3 {
+            return None;
+        }
+        // Peers are ordered by id: the lower ones come first.
+        let below = self
+            .peers
+            .range(..self.id)
+            .filter(|(_, p)| p.site == self.cfg.site)
+            .take(3)
+            .count() as u32;
+        let until = Some(heard + TELL_SITE_HOLD * below).filter(|t| now < *t)?;
         let (_, best) = self.best_route(b)?;
         let via_site = self
             .routes(b)
             .any(|(_, p, o)| p.site == self.cfg.site && o.path.len() <= best.path.len());
-        if via_site {
-            return None;
-        }
-        let below = self
-            .peers
-            .iter()
-            .filter(|(id, p)| p.site == self.cfg.site && **id < self.id)
-            .take(3)
-            .count() as u32;
-        (below > 0).then(|| heard + TELL_SITE_HOLD * below)
+        (!via_site).then_some(until)
+    }
+
+    /// Makes sure a gossip round runs when news held back until `until` may be told.
+    fn wake_for_held_news(&mut self, until: Instant) {
+        self.hold_until = Some(self.hold_until.map_or(until, |t| t.min(until)));
     }
 
     /// Starts a broadcast originating here.
@@ -366,26 +375,23 @@ impl Node {
             });
         }
         for (b, l) in &self.learned {
-            let Some((end, _)) = &l.ended else { continue };
-            if self.origins.contains_key(b) || !(with_nodes || b.name != NODE_BROADCAST) {
+            if self.origins.contains_key(b) || (!with_nodes && b.name == NODE_BROADCAST) {
                 continue;
             }
-            let mut path = end.path.clone();
-            if end.broadcast.origin != self.id {
-                path.push(self.id.hop());
+            if let Some((end, _)) = &l.ended {
+                let mut path = end.path.clone();
+                if end.broadcast.origin != self.id {
+                    path.push(self.id.hop());
+                }
+                out.push(CatalogEntry {
+                    path,
+                    ..end.clone()
+                });
+                continue;
             }
-            out.push(CatalogEntry {
-                path,
-                ..end.clone()
-            });
-        }
-        let mut learned: Vec<&BroadcastId> = self.learned.keys().collect();
-        learned.retain(|b| {
-            !self.origins.contains_key(*b)
-                && (with_nodes || b.name != NODE_BROADCAST)
-                && self.alive(b, now)
-        });
-        for b in learned {
+            if !self.alive(b, now) {
+                continue;
+            }
             let parent = self.subs.get(b).and_then(|s| s.parent);
             let via = parent
                 .and_then(|p| self.peers.get(&p).and_then(|peer| peer.catalog.get(b)))
@@ -402,7 +408,7 @@ impl Node {
             out.push(CatalogEntry {
                 path,
                 carrying: parent.is_some() && receiving,
-                version: self.learned.get(b).map_or(e.version, |l| l.version),
+                version: l.version,
                 ..e.clone()
             });
         }

@@ -189,7 +189,8 @@ struct Sub {
 
 #[derive(Debug)]
 struct Learned {
-    /// When this version was first heard of (for `TELL_SITE_HOLD`).
+    /// When this version was first heard of: news waits a moment from then before it is
+    /// told (`NEWS_HOLD` to other sites, `TELL_SITE_HOLD` to site-mates).
     heard: Instant,
     version: u64,
     ttl: Duration,
@@ -238,7 +239,7 @@ pub struct Node {
     /// Something this node's catalog is made from may have changed since it was last
     /// made; a gossip round with nothing new does not make it again.
     catalog_stale: bool,
-    /// When the earliest held-back news for site-mates may be told (`TELL_SITE_HOLD`).
+    /// When the earliest news held back (`NEWS_HOLD`, `TELL_SITE_HOLD`) may be told.
     hold_until: Option<Instant>,
     gate: Gate,
     /// The wall clock (ms since the Unix epoch) at an instant, from the driver.
