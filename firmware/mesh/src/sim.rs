@@ -17,6 +17,7 @@ use crate::msg::{
     TRACK_CATALOG, TRACK_TELEMETRY,
 };
 use crate::node::{Config, Event, Node, RouteError};
+use crate::site_graph::GatewayDuty;
 use crate::wire::GroupEncoder;
 
 /// How a link behaves, in each direction.
@@ -105,6 +106,9 @@ struct SimNode {
     alive: bool,
     timer: Option<Instant>,
     delivered: Vec<Delivered>,
+    /// In a world built as the registry links it: whom this node dials across sites, kept
+    /// up as its site-mates' links go down (as the box's driver keeps it).
+    duty: Option<GatewayDuty<(NodeId, usize)>>,
 }
 
 #[derive(Debug)]
@@ -197,6 +201,8 @@ pub struct Net {
     pub catalog_entries: BTreeMap<&'static str, u64>,
     /// Nodes answer every command they accept with a reply echoing its body.
     pub auto_reply: bool,
+    /// The link a node that stands in as its site's gateway dials across sites with.
+    standin_wan: Option<fn(&mut Net) -> LinkSpec>,
 }
 
 /// Catalog entries of made-up broadcasts (numbered `range`, each of its own made-up origin)
@@ -256,6 +262,7 @@ impl Net {
             control_by_type: BTreeMap::new(),
             catalog_entries: BTreeMap::new(),
             auto_reply: true,
+            standin_wan: None,
         }
     }
 
@@ -310,15 +317,13 @@ impl Net {
     }
 
     /// Sites of the given sizes, a full LAN mesh inside each, linked across sites as boxes
-    /// that find each other through a registry are: each site's gateways (its lowest
-    /// ids) dial the gateway of the same rank in each site `site_graph` links it to, over
-    /// the link `wan` makes.
-    pub fn sites_by_registry(
-        seed: u64,
-        sizes: &[usize],
-        mut wan: impl FnMut(&mut Net) -> LinkSpec,
-    ) -> Net {
+    /// that find each other through a registry are: each node holds the registry's answer
+    /// in a `GatewayDuty`, so each site's gateways (its lowest ids) dial the gateway of the
+    /// same rank in each site `site_graph` links it to, over the link `wan` makes, and the
+    /// lowest living site-mates stand in when gateways die.
+    pub fn sites_by_registry(seed: u64, sizes: &[usize], wan: fn(&mut Net) -> LinkSpec) -> Net {
         let mut net = Net::sites_of(seed, sizes, 0, |_| LinkSpec::LAN);
+        net.standin_wan = Some(wan);
         let mut by_site: Vec<Vec<(NodeId, usize)>> = vec![Vec::new(); sizes.len()];
         for i in 0..net.len() {
             by_site[net.site_of(i)].push((net.id(i), i));
@@ -330,24 +335,36 @@ impl Net {
         let all: Vec<&str> = names.iter().map(String::as_str).collect();
         let index: BTreeMap<&str, usize> = all.iter().enumerate().map(|(i, s)| (*s, i)).collect();
         for (site, name) in all.iter().enumerate() {
-            for other in crate::site_graph::linked_sites(name, &all) {
-                let there = &by_site[index[other]];
-                for (rank, &(_, a)) in by_site[site]
-                    .iter()
-                    .take(crate::site_graph::GATEWAYS)
-                    .enumerate()
-                {
-                    let Some(&(_, b)) = crate::site_graph::peer_gateway(rank, there) else {
-                        continue;
-                    };
-                    if !net.linked(a, b) {
-                        let spec = wan(&mut net);
-                        net.connect(a, b, spec);
-                    }
-                }
+            // What the registry answers each box of this site: its site, and the gateways
+            // of the sites this site links to.
+            let linked: Vec<Vec<(NodeId, usize)>> = crate::site_graph::linked_sites(name, &all)
+                .iter()
+                .map(|other| {
+                    let there = &by_site[index[other]];
+                    there[..there.len().min(crate::site_graph::GATEWAYS)].to_vec()
+                })
+                .collect();
+            for &me in &by_site[site] {
+                let mut duty = GatewayDuty::new(me);
+                duty.answer(by_site[site].clone(), linked.clone());
+                net.nodes[me.1].duty = Some(duty);
+                net.dial_across(me.1);
             }
         }
         net
+    }
+
+    /// Dials what node `i`'s gateway duty asks for and is not linked yet.
+    fn dial_across(&mut self, i: usize) {
+        let (Some(duty), Some(wan)) = (&self.nodes[i].duty, self.standin_wan) else {
+            return;
+        };
+        for (_, j) in duty.across() {
+            if !self.linked(i, j) {
+                let spec = wan(self);
+                self.connect(i, j, spec);
+            }
+        }
     }
 
     /// A deterministic pseudo-random number in [0, 1).
@@ -394,6 +411,7 @@ impl Net {
             alive: true,
             timer: None,
             delivered: Vec::new(),
+            duty: None,
         });
         if self.wan.len() <= site {
             self.wan.resize(site + 1, WanBytes::default());
@@ -674,6 +692,11 @@ impl Net {
                 let (ida, idb) = (self.id(a), self.id(b));
                 self.nodes[a].node.handle_peer_up(now, idb, rtt);
                 self.nodes[b].node.handle_peer_up(now, ida, rtt);
+                for (x, y) in [(a, (idb, b)), (b, (ida, a))] {
+                    if let Some(duty) = &mut self.nodes[x].duty {
+                        duty.found(&y);
+                    }
+                }
                 self.pump(a);
                 self.pump(b);
             }
@@ -682,6 +705,10 @@ impl Net {
                     let id = self.id(peer);
                     self.nodes[at].node.handle_peer_down(now, id);
                     self.pump(at);
+                    let duty = self.nodes[at].duty.as_mut();
+                    if duty.is_some_and(|d| d.lost(&(id, peer))) {
+                        self.dial_across(at);
+                    }
                 }
             }
             Action::Arrive { to, from, msg } => {

@@ -14,6 +14,8 @@
 //! Every box and every registry computes the same answer from the same site names, with
 //! nobody elected and nothing to keep in step.
 
+use std::collections::BTreeSet;
+
 /// Boxes per site that keep links to other sites: its lowest ids. With two, a tenth of all
 /// boxes failing at once cuts one site in a hundred off until the registry's next answer.
 pub const GATEWAYS: usize = 3;
@@ -76,10 +78,98 @@ pub fn peer_gateway<T>(rank: usize, ids: &[T]) -> Option<&T> {
     ids.get(rank.min(GATEWAYS - 1)).or(ids.first())
 }
 
+/// Whether this box is one of its site's gateways, and which boxes of other sites it links
+/// to, kept up to date as its site-mates' links go down and come back.
+///
+/// The registry forgets a dead box only when its registration expires (three heartbeats,
+/// 30 s), so a site whose gateways all died at once would be cut off that long. Its other
+/// boxes see their links to the gateways go down within the idle timeout, and the lowest
+/// living ones stand in at once: the boxes the registry will name anyway once the dead
+/// registrations expire, so nothing is dialed that would not be dialed a little later.
+#[derive(Debug, Clone)]
+pub struct GatewayDuty<T> {
+    me: T,
+    /// The other boxes of this site, lowest first, as the registry last listed them.
+    mates: Vec<T>,
+    /// The boxes of each site this site links to, lowest first.
+    linked: Vec<Vec<T>>,
+    /// Site-mates whose link went down and has not come back.
+    lost: BTreeSet<T>,
+}
+
+impl<T: Ord + Clone> GatewayDuty<T> {
+    pub fn new(me: T) -> Self {
+        Self {
+            me,
+            mates: Vec::new(),
+            linked: Vec::new(),
+            lost: BTreeSet::new(),
+        }
+    }
+
+    /// The registry's answer: this site's other boxes, and the boxes it lists of each site
+    /// this site links to (`linked_sites`).
+    pub fn answer(&mut self, mut mates: Vec<T>, linked: Vec<Vec<T>>) {
+        mates.retain(|m| *m != self.me);
+        mates.sort_unstable();
+        mates.dedup();
+        self.lost.retain(|l| mates.binary_search(l).is_ok());
+        self.mates = mates;
+        self.linked = linked
+            .into_iter()
+            .map(|mut ids| {
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            })
+            .filter(|ids| !ids.is_empty())
+            .collect();
+    }
+
+    /// A link went down. True when that makes this box a gateway of another rank (dial
+    /// `across` again).
+    pub fn lost(&mut self, id: &T) -> bool {
+        if self.mates.binary_search(id).is_err() {
+            return false;
+        }
+        let before = self.rank();
+        self.lost.insert(id.clone());
+        self.rank() != before
+    }
+
+    /// A link came up: a site-mate lost before counts again.
+    pub fn found(&mut self, id: &T) {
+        self.lost.remove(id);
+    }
+
+    /// This box's rank among its site's gateways, counting only site-mates not lost.
+    pub fn rank(&self) -> Option<usize> {
+        let below = self
+            .mates
+            .iter()
+            .take_while(|m| **m < self.me)
+            .filter(|m| !self.lost.contains(*m))
+            .count();
+        (below < GATEWAYS).then_some(below)
+    }
+
+    /// The boxes of other sites this box dials now: the gateway of its rank in each linked
+    /// site, or nobody if it is not a gateway.
+    pub fn across(&self) -> Vec<T> {
+        let Some(rank) = self.rank() else {
+            return Vec::new();
+        };
+        self.linked
+            .iter()
+            .filter_map(|ids| peer_gateway(rank, ids).cloned())
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet, VecDeque};
+    use std::collections::{BTreeMap, VecDeque};
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("site-{i}")).collect()
@@ -165,5 +255,32 @@ mod tests {
         assert_eq!(peer_gateway(1, &[4, 6, 8]), Some(&6));
         assert_eq!(peer_gateway(2, &[4]), Some(&4));
         assert_eq!(peer_gateway::<u8>(0, &[]), None);
+    }
+
+    #[test]
+    fn the_lowest_living_site_mates_stand_in_for_lost_gateways() {
+        // Site of 10, 20, 30, 40, 50; this box is 40, not a gateway while the three
+        // lowest live.
+        let mut duty = GatewayDuty::new(40);
+        duty.answer(vec![50, 30, 10, 20, 40], vec![vec![3, 1, 2], vec![7]]);
+        assert_eq!(duty.rank(), None);
+        assert!(duty.across().is_empty());
+        assert!(!duty.lost(&50), "a higher mate changes nothing");
+        assert!(!duty.lost(&99), "not a mate");
+        assert!(duty.lost(&20), "one gateway gone: 40 is the third");
+        assert_eq!(duty.rank(), Some(2));
+        assert_eq!(duty.across(), vec![3, 7], "rank 2 there, or the lowest");
+        assert!(duty.lost(&10));
+        assert_eq!(duty.rank(), Some(1));
+        assert_eq!(duty.across(), vec![2, 7]);
+        duty.found(&10);
+        duty.found(&20);
+        assert_eq!(duty.rank(), None, "back when they are");
+        // A new answer that no longer lists a lost mate forgets it was lost.
+        duty.lost(&20);
+        duty.answer(vec![10, 30, 50], vec![vec![1]]);
+        assert_eq!(duty.rank(), Some(2));
+        duty.answer(vec![10, 20, 30, 50], vec![vec![1]]);
+        assert_eq!(duty.rank(), None, "20 listed again and not lost any more");
     }
 }

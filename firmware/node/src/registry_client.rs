@@ -14,16 +14,17 @@ use cambox_registry::model::{BroadcastInfo, NodeView, RegisterReply, Registratio
 use cambox_registry::signing;
 
 use crate::client;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, SiteAnswer};
 use crate::station::Station;
 
-/// Which registered nodes to hand to the mesh: every box of this site (for when mDNS
-/// cannot see them), and, if this box is one of its site's gateways (`site_graph`), the
-/// gateway of the same rank in each site its site links to. Other boxes reach other sites
-/// through their gateways, over the LAN. The registry already answers with just these
-/// sites; the choice is made again here so that merged answers of several registries, or
-/// a registry that lists every site, still give a few links and not one per site.
-pub fn candidates(nodes: &[NodeView], me: NodeId, my_site: &str) -> Vec<(NodeId, SocketAddr)> {
+/// What of a registry's answer the mesh needs: every other box of this site (for when
+/// mDNS cannot see them), and the boxes it lists of each site this site links to
+/// (`site_graph`). The registry already answers with just these sites; the choice is made
+/// again here so that merged answers of several registries, or a registry that lists
+/// every site, still give a few links and not one per site. Which of them this box dials
+/// across sites depends on which site-mates are alive, so the mesh decides that
+/// (`site_graph::GatewayDuty`).
+pub fn site_answer(nodes: &[NodeView], me: NodeId, my_site: &str) -> SiteAnswer {
     let mut by_site: BTreeMap<&str, Vec<(NodeId, SocketAddr)>> = BTreeMap::new();
     for n in nodes {
         let Some(id) = NodeId::from_hex(&n.node) else {
@@ -40,18 +41,13 @@ pub fn candidates(nodes: &[NodeView], me: NodeId, my_site: &str) -> Vec<(NodeId,
         list.sort_by_key(|(id, _)| *id);
         list.dedup_by_key(|(id, _)| *id);
     }
-    let mut out = by_site.get(my_site).cloned().unwrap_or_default();
-    let mates: Vec<NodeId> = out.iter().map(|(id, _)| *id).chain([me]).collect();
-    let Some(rank) = site_graph::gateway_rank(&me, &mates) else {
-        return out;
-    };
+    let mates = by_site.get(my_site).cloned().unwrap_or_default();
     let sites: Vec<&str> = by_site.keys().copied().collect();
-    for site in site_graph::linked_sites(my_site, &sites) {
-        if let Some(g) = site_graph::peer_gateway(rank, &by_site[site]) {
-            out.push(*g);
-        }
-    }
-    out
+    let linked = site_graph::linked_sites(my_site, &sites)
+        .into_iter()
+        .map(|site| by_site[site].clone())
+        .collect();
+    SiteAnswer { mates, linked }
 }
 
 /// Used until a registry says otherwise, and while one cannot be reached.
@@ -148,9 +144,7 @@ async fn renew_forever(
                 was_ok = Some(true);
                 heartbeat = Duration::from_secs(reply.heartbeat_s.clamp(1, 3600));
                 let site = station.settings.site.clone();
-                for (id, addr) in candidates(&reply.nodes, identity.node_id(), &site) {
-                    mesh.discovered(id, addr);
-                }
+                mesh.site_answer(site_answer(&reply.nodes, identity.node_id(), &site));
             }
             Err(e) => {
                 if was_ok != Some(false) {
@@ -185,10 +179,20 @@ mod tests {
         }
     }
 
+    /// Whom the box `me` dials or is dialed by, from this answer alone (no site-mate lost):
+    /// its site-mates and, if it is a gateway, one box of each linked site.
     fn ids(nodes: &[NodeView], me: u8, site: &str) -> Vec<u8> {
-        let mut got: Vec<u8> = candidates(nodes, NodeId([me; 32]), site)
-            .iter()
-            .map(|(id, _)| id.0[0])
+        let answer = site_answer(nodes, NodeId([me; 32]), site);
+        let mut duty = site_graph::GatewayDuty::new(NodeId([me; 32]));
+        let ids = |list: &[(NodeId, SocketAddr)]| list.iter().map(|(id, _)| *id).collect();
+        duty.answer(
+            ids(&answer.mates),
+            answer.linked.iter().map(|l| ids(l)).collect(),
+        );
+        let mut got: Vec<u8> = ids(&answer.mates)
+            .into_iter()
+            .chain(duty.across())
+            .map(|id: NodeId| id.0[0])
             .collect();
         got.sort_unstable();
         got

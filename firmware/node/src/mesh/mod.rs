@@ -23,6 +23,7 @@ use cambox_mesh::identity::Identity;
 use cambox_mesh::msg::{TRACK_AUDIO, TRACK_CATALOG, TRACK_VIDEO};
 use cambox_mesh::node::{Config as CoreConfig, Event, Node};
 use cambox_mesh::routed::CommandAllow;
+use cambox_mesh::site_graph::GatewayDuty;
 use cambox_mesh::{BroadcastId, Msg, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -150,11 +151,13 @@ pub enum Input {
         peer: String,
         addrs: Vec<SocketAddr>,
     },
-    /// A node seen by discovery (mDNS or the registry) at this address.
+    /// A node seen by discovery (mDNS) at this address.
     Discovered {
         node: NodeId,
         addr: SocketAddr,
     },
+    /// A registry's answer: this site's boxes and those of the sites it links to.
+    SiteAnswer(SiteAnswer),
     LocalObject {
         track: u8,
         group: u64,
@@ -162,6 +165,15 @@ pub enum Input {
         capture_us: u64,
         payload: Bytes,
     },
+}
+
+/// The boxes a registry told this box about, with their addresses (`registry_client`).
+#[derive(Debug, Clone, Default)]
+pub struct SiteAnswer {
+    /// This site's other boxes.
+    pub mates: Vec<(NodeId, SocketAddr)>,
+    /// The boxes listed of each site this site links to (`site_graph::linked_sites`).
+    pub linked: Vec<Vec<(NodeId, SocketAddr)>>,
 }
 
 /// What the rest of the box asks of the mesh (the API, viewers, the bus), on a channel of
@@ -357,6 +369,7 @@ impl Mesh {
             next_routed_id: first_version << 8,
             incoming: incoming_tx,
             rooms: HashMap::new(),
+            gateway: GatewayDuty::new(id),
         };
         tokio::spawn(driver.run(rx, requests_rx, on_air));
         Ok(Mesh {
@@ -503,9 +516,10 @@ impl Mesh {
         r?
     }
 
-    /// A node found by discovery outside this module (the registry).
-    pub fn discovered(&self, node: NodeId, addr: SocketAddr) {
-        let _ = self.tx.send(Input::Discovered { node, addr });
+    /// What a registry answered: the mesh links to the site-mates and, while this box is
+    /// one of its site's gateways, to the linked sites.
+    pub fn site_answer(&self, answer: SiteAnswer) {
+        let _ = self.tx.send(Input::SiteAnswer(answer));
     }
 
     /// Says goodbye to every neighbour, so they switch parents at once.
@@ -632,6 +646,9 @@ struct Driver {
     next_routed_id: u64,
     incoming: mpsc::UnboundedSender<Incoming>,
     rooms: HashMap<String, ChatRoom>,
+    /// Whether this box links across sites, and to whom, from the registry's answer and
+    /// which site-mates' links are down.
+    gateway: GatewayDuty<NodeId>,
 }
 
 impl Driver {
@@ -733,6 +750,10 @@ impl Driver {
                     self.metrics.mesh_peers.set(self.links.len() as i64);
                     tracing::info!(%peer, %reason, "mesh neighbour gone");
                     self.core.handle_peer_down(now, peer);
+                    if self.gateway.lost(&peer) {
+                        tracing::info!(rank = ?self.gateway.rank(), "standing in as one of this site's gateways");
+                        self.dial_across();
+                    }
                 }
             }
             Input::Transmitted {
@@ -747,13 +768,20 @@ impl Driver {
             Input::StaticPeer { peer, addrs } => {
                 self.static_peers.insert(peer, addrs);
             }
-            Input::Discovered { node, addr } => {
-                self.addrs.insert(node, addr);
-                // The lower id dials, so two boxes that see each other open one connection;
-                // discovery repeats itself (heartbeats, mDNS), which redials a lost link.
-                if !self.links.contains_key(&node) && self.id < node {
-                    self.dial(addr, Some(node));
+            Input::Discovered { node, addr } => self.discovered(node, addr),
+            Input::SiteAnswer(answer) => {
+                let ids = |list: &[(NodeId, SocketAddr)]| list.iter().map(|(id, _)| *id).collect();
+                self.gateway.answer(
+                    ids(&answer.mates),
+                    answer.linked.iter().map(|l| ids(l)).collect(),
+                );
+                for &(node, addr) in answer.linked.iter().flatten() {
+                    self.addrs.insert(node, addr);
                 }
+                for (node, addr) in answer.mates {
+                    self.discovered(node, addr);
+                }
+                self.dial_across();
             }
             Input::LocalObject {
                 track,
@@ -866,6 +894,7 @@ impl Driver {
         tokio::spawn(conn::accept_groups(inbox.clone(), est.conn.clone()));
         tokio::spawn(conn::write_loop(inbox, est.conn.clone(), est.send, out_rx));
         self.addrs.insert(peer, remote);
+        self.gateway.found(&peer);
         tracing::info!(%peer, %remote, dialed = est.dialed, "mesh neighbour up");
         let rtt = est.conn.rtt();
         self.links.insert(
@@ -882,6 +911,27 @@ impl Driver {
         self.metrics.mesh_peers.set(self.links.len() as i64);
         self.core.handle_peer_up(now, peer, rtt);
         self.core.handle_message(now, peer, est.hello);
+    }
+
+    /// A box seen on the LAN or listed by a registry. The lower id dials, so two boxes that
+    /// see each other open one connection; discovery repeats itself (heartbeats, mDNS),
+    /// which redials a lost link.
+    fn discovered(&mut self, node: NodeId, addr: SocketAddr) {
+        self.addrs.insert(node, addr);
+        if !self.links.contains_key(&node) && self.id < node {
+            self.dial(addr, Some(node));
+        }
+    }
+
+    /// Dials the gateways of linked sites this box should reach as one of its site's
+    /// gateways, whichever id is lower: the box there did not pick this site, so it would
+    /// not dial (a duplicate, when both did, is closed by `link_up`).
+    fn dial_across(&mut self) {
+        for node in self.gateway.across() {
+            if let (false, Some(&addr)) = (self.links.contains_key(&node), self.addrs.get(&node)) {
+                self.dial(addr, Some(node));
+            }
+        }
     }
 
     fn dial(&mut self, addr: SocketAddr, expect: Option<NodeId>) {
