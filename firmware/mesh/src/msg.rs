@@ -4,8 +4,27 @@
 use bytes::Bytes;
 
 /// A node's identity: its Ed25519 public key. Certificates in the transport prove it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(pub [u8; 32]);
+
+/// The bytes' order, as derived, but the first eight bytes compared as one integer (ids
+/// differ there but for a 2^-64 chance): that keeps the ordered maps keyed by ids
+/// (peers, routes, broadcasts) from calling `memcmp` for every step of every lookup,
+/// which was a third of the simulator's time at 1 000 nodes.
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let head = |id: &NodeId| u64::from_be_bytes(id.hop().0);
+        head(self)
+            .cmp(&head(other))
+            .then_with(|| self.0[8..].cmp(&other.0[8..]))
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl NodeId {
     /// The first 6 bytes in hex: enough to tell nodes apart in logs and host names.
@@ -272,4 +291,21 @@ pub enum Msg {
         nonce: u64,
     },
     Goodbye,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ids_order_as_their_bytes(a: [u8; 32], b: [u8; 32], common in 0usize..32) {
+            // Ids sharing a prefix of any length too, so the tail's comparison is tried.
+            let mut b = b;
+            b[..common].copy_from_slice(&a[..common]);
+            prop_assert_eq!(NodeId(a).cmp(&NodeId(b)), a.cmp(&b));
+            prop_assert_eq!(NodeId(a).cmp(&NodeId(a)), std::cmp::Ordering::Equal);
+        }
+    }
 }

@@ -389,10 +389,13 @@ impl Node {
                 });
                 continue;
             }
-            if !self.alive(b, now) {
+            // `alive`, with the entry in hand (this runs for every broadcast at every
+            // remake).
+            if l.expires <= now {
                 continue;
             }
-            let parent = self.subs.get(b).and_then(|s| s.parent);
+            let sub = self.subs.get(b);
+            let parent = sub.and_then(|s| s.parent);
             let via = parent
                 .and_then(|p| self.peers.get(&p).and_then(|peer| peer.catalog.get(b)))
                 .or_else(|| self.told_route(b));
@@ -400,9 +403,7 @@ impl Node {
             let mut path = e.path.clone();
             path.push(self.id.hop());
             // Carrying means receiving right now, not merely having a parent.
-            let receiving = self
-                .subs
-                .get(b)
+            let receiving = sub
                 .and_then(|s| s.last_object)
                 .is_some_and(|t| now < t + FRESH);
             out.push(CatalogEntry {
@@ -421,16 +422,27 @@ impl Node {
     /// every neighbour a new path, and them theirs. Measured at 300 nodes, paths that
     /// changed without getting shorter were a third of all catalog entries sent.
     fn told_route<'a>(&'a self, b: &'a BroadcastId) -> Option<&'a CatalogEntry> {
-        let (_, best) = self.best_route(b)?;
         let told_via = self
             .last_told_all
             .get(b)
             .and_then(|e| e.path.len().checked_sub(2).map(|i| e.path[i]));
-        let kept = told_via.and_then(|via| {
-            self.routes(b)
-                .find(|(id, _, e)| id.hop() == via && e.path.len() == best.path.len())
-        });
-        Some(kept.map_or(best, |(_, _, e)| e))
+        // One pass over the routes (this runs for every broadcast at every remake).
+        let mut best = None;
+        let mut kept = None;
+        for (id, p, e) in self.routes(b) {
+            if told_via == Some(id.hop()) {
+                kept = Some(e);
+            }
+            let key = route_rank(id, p, e);
+            if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                best = Some((key, e));
+            }
+        }
+        let (_, best) = best?;
+        Some(
+            kept.filter(|e| e.path.len() == best.path.len())
+                .unwrap_or(best),
+        )
     }
 
     pub(super) fn best_route<'a>(
@@ -438,7 +450,7 @@ impl Node {
         b: &'a BroadcastId,
     ) -> Option<(NodeId, &'a CatalogEntry)> {
         self.routes(b)
-            .min_by_key(|(id, p, e)| (e.path.len(), p.rtt, std::cmp::Reverse(p.uplink_kbps), *id))
+            .min_by_key(|(id, p, e)| route_rank(*id, p, e))
             .map(|(id, _, e)| (id, e))
     }
 
@@ -509,6 +521,16 @@ impl Node {
             }
         }
     }
+}
+
+/// How routes rank, best first: the shortest, then the nearest neighbour, the one with
+/// the most uplink, the lowest id.
+fn route_rank(
+    id: NodeId,
+    p: &Peer,
+    e: &CatalogEntry,
+) -> (usize, Duration, std::cmp::Reverse<u32>, NodeId) {
+    (e.path.len(), p.rtt, std::cmp::Reverse(p.uplink_kbps), id)
 }
 
 /// `peer` no longer offers `b`; a broadcast nobody offers leaves the index.
