@@ -65,10 +65,13 @@ pub fn linked_sites<'a>(my_site: &str, sites: &[&'a str]) -> Vec<&'a str> {
         .collect()
 }
 
-/// The rank of `me` among its site's gateways (`site_ids`: every id of its site, itself
-/// included, in any order), or `None` if it is not one.
-pub fn gateway_rank<T: Ord>(me: &T, site_ids: &[T]) -> Option<usize> {
-    let below = site_ids.iter().filter(|id| *id < me).count();
+/// The rank of `me` among its site's gateways (`site_ids`: every living id of its site,
+/// itself included or not, in any order), or `None` if it is not one.
+pub fn gateway_rank<'a, T: Ord + 'a>(
+    me: &T,
+    site_ids: impl IntoIterator<Item = &'a T>,
+) -> Option<usize> {
+    let below = site_ids.into_iter().filter(|id| *id < me).count();
     (below < GATEWAYS).then_some(below)
 }
 
@@ -144,13 +147,8 @@ impl<T: Ord + Clone> GatewayDuty<T> {
 
     /// This box's rank among its site's gateways, counting only site-mates not lost.
     pub fn rank(&self) -> Option<usize> {
-        let below = self
-            .mates
-            .iter()
-            .take_while(|m| **m < self.me)
-            .filter(|m| !self.lost.contains(*m))
-            .count();
-        (below < GATEWAYS).then_some(below)
+        let living = self.mates.iter().filter(|m| !self.lost.contains(*m));
+        gateway_rank(&self.me, living)
     }
 
     /// The boxes of other sites this box dials now: the gateway of its rank in each linked

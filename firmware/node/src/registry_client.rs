@@ -184,12 +184,9 @@ mod tests {
     fn ids(nodes: &[NodeView], me: u8, site: &str) -> Vec<u8> {
         let answer = site_answer(nodes, NodeId([me; 32]), site);
         let mut duty = site_graph::GatewayDuty::new(NodeId([me; 32]));
-        let ids = |list: &[(NodeId, SocketAddr)]| list.iter().map(|(id, _)| *id).collect();
-        duty.answer(
-            ids(&answer.mates),
-            answer.linked.iter().map(|l| ids(l)).collect(),
-        );
-        let mut got: Vec<u8> = ids(&answer.mates)
+        let (mates, linked) = answer.ids();
+        duty.answer(mates.clone(), linked);
+        let mut got: Vec<u8> = mates
             .into_iter()
             .chain(duty.across())
             .map(|id: NodeId| id.0[0])

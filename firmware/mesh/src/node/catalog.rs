@@ -268,16 +268,7 @@ impl Node {
             self.retired.insert(broadcast.clone(), version);
             self.subs.remove(broadcast);
             let ttl = self.cfg.catalog_ttl;
-            let end = CatalogEntry {
-                broadcast: broadcast.clone(),
-                site: self.cfg.site.clone(),
-                box_name: self.cfg.box_name.clone(),
-                tracks: o.tracks,
-                path: vec![self.id.hop()],
-                carrying: false,
-                version,
-                ttl_ms: 0,
-            };
+            let end = self.own_entry(broadcast, o.tracks, version, false);
             self.learned.insert(
                 broadcast.clone(),
                 Learned {
@@ -289,6 +280,31 @@ impl Node {
                 },
             );
             self.next_gossip = Some(now);
+        }
+    }
+
+    /// The entry of a broadcast of this node's own: live, or (`live` false) its end, an
+    /// entry with no time to live.
+    fn own_entry(
+        &self,
+        b: &BroadcastId,
+        tracks: Vec<u8>,
+        version: u64,
+        live: bool,
+    ) -> CatalogEntry {
+        CatalogEntry {
+            broadcast: b.clone(),
+            site: self.cfg.site.clone(),
+            box_name: self.cfg.box_name.clone(),
+            tracks,
+            path: vec![self.id.hop()],
+            carrying: live,
+            version,
+            ttl_ms: if live {
+                self.cfg.catalog_ttl.as_millis() as u32
+            } else {
+                0
+            },
         }
     }
 
@@ -363,16 +379,7 @@ impl Node {
     pub(super) fn catalog_entries(&self, now: Instant, with_nodes: bool) -> Vec<CatalogEntry> {
         let mut out = Vec::new();
         for (b, o) in &self.origins {
-            out.push(CatalogEntry {
-                broadcast: b.clone(),
-                site: self.cfg.site.clone(),
-                box_name: self.cfg.box_name.clone(),
-                tracks: o.tracks.clone(),
-                path: vec![self.id.hop()],
-                carrying: true,
-                version: o.version,
-                ttl_ms: self.cfg.catalog_ttl.as_millis() as u32,
-            });
+            out.push(self.own_entry(b, o.tracks.clone(), o.version, true));
         }
         for (b, l) in &self.learned {
             if self.origins.contains_key(b) || (!with_nodes && b.name == NODE_BROADCAST) {

@@ -176,6 +176,17 @@ pub struct SiteAnswer {
     pub linked: Vec<Vec<(NodeId, SocketAddr)>>,
 }
 
+impl SiteAnswer {
+    /// The ids alone, as `GatewayDuty::answer` takes them: site-mates, then linked sites.
+    pub fn ids(&self) -> (Vec<NodeId>, Vec<Vec<NodeId>>) {
+        let ids = |list: &[(NodeId, SocketAddr)]| list.iter().map(|(id, _)| *id).collect();
+        (
+            ids(&self.mates),
+            self.linked.iter().map(|l| ids(l)).collect(),
+        )
+    }
+}
+
 /// What the rest of the box asks of the mesh (the API, viewers, the bus), on a channel of
 /// its own so that requests and network events are told apart by type, not by variant.
 #[derive(Debug)]
@@ -770,11 +781,8 @@ impl Driver {
             }
             Input::Discovered { node, addr } => self.discovered(node, addr),
             Input::SiteAnswer(answer) => {
-                let ids = |list: &[(NodeId, SocketAddr)]| list.iter().map(|(id, _)| *id).collect();
-                self.gateway.answer(
-                    ids(&answer.mates),
-                    answer.linked.iter().map(|l| ids(l)).collect(),
-                );
+                let (mates, linked) = answer.ids();
+                self.gateway.answer(mates, linked);
                 for &(node, addr) in answer.linked.iter().flatten() {
                     self.addrs.insert(node, addr);
                 }
