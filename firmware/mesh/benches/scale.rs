@@ -8,7 +8,8 @@
 //! Prints one line per size: `scale ` and a JSON object (`nodes`, `sites`, `sim_speed`,
 //! `control_kbps_per_node`, `state_entries_per_node`, `copies_into_site_max`,
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
-//! `command_rtt_p99_ms`, `listed_within_2s`: the share of every box's stream list that
+//! `command_rtt_p99_ms`, `chat_p99_ms`: from a chat message sent to each of 50 sites'
+//! followers of its room, `chat_missing`, `listed_within_2s`: the share of every box's stream list that
 //! shows the broadcasts 2 s after they went live, `unlisted_within_5s`: the share that
 //! has dropped ten ended ones 5 s after), and progress to stderr with the control bytes
 //! per box so far after each phase. Broadcasts run at 10 objects a second (a keyframe of
@@ -24,7 +25,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cambox_mesh::msg::ROUTED_REPLY;
 use cambox_mesh::routed::CommandAllow;
 use cambox_mesh::sim::{LinkSpec, Net};
 
@@ -265,9 +265,10 @@ fn run(nodes: usize, steady: Duration) -> String {
     let joined = join_times.len();
     progress(&net, t0, &format!("{joined} of 50 joins measured"));
 
-    // Commands to nodes of other sites, each answered by the simulator.
+    // Commands to nodes of other sites through the senders' buses, each answered by the
+    // target's (the simulator's nodes reply with the command's body).
     let mut commands = Vec::new();
-    for i in 0..50u64 {
+    for _ in 0..50 {
         let from = (net.random() % net.len() as u64) as usize;
         let to = loop {
             let t = (net.random() % net.len() as u64) as usize;
@@ -275,23 +276,60 @@ fn run(nodes: usize, steady: Duration) -> String {
                 break t;
             }
         };
-        let _ = net.command(from, to, 10_000 + i, Bytes::from_static(b"{}"));
-        commands.push((from, to, 10_000 + i, net.now()));
+        if let Ok(id) = net.ask(from, to, Bytes::from_static(b"{}")) {
+            commands.push((from, net.id(to), id));
+        }
         net.run_for(Duration::from_millis(10));
     }
     net.run_for(Duration::from_millis(1500));
     let rtts: Vec<Duration> = commands
         .iter()
-        .filter_map(|&(from, to, id, at)| {
-            let target = net.id(to);
-            net.routed(from)
-                .iter()
-                .find(|(_, r)| r.kind == ROUTED_REPLY && r.id == id && r.from == target)
-                .map(|(t, _)| *t - at)
+        .filter_map(|&(from, target, id)| {
+            let a = net.answered(from).iter().find(|a| a.id == id)?;
+            (a.from == target).then(|| a.at - a.sent)
         })
         .collect();
     let answered = rtts.len();
     progress(&net, t0, &format!("{answered} of 50 commands answered"));
+
+    // Chat: one box in each of 50 sites follows a room; five of them say something.
+    let mut chatters: Vec<usize> = Vec::new();
+    for site in 0..sites.min(50) {
+        if let Some(n) = (0..net.len()).find(|&n| net.site_of(n) == site) {
+            net.chat_follow(n, "all");
+            chatters.push(n);
+        }
+    }
+    net.run_for(Duration::from_millis(500));
+    let mut said = Vec::new();
+    for (k, &n) in chatters.iter().take(5).enumerate() {
+        let m = net.chat_send(n, "all", &format!("chatter{k}"), "hello");
+        said.push((m.from, m.seq, net.now()));
+        net.run_for(Duration::from_millis(100));
+    }
+    net.run_for(Duration::from_secs(2));
+    let mut chat_delays = Vec::new();
+    let mut chat_missing = 0;
+    for &n in &chatters {
+        for (from, seq, at) in &said {
+            match net
+                .chat_seen(n)
+                .iter()
+                .find(|c| &c.message.from == from && c.message.seq == *seq)
+            {
+                Some(c) => chat_delays.push(c.at - *at),
+                None => chat_missing += 1,
+            }
+        }
+    }
+    progress(
+        &net,
+        t0,
+        &format!(
+            "{} chat messages seen by their room's followers, {chat_missing} missing",
+            chat_delays.len()
+        ),
+    );
 
     // Repair: a tenth of the nodes die at once (origins excepted).
     let origins: BTreeSet<usize> = net.broadcasts.iter().map(|b| b.origin).collect();
@@ -406,6 +444,7 @@ fn run(nodes: usize, steady: Duration) -> String {
          \"delay_p99_ms\":{},\"join_p99_ms\":{},\"joins_measured\":{joined},\
          \"repair_p99_ms\":{},\"repair_max_ms\":{:.0},\"orphans\":{},\
          \"command_rtt_p99_ms\":{},\"commands_answered\":{answered},\
+         \"chat_p99_ms\":{},\"chat_missing\":{chat_missing},\
          \"listed_within_2s\":{listed:.4},\"unlisted_within_5s\":{unlisted:.4}}}",
         percentile(delays, 99),
         percentile(join_times, 99),
@@ -413,6 +452,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         repair_max.as_secs_f64() * 1000.0,
         orphans.len(),
         percentile(rtts, 99),
+        percentile(chat_delays, 99),
     )
 }
 

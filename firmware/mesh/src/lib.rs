@@ -4,6 +4,7 @@
 //! `poll_*` until nothing is left, and `poll_timeout` says when to call back. One process
 //! can therefore simulate thousands of nodes deterministically (`sim`, behind the `sim` feature: tests and benches only).
 
+pub mod bus;
 pub mod hex;
 pub mod identity;
 pub mod limits;

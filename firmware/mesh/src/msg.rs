@@ -84,6 +84,15 @@ pub struct BroadcastId {
     pub name: String,
 }
 
+impl BroadcastId {
+    /// The overlay's own broadcasts (names starting with '.': `.node`, chat) carry an
+    /// object now and then, when something happens, not a steady stream: whether a node
+    /// carries one cannot be told from how recently an object arrived.
+    pub fn is_sparse(&self) -> bool {
+        self.name.starts_with('.')
+    }
+}
+
 /// Track numbers within a broadcast.
 pub const TRACK_VIDEO: u8 = 0;
 pub const TRACK_AUDIO: u8 = 1;
@@ -93,6 +102,9 @@ pub const TRACK_CATALOG: u8 = 2;
 
 /// Telemetry of a node: one reading per group (late joiners get the latest at once).
 pub const TRACK_TELEMETRY: u8 = 3;
+
+/// Chat: each sender's messages in a room are a broadcast of its own (`bus::chat`).
+pub const TRACK_CHAT: u8 = 4;
 
 /// The broadcast every node publishes: its capabilities on the catalog track and its
 /// readings on the telemetry track. Its catalog entry is also the node's route within its

@@ -409,10 +409,13 @@ impl Node {
             let Some(e) = via else { continue };
             let mut path = e.path.clone();
             path.push(self.id.hop());
-            // Carrying means receiving right now, not merely having a parent.
-            let receiving = sub
-                .and_then(|s| s.last_object)
-                .is_some_and(|t| now < t + FRESH);
+            // Carrying means receiving right now, not merely having a parent; a sparse
+            // broadcast is carried while it has one (judged by arrivals, it would be
+            // told carried and not carried again with every message).
+            let receiving = b.is_sparse()
+                || sub
+                    .and_then(|s| s.last_object)
+                    .is_some_and(|t| now < t + FRESH);
             out.push(CatalogEntry {
                 path,
                 carrying: parent.is_some() && receiving,

@@ -176,7 +176,8 @@ struct Sub {
     since: Option<Instant>,
     /// A redirect named a node we are not connected to: subscribe once it is up.
     dialing: Option<(NodeId, Instant)>,
-    /// When the parent last sent an object: a parent that went quiet is as good as lost.
+    /// When the parent last sent an object: a parent that went quiet is as good as lost
+    /// (not kept for sparse broadcasts, which go quiet between events).
     last_object: Option<Instant>,
     /// Until when this node counts as carrying; a wake-up then tells neighbours if not.
     fresh_until: Option<Instant>,
@@ -477,10 +478,14 @@ impl Node {
                     // its answer, which may yet be a redirect.
                     Some(s) if s.pending.is_some_and(|(p, _)| p == from) => true,
                     Some(s) if s.parent == Some(from) => {
-                        // Receiving again makes this node a carrier in its catalog.
-                        self.catalog_stale |= s.last_object.is_none_or(|t| now >= t + FRESH);
-                        s.last_object = Some(now);
-                        s.fresh_until = Some(now + FRESH);
+                        // Receiving again makes this node a carrier in its catalog. A
+                        // sparse broadcast is carried while it has a parent, and its
+                        // silence is no sign of a dead parent (the link's is).
+                        if !broadcast.is_sparse() {
+                            self.catalog_stale |= s.last_object.is_none_or(|t| now >= t + FRESH);
+                            s.last_object = Some(now);
+                            s.fresh_until = Some(now + FRESH);
+                        }
                         true
                     }
                     _ => false,

@@ -2,7 +2,7 @@
 //! (telemetry), commands to it, and chat. The formats here are JSON, documented in
 //! `docs/protocol.md`; the mesh driver carries them.
 
-pub mod chat;
+pub use cambox_mesh::bus::chat;
 pub mod commands;
 pub mod sensors;
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cambox_media::broadcast::track;
 use cambox_media::{Broadcast, FrameRate, GroupObject, TrackWriter};
+use cambox_mesh::bus::Bus;
 use cambox_mesh::identity::Identity;
 use cambox_mesh::msg::{TRACK_AUDIO, TRACK_CATALOG, TRACK_VIDEO};
 use cambox_mesh::node::{Config as CoreConfig, Event, Node};
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use self::bus::{ChatRoom, Followed, Incoming, OwnNode, PendingReplies};
+use self::bus::{Incoming, Waiter};
 use self::conn::{Established, Inbox, Me, Refusal, CLOSE_DUPLICATE, CLOSE_LIMIT, CLOSE_NORMAL};
 use crate::bus::chat::Message as ChatMessage;
 use crate::bus::NodeView;
@@ -373,11 +374,7 @@ impl Mesh {
             metrics,
             discovery,
             identity,
-            own_node: None,
-            followed: HashMap::new(),
-            follow_nodes_until: None,
-            pending_replies: PendingReplies::new(),
-            next_routed_id: first_version << 8,
+            bus: Bus::new(id, first_version << 8),
             incoming: incoming_tx,
             rooms: HashMap::new(),
             gateway: GatewayDuty::new(id),
@@ -649,14 +646,11 @@ struct Driver {
     metrics: Arc<Metrics>,
     discovery: Option<discovery::Mdns>,
     identity: Identity,
-    own_node: Option<OwnNode>,
-    /// Other nodes' `.node` broadcasts being followed, with what they said last.
-    followed: HashMap<BroadcastId, Followed>,
-    follow_nodes_until: Option<Instant>,
-    pending_replies: PendingReplies,
-    next_routed_id: u64,
+    /// Own `.node` broadcast, followed nodes and rooms, commands awaiting replies.
+    bus: Bus<Waiter>,
     incoming: mpsc::UnboundedSender<Incoming>,
-    rooms: HashMap<String, ChatRoom>,
+    /// Followers of each room this box follows.
+    rooms: HashMap<String, tokio::sync::broadcast::Sender<ChatMessage>>,
     /// Whether this box links across sites, and to whom, from the registry's answer and
     /// which site-mates' links are down.
     gateway: GatewayDuty<NodeId>,
@@ -673,7 +667,7 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let initial = on_air.borrow_and_update().clone();
         self.set_local(initial);
-        self.publish_own_node(Instant::now());
+        self.bus.publish_own_node(&mut self.core, Instant::now());
         loop {
             let wake = self
                 .core
@@ -835,7 +829,7 @@ impl Driver {
                     }
                 }
             }
-            Request::Own { track, json } => self.set_own(track, json),
+            Request::Own { track, json } => self.set_own(now, track, json),
             Request::Command { to, body, reply } => self.send_command(now, to, body, reply),
             Request::Reply { to, id, body } => self.send_reply(now, to, id, body),
             Request::Nodes(reply) => {
@@ -1231,10 +1225,9 @@ impl Driver {
         let now = Instant::now();
         self.core.set_wall_clock(now, crate::bus::wall_ms());
         // The catalog as it stands, once for everything below that follows it.
-        let known = self.known_ids(now);
-        self.follow_nodes(now, &known);
-        self.follow_rooms(now, &known);
-        self.pending_replies.retain(|_, tx| !tx.is_closed());
+        let catalog = self.core.known_broadcasts(now);
+        self.bus_tick(now, &catalog);
+        let known: HashSet<BroadcastId> = catalog.into_iter().map(|k| k.broadcast).collect();
         self.metrics.set_routed(&self.core.routed_stats());
         for l in self.links.values_mut() {
             let sent = l.conn.stats().udp_tx.bytes;

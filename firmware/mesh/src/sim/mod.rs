@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::bus::Bus;
 use crate::identity::Identity;
-use crate::msg::{
-    BroadcastId, CatalogEntry, Msg, NodeId, Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY,
-    TRACK_CATALOG, TRACK_TELEMETRY,
-};
+use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, Routed, ROUTED_COMMAND};
 use crate::node::{Config, Event, Node, RouteError};
 use crate::site_graph::GatewayDuty;
 use crate::wire::GroupEncoder;
+
+mod bus;
+pub use bus::{Answered, ChatSeen};
 
 /// How a link behaves, in each direction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,6 +110,12 @@ struct SimNode {
     /// In a world built as the registry links it: whom this node dials across sites, kept
     /// up as its site-mates' links go down (as the box's driver keeps it).
     duty: Option<GatewayDuty<(NodeId, usize)>>,
+    /// The bus's state machines, as the box runs them; a command waits with its send time.
+    bus: Bus<Instant>,
+    /// Whether the bus is ticked (from its first use until it follows nothing).
+    bus_ticking: bool,
+    /// What the bus gave this node's user.
+    bus_seen: bus::Seen,
 }
 
 #[derive(Debug)]
@@ -138,6 +145,9 @@ enum Action {
         origin: usize,
         broadcast: usize,
         n: u64,
+    },
+    BusTick {
+        at: usize,
     },
 }
 
@@ -412,6 +422,9 @@ impl Net {
             timer: None,
             delivered: Vec::new(),
             duty: None,
+            bus: Bus::new(id, 0),
+            bus_ticking: false,
+            bus_seen: bus::Seen::default(),
         });
         if self.wan.len() <= site {
             self.wan.resize(site + 1, WanBytes::default());
@@ -436,10 +449,8 @@ impl Net {
     /// route for commands. Its objects are sent with [`Net::local_object`].
     pub fn announce(&mut self, i: usize) -> BroadcastId {
         let now = self.now;
-        let id =
-            self.nodes[i]
-                .node
-                .publish(now, NODE_BROADCAST, vec![TRACK_CATALOG, TRACK_TELEMETRY]);
+        let n = &mut self.nodes[i];
+        let id = n.bus.publish_own_node(&mut n.node, now);
         self.pump(i);
         id
     }
@@ -749,6 +760,7 @@ impl Net {
                 broadcast,
                 n,
             } => self.produce(origin, broadcast, n),
+            Action::BusTick { at } => self.bus_tick(at),
         }
     }
 
@@ -810,9 +822,11 @@ impl Net {
                     group,
                     index,
                     capture_us,
-                    ..
+                    payload,
                 } => {
-                    self.nodes[i].delivered.push(Delivered {
+                    let n = &mut self.nodes[i];
+                    n.bus.handle_object(&broadcast, track, &payload);
+                    n.delivered.push(Delivered {
                         at: now,
                         broadcast,
                         track,
@@ -820,22 +834,12 @@ impl Net {
                         index,
                         capture_us,
                     });
+                    self.drain_bus(i);
                 }
                 Event::Routed(r) => {
-                    let reply = (self.auto_reply && r.kind == ROUTED_COMMAND).then(|| {
-                        Routed::signed(
-                            &self.nodes[i].identity,
-                            r.from,
-                            ROUTED_REPLY,
-                            r.id,
-                            self.wall_ms(),
-                            r.body.clone(),
-                        )
-                    });
-                    self.nodes[i].routed.push((now, *r));
-                    if let Some(reply) = reply {
-                        let _ = self.nodes[i].node.send_routed(now, reply);
-                    }
+                    self.nodes[i].routed.push((now, (*r).clone()));
+                    self.nodes[i].bus.handle_routed(*r);
+                    self.drain_bus(i);
                 }
                 Event::Connect { peer } => {
                     if let Some(&j) = self.index.get(&peer) {
