@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use cambox_mesh::sim::Net;
+use cambox_mesh::sim::{LinkSpec, Net};
 
 /// (group, index) pairs a node delivered for a broadcast, in order, with times.
 pub fn deliveries(net: &Net, n: usize, b: usize) -> Vec<(u64, u32, Instant)> {
@@ -41,4 +41,33 @@ pub fn missing_objects(
     let last = (end - Duration::from_millis(500)).as_micros() as u64 * fps / 1_000_000;
     let got: BTreeSet<u64> = d.iter().map(|(g, i, _)| g * fps + u64::from(*i)).collect();
     (first..=last).filter(|k| !got.contains(k)).collect()
+}
+
+/// Sites of the first simulation world.
+pub const SITES: usize = 10;
+pub const PER_SITE: usize = 20;
+
+/// 10 sites of 20 boxes: a full LAN mesh inside each site (mDNS finds everyone), two
+/// connections from each box to boxes elsewhere (static peers or the registry).
+pub fn world(seed: u64) -> Net {
+    let mut net = Net::sites(seed, SITES, PER_SITE, 2, |_| LinkSpec::WAN);
+    net.run_for(Duration::from_millis(200));
+    net
+}
+
+/// Five broadcasts from five sites, everyone subscribed to all of them.
+pub fn five_broadcasts(net: &mut Net) -> Vec<usize> {
+    let mut bs = Vec::new();
+    for (k, site) in [0usize, 2, 4, 6, 8].into_iter().enumerate() {
+        let origin = site * PER_SITE + (net.random() % PER_SITE as u64) as usize;
+        bs.push(net.publish(origin, &format!("cam{k}")));
+    }
+    for n in 0..net.len() {
+        for &b in &bs {
+            if net.broadcasts[b].origin != n {
+                net.subscribe(n, b);
+            }
+        }
+    }
+    bs
 }
