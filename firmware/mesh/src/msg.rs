@@ -296,6 +296,14 @@ pub enum Msg {
         count: u32,
         digest: u64,
     },
+    /// The link between `a` and `b` is gone (one of them lost the other): every route
+    /// over it is dead. Passed on to the neighbours that were told or told a route over
+    /// it, so they drop those routes at once instead of trying one doomed route after
+    /// another (BGP's path hunting; root cause notification, as in BGP-RCN).
+    LinkDown {
+        a: Hop,
+        b: Hop,
+    },
     Ping {
         nonce: u64,
     },

@@ -66,6 +66,7 @@ mod kind {
     pub const FOUND: u8 = 0x0f;
     pub const OBJECT_NEXT: u8 = 0x10;
     pub const SITE_MATES: u8 = 0x11;
+    pub const LINK_DOWN: u8 = 0x12;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -137,6 +138,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::Find { .. } => kind::FIND,
         Msg::Found { .. } => kind::FOUND,
         Msg::SiteMates { .. } => kind::SITE_MATES,
+        Msg::LinkDown { .. } => kind::LINK_DOWN,
     }
 }
 
@@ -165,6 +167,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::FOUND => "Found",
         kind::OBJECT_NEXT => "ObjectNext",
         kind::SITE_MATES => "SiteMates",
+        kind::LINK_DOWN => "LinkDown",
         _ => return None,
     })
 }
@@ -231,6 +234,7 @@ fn body_len(msg: &Msg) -> usize {
         Msg::Find { .. } => NODE_LEN + 8 + NODE_LEN + 1,
         Msg::Found { .. } => NODE_LEN + 8 + NODE_LEN,
         Msg::SiteMates { .. } => 4 + 8,
+        Msg::LinkDown { .. } => 8 + 8,
     }
 }
 
@@ -330,6 +334,10 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
         Msg::SiteMates { count, digest } => {
             put_u32(out, *count);
             put_u64(out, *digest);
+        }
+        Msg::LinkDown { a, b } => {
+            out.extend_from_slice(&a.0);
+            out.extend_from_slice(&b.0);
         }
     }
 }
@@ -439,7 +447,8 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         | Msg::Goodbye
         | Msg::Find { .. }
         | Msg::Found { .. }
-        | Msg::SiteMates { .. } => {}
+        | Msg::SiteMates { .. }
+        | Msg::LinkDown { .. } => {}
         Msg::Addresses { entries } => {
             c.count("entries", entries.len(), MAX_REDIRECT)?;
             entries.iter().try_for_each(|(_, a)| c.string("addr", a))?;
@@ -685,6 +694,10 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         kind::SITE_MATES => Msg::SiteMates {
             count: r.u32("count")?,
             digest: r.u64("digest")?,
+        },
+        kind::LINK_DOWN => Msg::LinkDown {
+            a: r.hop("a")?,
+            b: r.hop("b")?,
         },
         _ => Msg::Goodbye,
     };
@@ -1232,7 +1245,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x12, 0xff] {
+        for kind in [0, 0x13, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

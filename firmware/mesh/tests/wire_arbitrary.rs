@@ -3,6 +3,7 @@
 //! back unchanged.
 
 use bytes::Bytes;
+use cambox_mesh::msg::Hop;
 use cambox_mesh::wire::{self, Decoder, GroupEncoder, WireError, HEADER_LEN, MAX_STRING, VERSION};
 use cambox_mesh::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
 use proptest::collection::vec;
@@ -125,6 +126,10 @@ fn msg() -> impl Strategy<Value = Msg> {
             target
         }),
         (any::<u32>(), any::<u64>()).prop_map(|(count, digest)| Msg::SiteMates { count, digest }),
+        (any::<[u8; 8]>(), any::<[u8; 8]>()).prop_map(|(a, b)| Msg::LinkDown {
+            a: Hop(a),
+            b: Hop(b)
+        }),
     ]
 }
 

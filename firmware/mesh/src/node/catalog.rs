@@ -464,7 +464,16 @@ impl Node {
             .map(|(id, _, e)| (id, e))
     }
 
-    pub(super) fn on_catalog(&mut self, now: Instant, from: NodeId, entries: Vec<CatalogEntry>) {
+    pub(super) fn on_catalog(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        mut entries: Vec<CatalogEntry>,
+    ) {
+        // A route over a link lost moments ago is a withdrawal that has not caught up.
+        for e in entries.iter_mut().filter(|e| self.over_dead_link(now, e)) {
+            e.path.clear();
+        }
         let mut changed = false;
         for e in &entries {
             let fresh = self

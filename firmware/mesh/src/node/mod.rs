@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::limits::{Limit, Limits, RateBucket};
-use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, Routed, NODE_BROADCAST};
+use crate::msg::{BroadcastId, CatalogEntry, Hop, Msg, NodeId, Routed, NODE_BROADCAST};
 use crate::routed::{CommandAllow, Gate};
 
 mod bounds;
 mod catalog;
+mod link_down;
 mod lookup;
 mod relay;
 mod routing;
@@ -248,6 +249,8 @@ pub struct Node {
     /// Neighbours disconnected for going past a limit, by limit.
     disconnected: BTreeMap<Limit, u64>,
     lookups: lookup::Lookups,
+    /// Links lost moments ago (`LinkDown`), until when routes over them are refused.
+    dead_links: BTreeMap<(Hop, Hop), Instant>,
 }
 
 impl Node {
@@ -276,6 +279,7 @@ impl Node {
             wall: None,
             disconnected: BTreeMap::new(),
             lookups: lookup::Lookups::default(),
+            dead_links: BTreeMap::new(),
         }
     }
 
@@ -349,6 +353,7 @@ impl Node {
         for b in gone.catalog.keys() {
             self.forget_offer(b, peer);
         }
+        self.link_lost(now, peer);
         let orphaned: Vec<BroadcastId> = self
             .subs
             .iter_mut()
@@ -521,6 +526,7 @@ impl Node {
                     p.reaches = Some((count, digest));
                 }
             }
+            Msg::LinkDown { a, b } => self.on_link_down(now, from, a, b),
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
             // Addresses are the transport's business.
             Msg::Pong { .. } | Msg::Addresses { .. } => {}
