@@ -3,13 +3,13 @@
 //! origin died, each node that lost its route took the next one its neighbours offered,
 //! which was just as dead and withdrawn a moment later, and told every neighbour each
 //! time (BGP's path hunting): one origin watched in 60 sites of a 600-box world cost
-//! 148 MB of catalog in 3 s. The notification goes only to neighbours that were told, or
+//! 144 MB of catalog in 3 s. The notification goes only to neighbours that were told, or
 //! told, a route over the link, so it costs about what the withdrawals do.
 
 use std::time::{Duration, Instant};
 
-use super::{Node, COALESCE};
-use crate::msg::{BroadcastId, CatalogEntry, Hop, Msg, NodeId};
+use super::Node;
+use crate::msg::{CatalogEntry, Hop, Msg, NodeId};
 
 /// How long a lost link's routes are refused: a neighbour that has not heard yet may
 /// still tell one. A link that comes back is used again after this.
@@ -30,7 +30,7 @@ fn key(a: Hop, b: Hop) -> (Hop, Hop) {
 }
 
 impl Node {
-    /// This node lost its link to `peer` (called before the peer's state is dropped).
+    /// This node lost its link to `peer` (called once the peer's routes are gone).
     pub(super) fn link_lost(&mut self, now: Instant, peer: NodeId) {
         self.link_down(now, None, self.id.hop(), peer.hop());
     }
@@ -43,11 +43,9 @@ impl Node {
     /// Whether a route over a link that was lost moments ago (a stale one, from a
     /// neighbour that has not heard yet).
     pub(super) fn over_dead_link(&self, now: Instant, e: &CatalogEntry) -> bool {
-        !self.dead_links.is_empty()
-            && self
-                .dead_links
-                .iter()
-                .any(|(link, until)| now < *until && crosses(&e.path, *link))
+        self.dead_links
+            .iter()
+            .any(|(link, until)| now < *until && crosses(&e.path, *link))
     }
 
     fn link_down(&mut self, now: Instant, from: Option<NodeId>, a: Hop, b: Hop) {
@@ -58,44 +56,36 @@ impl Node {
         }
         let over = |e: &CatalogEntry| crosses(&e.path, link);
         let mut affected = false;
+        let mut withdrawn: Vec<(NodeId, Vec<CatalogEntry>)> = Vec::new();
         for (id, p) in self.peers.iter_mut() {
-            if Some(*id) == from {
-                continue;
-            }
-            if p.told_catalog.values().any(over) || p.catalog.values().any(over) {
+            if Some(*id) != from
+                && (p.told_catalog.values().any(over) || p.catalog.values().any(over))
+            {
                 p.control.push_back(Msg::LinkDown { a, b });
                 affected = true;
             }
-        }
-        let mut dropped: Vec<(NodeId, BroadcastId)> = Vec::new();
-        for (id, p) in self.peers.iter_mut() {
-            let gone: Vec<BroadcastId> = p
+            let gone: Vec<CatalogEntry> = p
                 .catalog
-                .iter()
-                .filter(|(_, e)| over(e))
-                .map(|(b, _)| b.clone())
+                .values()
+                .filter(|e| over(e))
+                .map(|e| CatalogEntry {
+                    path: Vec::new(),
+                    ..e.clone()
+                })
                 .collect();
-            for b in gone {
-                if let Some(e) = p.catalog.remove(&b) {
-                    p.catalog_bytes -= crate::wire::entry_len(&e);
-                }
-                dropped.push((*id, b));
+            if !gone.is_empty() {
+                withdrawn.push((*id, gone));
             }
         }
-        if !affected && dropped.is_empty() {
+        if !affected && withdrawn.is_empty() {
             // Nothing here ran over it: nothing to remember (a neighbour cannot make
             // this node hold links it never routed over).
             return;
         }
         self.dead_links.insert(link, now + DEAD_LINK_HOLD);
-        for (id, b) in dropped {
-            self.forget_offer(&b, id);
-        }
-        self.catalog_stale = true;
-        self.dirty = true;
-        let soon = now + COALESCE;
-        if self.next_gossip.is_none_or(|t| t > soon) {
-            self.next_gossip = Some(soon);
+        // Each route over it goes as if its neighbour had withdrawn it.
+        for (id, gone) in withdrawn {
+            self.on_catalog(now, id, gone);
         }
     }
 }
