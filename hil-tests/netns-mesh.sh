@@ -323,8 +323,12 @@ say "one copy of the broadcast is about $((copy * 8 / 1000)) kbit/s"
 # uplink must carry at most 1.1 copies in. At the clean test picture's tenth of that, the
 # control measured before the viewers is a large part of each uplink, and where a registry
 # is killed meanwhile its answers stop coming in, so a copy can read as 0.5 to 1.4.
-min_in=0.5 max_in=1.4
-$GRAIN && { min_in=0.9 max_in=1.1; }
+# Out of the origin's site go up to 4 copies (the uplink budget's fan-out of the tree of
+# sites); each copy on the wire is a few per cent above the viewer's MP4 (QUIC and UDP
+# headers), which at 4 copies reads as 4.1 to 4.2, and the noise of the control estimate
+# comes on top once, as it does into a site. A fifth copy would read as 5.2.
+min_in=0.5 max_in=1.4 max_out=4.8
+$GRAIN && { min_in=0.9 max_in=1.1 max_out=4.4; }
 ok=true
 for s in $(seq "$SITES"); do
     rx=$(( (after[$s.rx] - before[$s.rx]) * 1000 / window_ms ))   # out of the site
@@ -338,9 +342,8 @@ for s in $(seq "$SITES"); do
     if [ "$s" != 1 ] && ! idle_site "$s"; then
         awk -v r="$into" -v lo="$min_in" -v hi="$max_in" 'BEGIN { exit !(r >= lo && r <= hi) }' || ok=false
     fi
-    # Out of any site: at most the fan-out of the tree of sites (4 copies, as the uplink
-    # budget allows); the origin's site usually serves both other sites itself.
-    awk -v r="$out" 'BEGIN { exit !(r <= 4.4) }' || ok=false
+    # Out of any site: at most the fan-out of the tree of sites.
+    awk -v r="$out" -v hi="$max_out" 'BEGIN { exit !(r <= hi) }' || ok=false
     idle_site "$s" && { awk -v r="$into" -v hi="$max_in" 'BEGIN { exit !(r <= hi) }' || ok=false; }
 done
 $ok || { say "FAIL: an uplink carried more than one copy in, or more than the fan-out out"; exit 1; }
