@@ -7,8 +7,7 @@ use std::time::Duration;
 use cambox_mesh::node::Config;
 use cambox_mesh::sim::{LinkSpec, Net};
 
-mod common;
-use common::{assert_whole_prefixes, deliveries};
+use crate::common::{assert_whole_prefixes, deliveries};
 
 /// One origin with three children on the LAN; child 3's link is too slow for the stream.
 fn star(slow: bool) -> (Net, usize) {

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use cambox_mesh::sim::{LinkSpec, Net};
 
-mod common;
-use common::{assert_whole_prefixes, deliveries, missing_objects};
+use crate::common::{assert_whole_prefixes, deliveries, missing_objects};
 
 const SITES: usize = 8;
 const PER_SITE: usize = 5;

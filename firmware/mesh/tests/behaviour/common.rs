@@ -1,7 +1,5 @@
 //! What the simulation tests check of deliveries, shared by their files.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 

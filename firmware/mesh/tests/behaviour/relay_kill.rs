@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-mod common;
-use common::{assert_whole_prefixes, deliveries, five_broadcasts, world};
+use crate::common::{assert_whole_prefixes, deliveries, five_broadcasts, world};
 
 #[test]
 fn killing_a_tenth_of_the_relays_heals_within_a_second() {

@@ -3,7 +3,7 @@
 //! log(sites). With a fan-out of one the same world builds a chain, which is what the
 //! depth bound is checked against.
 //!
-//! `cargo test -p cambox-mesh --test site_tree -- --nocapture` prints depths and delays.
+//! `cargo test -p cambox-mesh --test behaviour site_tree -- --nocapture` prints depths and delays.
 
 use std::time::Duration;
 

@@ -9,8 +9,7 @@ use cambox_mesh::msg::{Routed, ROUTED_COMMAND};
 use cambox_mesh::routed::{CommandAllow, RoutedStats};
 use cambox_mesh::sim::Net;
 
-mod common;
-use common::{world, PER_SITE};
+use crate::common::{world, PER_SITE};
 
 /// A node's commands (kind 1) and replies (kind 2) received: (kind, from, id, body).
 fn routed_at(net: &Net, n: usize) -> Vec<(u8, usize, u64, Bytes, Instant)> {

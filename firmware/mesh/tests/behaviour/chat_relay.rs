@@ -7,8 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cambox_mesh::msg::{BroadcastId, TRACK_TELEMETRY};
 
-mod common;
-use common::{world, PER_SITE};
+use crate::common::{world, PER_SITE};
 
 #[test]
 fn chat_and_telemetry_reach_every_subscriber_once_in_order_with_history_for_late_joiners() {

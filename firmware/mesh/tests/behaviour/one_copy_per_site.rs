@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-mod common;
-use common::{assert_whole_prefixes, deliveries, five_broadcasts, missing_objects, world, SITES};
+use crate::common::{
+    assert_whole_prefixes, deliveries, five_broadcasts, missing_objects, world, SITES,
+};
 
 #[test]
 fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
