@@ -51,12 +51,21 @@ impl Node {
         for (b, l) in self.learned.iter_mut() {
             if l.ended.is_none() && self.offers.contains_key(b) {
                 l.expires = now + l.ttl;
+            } else if l.expires <= now {
+                self.stale.insert(b.clone());
             }
         }
-        if self.catalog_stale {
-            self.catalog_stale = false;
+        #[cfg(debug_assertions)]
+        let before = (
+            self.last_told.clone(),
+            self.last_told_beyond.clone(),
+            self.last_told_all.clone(),
+        );
+        if self.catalog_stale || !self.stale.is_empty() {
             self.remake_catalog(now);
         }
+        #[cfg(debug_assertions)]
+        self.assert_catalog_complete(now, before);
         let interest = self.interest_msg();
         let reaches = self.site_reach();
         if reaches != self.reaches.0 {
@@ -124,46 +133,120 @@ impl Node {
         }
     }
 
-    /// Makes what site-mates and other sites are told from the current routes.
+    /// Makes what site-mates and other sites are told from the current routes: every
+    /// entry when `catalog_stale`, else those of the broadcasts in `stale`.
     fn remake_catalog(&mut self, now: Instant) {
-        let entries = self.catalog_entries(now, false);
-        let mut beyond = Entries::new();
-        for e in entries
-            .iter()
-            .filter(|e| e.broadcast.name != NODE_BROADCAST)
-        {
-            // News waits a moment before it goes to other sites: the shortest path often
-            // arrives after the first, and each later shorter one was told on again.
-            let heard = self.learned.get(&e.broadcast).map(|l| l.heard);
-            if let Some(until) = heard.map(|t| t + NEWS_HOLD).filter(|t| now < *t) {
-                self.wake_for_held_news(until);
-                if let Some(told) = self.last_told_beyond.get(&e.broadcast) {
-                    beyond.insert(e.broadcast.clone(), told.clone());
+        let keys: BTreeSet<BroadcastId> = if std::mem::take(&mut self.catalog_stale) {
+            self.stale.clear();
+            self.catalog_keys()
+        } else {
+            std::mem::take(&mut self.stale)
+        };
+        let mut told = (
+            self.last_told.clone(),
+            self.last_told_beyond.clone(),
+            self.last_told_all.clone(),
+        );
+        for b in &keys {
+            let (fresh, beyond, all) = self.told_of(now, b);
+            patch(&mut told.0, b, fresh);
+            patch(&mut told.1, b, beyond);
+            patch(&mut told.2, b, all);
+        }
+        // A map that did not change stays the one every neighbour told last holds: then
+        // one pointer comparison replaces one map comparison per neighbour.
+        (self.last_told, self.last_told_beyond, self.last_told_all) = told;
+    }
+
+    /// Every broadcast an entry may be told of, or withdrawn.
+    fn catalog_keys(&self) -> BTreeSet<BroadcastId> {
+        let learned = self
+            .learned
+            .keys()
+            .filter(|b| b.name != NODE_BROADCAST || b.origin == self.id);
+        self.origins
+            .keys()
+            .chain(learned)
+            .chain(self.last_told_all.keys())
+            .chain(self.last_told_beyond.keys())
+            .chain(self.last_told.keys())
+            .cloned()
+            .collect()
+    }
+
+    /// What this node tells of `b`: to site-mates (`None` where a better teller among
+    /// them does), to other sites, and to a site-mate that does not reach the same boxes.
+    fn told_of(
+        &mut self,
+        now: Instant,
+        b: &BroadcastId,
+    ) -> (
+        Option<CatalogEntry>,
+        Option<CatalogEntry>,
+        Option<CatalogEntry>,
+    ) {
+        let Some(e) = self.catalog_entry(now, b, false) else {
+            return (None, None, None);
+        };
+        // News waits a moment before it goes to other sites: the shortest path often
+        // arrives after the first, and each later shorter one was told on again.
+        let beyond = if b.name == NODE_BROADCAST {
+            None
+        } else {
+            let heard = self.learned.get(b).map(|l| l.heard);
+            match heard.map(|t| t + NEWS_HOLD).filter(|t| now < *t) {
+                Some(until) => {
+                    self.wake_for_held_news(until);
+                    self.last_told_beyond.get(b).cloned()
                 }
-                continue;
+                None => Some(e.clone()),
             }
-            beyond.insert(e.broadcast.clone(), e.clone());
+        };
+        let fresh = self.tells_site(now, &e).then(|| e.clone());
+        (fresh, beyond, Some(e))
+    }
+
+    /// Checks, in debug builds (every test), at every gossip round, that the entries made
+    /// again only where something was marked stale (or not at all) equal a catalog made
+    /// whole from `before`: a change that forgot to mark its broadcast would leave
+    /// neighbours told an old route.
+    #[cfg(debug_assertions)]
+    fn assert_catalog_complete(
+        &mut self,
+        now: Instant,
+        before: (Arc<Entries>, Arc<Entries>, Arc<Entries>),
+    ) {
+        let made = (
+            self.last_told.clone(),
+            self.last_told_beyond.clone(),
+            self.last_told_all.clone(),
+        );
+        (self.last_told, self.last_told_beyond, self.last_told_all) = before;
+        let hold = self.hold_until;
+        let mut whole = (Entries::new(), Entries::new(), Entries::new());
+        for b in self.catalog_keys() {
+            let (fresh, beyond, all) = self.told_of(now, &b);
+            fresh.map(|e| whole.0.insert(b.clone(), e));
+            beyond.map(|e| whole.1.insert(b.clone(), e));
+            all.map(|e| whole.2.insert(b.clone(), e));
         }
-        let mut fresh = Entries::new();
-        let mut all = Entries::new();
-        for e in entries {
-            let b = &e.broadcast;
-            if self.tells_site(now, &e) {
-                fresh.insert(b.clone(), e.clone());
-            }
-            all.insert(b.clone(), e);
-        }
-        if *self.last_told_all != all {
-            self.last_told_all = Arc::new(all);
-        }
-        // Usually nothing changed: then every neighbour told last time is up to date, and
-        // one comparison replaces one per neighbour.
-        if *self.last_told != fresh {
-            self.last_told = Arc::new(fresh);
-        }
-        if *self.last_told_beyond != beyond {
-            self.last_told_beyond = Arc::new(beyond);
-        }
+        self.hold_until = hold;
+        (self.last_told, self.last_told_beyond, self.last_told_all) = made;
+        assert_eq!(
+            *self.last_told, whole.0,
+            "{}: site catalog made in part",
+            self.id
+        );
+        assert_eq!(
+            *self.last_told_beyond, whole.1,
+            "{}: catalog beyond made in part",
+            self.id
+        );
+        assert_eq!(
+            *self.last_told_all, whole.2,
+            "{}: whole catalog made in part",
+            self.id
+        );
     }
 
     /// Whether site-mates hear this entry from this node. A site is a full LAN mesh, so
@@ -249,6 +332,7 @@ impl Node {
             .max(self.cfg.first_version);
         self.learned.remove(&b);
         self.origins.insert(b.clone(), Origin { tracks, version });
+        self.stale.insert(b.clone());
         self.subs.entry(b.clone()).or_default();
         self.next_gossip = Some(now);
         b
@@ -267,6 +351,7 @@ impl Node {
             let version = o.version + 1;
             self.retired.insert(broadcast.clone(), version);
             self.subs.remove(broadcast);
+            self.stale.insert(broadcast.clone());
             let ttl = self.cfg.catalog_ttl;
             let end = self.own_entry(broadcast, o.tracks, version, false);
             self.learned.insert(
@@ -377,53 +462,65 @@ impl Node {
     /// (`with_nodes` false): in a site of 150 they were three in five of the routes
     /// weighed at every change, and thrown away.
     pub(super) fn catalog_entries(&self, now: Instant, with_nodes: bool) -> Vec<CatalogEntry> {
-        let mut out = Vec::new();
-        for (b, o) in &self.origins {
-            out.push(self.own_entry(b, o.tracks.clone(), o.version, true));
+        self.origins
+            .keys()
+            .chain(
+                self.learned
+                    .keys()
+                    .filter(|b| !self.origins.contains_key(*b)),
+            )
+            .filter_map(|b| self.catalog_entry(now, b, with_nodes))
+            .collect()
+    }
+
+    /// This node's route to `b`, as `catalog_entries` lists it.
+    fn catalog_entry(
+        &self,
+        now: Instant,
+        b: &BroadcastId,
+        with_nodes: bool,
+    ) -> Option<CatalogEntry> {
+        if let Some(o) = self.origins.get(b) {
+            return Some(self.own_entry(b, o.tracks.clone(), o.version, true));
         }
-        for (b, l) in &self.learned {
-            if self.origins.contains_key(b) || (!with_nodes && b.name == NODE_BROADCAST) {
-                continue;
+        if !with_nodes && b.name == NODE_BROADCAST {
+            return None;
+        }
+        let l = self.learned.get(b)?;
+        if let Some((end, _)) = &l.ended {
+            let mut path = end.path.clone();
+            if end.broadcast.origin != self.id {
+                path.push(self.id.hop());
             }
-            if let Some((end, _)) = &l.ended {
-                let mut path = end.path.clone();
-                if end.broadcast.origin != self.id {
-                    path.push(self.id.hop());
-                }
-                out.push(CatalogEntry {
-                    path,
-                    ..end.clone()
-                });
-                continue;
-            }
-            // `alive`, with the entry in hand (this runs for every broadcast at every
-            // remake).
-            if l.expires <= now {
-                continue;
-            }
-            let sub = self.subs.get(b);
-            let parent = sub.and_then(|s| s.parent);
-            let via = parent
-                .and_then(|p| self.peers.get(&p).and_then(|peer| peer.catalog.get(b)))
-                .or_else(|| self.told_route(b));
-            let Some(e) = via else { continue };
-            let mut path = e.path.clone();
-            path.push(self.id.hop());
-            // Carrying means receiving right now, not merely having a parent; a sparse
-            // broadcast is carried while it has one (judged by arrivals, it would be
-            // told carried and not carried again with every message).
-            let receiving = b.is_sparse()
-                || sub
-                    .and_then(|s| s.last_object)
-                    .is_some_and(|t| now < t + FRESH);
-            out.push(CatalogEntry {
+            return Some(CatalogEntry {
                 path,
-                carrying: parent.is_some() && receiving,
-                version: l.version,
-                ..e.clone()
+                ..end.clone()
             });
         }
-        out
+        // `alive`, with the entry in hand.
+        if l.expires <= now {
+            return None;
+        }
+        let sub = self.subs.get(b);
+        let parent = sub.and_then(|s| s.parent);
+        let e = parent
+            .and_then(|p| self.peers.get(&p).and_then(|peer| peer.catalog.get(b)))
+            .or_else(|| self.told_route(b))?;
+        let mut path = e.path.clone();
+        path.push(self.id.hop());
+        // Carrying means receiving right now, not merely having a parent; a sparse
+        // broadcast is carried while it has one (judged by arrivals, it would be told
+        // carried and not carried again with every message).
+        let receiving = b.is_sparse()
+            || sub
+                .and_then(|s| s.last_object)
+                .is_some_and(|t| now < t + FRESH);
+        Some(CatalogEntry {
+            path,
+            carrying: parent.is_some() && receiving,
+            version: l.version,
+            ..e.clone()
+        })
     }
 
     /// The route this node tells for `b` while it has no parent: the shortest, and among
@@ -476,6 +573,7 @@ impl Node {
         }
         let mut changed = false;
         for e in &entries {
+            self.stale.insert(e.broadcast.clone());
             let fresh = self
                 .learned
                 .get(&e.broadcast)
@@ -564,4 +662,17 @@ fn forget_offer(
             offers.remove(b);
         }
     }
+}
+
+/// Sets what `told` holds for `b`, copying the map (shared with neighbours told it) only
+/// when that changes.
+fn patch(told: &mut Arc<Entries>, b: &BroadcastId, e: Option<CatalogEntry>) {
+    if told.get(b) == e.as_ref() {
+        return;
+    }
+    let told = Arc::make_mut(told);
+    match e {
+        Some(e) => told.insert(b.clone(), e),
+        None => told.remove(b),
+    };
 }

@@ -238,9 +238,14 @@ pub struct Node {
     /// Something the per-broadcast sweep in `handle_timeout` depends on has changed
     /// (neighbours, their catalogs, subscriptions) since it last ran.
     dirty: bool,
-    /// Something this node's catalog is made from may have changed since it was last
-    /// made; a gossip round with nothing new does not make it again.
+    /// Something every entry of this node's catalog is made from may have changed since
+    /// it was last made (neighbours came or went, news held back may now be told).
     catalog_stale: bool,
+    /// Broadcasts whose entries may have changed since the catalog was last made: their
+    /// routes, version, parent or freshness. A remake weighs the routes of these only;
+    /// weighing every route of every broadcast at every change was half the simulator's
+    /// time.
+    stale: BTreeSet<BroadcastId>,
     /// When the earliest news held back (`NEWS_HOLD`, `TELL_SITE_HOLD`) may be told.
     hold_until: Option<Instant>,
     gate: Gate,
@@ -270,6 +275,7 @@ impl Node {
             next_gossip: None,
             dirty: true,
             catalog_stale: true,
+            stale: BTreeSet::new(),
             hold_until: None,
             last_told: Arc::default(),
             last_told_beyond: Arc::default(),
@@ -300,6 +306,8 @@ impl Node {
     /// A connection to a neighbour is up; `rtt` is the transport's estimate.
     pub fn handle_peer_up(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
         self.dirty = true;
+        // Which site-mates rank below this node decides who tells news to the site.
+        self.catalog_stale = true;
         self.peers.entry(peer).or_insert_with(|| Peer {
             site: String::new(),
             rtt,
@@ -350,6 +358,7 @@ impl Node {
         let Some(gone) = self.peers.remove(&peer) else {
             return;
         };
+        self.catalog_stale = true;
         for b in gone.catalog.keys() {
             self.forget_offer(b, peer);
         }
@@ -416,6 +425,7 @@ impl Node {
                     p.site = site;
                     p.uplink_kbps = uplink_kbps;
                 }
+                self.catalog_stale = true;
             }
             Msg::Catalog { mut entries } => {
                 // Another site's nodes are not ours to route to (they are found by lookup).
@@ -459,6 +469,7 @@ impl Node {
                         // be waiting for its own feed.
                         s.last_object = None;
                         s.tried.clear();
+                        self.stale.insert(broadcast);
                     }
                 }
             }
@@ -487,7 +498,9 @@ impl Node {
                         // sparse broadcast is carried while it has a parent, and its
                         // silence is no sign of a dead parent (the link's is).
                         if !broadcast.is_sparse() {
-                            self.catalog_stale |= s.last_object.is_none_or(|t| now >= t + FRESH);
+                            if s.last_object.is_none_or(|t| now >= t + FRESH) {
+                                self.stale.insert(broadcast.clone());
+                            }
                             s.last_object = Some(now);
                             s.fresh_until = Some(now + FRESH);
                         }
@@ -539,7 +552,6 @@ impl Node {
         if self.lookups.deadline().is_some_and(|t| now >= t) {
             self.expire_lookups(now);
         }
-        self.catalog_stale |= self.dirty;
         let mut due = false;
         if self.next_gossip.is_some_and(|t| now >= t) {
             self.next_gossip = Some(now + self.cfg.gossip_interval);
@@ -551,11 +563,11 @@ impl Node {
             due = true;
         }
         // A node that stopped receiving says so within `FRESH`, before its children give up.
-        for s in self.subs.values_mut() {
+        for (b, s) in self.subs.iter_mut() {
             if s.fresh_until.is_some_and(|t| now >= t) {
                 s.fresh_until = None;
                 due = true;
-                self.catalog_stale = true;
+                self.stale.insert(b.clone());
             }
         }
         if due {
@@ -571,8 +583,6 @@ impl Node {
             return;
         }
         self.dirty = false;
-        // The sweep may change parents, which the catalog tells.
-        self.catalog_stale = true;
         let broadcasts: Vec<BroadcastId> = self.subs.keys().cloned().collect();
         for b in broadcasts {
             let timed_out = self

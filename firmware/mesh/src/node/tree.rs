@@ -210,6 +210,7 @@ impl Node {
                 s.parent = None;
                 s.tried.insert(parent);
             }
+            self.stale.insert(b.clone());
             let backup = self
                 .subs
                 .get(b)
@@ -314,9 +315,13 @@ impl Node {
         let Some(s) = self.subs.get_mut(b) else {
             return;
         };
+        let had_parent = s.parent.is_some();
         let old = s.parent.take().filter(|p| *p != parent);
         s.pending = Some((parent, now));
         s.retry_at = None;
+        if had_parent {
+            self.stale.insert(b.clone());
+        }
         if let Some(old) = old {
             self.send(
                 old,
@@ -378,6 +383,7 @@ impl Node {
             // Our parent put a node between itself and us: move under it, resuming where
             // we are.
             s.parent = None;
+            self.stale.insert(b.clone());
             match to.first().copied().filter(|n| *n != self.id) {
                 Some(next) if self.peers.contains_key(&next) => self.subscribe_to(now, &b, next),
                 Some(next) => {
@@ -543,6 +549,7 @@ impl Node {
         }
         let parent = s.parent.or(s.pending.map(|(p, _)| p));
         self.subs.remove(b);
+        self.stale.insert(b.clone());
         if let Some(p) = parent {
             self.send(
                 p,
