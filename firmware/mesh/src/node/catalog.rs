@@ -107,21 +107,7 @@ impl Node {
                 }
                 continue;
             }
-            let mut delta: Vec<CatalogEntry> = entries
-                .iter()
-                .filter(|(b, e)| p.told_catalog.get(*b) != Some(*e))
-                .map(|(_, e)| e.clone())
-                .collect();
-            delta.extend(
-                p.told_catalog
-                    .iter()
-                    .filter(|(b, _)| !entries.contains_key(*b))
-                    .map(|(_, e)| CatalogEntry {
-                        path: Vec::new(),
-                        carrying: false,
-                        ..e.clone()
-                    }),
-            );
+            let delta = catalog_delta(&p.told_catalog, &entries);
             if !delta.is_empty() {
                 p.control.push_back(Msg::Catalog { entries: delta });
             }
@@ -181,11 +167,11 @@ impl Node {
         now: Instant,
         b: &BroadcastId,
     ) -> (
-        Option<CatalogEntry>,
-        Option<CatalogEntry>,
-        Option<CatalogEntry>,
+        Option<Arc<CatalogEntry>>,
+        Option<Arc<CatalogEntry>>,
+        Option<Arc<CatalogEntry>>,
     ) {
-        let Some(e) = self.catalog_entry(now, b, false) else {
+        let Some(e) = self.catalog_entry(now, b, false).map(Arc::new) else {
             return (None, None, None);
         };
         // News waits a moment before it goes to other sites: the shortest path often
@@ -666,7 +652,7 @@ fn forget_offer(
 
 /// Sets what `told` holds for `b`, copying the map (shared with neighbours told it) only
 /// when that changes.
-fn patch(told: &mut Arc<Entries>, b: &BroadcastId, e: Option<CatalogEntry>) {
+fn patch(told: &mut Arc<Entries>, b: &BroadcastId, e: Option<Arc<CatalogEntry>>) {
     if told.get(b) == e.as_ref() {
         return;
     }
@@ -675,4 +661,41 @@ fn patch(told: &mut Arc<Entries>, b: &BroadcastId, e: Option<CatalogEntry>) {
         Some(e) => told.insert(b.clone(), e),
         None => told.remove(b),
     };
+}
+
+/// What a neighbour told `told` must hear to know `now`: new and changed entries, then
+/// withdrawals (an entry with an empty path) for those gone. Both maps are walked side by
+/// side in their common order, without a lookup per entry (that was a third of the
+/// simulator's time once the catalog was made in part).
+fn catalog_delta(told: &Entries, now: &Entries) -> Vec<CatalogEntry> {
+    use std::cmp::Ordering;
+    let withdrawn = |e: &CatalogEntry| CatalogEntry {
+        path: Vec::new(),
+        carrying: false,
+        ..e.clone()
+    };
+    let (mut changed, mut gone) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (told.iter().peekable(), now.iter().peekable());
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            Ordering::Less => gone.extend(a.next().map(|(_, e)| withdrawn(e))),
+            Ordering::Greater => changed.extend(b.next().map(|(_, e)| CatalogEntry::clone(e))),
+            Ordering::Equal => {
+                let (Some((_, old)), Some((_, new))) = (a.next(), b.next()) else {
+                    break;
+                };
+                if old != new {
+                    changed.push(CatalogEntry::clone(new));
+                }
+            }
+        }
+    }
+    changed.append(&mut gone);
+    changed
 }

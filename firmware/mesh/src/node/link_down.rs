@@ -59,7 +59,7 @@ impl Node {
         let mut withdrawn: Vec<(NodeId, Vec<CatalogEntry>)> = Vec::new();
         for (id, p) in self.peers.iter_mut() {
             if Some(*id) != from
-                && (p.told_catalog.values().any(over) || p.catalog.values().any(over))
+                && (p.told_catalog.values().any(|e| over(e)) || p.catalog.values().any(over))
             {
                 p.control.push_back(Msg::LinkDown { a, b });
                 affected = true;

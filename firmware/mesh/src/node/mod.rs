@@ -27,8 +27,11 @@ pub use lookup::LookupStats;
 pub use relay::media_len;
 use relay::{CachedGroup, Position, Queued};
 
-/// A node's catalog as it tells it: one entry per broadcast.
-type Entries = BTreeMap<BroadcastId, CatalogEntry>;
+/// A node's catalog as it tells it: one entry per broadcast. Entries are shared between
+/// the catalog as told before and after a change: copying the map when one entry changes
+/// then copies no entry, and finding what changed for a neighbour compares pointers for
+/// all the entries that did not (`Arc`'s equality does so first).
+type Entries = BTreeMap<BroadcastId, Arc<CatalogEntry>>;
 
 /// Catalog news arriving within this long of each other is passed on in one round.
 const COALESCE: Duration = Duration::from_millis(5);
