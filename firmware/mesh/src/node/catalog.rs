@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 use super::{Entries, KnownBroadcast, Learned, Node, Origin, Peer, COALESCE, FRESH};
 use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, NODE_BROADCAST};
 
+/// One broadcast's entry as told to some neighbours, or none.
+type Told = Option<Arc<CatalogEntry>>;
+
 /// How long news of a broadcast from another site waits, per lower-ranked site-mate,
 /// before this node tells its site (`Node::site_hold`): about the spread of WAN delays.
 const TELL_SITE_HOLD: Duration = Duration::from_millis(40);
@@ -162,15 +165,7 @@ impl Node {
 
     /// What this node tells of `b`: to site-mates (`None` where a better teller among
     /// them does), to other sites, and to a site-mate that does not reach the same boxes.
-    fn told_of(
-        &mut self,
-        now: Instant,
-        b: &BroadcastId,
-    ) -> (
-        Option<Arc<CatalogEntry>>,
-        Option<Arc<CatalogEntry>>,
-        Option<Arc<CatalogEntry>>,
-    ) {
+    fn told_of(&mut self, now: Instant, b: &BroadcastId) -> (Told, Told, Told) {
         let Some(e) = self.catalog_entry(now, b, false).map(Arc::new) else {
             return (None, None, None);
         };
@@ -652,7 +647,7 @@ fn forget_offer(
 
 /// Sets what `told` holds for `b`, copying the map (shared with neighbours told it) only
 /// when that changes.
-fn patch(told: &mut Arc<Entries>, b: &BroadcastId, e: Option<Arc<CatalogEntry>>) {
+fn patch(told: &mut Arc<Entries>, b: &BroadcastId, e: Told) {
     if told.get(b) == e.as_ref() {
         return;
     }
