@@ -299,6 +299,8 @@ impl Node {
     /// The tunables, for a simulation that varies them; changes apply from the next
     /// decision on.
     pub fn config_mut(&mut self) -> &mut Config {
+        // The own entries carry the site, box name and time to live.
+        self.catalog_stale = true;
         &mut self.cfg
     }
 
