@@ -11,6 +11,9 @@ use crate::msg::{BroadcastId, CatalogEntry, Msg, NodeId, NODE_BROADCAST};
 /// One broadcast's entry as told to some neighbours, or none.
 type Told = Option<Arc<CatalogEntry>>;
 
+/// What site-mates, other sites and a site-mate reaching other boxes are told.
+type ToldMaps = (Arc<Entries>, Arc<Entries>, Arc<Entries>);
+
 /// How long news of a broadcast from another site waits, per lower-ranked site-mate,
 /// before this node tells its site (`Node::site_hold`): about the spread of WAN delays.
 const TELL_SITE_HOLD: Duration = Duration::from_millis(40);
@@ -59,11 +62,7 @@ impl Node {
             }
         }
         #[cfg(debug_assertions)]
-        let before = (
-            self.last_told.clone(),
-            self.last_told_beyond.clone(),
-            self.last_told_all.clone(),
-        );
+        let before = self.told_maps();
         if self.catalog_stale || !self.stale.is_empty() {
             self.remake_catalog(now);
         }
@@ -131,23 +130,40 @@ impl Node {
         } else {
             std::mem::take(&mut self.stale)
         };
-        let mut told = (
+        // A map that did not change stays the one every neighbour told last holds: then
+        // one pointer comparison replaces one map comparison per neighbour.
+        let told = self.told_maps();
+        (self.last_told, self.last_told_beyond, self.last_told_all) =
+            self.made_told(now, &keys, told);
+    }
+
+    /// The catalogs as told last: to site-mates, to other sites, and whole.
+    fn told_maps(&self) -> ToldMaps {
+        (
             self.last_told.clone(),
             self.last_told_beyond.clone(),
             self.last_told_all.clone(),
-        );
-        for b in &keys {
+        )
+    }
+
+    /// `told` with the entries of `keys` made again from the current routes.
+    fn made_told(
+        &mut self,
+        now: Instant,
+        keys: &BTreeSet<BroadcastId>,
+        mut told: ToldMaps,
+    ) -> ToldMaps {
+        for b in keys {
             let (fresh, beyond, all) = self.told_of(now, b);
             patch(&mut told.0, b, fresh);
             patch(&mut told.1, b, beyond);
             patch(&mut told.2, b, all);
         }
-        // A map that did not change stays the one every neighbour told last holds: then
-        // one pointer comparison replaces one map comparison per neighbour.
-        (self.last_told, self.last_told_beyond, self.last_told_all) = told;
+        told
     }
 
-    /// Every broadcast an entry may be told of, or withdrawn.
+    /// Every broadcast an entry may be told of, or withdrawn (what site-mates and other
+    /// sites are told is a part of the whole catalog).
     fn catalog_keys(&self) -> BTreeSet<BroadcastId> {
         let learned = self
             .learned
@@ -157,8 +173,6 @@ impl Node {
             .keys()
             .chain(learned)
             .chain(self.last_told_all.keys())
-            .chain(self.last_told_beyond.keys())
-            .chain(self.last_told.keys())
             .cloned()
             .collect()
     }
@@ -192,39 +206,26 @@ impl Node {
     /// whole from `before`: a change that forgot to mark its broadcast would leave
     /// neighbours told an old route.
     #[cfg(debug_assertions)]
-    fn assert_catalog_complete(
-        &mut self,
-        now: Instant,
-        before: (Arc<Entries>, Arc<Entries>, Arc<Entries>),
-    ) {
-        let made = (
-            self.last_told.clone(),
-            self.last_told_beyond.clone(),
-            self.last_told_all.clone(),
-        );
+    fn assert_catalog_complete(&mut self, now: Instant, before: ToldMaps) {
+        let made = self.told_maps();
         (self.last_told, self.last_told_beyond, self.last_told_all) = before;
         let hold = self.hold_until;
-        let mut whole = (Entries::new(), Entries::new(), Entries::new());
-        for b in self.catalog_keys() {
-            let (fresh, beyond, all) = self.told_of(now, &b);
-            fresh.map(|e| whole.0.insert(b.clone(), e));
-            beyond.map(|e| whole.1.insert(b.clone(), e));
-            all.map(|e| whole.2.insert(b.clone(), e));
-        }
+        let keys = self.catalog_keys();
+        let whole = self.made_told(now, &keys, ToldMaps::default());
         self.hold_until = hold;
         (self.last_told, self.last_told_beyond, self.last_told_all) = made;
         assert_eq!(
-            *self.last_told, whole.0,
+            *self.last_told, *whole.0,
             "{}: site catalog made in part",
             self.id
         );
         assert_eq!(
-            *self.last_told_beyond, whole.1,
+            *self.last_told_beyond, *whole.1,
             "{}: catalog beyond made in part",
             self.id
         );
         assert_eq!(
-            *self.last_told_all, whole.2,
+            *self.last_told_all, *whole.2,
             "{}: whole catalog made in part",
             self.id
         );
