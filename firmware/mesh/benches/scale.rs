@@ -83,6 +83,30 @@ fn listed_share(net: &Net, ids: &BTreeSet<cambox_mesh::BroadcastId>) -> f64 {
     shown as f64 / pairs.max(1) as f64
 }
 
+/// Which broadcasts came into `site` over which links, against what their origins
+/// produced (`SCALE_DEBUG`): where a second copy came from.
+fn print_copies_into(net: &Net, site: usize, by: &cambox_mesh::sim::MediaInByLink) {
+    eprintln!("copies into site {site}:");
+    for ((s, id), links) in by.iter().filter(|((s, _), _)| *s == site) {
+        let k = net.broadcasts.iter().position(|b| &b.id == id);
+        let produced = k.map_or(0, |k| net.produced[k]).max(1);
+        let total: u64 = links.values().sum();
+        eprintln!(
+            "  site {s} {} b{k:?}: {:.3} copies",
+            id.name,
+            total as f64 / produced as f64
+        );
+        for ((from, to), bytes) in links {
+            eprintln!(
+                "    {from} (site {}) -> {to}: {:.3}; {to} now: {}",
+                net.site_of(*from),
+                *bytes as f64 / produced as f64,
+                net.node(*to).tree_state(id)
+            );
+        }
+    }
+}
+
 /// One line on stderr per phase, with the control bytes each node sent so far (on
 /// average): which phase costs what.
 fn progress(net: &Net, t: Instant, what: &str) {
@@ -174,6 +198,9 @@ fn run(nodes: usize, steady: Duration) -> String {
 
     // Steady state: speed, control traffic, copies, state, depth, delay.
     net.measuring = true;
+    if std::env::var("SCALE_DEBUG").is_ok() {
+        net.media_in_by_link = Some(Default::default());
+    }
     let wall = Instant::now();
     net.run_for(steady);
     let sim_speed = steady.as_secs_f64() / wall.elapsed().as_secs_f64();
@@ -190,11 +217,18 @@ fn run(nodes: usize, steady: Duration) -> String {
         }
     }
     let mut copies_max: f64 = 0.0;
+    let mut worst_site = None;
     for (site, carried) in carried.iter().enumerate() {
         let inbound: u64 = carried.iter().map(|&b| net.produced[b]).sum();
         if inbound > 0 {
-            copies_max = copies_max.max(net.wan[site].media_in as f64 / inbound as f64);
+            let copies = net.wan[site].media_in as f64 / inbound as f64;
+            if copies > copies_max {
+                (copies_max, worst_site) = (copies, Some(site));
+            }
         }
+    }
+    if let (Some(site), Some(by)) = (worst_site, net.media_in_by_link.take()) {
+        print_copies_into(&net, site, &by);
     }
     let state_max = (0..net.len())
         .map(|n| net.node(n).state_entries())

@@ -76,6 +76,7 @@ impl Node {
         // A site's links come up one by one: telling each change would cost every box
         // its site's size squared in messages while the site forms.
         let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
+        self.ready_all = true;
         for p in self.peers.values_mut() {
             // Nodes are reached within their site; beyond it, through lookups.
             let entries = if p.site == self.cfg.site {

@@ -62,6 +62,7 @@ impl Node {
                 && (p.told_catalog.values().any(|e| over(e)) || p.catalog.values().any(over))
             {
                 p.control.push_back(Msg::LinkDown { a, b });
+                self.ready_all = true;
                 affected = true;
             }
             let gone: Vec<CatalogEntry> = p

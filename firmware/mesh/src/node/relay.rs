@@ -217,6 +217,7 @@ impl Node {
             p.media
                 .retain(|q| &q.broadcast != b || q.track != track || Some(q.group) == started);
         }
+        self.ready.push(to);
         p.media.push_back(Queued {
             broadcast: b.clone(),
             track,

@@ -41,6 +41,7 @@ impl Node {
             .since
             .get_or_insert(now);
         let interest = self.interest_msg();
+        self.ready_all = true;
         for p in self.peers.values_mut() {
             if p.told_interest.as_ref() != Some(&interest) {
                 p.control.push_back(interest.clone());
@@ -104,6 +105,19 @@ impl Node {
             .unwrap_or(self.id)
     }
 
+    /// Whether this node brings `b` into its site: it is the site's puller, or the puller
+    /// took it from this node. A puller need not have a link beyond the site (a box told
+    /// no other site's address takes it from a site-mate that has one); that site-mate
+    /// then pulls in its stead, or each would wait for the other.
+    pub(super) fn pulls_into_site(&self, b: &BroadcastId) -> bool {
+        let puller = self.site_puller(b);
+        puller == self.id
+            || self
+                .subs
+                .get(b)
+                .is_some_and(|s| s.children.contains(&puller))
+    }
+
     /// Chooses where to get `b` from, or `None` if nowhere (yet).
     pub(super) fn choose_parent(
         &self,
@@ -130,10 +144,10 @@ impl Node {
         if let Some((id, _, _)) = carrying_here {
             return Some(id);
         }
-        let puller = self.site_puller(b);
-        if puller != self.id {
+        if !self.pulls_into_site(b) {
             // Another node of this site pulls it in: attach to it, or (if it sent us away)
             // to any node of the site, never across sites ourselves.
+            let puller = self.site_puller(b);
             if self.peers.contains_key(&puller) && usable(&puller) {
                 return Some(puller);
             }
@@ -235,7 +249,7 @@ impl Node {
     ) {
         let site = &self.cfg.site;
         let remote = self.peers.get(&parent).is_some_and(|p| &p.site != site);
-        if !remote || self.site_puller(b) == self.id {
+        if !remote || self.pulls_into_site(b) {
             return;
         }
         let children = self
@@ -355,7 +369,7 @@ impl Node {
         // A node that carries the broadcast now, off the parent's own path, so one failure
         // cannot take both. The site's puller keeps a backup in another site: a same-site
         // node would only come back to it for the stream.
-        let puller = self.site_puller(b) == self.id;
+        let puller = self.pulls_into_site(b);
         let backup = self
             .routes(b)
             .filter(|(id, _, e)| {
@@ -400,7 +414,7 @@ impl Node {
         s.pending = None;
         s.tried.insert(from);
         let tried = s.tried.clone();
-        let puller = self.site_puller(&b) == self.id;
+        let puller = self.pulls_into_site(&b);
         let next = to
             .into_iter()
             .filter(|id| *id != self.id && !tried.contains(id))
@@ -490,7 +504,8 @@ impl Node {
                 })
                 .or_else(|| {
                     let puller = self.site_puller(&b);
-                    (puller != self.id && self.peers.contains_key(&puller)).then_some(puller)
+                    (!self.pulls_into_site(&b) && self.peers.contains_key(&puller))
+                        .then_some(puller)
                 })
         } else {
             None

@@ -163,6 +163,9 @@ pub struct SimBroadcast {
     pub ended: bool,
 }
 
+/// Media bytes into each site by broadcast, and by link (sender, receiver).
+pub type MediaInByLink = BTreeMap<(usize, BroadcastId), BTreeMap<(usize, usize), u64>>;
+
 /// Bytes over one site's WAN link, by direction and kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WanBytes {
@@ -190,6 +193,9 @@ pub struct Net {
     pub wan: Vec<WanBytes>,
     /// Media bytes each broadcast's origin produced while measuring.
     pub produced: Vec<u64>,
+    /// When set, media bytes into each site while measuring, by broadcast and by link
+    /// (sender, receiver): which link brought a site more than one copy.
+    pub media_in_by_link: Option<MediaInByLink>,
     last_timer: Option<(usize, Instant)>,
     spins: u32,
     /// When the last message on each (from, to, stream) arrives: the next one on the same
@@ -261,6 +267,7 @@ impl Net {
             measuring: false,
             wan: Vec::new(),
             produced: Vec::new(),
+            media_in_by_link: None,
             last_timer: None,
             spins: 0,
             stream_tail: BTreeMap::new(),
@@ -916,6 +923,14 @@ impl Net {
             if media {
                 self.wan[sa].media_out += n;
                 self.wan[sb].media_in += n;
+                if let (Some(by), Msg::Object { broadcast, .. }) =
+                    (&mut self.media_in_by_link, &msg)
+                {
+                    *by.entry((sb, broadcast.clone()))
+                        .or_default()
+                        .entry((from, to))
+                        .or_default() += n;
+                }
             } else {
                 self.wan[sa].control_out += n;
                 self.wan[sb].control_in += n;

@@ -75,3 +75,39 @@ fn the_far_end_of_a_chain_inside_one_site_plays() {
     assert!(receives(&net, 3, b), "d never received a's broadcast");
     assert!(!receives(&net, 1, b), "b relays without playing it itself");
 }
+
+/// A site's puller is its lowest box that wants the broadcast, and it need not have a
+/// link beyond the site: it takes the broadcast from a site-mate that has one. That
+/// site-mate must then pull it across sites itself, not wait for the puller, which is
+/// its own child (they would each wait for the other, and nothing would arrive).
+#[test]
+fn a_site_whose_puller_has_no_link_beyond_plays_through_its_gateway() {
+    let mut net = Net::new(5);
+    let origin = net.add_node(0, Config::default());
+    let (x, y) = (
+        net.add_node(1, Config::default()),
+        net.add_node(1, Config::default()),
+    );
+    let (puller, gateway) = if net.id(x) < net.id(y) {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    net.connect(origin, gateway, LinkSpec::WAN);
+    net.connect(gateway, puller, LinkSpec::LAN);
+    net.run_for(Duration::from_millis(500));
+    let b = net.publish(origin, "a");
+    net.run_for(Duration::from_secs(1));
+    net.subscribe(puller, b);
+    net.run_for(Duration::from_secs(2));
+    assert!(
+        receives(&net, puller, b),
+        "the puller never received through its gateway: {}",
+        net.node(gateway).tree_state(&net.broadcasts[b].id)
+    );
+    // Then the gateway's own viewers watch too: it is the site's puller's parent, and
+    // stays so.
+    net.subscribe(gateway, b);
+    net.run_for(Duration::from_secs(2));
+    assert!(receives(&net, gateway, b), "the gateway never played it");
+}
