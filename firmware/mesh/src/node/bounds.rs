@@ -73,6 +73,8 @@ impl Node {
         // Broadcasts that only this neighbour offered are forgotten now, not at expiry.
         let offers = &self.offers;
         self.learned.retain(|b, _| offers.contains_key(b));
+        let learned = &self.learned;
+        self.expiring.retain(|b| learned.contains_key(b));
         self.events.push_back(Event::Disconnect { peer, limit });
         self.flush();
     }

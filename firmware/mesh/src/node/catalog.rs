@@ -52,15 +52,6 @@ impl Node {
     /// A periodic refresh of every broadcast along every link would cost each node
     /// broadcasts x links x an entry's size, some 200 kbit/s for 100 broadcasts.
     pub(super) fn gossip(&mut self, now: Instant) {
-        // A broadcast stays known while a neighbour offers it, and for its TTL after the
-        // last one withdrew it (a version to beat if it comes back).
-        for (b, l) in self.learned.iter_mut() {
-            if l.ended.is_none() && self.offers.contains_key(b) {
-                l.expires = now + l.ttl;
-            } else if l.expires <= now {
-                self.stale.insert(b.clone());
-            }
-        }
         #[cfg(debug_assertions)]
         let before = self.told_maps();
         if self.catalog_stale || !self.stale.is_empty() {
@@ -314,6 +305,7 @@ impl Node {
             .map_or(self.cfg.first_version, |v| v + 1)
             .max(self.cfg.first_version);
         self.learned.remove(&b);
+        self.expiring.remove(&b);
         self.origins.insert(b.clone(), Origin { tracks, version });
         self.stale.insert(b.clone());
         self.subs.entry(b.clone()).or_default();
@@ -343,10 +335,11 @@ impl Node {
                     heard: now,
                     version,
                     ttl,
-                    expires: now + ttl,
+                    expires: Some(now + ttl),
                     ended: Some((end, true)),
                 },
             );
+            self.expiring.insert(broadcast.clone());
             self.next_gossip = Some(now);
         }
     }
@@ -414,7 +407,7 @@ impl Node {
             || self
                 .learned
                 .get(b)
-                .is_some_and(|l| l.ended.is_none() && l.expires > now)
+                .is_some_and(|l| l.ended.is_none() && l.expires.is_none_or(|t| t > now))
     }
 
     /// Routes offered by neighbours for `b` that do not pass through this node.
@@ -435,8 +428,51 @@ impl Node {
             })
     }
 
-    pub(super) fn forget_offer(&mut self, b: &BroadcastId, peer: NodeId) {
+    pub(super) fn forget_offer(&mut self, now: Instant, b: &BroadcastId, peer: NodeId) {
         forget_offer(&mut self.offers, b, peer);
+        self.offers_changed(now, b);
+    }
+
+    /// A broadcast stays known while a neighbour offers it, and for its TTL after the
+    /// last one withdrew it (a version to beat if it comes back); an end for its TTL
+    /// whoever offers it.
+    fn offers_changed(&mut self, now: Instant, b: &BroadcastId) {
+        let offered = self.offers.contains_key(b);
+        let Some(l) = self.learned.get_mut(b).filter(|l| l.ended.is_none()) else {
+            return;
+        };
+        match (offered, l.expires) {
+            (true, Some(_)) => {
+                l.expires = None;
+                self.expiring.remove(b);
+            }
+            (false, None) => {
+                l.expires = Some(now + l.ttl);
+                self.expiring.insert(b.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets the broadcasts whose time ran out; neighbours told of them are told the
+    /// withdrawal at the next round.
+    pub(super) fn forget_expired(&mut self, now: Instant) {
+        let expired: Vec<BroadcastId> = self
+            .expiring
+            .iter()
+            .filter(|b| {
+                self.learned
+                    .get(*b)
+                    .is_none_or(|l| l.expires.is_some_and(|t| t <= now))
+            })
+            .cloned()
+            .collect();
+        for b in expired {
+            self.expiring.remove(&b);
+            self.learned.remove(&b);
+            self.stale.insert(b);
+            self.dirty = true;
+        }
     }
 
     /// This node's route to every broadcast it knows. Another node's `.node` entry is
@@ -481,7 +517,7 @@ impl Node {
             });
         }
         // `alive`, with the entry in hand.
-        if l.expires <= now {
+        if l.expires.is_some_and(|t| t <= now) {
             return None;
         }
         let sub = self.subs.get(b);
@@ -580,25 +616,32 @@ impl Node {
                 } else {
                     Duration::from_millis(u64::from(e.ttl_ms.min(600_000)))
                 };
+                // An end's time runs at once; a route's once nobody offers it.
+                let expires = ended.is_some().then_some(now + ttl);
                 self.learned.insert(
                     e.broadcast.clone(),
                     Learned {
                         heard: now,
                         version: e.version,
                         ttl,
-                        expires: now + ttl,
+                        expires,
                         ended,
                     },
                 );
+                if expires.is_some() {
+                    self.expiring.insert(e.broadcast.clone());
+                } else {
+                    self.expiring.remove(&e.broadcast);
+                }
             }
         }
         if let Some(p) = self.peers.get_mut(&from) {
-            for e in entries {
+            for e in &entries {
                 let old = if e.path.is_empty() {
                     forget_offer(&mut self.offers, &e.broadcast, from);
                     p.catalog.remove(&e.broadcast)
                 } else {
-                    p.catalog_bytes += crate::wire::entry_len(&e);
+                    p.catalog_bytes += crate::wire::entry_len(e);
                     self.offers
                         .entry(e.broadcast.clone())
                         .or_default()
@@ -608,8 +651,11 @@ impl Node {
                 if let Some(old) = &old {
                     p.catalog_bytes -= crate::wire::entry_len(old);
                 }
-                changed |= old.as_ref() != Some(&e);
+                changed |= old.as_ref() != Some(e);
             }
+        }
+        for e in &entries {
+            self.offers_changed(now, &e.broadcast);
         }
         if changed {
             // Pass news on almost at once: news from several neighbours that arrive

@@ -281,11 +281,16 @@ impl Node {
             }
             return;
         }
-        // Give the site a moment to hear who else wants it before pulling across sites.
+        // Give the site a moment to hear who else wants it before pulling across sites,
+        // unless a site-mate already came to this node for it: it has waited that moment.
+        let site_mate_asked = s
+            .children
+            .iter()
+            .any(|c| self.peers.get(c).is_some_and(|p| p.site == self.cfg.site));
         if let Some(t) = s
             .since
             .map(|t| t + self.cfg.election_delay)
-            .filter(|t| now < *t)
+            .filter(|t| now < *t && !site_mate_asked)
         {
             if let Some(s) = self.subs.get_mut(b) {
                 s.retry_at = Some(t);
