@@ -31,18 +31,25 @@ impl Node {
     /// first 8 bytes of their ids. Node ids are public keys, so two different sets have
     /// the same digest only by a 2^-64 chance; a node that forged one only makes itself
     /// be told fewer or more routes.
-    fn site_reach(&self) -> (u32, u64) {
+    /// Kept until a neighbour comes, goes or says its site: every gossip round asks.
+    fn site_reach(&mut self) -> (u32, u64) {
+        if let Some(reach) = self.site_reach {
+            return reach;
+        }
         let digest = |id: &NodeId| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&id.0[..8]);
             u64::from_be_bytes(b)
         };
-        self.peers
+        let reach = self
+            .peers
             .iter()
-            .filter(|(_, p)| p.site == self.cfg.site)
+            .filter(|(_, p)| p.site_mate)
             .fold((1, digest(&self.id)), |(n, d), (id, _)| {
                 (n + 1, d ^ digest(id))
-            })
+            });
+        self.site_reach = Some(reach);
+        reach
     }
 
     /// Tells each neighbour what changed since it was last told: new or changed entries,
@@ -59,7 +66,7 @@ impl Node {
         }
         #[cfg(debug_assertions)]
         self.assert_catalog_complete(now, before);
-        let interest = self.interest_msg();
+        let interest = self.current_interest();
         let reaches = self.site_reach();
         if reaches != self.reaches.0 {
             self.reaches = (reaches, Some(now));
@@ -70,7 +77,7 @@ impl Node {
         self.ready_all = true;
         for p in self.peers.values_mut() {
             // Nodes are reached within their site; beyond it, through lookups.
-            let entries = if p.site == self.cfg.site {
+            let entries = if p.site_mate {
                 if settled && p.told_reaches != Some(reaches) {
                     let (count, digest) = reaches;
                     p.control.push_back(Msg::SiteMates { count, digest });
@@ -95,10 +102,7 @@ impl Node {
                 self.last_told_beyond.clone()
             };
             if Arc::ptr_eq(&p.told_catalog, &entries) {
-                if p.told_interest.as_ref() != Some(&interest) {
-                    p.control.push_back(interest.clone());
-                    p.told_interest = Some(interest.clone());
-                }
+                tell_interest(p, &interest);
                 continue;
             }
             let delta = catalog_delta(&p.told_catalog, &entries);
@@ -106,10 +110,7 @@ impl Node {
                 p.control.push_back(Msg::Catalog { entries: delta });
             }
             p.told_catalog = entries.clone();
-            if p.told_interest.as_ref() != Some(&interest) {
-                p.control.push_back(interest.clone());
-                p.told_interest = Some(interest.clone());
-            }
+            tell_interest(p, &interest);
         }
     }
 
@@ -254,7 +255,7 @@ impl Node {
         let mine = (e.path.len(), self.id);
         !self
             .routes(b)
-            .any(|(id, p, o)| p.site == self.cfg.site && (o.path.len(), id) < mine)
+            .any(|(id, p, o)| p.site_mate && (o.path.len(), id) < mine)
     }
 
     /// Until when news of `b` from another site still waits (`None` once it need not)
@@ -276,14 +277,14 @@ impl Node {
         let below = self
             .peers
             .range(..self.id)
-            .filter(|(_, p)| p.site == self.cfg.site)
+            .filter(|(_, p)| p.site_mate)
             .take(3)
             .count() as u32;
         let until = Some(heard + TELL_SITE_HOLD * below).filter(|t| now < *t)?;
         let (_, best) = self.best_route(b)?;
         let via_site = self
             .routes(b)
-            .any(|(_, p, o)| p.site == self.cfg.site && o.path.len() <= best.path.len());
+            .any(|(_, p, o)| p.site_mate && o.path.len() <= best.path.len());
         (!via_site).then_some(until)
     }
 
@@ -388,17 +389,29 @@ impl Node {
             .collect()
     }
 
-    pub(super) fn interest_msg(&self) -> Msg {
-        let mut broadcasts: BTreeSet<BroadcastId> = self.wants.clone();
-        broadcasts.extend(
-            self.subs
-                .iter()
-                .filter(|(_, s)| !s.children.is_empty())
-                .map(|(b, _)| b.clone()),
-        );
-        Msg::Interest {
-            broadcasts: broadcasts.into_iter().collect(),
+    /// What this node wants or relays, as it tells its site-mates (who pulls for the
+    /// site is decided on it). The same `Arc` while it stays the same: a round then
+    /// tells a neighbour only if it was told another, by comparing pointers.
+    pub(super) fn current_interest(&mut self) -> Arc<Msg> {
+        let mut now: Vec<&BroadcastId> = self
+            .wants
+            .iter()
+            .chain(
+                self.subs
+                    .iter()
+                    .filter(|(_, s)| !s.children.is_empty())
+                    .map(|(b, _)| b),
+            )
+            .collect();
+        now.sort_unstable();
+        now.dedup();
+        let same = matches!(&*self.interest, Msg::Interest { broadcasts }
+            if broadcasts.len() == now.len() && broadcasts.iter().zip(&now).all(|(a, b)| a == *b));
+        if !same {
+            let broadcasts = now.into_iter().cloned().collect();
+            self.interest = Arc::new(Msg::Interest { broadcasts });
         }
+        self.interest.clone()
     }
 
     /// True while the broadcast is offered by a neighbour (or was, within its TTL).
@@ -601,13 +614,9 @@ impl Node {
                 changed = true;
                 // An entry with no time to live says the broadcast ended at its version.
                 let ended = (e.ttl_ms == 0).then(|| {
-                    let beyond = self
-                        .peers
-                        .get(&from)
-                        .is_none_or(|p| p.site != self.cfg.site);
+                    let beyond = self.peers.get(&from).is_none_or(|p| !p.site_mate);
                     let told_here = self.peers.values().any(|p| {
-                        p.site == self.cfg.site
-                            && p.catalog.get(&e.broadcast).is_some_and(|o| o.ttl_ms == 0)
+                        p.site_mate && p.catalog.get(&e.broadcast).is_some_and(|o| o.ttl_ms == 0)
                     });
                     (e.clone(), beyond && !told_here)
                 });
@@ -667,6 +676,18 @@ impl Node {
             }
         }
     }
+}
+
+/// Tells a neighbour this node's interest unless it was told the same already.
+pub(super) fn tell_interest(p: &mut Peer, interest: &Arc<Msg>) {
+    let told = p
+        .told_interest
+        .as_ref()
+        .is_some_and(|t| Arc::ptr_eq(t, interest) || **t == **interest);
+    if !told {
+        p.control.push_back((**interest).clone());
+    }
+    p.told_interest = Some(interest.clone());
 }
 
 /// How routes rank, best first: the shortest, then the nearest neighbour, the one with

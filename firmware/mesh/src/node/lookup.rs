@@ -272,14 +272,11 @@ impl Node {
             return;
         }
         // Heard from a site-mate: its site-mates hear it from it, so only other sites.
-        let from_site_mate = self
-            .peers
-            .get(&from)
-            .is_some_and(|p| p.site == self.cfg.site);
+        let from_site_mate = self.peers.get(&from).is_some_and(|p| p.site_mate);
         let on: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(id, p)| **id != from && !(from_site_mate && p.site == self.cfg.site))
+            .filter(|(id, p)| **id != from && !(from_site_mate && p.site_mate))
             .map(|(id, _)| *id)
             .collect();
         self.lookups.stats.passed_on += 1;

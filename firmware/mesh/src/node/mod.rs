@@ -143,6 +143,9 @@ pub enum RouteError {
 #[derive(Debug)]
 struct Peer {
     site: String,
+    /// `site` is this node's: kept from its `Hello`, as the routes, the tree and gossip
+    /// ask it of every neighbour they look at.
+    site_mate: bool,
     rtt: Duration,
     uplink_kbps: u32,
     /// Media bytes handed to the driver and not yet reported sent.
@@ -161,7 +164,7 @@ struct Peer {
     differs_since: Option<Instant>,
     /// What we last told this neighbour, to send only what changed.
     told_catalog: Arc<Entries>,
-    told_interest: Option<Msg>,
+    told_interest: Option<Arc<Msg>>,
     told_reaches: Option<(u32, u64)>,
 }
 
@@ -241,6 +244,10 @@ pub struct Node {
     /// `last_told` and the routes it leaves to better tellers among site-mates: for a
     /// site-mate that does not reach the same boxes as this node.
     last_told_all: Arc<Entries>,
+    /// What this node wants or relays (`Interest`), as last made.
+    interest: Arc<Msg>,
+    /// Whom this node reaches in its site, until a neighbour comes, goes or says its site.
+    site_reach: Option<(u32, u64)>,
     /// Whom this node reaches in its site (count and digest) and since when: told once it
     /// has settled.
     reaches: ((u32, u64), Option<Instant>),
@@ -298,6 +305,10 @@ impl Node {
             last_told_beyond: Arc::default(),
             last_told_all: Arc::default(),
             reaches: ((1, 0), None),
+            interest: Arc::new(Msg::Interest {
+                broadcasts: Vec::new(),
+            }),
+            site_reach: None,
             gate: Gate::new(cfg_allow),
             wall: None,
             disconnected: BTreeMap::new(),
@@ -313,7 +324,7 @@ impl Node {
     }
 
     /// The tunables, for a simulation that varies them; changes apply from the next
-    /// decision on.
+    /// decision on (the site only to neighbours that say `Hello` after).
     pub fn config_mut(&mut self) -> &mut Config {
         // The own entries carry the site, box name and time to live.
         self.catalog_stale = true;
@@ -329,8 +340,10 @@ impl Node {
         self.dirty = true;
         // Which site-mates rank below this node decides who tells news to the site.
         self.catalog_stale = true;
+        self.site_reach = None;
         self.peers.entry(peer).or_insert_with(|| Peer {
             site: String::new(),
+            site_mate: false,
             rtt,
             uplink_kbps: 0,
             in_flight: 0,
@@ -379,6 +392,7 @@ impl Node {
         let Some(gone) = self.peers.remove(&peer) else {
             return;
         };
+        self.site_reach = None;
         self.catalog_stale = true;
         for b in gone.catalog.keys() {
             self.forget_offer(now, b, peer);
@@ -409,7 +423,7 @@ impl Node {
             let puller = self.pulls_into_site(&b);
             let backup = self.subs.get(&b).and_then(|s| s.backup).filter(|p| {
                 self.peers.get(p).is_some_and(|peer| {
-                    (!puller || peer.site != self.cfg.site)
+                    (!puller || !peer.site_mate)
                         && peer
                             .catalog
                             .get(&b)
@@ -443,17 +457,16 @@ impl Node {
                 site, uplink_kbps, ..
             } => {
                 if let Some(p) = self.peers.get_mut(&from) {
+                    p.site_mate = site == self.cfg.site;
                     p.site = site;
                     p.uplink_kbps = uplink_kbps;
                 }
+                self.site_reach = None;
                 self.catalog_stale = true;
             }
             Msg::Catalog { mut entries } => {
                 // Another site's nodes are not ours to route to (they are found by lookup).
-                let site_mate = self
-                    .peers
-                    .get(&from)
-                    .is_some_and(|p| p.site == self.cfg.site);
+                let site_mate = self.peers.get(&from).is_some_and(|p| p.site_mate);
                 if !site_mate {
                     entries.retain(|e| e.broadcast.name != NODE_BROADCAST);
                 }
@@ -626,35 +639,41 @@ impl Node {
         self.events.pop_front()
     }
 
+    /// The earliest deadline: the next gossip round, held news, a lookup, and per
+    /// broadcast an unanswered subscription or dial, a retry, a quiet parent, the end of
+    /// freshness. One pass over the broadcasts: the driver asks after every input.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let pending = self
-            .subs
-            .values()
-            .filter_map(|s| s.pending.map(|(_, at)| at + self.cfg.subscribe_timeout));
-        let retry = self
-            .subs
-            .values()
-            .filter(|s| s.parent.is_none() && s.pending.is_none() && s.dialing.is_none())
-            .filter_map(|s| s.retry_at);
-        let dialing = self
-            .subs
-            .values()
-            .filter_map(|s| s.dialing.map(|(_, at)| at + self.cfg.subscribe_timeout));
-        let starve = self
-            .subs
-            .values()
-            .filter(|s| s.parent.is_some())
-            .filter_map(|s| s.last_object.map(|t| t + self.cfg.starve_timeout))
-            .chain(self.subs.values().filter_map(|s| s.fresh_until));
-        self.next_gossip
+        let mut next = self
+            .next_gossip
             .into_iter()
-            .chain(pending)
-            .chain(retry)
-            .chain(dialing)
-            .chain(starve)
             .chain(self.lookups.deadline())
             .chain(self.hold_until)
-            .min()
+            .min();
+        let mut at = |t: Instant| {
+            if next.is_none_or(|n| t < n) {
+                next = Some(t);
+            }
+        };
+        let (wait, starve) = (self.cfg.subscribe_timeout, self.cfg.starve_timeout);
+        for s in self.subs.values() {
+            if let Some((_, t)) = s.pending {
+                at(t + wait);
+            }
+            if let Some((_, t)) = s.dialing {
+                at(t + wait);
+            }
+            if s.parent.is_some() {
+                if let Some(t) = s.last_object {
+                    at(t + starve);
+                }
+            } else if let (None, None, Some(t)) = (s.pending, s.dialing, s.retry_at) {
+                at(t);
+            }
+            if let Some(t) = s.fresh_until {
+                at(t);
+            }
+        }
+        next
     }
 
     fn send(&mut self, to: NodeId, msg: Msg) {

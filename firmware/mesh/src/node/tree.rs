@@ -40,13 +40,10 @@ impl Node {
             .or_default()
             .since
             .get_or_insert(now);
-        let interest = self.interest_msg();
+        let interest = self.current_interest();
         self.ready_all = true;
         for p in self.peers.values_mut() {
-            if p.told_interest.as_ref() != Some(&interest) {
-                p.control.push_back(interest.clone());
-                p.told_interest = Some(interest.clone());
-            }
+            super::catalog::tell_interest(p, &interest);
         }
         self.flush();
     }
@@ -98,7 +95,7 @@ impl Node {
         let me = self.wants.contains(b) || self.subs.get(b).is_some_and(|s| !s.children.is_empty());
         self.peers
             .iter()
-            .filter(|(_, p)| p.site == self.cfg.site && p.interest.contains(b))
+            .filter(|(_, p)| p.site_mate && p.interest.contains(b))
             .map(|(id, _)| *id)
             .chain(me.then_some(self.id))
             .min()
@@ -124,7 +121,6 @@ impl Node {
         b: &BroadcastId,
         exclude: &BTreeSet<NodeId>,
     ) -> Option<NodeId> {
-        let site = &self.cfg.site;
         let usable = |id: &NodeId| !exclude.contains(id);
         // Nodes receiving the stream now first: during repairs, others may be orphans too.
         let key = |(id, p, e): &(NodeId, &Peer, &CatalogEntry)| {
@@ -139,7 +135,7 @@ impl Node {
 
         let carrying_here = self
             .routes(b)
-            .filter(|(id, p, e)| &p.site == site && e.carrying && usable(id))
+            .filter(|(id, p, e)| p.site_mate && e.carrying && usable(id))
             .min_by_key(key);
         if let Some((id, _, _)) = carrying_here {
             return Some(id);
@@ -154,7 +150,7 @@ impl Node {
             return self
                 .peers
                 .iter()
-                .filter(|(id, p)| &p.site == site && usable(id))
+                .filter(|(id, p)| p.site_mate && usable(id))
                 .filter(|(_, p)| p.catalog.get(b).is_some_and(|e| !e.passes(&self.id)))
                 .min_by_key(|(id, p)| (p.rtt, **id))
                 .map(|(id, _)| *id);
@@ -162,14 +158,14 @@ impl Node {
         // This node pulls for its site: the best route from another site. With no route
         // from another site at all (the origin is in this site but not a neighbour, e.g.
         // a chain of static peers), any route toward it: that neighbour pulls in turn.
-        let from_elsewhere = self.routes(b).any(|(_, p, _)| &p.site != site);
+        let from_elsewhere = self.routes(b).any(|(_, p, _)| !p.site_mate);
         // A route from another site that comes back through this one is a loop of sites:
         // that site's puller would pull from ours, which pulls from it, and neither ever
         // receives. Such a route is the last resort.
         let mates: BTreeSet<Hop> = self
             .peers
             .iter()
-            .filter(|(_, p)| &p.site == site)
+            .filter(|(_, p)| p.site_mate)
             .map(|(id, _)| id.hop())
             .collect();
         let reenters = |e: &CatalogEntry| e.path.iter().any(|h| mates.contains(h));
@@ -181,7 +177,7 @@ impl Node {
             (reenters(e), e.path.len(), !e.carrying, p.rtt, *id)
         };
         self.routes(b)
-            .filter(|(id, p, _)| (&p.site != site || !from_elsewhere) && usable(id))
+            .filter(|(id, p, _)| (!p.site_mate || !from_elsewhere) && usable(id))
             .min_by_key(shortest)
             .map(|(id, _, _)| id)
     }
@@ -247,8 +243,7 @@ impl Node {
         b: &BroadcastId,
         parent: NodeId,
     ) {
-        let site = &self.cfg.site;
-        let remote = self.peers.get(&parent).is_some_and(|p| &p.site != site);
+        let remote = self.peers.get(&parent).is_some_and(|p| !p.site_mate);
         if !remote || self.pulls_into_site(b) {
             return;
         }
@@ -259,7 +254,7 @@ impl Node {
             .unwrap_or_default();
         let local = self
             .routes(b)
-            .filter(|(id, p, e)| &p.site == site && e.carrying && !children.contains(id))
+            .filter(|(id, p, e)| p.site_mate && e.carrying && !children.contains(id))
             .min_by_key(|(id, p, e)| (e.path.len(), p.rtt, *id))
             .map(|(id, _, _)| id);
         if let Some(p) = local {
@@ -286,7 +281,7 @@ impl Node {
         let site_mate_asked = s
             .children
             .iter()
-            .any(|c| self.peers.get(c).is_some_and(|p| p.site == self.cfg.site));
+            .any(|c| self.peers.get(c).is_some_and(|p| p.site_mate));
         if let Some(t) = s
             .since
             .map(|t| t + self.cfg.election_delay)
@@ -380,8 +375,8 @@ impl Node {
             .filter(|(id, _, e)| {
                 *id != parent && e.carrying && !e.passes(&parent) && !s.children.contains(id)
             })
-            .filter(|(_, p, _)| !puller || p.site != self.cfg.site)
-            .min_by_key(|(id, p, e)| (p.site != self.cfg.site, e.path.len(), p.rtt, *id))
+            .filter(|(_, p, _)| !puller || !p.site_mate)
+            .min_by_key(|(id, p, e)| (!p.site_mate, e.path.len(), p.rtt, *id))
             .map(|(id, _, _)| id);
         if let Some(s) = self.subs.get_mut(b) {
             s.backup = backup;
@@ -424,7 +419,7 @@ impl Node {
             .into_iter()
             .filter(|id| *id != self.id && !tried.contains(id))
             // Only the site's puller may follow a redirect to another site.
-            .filter(|id| puller || self.peers.get(id).is_some_and(|p| p.site == self.cfg.site))
+            .filter(|id| puller || self.peers.get(id).is_some_and(|p| p.site_mate))
             .filter(|id| {
                 self.peers
                     .get(id)
@@ -435,7 +430,7 @@ impl Node {
                 let p = self.peers.get(id);
                 (
                     p.is_none(),
-                    p.is_some_and(|p| p.site != self.cfg.site),
+                    p.is_some_and(|p| !p.site_mate),
                     p.map(|p| p.rtt),
                     *id,
                 )
@@ -467,12 +462,7 @@ impl Node {
             self.refuse(from, b);
             return;
         }
-        let from_site = self
-            .peers
-            .get(&from)
-            .map(|p| p.site.clone())
-            .unwrap_or_default();
-        let wan = from_site != self.cfg.site;
+        let wan = !self.peers.get(&from).is_some_and(|p| p.site_mate);
         let s = self.subs.entry(b.clone()).or_default();
         if s.children.contains(&from) {
             self.send(from, Msg::SubscribeOk { broadcast: b });
@@ -488,12 +478,9 @@ impl Node {
         let (same, other): (Vec<NodeId>, Vec<NodeId>) = s
             .children
             .iter()
-            .partition(|c| self.peers.get(c).is_some_and(|p| p.site == self.cfg.site));
-        let parent_is_remote = parent.is_some_and(|p| {
-            self.peers
-                .get(&p)
-                .is_some_and(|pp| pp.site != self.cfg.site)
-        });
+            .partition(|c| self.peers.get(c).is_some_and(|p| p.site_mate));
+        let parent_is_remote =
+            parent.is_some_and(|p| self.peers.get(&p).is_some_and(|pp| !pp.site_mate));
         // Only the node that brings the broadcast into this site serves other sites: send
         // the newcomer to our parent, or, with none (nobody here watches it), to our best
         // route within the site (in the origin's site, the origin), or to the site-mate
@@ -503,7 +490,7 @@ impl Node {
             parent
                 .or_else(|| {
                     self.routes(&b)
-                        .filter(|(_, p, _)| p.site == self.cfg.site)
+                        .filter(|(_, p, _)| p.site_mate)
                         .min_by_key(|(id, _, e)| (e.path.len(), *id))
                         .map(|(id, _, _)| id)
                 })
@@ -588,7 +575,7 @@ impl Node {
         let wan_children = |s: &Sub| {
             s.children
                 .iter()
-                .filter(|c| self.peers.get(c).is_some_and(|p| p.site != self.cfg.site))
+                .filter(|c| self.peers.get(c).is_some_and(|p| !p.site_mate))
                 .count() as u64
         };
         let used: u64 = self.subs.values().map(|s| wan_children(s) * rate(s)).sum();

@@ -6,7 +6,9 @@
 //! `idle_timeout`, like a QUIC idle timeout) and dials nodes a redirect names.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -80,10 +82,8 @@ fn stream_of(msg: &Msg) -> u64 {
 
 /// A 64-bit key for a tuple, to index per-stream and per-track state without cloning it.
 fn hash_of(v: impl std::hash::Hash) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(v)
 }
 
 /// An object a node handed to its own viewers.
@@ -180,10 +180,14 @@ pub struct Net {
     epoch: Instant,
     now: Instant,
     nodes: Vec<SimNode>,
-    index: BTreeMap<NodeId, usize>,
-    links: BTreeMap<(usize, usize), (LinkSpec, Instant)>,
+    index: FxHashMap<NodeId, usize>,
+    links: FxHashMap<(usize, usize), (LinkSpec, Instant)>,
+    /// What happens when, in order (equal instants in the order scheduled), and where in
+    /// `actions` it waits: the heap moves three integers, not messages.
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    actions: BTreeMap<u64, Action>,
+    actions: Vec<Option<Action>>,
+    /// Slots of `actions` free for the next scheduled action.
+    free: Vec<usize>,
     seq: u64,
     rng: u64,
     pub idle_timeout: Duration,
@@ -200,10 +204,10 @@ pub struct Net {
     spins: u32,
     /// When the last message on each (from, to, stream) arrives: the next one on the same
     /// stream never arrives before it.
-    stream_tail: BTreeMap<(usize, usize, u64), Instant>,
+    stream_tail: FxHashMap<(usize, usize, u64), Instant>,
     /// The group-stream framing of each (from, to, track of a broadcast), so that objects
     /// are counted at the size the driver sends them (`ObjectNext` after a group's first).
-    group_encoders: HashMap<(usize, usize, u64), GroupEncoder>,
+    group_encoders: FxHashMap<(usize, usize, u64), GroupEncoder>,
     transmits: u64,
     /// Messages that were lost once and sent again (links with `loss`).
     pub retransmitted: u64,
@@ -256,10 +260,11 @@ impl Net {
             epoch,
             now: epoch,
             nodes: Vec::new(),
-            index: BTreeMap::new(),
-            links: BTreeMap::new(),
+            index: FxHashMap::default(),
+            links: FxHashMap::default(),
             queue: BinaryHeap::new(),
-            actions: BTreeMap::new(),
+            actions: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             rng: seed ^ 0x9E37_79B9_7F4A_7C15,
             idle_timeout: Duration::from_millis(300),
@@ -270,8 +275,8 @@ impl Net {
             media_in_by_link: None,
             last_timer: None,
             spins: 0,
-            stream_tail: BTreeMap::new(),
-            group_encoders: HashMap::new(),
+            stream_tail: FxHashMap::default(),
+            group_encoders: FxHashMap::default(),
             transmits: 0,
             retransmitted: 0,
             control_sent: 0,
@@ -639,12 +644,14 @@ impl Net {
     /// Kills a node: it stops at once; its neighbours notice after `idle_timeout`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
-        let peers: Vec<usize> = self
+        let mut peers: Vec<usize> = self
             .links
             .keys()
             .filter(|(a, _)| *a == i)
             .map(|(_, b)| *b)
             .collect();
+        // In the order of the nodes, whatever the map's.
+        peers.sort_unstable();
         for p in peers {
             self.schedule(
                 self.now + self.idle_timeout,
@@ -675,20 +682,30 @@ impl Net {
 
     fn schedule(&mut self, at: Instant, action: Action) {
         self.seq += 1;
-        self.actions.insert(self.seq, action);
-        self.queue.push(Reverse((at, self.seq, 0)));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.actions[slot] = Some(action);
+                slot
+            }
+            None => {
+                self.actions.push(Some(action));
+                self.actions.len() - 1
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
     }
 
     /// Runs until `duration` of simulated time has passed.
     pub fn run_for(&mut self, duration: Duration) {
         let end = self.now + duration;
-        while let Some(Reverse((at, seq, _))) = self.queue.peek().copied() {
+        while let Some(Reverse((at, _, slot))) = self.queue.peek().copied() {
             if at > end {
                 break;
             }
             self.queue.pop();
             self.now = at;
-            if let Some(action) = self.actions.remove(&seq) {
+            if let Some(action) = self.actions[slot].take() {
+                self.free.push(slot);
                 self.apply(action);
             }
         }
