@@ -279,6 +279,8 @@ pub struct Node {
     /// Something was queued for neighbours without naming them (a gossip round): the next
     /// flush walks them all.
     ready_all: bool,
+    /// The children an object goes to, reused from object to object.
+    fanout: Vec<NodeId>,
 }
 
 impl Node {
@@ -316,6 +318,7 @@ impl Node {
             dead_links: BTreeMap::new(),
             ready: Vec::new(),
             ready_all: false,
+            fanout: Vec::new(),
         }
     }
 

@@ -8,13 +8,20 @@ use std::collections::VecDeque;
 use super::{Event, Node, Peer, Sub};
 use crate::msg::{BroadcastId, Msg, NodeId, ResumePoint};
 
+/// An object waiting for room in a neighbour's window (`msg` is a `Msg::Object`; its
+/// broadcast is not copied out of it: one copy of the name per object and child less).
 #[derive(Debug)]
 pub(super) struct Queued {
-    pub(super) broadcast: BroadcastId,
     pub(super) track: u8,
     pub(super) group: u64,
     pub(super) index: u32,
     pub(super) msg: Msg,
+}
+
+impl Queued {
+    fn is_of(&self, b: &BroadcastId, track: u8) -> bool {
+        self.track == track && matches!(&self.msg, Msg::Object { broadcast, .. } if broadcast == b)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -159,9 +166,12 @@ impl Node {
         );
         let groups = s.cache.entry(track).or_default();
         if index == 0 {
+            // As long as the last group: growing it object by object copied it four
+            // times a group.
+            let room = groups.back().map_or(0, |g| g.objects.len());
             groups.push_back(CachedGroup {
                 group,
-                objects: Vec::new(),
+                objects: Vec::with_capacity(room),
             });
             while groups.len() > cache_groups {
                 groups.pop_front();
@@ -174,7 +184,8 @@ impl Node {
                 payload: payload.clone(),
             });
         }
-        let children: Vec<NodeId> = s.children.iter().copied().collect();
+        let mut children = std::mem::take(&mut self.fanout);
+        children.extend(s.children.iter().copied());
         if self.wants.contains(b) {
             self.events.push_back(Event::Deliver {
                 broadcast: b.clone(),
@@ -185,9 +196,10 @@ impl Node {
                 payload: payload.clone(),
             });
         }
-        for c in children {
+        for c in children.drain(..) {
             self.enqueue_media(c, b, track, group, index, capture_us, payload.clone());
         }
+        self.fanout = children;
     }
 
     /// Queues an object for one child. A slow child loses whole old groups: when a new
@@ -211,15 +223,14 @@ impl Node {
             let started: Option<u64> = p
                 .media
                 .iter()
-                .find(|q| &q.broadcast == b && q.track == track)
+                .find(|q| q.is_of(b, track))
                 .filter(|q| q.index > 0)
                 .map(|q| q.group);
             p.media
-                .retain(|q| &q.broadcast != b || q.track != track || Some(q.group) == started);
+                .retain(|q| !q.is_of(b, track) || Some(q.group) == started);
         }
         self.ready.push(to);
         p.media.push_back(Queued {
-            broadcast: b.clone(),
             track,
             group,
             index,

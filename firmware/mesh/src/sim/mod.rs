@@ -894,9 +894,10 @@ impl Net {
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: Msg) {
-        let Some((spec, busy_until)) = self.links.get(&(from, to)).copied() else {
+        let Some((spec, busy_until)) = self.links.get_mut(&(from, to)) else {
             return;
         };
+        let spec = *spec;
         let bytes = match &msg {
             Msg::Object {
                 broadcast, track, ..
@@ -908,11 +909,11 @@ impl Net {
             _ => crate::wire_len(&msg),
         };
         let media = matches!(msg, Msg::Object { .. });
-        let start = busy_until.max(self.now);
+        let start = (*busy_until).max(self.now);
         let serialise =
             Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / spec.bits_per_second.max(1));
         let done = start + serialise;
-        self.links.insert((from, to), (spec, done));
+        *busy_until = done;
         let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
         if !media {
             self.control_total += bytes as u64;
