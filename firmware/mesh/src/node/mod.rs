@@ -497,19 +497,21 @@ impl Node {
                 }
                 self.on_subscribe(now, from, broadcast, resume)
             }
-            Msg::SubscribeOk { broadcast } => {
-                if let Some(s) = self.subs.get_mut(&broadcast) {
-                    if s.pending.is_some_and(|(p, _)| p == from) {
-                        s.pending = None;
-                        s.parent = Some(from);
-                        // Starvation counts from the first object: a new parent may still
-                        // be waiting for its own feed.
-                        s.last_object = None;
-                        s.tried.clear();
-                        self.stale.insert(broadcast);
-                    }
+            Msg::SubscribeOk { broadcast } => match self.subs.get_mut(&broadcast) {
+                Some(s) if s.pending.is_some_and(|(p, _)| p == from) => {
+                    s.pending = None;
+                    s.parent = Some(from);
+                    // Starvation counts from the first object: a new parent may still
+                    // be waiting for its own feed.
+                    s.last_object = None;
+                    s.tried.clear();
+                    self.stale.insert(broadcast);
                 }
-            }
+                Some(s) if s.parent == Some(from) => {}
+                // An answer this node stopped waiting for (it went elsewhere): left at
+                // that, the answering node would send its copy on as well for good.
+                _ => self.send(from, Msg::Unsubscribe { broadcast }),
+            },
             Msg::Redirect { broadcast, to } => self.on_redirect(now, from, broadcast, to),
             Msg::Unsubscribe { broadcast } => {
                 if let Some(s) = self.subs.get_mut(&broadcast) {
@@ -547,6 +549,10 @@ impl Node {
                 };
                 if from_parent {
                     self.ingest(&broadcast, track, group, index, capture_us, payload);
+                } else if index == 0 {
+                    // A node this node no longer takes it from still sends (its leave
+                    // was lost, or crossed a late answer): once a group, leave again.
+                    self.send(from, Msg::Unsubscribe { broadcast });
                 }
             }
             Msg::Routed(r) => {
@@ -630,6 +636,13 @@ impl Node {
                     s.pending = None;
                     s.tried.insert(p);
                 }
+                // Its answer may still come: it must not then serve this node as well.
+                self.send(
+                    p,
+                    Msg::Unsubscribe {
+                        broadcast: b.clone(),
+                    },
+                );
             }
             self.check_parent(now, &b);
             self.attach(now, &b);

@@ -73,3 +73,40 @@ fn every_subscriber_gets_every_object_and_each_site_pulls_one_copy() {
         );
     }
 }
+
+/// A subscription that was not answered in time is given up and made elsewhere; the
+/// answer that comes after must not leave the first node sending a second copy for good.
+#[test]
+fn a_late_answer_to_a_subscription_given_up_sends_no_second_copy() {
+    use cambox_mesh::node::Config;
+    use cambox_mesh::sim::{LinkSpec, Net};
+
+    let mut net = Net::new(3);
+    let origin = net.add_node(0, Config::default());
+    let viewer = net.add_node(1, Config::default());
+    let relay = net.add_node(2, Config::default());
+    // The viewer's own link to the origin is slow: its round trip (400 ms) is longer than
+    // a subscription is waited for (250 ms). The way through the relay is fast.
+    let slow = LinkSpec::wan(Duration::from_millis(200), Duration::ZERO, 0.0);
+    net.connect(origin, viewer, slow);
+    net.connect(viewer, relay, LinkSpec::WAN);
+    net.connect(relay, origin, LinkSpec::WAN);
+    net.run_for(Duration::from_secs(2));
+    let b = net.publish(origin, "a");
+    net.run_for(Duration::from_secs(1));
+    net.subscribe(viewer, b);
+    net.run_for(Duration::from_secs(3));
+
+    let id = net.broadcasts[b].id.clone();
+    assert!(!deliveries(&net, viewer, b).is_empty(), "the viewer never played");
+    assert!(
+        !net.node(origin).children(&id).contains(&net.id(viewer)),
+        "the origin still serves the viewer beside its parent {:?}",
+        net.node(viewer).parent(&id)
+    );
+    net.measuring = true;
+    net.run_for(Duration::from_secs(4));
+    net.measuring = false;
+    let copies = net.wan[1].media_in as f64 / net.produced[b] as f64;
+    assert!(copies < 1.05, "{copies:.3} copies into the viewer's site");
+}
