@@ -57,6 +57,32 @@ fn site_sizes(net_seed: &mut u64, nodes: usize) -> Vec<usize> {
     sizes
 }
 
+/// The benchmark's own choices (origins, watchers, joiners, commands, the dead), drawn
+/// from a generator of their own (SplitMix64): the simulator's draws (jitter, loss) vary
+/// with every message sent, and with them every later choice, so two versions of the
+/// code were compared on different worlds (another tenth killed, another repair).
+struct Pick(u64);
+
+impl Pick {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in [0, n).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// A number in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// The p-th percentile in ms, as JSON (`null` when nothing was measured).
 fn percentile(mut v: Vec<Duration>, p: usize) -> String {
     if v.is_empty() {
@@ -151,21 +177,20 @@ fn run(nodes: usize, steady: Duration) -> String {
             Some(f)
         })
         .collect();
-    let node_in = |net: &mut Net, site: usize| {
-        first_of_site[site] + (net.random() % sizes[site] as u64) as usize
-    };
+    let mut pick = Pick(7);
+    let node_in = |pick: &mut Pick, site: usize| first_of_site[site] + pick.below(sizes[site]);
     let max_watch = (sites * 3 / 10).max(1);
     let mut watched: Vec<BTreeSet<usize>> = Vec::new();
     let mut subscribers = Vec::new();
     for k in 0..BROADCASTS {
-        let origin = (net.random() % net.len() as u64) as usize;
+        let origin = pick.below(net.len());
         let b = net.publish(origin, &format!("cam{k}"));
         net.broadcasts[b].fps = 10;
-        let u = net.random_unit();
+        let u = pick.unit();
         let count = 1 + (u * u * u * (max_watch - 1) as f64) as usize;
         let mut set = BTreeSet::new();
         while set.len() < count {
-            let site = (net.random() % sites as u64) as usize;
+            let site = pick.below(sites);
             if site != net.site_of(origin) {
                 set.insert(site);
             }
@@ -176,7 +201,7 @@ fn run(nodes: usize, steady: Duration) -> String {
     progress(&net, t0, &format!("{BROADCASTS} broadcasts went live"));
     for (b, set) in watched.iter().enumerate() {
         for &site in set {
-            let n = node_in(&mut net, site);
+            let n = node_in(&mut pick, site);
             net.subscribe(n, b);
             subscribers.push((n, b));
         }
@@ -256,15 +281,15 @@ fn run(nodes: usize, steady: Duration) -> String {
     // Join: a viewer in a site that does not carry the broadcast yet.
     let mut joins = Vec::new();
     for _ in 0..50 {
-        let b = (net.random() % watched.len() as u64) as usize;
+        let b = pick.below(watched.len());
         let site = loop {
-            let s = (net.random() % sites as u64) as usize;
+            let s = pick.below(sites);
             if !watched[b].contains(&s) && s != net.site_of(net.broadcasts[b].origin) {
                 break s;
             }
         };
         watched[b].insert(site);
-        let n = node_in(&mut net, site);
+        let n = node_in(&mut pick, site);
         joins.push((n, b, net.now()));
         net.subscribe(n, b);
         subscribers.push((n, b));
@@ -303,9 +328,9 @@ fn run(nodes: usize, steady: Duration) -> String {
     // target's (the simulator's nodes reply with the command's body).
     let mut commands = Vec::new();
     for _ in 0..50 {
-        let from = (net.random() % net.len() as u64) as usize;
+        let from = pick.below(net.len());
         let to = loop {
-            let t = (net.random() % net.len() as u64) as usize;
+            let t = pick.below(net.len());
             if net.site_of(t) != net.site_of(from) {
                 break t;
             }
@@ -369,7 +394,7 @@ fn run(nodes: usize, steady: Duration) -> String {
     let origins: BTreeSet<usize> = net.broadcasts.iter().map(|b| b.origin).collect();
     let mut dead = BTreeSet::new();
     while dead.len() < nodes / 10 {
-        let n = (net.random() % net.len() as u64) as usize;
+        let n = pick.below(net.len());
         if !origins.contains(&n) {
             dead.insert(n);
         }

@@ -98,7 +98,10 @@ fn a_late_answer_to_a_subscription_given_up_sends_no_second_copy() {
     net.run_for(Duration::from_secs(3));
 
     let id = net.broadcasts[b].id.clone();
-    assert!(!deliveries(&net, viewer, b).is_empty(), "the viewer never played");
+    assert!(
+        !deliveries(&net, viewer, b).is_empty(),
+        "the viewer never played"
+    );
     assert!(
         !net.node(origin).children(&id).contains(&net.id(viewer)),
         "the origin still serves the viewer beside its parent {:?}",
