@@ -175,13 +175,54 @@ pub struct WanBytes {
     pub control_out: u64,
 }
 
+/// One direction of a connection, with what a message on it needs: one lookup per
+/// message (the streams and framings were maps of their own, two more lookups each).
+#[derive(Debug)]
+struct Link {
+    spec: LinkSpec,
+    /// When the last message handed to it has left.
+    busy_until: Instant,
+    /// When the last message on each stream (`stream_of`) arrives: the next one on the
+    /// same stream never arrives before it. Streams whose last message has arrived go.
+    tails: Vec<(u64, Instant)>,
+    /// The group-stream framing of each track of a broadcast (by `hash_of`), so that
+    /// objects are counted at the size the driver sends them (`ObjectNext` after a
+    /// group's first).
+    encoders: Vec<(u64, GroupEncoder)>,
+}
+
+impl Link {
+    fn new(spec: LinkSpec, now: Instant) -> Link {
+        Link {
+            spec,
+            busy_until: now,
+            tails: Vec::new(),
+            encoders: Vec::new(),
+        }
+    }
+}
+
+/// The next number of a SplitMix64 sequence.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A number in [0, 1) from a SplitMix64 sequence.
+fn unit(state: &mut u64) -> f64 {
+    (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[derive(Debug)]
 pub struct Net {
     epoch: Instant,
     now: Instant,
     nodes: Vec<SimNode>,
     index: FxHashMap<NodeId, usize>,
-    links: FxHashMap<(usize, usize), (LinkSpec, Instant)>,
+    links: FxHashMap<(usize, usize), Link>,
     /// What happens when, in order (equal instants in the order scheduled), and where in
     /// `actions` it waits: the heap moves three integers, not messages.
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
@@ -202,13 +243,6 @@ pub struct Net {
     pub media_in_by_link: Option<MediaInByLink>,
     last_timer: Option<(usize, Instant)>,
     spins: u32,
-    /// When the last message on each (from, to, stream) arrives: the next one on the same
-    /// stream never arrives before it.
-    stream_tail: FxHashMap<(usize, usize, u64), Instant>,
-    /// The group-stream framing of each (from, to, track of a broadcast), so that objects
-    /// are counted at the size the driver sends them (`ObjectNext` after a group's first).
-    group_encoders: FxHashMap<(usize, usize, u64), GroupEncoder>,
-    transmits: u64,
     /// Messages that were lost once and sent again (links with `loss`).
     pub retransmitted: u64,
     /// Bytes of everything but media sent over every link, LAN and WAN, while measuring.
@@ -275,9 +309,6 @@ impl Net {
             media_in_by_link: None,
             last_timer: None,
             spins: 0,
-            stream_tail: FxHashMap::default(),
-            group_encoders: FxHashMap::default(),
-            transmits: 0,
             retransmitted: 0,
             control_sent: 0,
             control_total: 0,
@@ -391,16 +422,12 @@ impl Net {
 
     /// A deterministic pseudo-random number in [0, 1).
     pub fn random_unit(&mut self) -> f64 {
-        (self.random() >> 11) as f64 / (1u64 << 53) as f64
+        unit(&mut self.rng)
     }
 
     /// Deterministic pseudo-random numbers (SplitMix64).
     pub fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix(&mut self.rng)
     }
 
     pub fn now(&self) -> Instant {
@@ -563,8 +590,8 @@ impl Net {
         if a == b || self.links.contains_key(&(a, b)) {
             return;
         }
-        self.links.insert((a, b), (spec, self.now));
-        self.links.insert((b, a), (spec, self.now));
+        self.links.insert((a, b), Link::new(spec, self.now));
+        self.links.insert((b, a), Link::new(spec, self.now));
         self.schedule(self.now + 2 * spec.delay, Action::Up { a, b });
     }
 
@@ -663,8 +690,8 @@ impl Net {
     /// Hands node `to` a message as if node `from` had sent it over their link (a peer
     /// that says what no node of ours would), after the link's delay.
     pub fn inject(&mut self, from: usize, to: usize, msg: Msg) {
-        if let Some((spec, _)) = self.links.get(&(from, to)).copied() {
-            self.schedule(self.now + spec.delay, Action::Arrive { to, from, msg });
+        if let Some(delay) = self.links.get(&(from, to)).map(|l| l.spec.delay) {
+            self.schedule(self.now + delay, Action::Arrive { to, from, msg });
         }
     }
 
@@ -675,8 +702,8 @@ impl Net {
 
     /// Limits one direction of a link (`from` to `to`), e.g. to make a slow child.
     pub fn set_bandwidth(&mut self, from: usize, to: usize, bits_per_second: u64) {
-        if let Some((spec, _)) = self.links.get_mut(&(from, to)) {
-            spec.bits_per_second = bits_per_second;
+        if let Some(link) = self.links.get_mut(&(from, to)) {
+            link.spec.bits_per_second = bits_per_second;
         }
     }
 
@@ -722,7 +749,7 @@ impl Net {
                 let delay = self
                     .links
                     .get(&(a, b))
-                    .map_or(Duration::ZERO, |l| l.0.delay);
+                    .map_or(Duration::ZERO, |l| l.spec.delay);
                 let rtt = 2 * delay;
                 let (ida, idb) = (self.id(a), self.id(b));
                 self.nodes[a].node.handle_peer_up(now, idb, rtt);
@@ -876,9 +903,10 @@ impl Net {
                 Event::Disconnect { peer, .. } => {
                     // The connection closes: the other end hears of it one delay later.
                     if let Some(&j) = self.index.get(&peer) {
-                        if let Some((spec, _)) = self.links.remove(&(i, j)) {
+                        if let Some(link) = self.links.remove(&(i, j)) {
                             self.links.remove(&(j, i));
-                            self.schedule(now + spec.delay, Action::Down { at: j, peer: i });
+                            let at = now + link.spec.delay;
+                            self.schedule(at, Action::Down { at: j, peer: i });
                         }
                     }
                 }
@@ -894,26 +922,51 @@ impl Net {
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: Msg) {
-        let Some((spec, busy_until)) = self.links.get_mut(&(from, to)) else {
+        let now = self.now;
+        let Some(link) = self.links.get_mut(&(from, to)) else {
             return;
         };
-        let spec = *spec;
+        let spec = link.spec;
         let bytes = match &msg {
             Msg::Object {
                 broadcast, track, ..
-            } => self
-                .group_encoders
-                .entry((from, to, hash_of((broadcast, track))))
-                .or_default()
-                .frame_len(&msg),
+            } => {
+                let key = hash_of((broadcast, track));
+                let at = match link.encoders.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        link.encoders.push((key, GroupEncoder::default()));
+                        link.encoders.len() - 1
+                    }
+                };
+                link.encoders[at].1.frame_len(&msg)
+            }
             _ => crate::wire_len(&msg),
         };
         let media = matches!(msg, Msg::Object { .. });
-        let start = (*busy_until).max(self.now);
+        let start = link.busy_until.max(now);
         let serialise =
             Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / spec.bits_per_second.max(1));
         let done = start + serialise;
-        *busy_until = done;
+        link.busy_until = done;
+        let mut arrive = done + spec.delay;
+        if !spec.jitter.is_zero() {
+            arrive += spec.jitter.mul_f64(unit(&mut self.rng));
+        }
+        if spec.loss > 0.0 && unit(&mut self.rng) < spec.loss {
+            arrive += spec.retransmit_after();
+            self.retransmitted += 1;
+        }
+        // Equal instants leave in the order they were scheduled: the stream's order.
+        let stream = stream_of(&msg);
+        link.tails.retain(|(_, t)| *t > now);
+        match link.tails.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, tail)) => {
+                arrive = arrive.max(*tail);
+                *tail = arrive;
+            }
+            None => link.tails.push((stream, arrive)),
+        }
         let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
         if !media {
             self.control_total += bytes as u64;
@@ -964,26 +1017,6 @@ impl Net {
                     bytes: counted,
                 },
             );
-        }
-        let mut arrive = done + spec.delay;
-        if !spec.jitter.is_zero() {
-            arrive += spec.jitter.mul_f64(self.random_unit());
-        }
-        if spec.loss > 0.0 && self.random_unit() < spec.loss {
-            arrive += spec.retransmit_after();
-            self.retransmitted += 1;
-        }
-        let tail = self
-            .stream_tail
-            .entry((from, to, stream_of(&msg)))
-            .or_insert(arrive);
-        // Equal instants leave in the order they were scheduled: the stream's order.
-        arrive = arrive.max(*tail);
-        *tail = arrive;
-        self.transmits += 1;
-        if self.transmits.is_multiple_of(4096) {
-            let now = self.now;
-            self.stream_tail.retain(|_, t| *t > now);
         }
         self.schedule(arrive, Action::Arrive { to, from, msg });
     }
