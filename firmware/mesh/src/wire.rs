@@ -818,7 +818,10 @@ fn read_resume(r: &mut Reader<'_>) -> Result<ResumePoint, WireError> {
 fn read_broadcast(r: &mut Reader<'_>) -> Result<BroadcastId, WireError> {
     let origin = r.node("broadcast.origin")?;
     let name = r.string("broadcast.name")?;
-    Ok(BroadcastId { origin, name })
+    Ok(BroadcastId {
+        origin,
+        name: name.into(),
+    })
 }
 
 /// A cursor over one frame's body that names the message and field in its errors.
@@ -960,7 +963,7 @@ mod tests {
     fn bid(name: &str) -> BroadcastId {
         BroadcastId {
             origin: node(7),
-            name: name.to_owned(),
+            name: name.into(),
         }
     }
 
@@ -1155,7 +1158,7 @@ mod tests {
         let ok = frame(&Msg::SubscribeOk {
             broadcast: BroadcastId {
                 origin: node(0xee),
-                name: "ab".to_owned(),
+                name: "ab".into(),
             },
         });
         // The size formulas in docs/protocol.md.

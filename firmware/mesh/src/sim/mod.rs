@@ -270,7 +270,7 @@ pub fn made_up_entries(range: std::ops::Range<usize>, sender: NodeId) -> Vec<Cat
             CatalogEntry {
                 broadcast: BroadcastId {
                     origin: NodeId(origin),
-                    name: format!("fake{i}"),
+                    name: format!("fake{i}").into(),
                 },
                 site: "nowhere".into(),
                 box_name: "liar".into(),

@@ -159,7 +159,7 @@ mod tests {
         Msg::Object {
             broadcast: BroadcastId {
                 origin: NodeId([9; 32]),
-                name: "front-door".to_owned(),
+                name: "front-door".into(),
             },
             track: 1,
             group,

@@ -76,7 +76,7 @@ fn chat_reaches_every_follower_once_in_order_and_a_late_one_sees_the_history() {
             for &s in senders.iter().filter(|&&s| s != n) {
                 let b = BroadcastId {
                     origin: net.id(s),
-                    name: chat::broadcast_name("ops"),
+                    name: chat::broadcast_name("ops").into(),
                 };
                 out.push(net.node(n).parent(&b));
             }

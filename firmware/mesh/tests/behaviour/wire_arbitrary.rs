@@ -28,7 +28,10 @@ fn string() -> impl Strategy<Value = String> {
 }
 
 fn broadcast() -> impl Strategy<Value = BroadcastId> {
-    (node_id(), string()).prop_map(|(origin, name)| BroadcastId { origin, name })
+    (node_id(), string()).prop_map(|(origin, name)| BroadcastId {
+        origin,
+        name: name.into(),
+    })
 }
 
 fn entry() -> impl Strategy<Value = CatalogEntry> {

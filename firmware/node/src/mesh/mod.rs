@@ -1102,7 +1102,7 @@ impl Driver {
                 local: k.broadcast.origin == self.id,
                 origin: k.broadcast.origin.short(),
                 origin_id: k.broadcast.origin.to_hex(),
-                name: k.broadcast.name,
+                name: k.broadcast.name.to_string(),
                 site: k.site,
                 box_name: k.box_name,
                 hops: k.hops,
@@ -1141,7 +1141,7 @@ impl Driver {
             return;
         }
         let r = self.remotes.entry(id.clone()).or_insert_with(|| Remote {
-            name: id.name.clone(),
+            name: id.name.to_string(),
             video: None,
             audio: None,
             broadcast: None,
