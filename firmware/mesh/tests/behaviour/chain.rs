@@ -96,10 +96,7 @@ fn a_site_whose_puller_has_no_link_beyond_plays_through_its_gateway() {
     net.connect(origin, gateway, LinkSpec::WAN);
     net.connect(gateway, puller, LinkSpec::LAN);
     net.run_for(Duration::from_millis(500));
-    let b = net.publish(origin, "a");
-    net.run_for(Duration::from_secs(1));
-    net.subscribe(puller, b);
-    net.run_for(Duration::from_secs(2));
+    let b = crate::common::publish_and_watch(&mut net, origin, puller, Duration::from_secs(2));
     assert!(
         receives(&net, puller, b),
         "the puller never received through its gateway: {}",

@@ -69,3 +69,13 @@ pub fn five_broadcasts(net: &mut Net) -> Vec<usize> {
     }
     bs
 }
+
+/// `origin` goes live with broadcast "a"; a second later `viewer` subscribes, and the
+/// world runs for `watch`. The broadcast's index.
+pub fn publish_and_watch(net: &mut Net, origin: usize, viewer: usize, watch: Duration) -> usize {
+    let b = net.publish(origin, "a");
+    net.run_for(Duration::from_secs(1));
+    net.subscribe(viewer, b);
+    net.run_for(watch);
+    b
+}

@@ -92,10 +92,7 @@ fn a_late_answer_to_a_subscription_given_up_sends_no_second_copy() {
     net.connect(viewer, relay, LinkSpec::WAN);
     net.connect(relay, origin, LinkSpec::WAN);
     net.run_for(Duration::from_secs(2));
-    let b = net.publish(origin, "a");
-    net.run_for(Duration::from_secs(1));
-    net.subscribe(viewer, b);
-    net.run_for(Duration::from_secs(3));
+    let b = crate::common::publish_and_watch(&mut net, origin, viewer, Duration::from_secs(3));
 
     let id = net.broadcasts[b].id.clone();
     assert!(
