@@ -5,7 +5,7 @@
 
 pub mod chat;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,19 +78,22 @@ struct ChatRoom {
     room: Room,
     until: Instant,
     /// Senders' broadcasts this node subscribed to.
-    subscribed: HashSet<BroadcastId>,
+    subscribed: BTreeSet<BroadcastId>,
     /// This node's own messages in the room: its broadcast, numbering and last message.
     own: Option<(BroadcastId, Outbox, Instant)>,
 }
 
+/// Its maps are ordered, not hashed: it subscribes and leaves in the order it walks
+/// them, and with a hash map's random order two runs of one simulation sent their
+/// messages in different orders.
 #[derive(Debug)]
 pub struct Bus<W> {
     id: NodeId,
     own_node: Option<OwnNode>,
-    followed: HashMap<BroadcastId, Followed>,
+    followed: BTreeMap<BroadcastId, Followed>,
     follow_nodes_until: Option<Instant>,
-    rooms: HashMap<String, ChatRoom>,
-    waiting: HashMap<(NodeId, u64), (Instant, W)>,
+    rooms: BTreeMap<String, ChatRoom>,
+    waiting: BTreeMap<(NodeId, u64), (Instant, W)>,
     next_routed_id: u64,
     events: VecDeque<BusEvent<W>>,
 }
@@ -107,10 +110,10 @@ impl<W> Bus<W> {
         Self {
             id,
             own_node: None,
-            followed: HashMap::new(),
+            followed: BTreeMap::new(),
             follow_nodes_until: None,
-            rooms: HashMap::new(),
-            waiting: HashMap::new(),
+            rooms: BTreeMap::new(),
+            waiting: BTreeMap::new(),
             next_routed_id: first_routed_id,
             events: VecDeque::new(),
         }
@@ -286,7 +289,7 @@ impl<W> Bus<W> {
             .or_insert_with(|| ChatRoom {
                 room: Room::default(),
                 until: now,
-                subscribed: HashSet::new(),
+                subscribed: BTreeSet::new(),
                 own: None,
             });
         r.until = r.until.max(now + ROOM_LINGER);
@@ -369,7 +372,7 @@ impl<W> Bus<W> {
     /// after (or of those that left the catalog).
     fn follow_nodes(&mut self, core: &mut Node, now: Instant, catalog: &[KnownBroadcast]) {
         let wanted = self.follow_nodes_until.is_some_and(|t| now < t);
-        let known: HashSet<&BroadcastId> = catalog
+        let known: BTreeSet<&BroadcastId> = catalog
             .iter()
             .map(|k| &k.broadcast)
             .filter(|b| b.name == NODE_BROADCAST && b.origin != self.id)
@@ -405,7 +408,7 @@ impl<W> Bus<W> {
             .collect();
         for (name, r) in self.rooms.iter_mut() {
             let followed = now < r.until;
-            let now_senders: HashSet<BroadcastId> = senders
+            let now_senders: BTreeSet<BroadcastId> = senders
                 .iter()
                 .filter(|(room, _)| followed && room == name)
                 .map(|(_, b)| (*b).clone())
