@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cambox_mesh::routed::CommandAllow;
-use cambox_mesh::sim::{LinkSpec, Net};
+use cambox_mesh::sim::{LinkSpec, Net, SplitMix};
 
 /// Live broadcasts in the world, at every size: state and control traffic then grow with
 /// the nodes alone.
@@ -55,32 +55,6 @@ fn site_sizes(net_seed: &mut u64, nodes: usize) -> Vec<usize> {
     let last = sizes.len() - 1;
     sizes[last] -= over.min(sizes[last] - 1);
     sizes
-}
-
-/// The benchmark's own choices (origins, watchers, joiners, commands, the dead), drawn
-/// from a generator of their own (SplitMix64): the simulator's draws (jitter, loss) vary
-/// with every message sent, and with them every later choice, so two versions of the
-/// code were compared on different worlds (another tenth killed, another repair).
-struct Pick(u64);
-
-impl Pick {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in [0, n).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A number in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// The p-th percentile in ms, as JSON (`null` when nothing was measured).
@@ -177,8 +151,12 @@ fn run(nodes: usize, steady: Duration) -> String {
             Some(f)
         })
         .collect();
-    let mut pick = Pick(7);
-    let node_in = |pick: &mut Pick, site: usize| first_of_site[site] + pick.below(sizes[site]);
+    // The benchmark's own choices (origins, watchers, joiners, commands, the dead) come
+    // from a generator of their own: the simulator's draws (jitter, loss) vary with every
+    // message sent, and two versions of the code were compared on different worlds
+    // (another tenth killed, another repair).
+    let mut pick = SplitMix(7);
+    let node_in = |pick: &mut SplitMix, site: usize| first_of_site[site] + pick.below(sizes[site]);
     let max_watch = (sites * 3 / 10).max(1);
     let mut watched: Vec<BTreeSet<usize>> = Vec::new();
     let mut subscribers = Vec::new();

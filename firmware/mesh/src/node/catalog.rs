@@ -330,7 +330,7 @@ impl Node {
             self.stale.insert(broadcast.clone());
             let ttl = self.cfg.catalog_ttl;
             let end = self.own_entry(broadcast, o.tracks, version, false);
-            self.learned.insert(
+            self.learn(
                 broadcast.clone(),
                 Learned {
                     heard: now,
@@ -340,7 +340,6 @@ impl Node {
                     ended: Some((end, true)),
                 },
             );
-            self.expiring.insert(broadcast.clone());
             self.next_gossip = Some(now);
         }
     }
@@ -444,6 +443,16 @@ impl Node {
     pub(super) fn forget_offer(&mut self, now: Instant, b: &BroadcastId, peer: NodeId) {
         forget_offer(&mut self.offers, b, peer);
         self.offers_changed(now, b);
+    }
+
+    /// Keeps `b` known as `l` says, and `expiring` the set of those whose time runs.
+    fn learn(&mut self, b: BroadcastId, l: Learned) {
+        if l.expires.is_some() {
+            self.expiring.insert(b.clone());
+        } else {
+            self.expiring.remove(&b);
+        }
+        self.learned.insert(b, l);
     }
 
     /// A broadcast stays known while a neighbour offers it, and for its TTL after the
@@ -627,7 +636,7 @@ impl Node {
                 };
                 // An end's time runs at once; a route's once nobody offers it.
                 let expires = ended.is_some().then_some(now + ttl);
-                self.learned.insert(
+                self.learn(
                     e.broadcast.clone(),
                     Learned {
                         heard: now,
@@ -637,11 +646,6 @@ impl Node {
                         ended,
                     },
                 );
-                if expires.is_some() {
-                    self.expiring.insert(e.broadcast.clone());
-                } else {
-                    self.expiring.remove(&e.broadcast);
-                }
             }
         }
         if let Some(p) = self.peers.get_mut(&from) {

@@ -107,12 +107,19 @@ impl Node {
     /// no other site's address takes it from a site-mate that has one); that site-mate
     /// then pulls in its stead, or each would wait for the other.
     pub(super) fn pulls_into_site(&self, b: &BroadcastId) -> bool {
+        self.leaves_pulling_to(b).is_none()
+    }
+
+    /// The site-mate that brings `b` into the site for this node, or `None` when this
+    /// node does (`pulls_into_site`).
+    pub(super) fn leaves_pulling_to(&self, b: &BroadcastId) -> Option<NodeId> {
         let puller = self.site_puller(b);
-        puller == self.id
+        let mine = puller == self.id
             || self
                 .subs
                 .get(b)
-                .is_some_and(|s| s.children.contains(&puller))
+                .is_some_and(|s| s.children.contains(&puller));
+        (!mine).then_some(puller)
     }
 
     /// Chooses where to get `b` from, or `None` if nowhere (yet).
@@ -140,10 +147,9 @@ impl Node {
         if let Some((id, _, _)) = carrying_here {
             return Some(id);
         }
-        if !self.pulls_into_site(b) {
+        if let Some(puller) = self.leaves_pulling_to(b) {
             // Another node of this site pulls it in: attach to it, or (if it sent us away)
             // to any node of the site, never across sites ourselves.
-            let puller = self.site_puller(b);
             if self.peers.contains_key(&puller) && usable(&puller) {
                 return Some(puller);
             }
@@ -495,9 +501,8 @@ impl Node {
                         .map(|(id, _, _)| id)
                 })
                 .or_else(|| {
-                    let puller = self.site_puller(&b);
-                    (!self.pulls_into_site(&b) && self.peers.contains_key(&puller))
-                        .then_some(puller)
+                    self.leaves_pulling_to(&b)
+                        .filter(|puller| self.peers.contains_key(puller))
                 })
         } else {
             None

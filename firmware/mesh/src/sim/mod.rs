@@ -202,18 +202,29 @@ impl Link {
     }
 }
 
-/// The next number of a SplitMix64 sequence.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// Deterministic pseudo-random numbers (SplitMix64) from a state of 64 bits: the
+/// simulator's draws, and a benchmark's own choices beside them.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
 
-/// A number in [0, 1) from a SplitMix64 sequence.
-fn unit(state: &mut u64) -> f64 {
-    (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// A number in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 #[derive(Debug)]
@@ -230,7 +241,7 @@ pub struct Net {
     /// Slots of `actions` free for the next scheduled action.
     free: Vec<usize>,
     seq: u64,
-    rng: u64,
+    rng: SplitMix,
     pub idle_timeout: Duration,
     pub broadcasts: Vec<SimBroadcast>,
     /// Counting starts when `measure` is set, so start-up can be left out.
@@ -300,7 +311,7 @@ impl Net {
             actions: Vec::new(),
             free: Vec::new(),
             seq: 0,
-            rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15),
             idle_timeout: Duration::from_millis(300),
             broadcasts: Vec::new(),
             measuring: false,
@@ -422,12 +433,12 @@ impl Net {
 
     /// A deterministic pseudo-random number in [0, 1).
     pub fn random_unit(&mut self) -> f64 {
-        unit(&mut self.rng)
+        self.rng.unit()
     }
 
     /// Deterministic pseudo-random numbers (SplitMix64).
     pub fn random(&mut self) -> u64 {
-        splitmix(&mut self.rng)
+        self.rng.next_u64()
     }
 
     pub fn now(&self) -> Instant {
@@ -951,9 +962,9 @@ impl Net {
         link.busy_until = done;
         let mut arrive = done + spec.delay;
         if !spec.jitter.is_zero() {
-            arrive += spec.jitter.mul_f64(unit(&mut self.rng));
+            arrive += spec.jitter.mul_f64(self.rng.unit());
         }
-        if spec.loss > 0.0 && unit(&mut self.rng) < spec.loss {
+        if spec.loss > 0.0 && self.rng.unit() < spec.loss {
             arrive += spec.retransmit_after();
             self.retransmitted += 1;
         }
