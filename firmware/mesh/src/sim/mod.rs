@@ -5,10 +5,10 @@
 //! reports bytes that left a link, tells neighbours when a peer went silent (after
 //! `idle_timeout`, like a QUIC idle timeout) and dials nodes a redirect names.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +20,7 @@ use crate::node::{Config, Event, Node, RouteError};
 use crate::site_graph::GatewayDuty;
 use crate::wire::GroupEncoder;
 
+mod agenda;
 mod bus;
 pub use bus::{Answered, ChatSeen};
 
@@ -116,6 +117,11 @@ struct SimNode {
     bus_ticking: bool,
     /// What the bus gave this node's user.
     bus_seen: bus::Seen,
+    /// Its side of each connection, by the neighbour's id: what the node hands the driver
+    /// names the neighbour by id, and one small table per node is found in one step (a
+    /// table of every link of the world, and one of every node's index, each missed the
+    /// cache per message).
+    links: FxHashMap<NodeId, Link>,
 }
 
 #[derive(Debug)]
@@ -177,27 +183,31 @@ pub struct WanBytes {
 
 /// One direction of a connection, with what a message on it needs: one lookup per
 /// message (the streams and framings were maps of their own, two more lookups each).
+/// Streams and framings are held inline: a link carries few at a time.
 #[derive(Debug)]
 struct Link {
+    /// The node at the other end.
+    to: usize,
     spec: LinkSpec,
     /// When the last message handed to it has left.
     busy_until: Instant,
     /// When the last message on each stream (`stream_of`) arrives: the next one on the
     /// same stream never arrives before it. Streams whose last message has arrived go.
-    tails: Vec<(u64, Instant)>,
+    tails: SmallVec<[(u64, Instant); 4]>,
     /// The group-stream framing of each track of a broadcast (by `hash_of`), so that
     /// objects are counted at the size the driver sends them (`ObjectNext` after a
     /// group's first).
-    encoders: Vec<(u64, GroupEncoder)>,
+    encoders: SmallVec<[(u64, GroupEncoder); 2]>,
 }
 
 impl Link {
-    fn new(spec: LinkSpec, now: Instant) -> Link {
+    fn new(to: usize, spec: LinkSpec, now: Instant) -> Link {
         Link {
+            to,
             spec,
             busy_until: now,
-            tails: Vec::new(),
-            encoders: Vec::new(),
+            tails: SmallVec::new(),
+            encoders: SmallVec::new(),
         }
     }
 }
@@ -233,14 +243,8 @@ pub struct Net {
     now: Instant,
     nodes: Vec<SimNode>,
     index: FxHashMap<NodeId, usize>,
-    links: FxHashMap<(usize, usize), Link>,
-    /// What happens when, in order (equal instants in the order scheduled), and where in
-    /// `actions` it waits: the heap moves three integers, not messages.
-    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
-    actions: Vec<Option<Action>>,
-    /// Slots of `actions` free for the next scheduled action.
-    free: Vec<usize>,
-    seq: u64,
+    /// What happens when, in order (equal instants in the order scheduled).
+    agenda: agenda::Agenda<Action>,
     rng: SplitMix,
     pub idle_timeout: Duration,
     pub broadcasts: Vec<SimBroadcast>,
@@ -306,11 +310,7 @@ impl Net {
             now: epoch,
             nodes: Vec::new(),
             index: FxHashMap::default(),
-            links: FxHashMap::default(),
-            queue: BinaryHeap::new(),
-            actions: Vec::new(),
-            free: Vec::new(),
-            seq: 0,
+            agenda: agenda::Agenda::new(epoch),
             rng: SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15),
             idle_timeout: Duration::from_millis(300),
             broadcasts: Vec::new(),
@@ -475,6 +475,7 @@ impl Net {
             bus: Bus::new(id, 0),
             bus_ticking: false,
             bus_seen: bus::Seen::default(),
+            links: FxHashMap::default(),
         });
         if self.wan.len() <= site {
             self.wan.resize(site + 1, WanBytes::default());
@@ -598,11 +599,16 @@ impl Net {
 
     /// Connects two nodes; both see the other come up after one round trip.
     pub fn connect(&mut self, a: usize, b: usize, spec: LinkSpec) {
-        if a == b || self.links.contains_key(&(a, b)) {
+        if a == b || self.linked(a, b) {
             return;
         }
-        self.links.insert((a, b), Link::new(spec, self.now));
-        self.links.insert((b, a), Link::new(spec, self.now));
+        let (ida, idb) = (self.id(a), self.id(b));
+        self.nodes[a]
+            .links
+            .insert(idb, Link::new(b, spec, self.now));
+        self.nodes[b]
+            .links
+            .insert(ida, Link::new(a, spec, self.now));
         self.schedule(self.now + 2 * spec.delay, Action::Up { a, b });
     }
 
@@ -682,12 +688,7 @@ impl Net {
     /// Kills a node: it stops at once; its neighbours notice after `idle_timeout`.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
-        let mut peers: Vec<usize> = self
-            .links
-            .keys()
-            .filter(|(a, _)| *a == i)
-            .map(|(_, b)| *b)
-            .collect();
+        let mut peers: Vec<usize> = self.nodes[i].links.values().map(|l| l.to).collect();
         // In the order of the nodes, whatever the map's.
         peers.sort_unstable();
         for p in peers {
@@ -701,51 +702,39 @@ impl Net {
     /// Hands node `to` a message as if node `from` had sent it over their link (a peer
     /// that says what no node of ours would), after the link's delay.
     pub fn inject(&mut self, from: usize, to: usize, msg: Msg) {
-        if let Some(delay) = self.links.get(&(from, to)).map(|l| l.spec.delay) {
+        if let Some(delay) = self.link(from, to).map(|l| l.spec.delay) {
             self.schedule(self.now + delay, Action::Arrive { to, from, msg });
         }
     }
 
     /// Whether `a` and `b` have a link (it closes when either disconnects the other).
     pub fn linked(&self, a: usize, b: usize) -> bool {
-        self.links.contains_key(&(a, b))
+        self.link(a, b).is_some()
+    }
+
+    /// Node `from`'s side of its link to node `to`.
+    fn link(&self, from: usize, to: usize) -> Option<&Link> {
+        self.nodes[from].links.get(&self.id(to))
     }
 
     /// Limits one direction of a link (`from` to `to`), e.g. to make a slow child.
     pub fn set_bandwidth(&mut self, from: usize, to: usize, bits_per_second: u64) {
-        if let Some(link) = self.links.get_mut(&(from, to)) {
+        let to = self.id(to);
+        if let Some(link) = self.nodes[from].links.get_mut(&to) {
             link.spec.bits_per_second = bits_per_second;
         }
     }
 
     fn schedule(&mut self, at: Instant, action: Action) {
-        self.seq += 1;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.actions[slot] = Some(action);
-                slot
-            }
-            None => {
-                self.actions.push(Some(action));
-                self.actions.len() - 1
-            }
-        };
-        self.queue.push(Reverse((at, self.seq, slot)));
+        self.agenda.schedule(at, action);
     }
 
     /// Runs until `duration` of simulated time has passed.
     pub fn run_for(&mut self, duration: Duration) {
         let end = self.now + duration;
-        while let Some(Reverse((at, _, slot))) = self.queue.peek().copied() {
-            if at > end {
-                break;
-            }
-            self.queue.pop();
+        while let Some((at, action)) = self.agenda.pop_until(end) {
             self.now = at;
-            if let Some(action) = self.actions[slot].take() {
-                self.free.push(slot);
-                self.apply(action);
-            }
+            self.apply(action);
         }
         self.now = end;
     }
@@ -757,10 +746,7 @@ impl Net {
                 if !(self.nodes[a].alive && self.nodes[b].alive) {
                     return;
                 }
-                let delay = self
-                    .links
-                    .get(&(a, b))
-                    .map_or(Duration::ZERO, |l| l.spec.delay);
+                let delay = self.link(a, b).map_or(Duration::ZERO, |l| l.spec.delay);
                 let rtt = 2 * delay;
                 let (ida, idb) = (self.id(a), self.id(b));
                 self.nodes[a].node.handle_peer_up(now, idb, rtt);
@@ -872,12 +858,7 @@ impl Net {
         let now = self.now;
         while let Some(event) = self.nodes[i].node.poll_event() {
             match event {
-                Event::Transmit { to, msg } => {
-                    let Some(&j) = self.index.get(&to) else {
-                        continue;
-                    };
-                    self.transmit(i, j, msg);
-                }
+                Event::Transmit { to, msg } => self.transmit(i, to, msg),
                 Event::Deliver {
                     broadcast,
                     track,
@@ -913,12 +894,12 @@ impl Net {
                 }
                 Event::Disconnect { peer, .. } => {
                     // The connection closes: the other end hears of it one delay later.
-                    if let Some(&j) = self.index.get(&peer) {
-                        if let Some(link) = self.links.remove(&(i, j)) {
-                            self.links.remove(&(j, i));
-                            let at = now + link.spec.delay;
-                            self.schedule(at, Action::Down { at: j, peer: i });
-                        }
+                    if let Some(link) = self.nodes[i].links.remove(&peer) {
+                        let j = link.to;
+                        let id = self.id(i);
+                        self.nodes[j].links.remove(&id);
+                        let at = now + link.spec.delay;
+                        self.schedule(at, Action::Down { at: j, peer: i });
                     }
                 }
             }
@@ -932,12 +913,12 @@ impl Net {
         }
     }
 
-    fn transmit(&mut self, from: usize, to: usize, msg: Msg) {
+    fn transmit(&mut self, from: usize, to: NodeId, msg: Msg) {
         let now = self.now;
-        let Some(link) = self.links.get_mut(&(from, to)) else {
+        let Some(link) = self.nodes[from].links.get_mut(&to) else {
             return;
         };
-        let spec = link.spec;
+        let (to, spec) = (link.to, link.spec);
         let bytes = match &msg {
             Msg::Object {
                 broadcast, track, ..
