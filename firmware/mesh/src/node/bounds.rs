@@ -95,7 +95,7 @@ impl Node {
         let subs: usize = self
             .subs
             .values()
-            .map(|s| 1 + s.children.len() + s.cache.values().map(|c| c.len()).sum::<usize>())
+            .map(|s| 1 + s.children.len() + s.tracks.iter().map(|t| t.groups.len()).sum::<usize>())
             .sum();
         peers
             + subs

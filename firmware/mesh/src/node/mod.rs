@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use crate::limits::{Limit, Limits, RateBucket};
 use crate::msg::{BroadcastId, CatalogEntry, Hop, Msg, NodeId, Routed, NODE_BROADCAST};
@@ -25,7 +26,7 @@ mod tree;
 
 pub use lookup::LookupStats;
 pub use relay::media_len;
-use relay::{CachedGroup, Position, Queued};
+use relay::{Queued, TrackState};
 
 /// A node's catalog as it tells it: one entry per broadcast. Entries are shared between
 /// the catalog as told before and after a change: copying the map when one entry changes
@@ -177,8 +178,9 @@ struct Sub {
     children: BTreeSet<NodeId>,
     /// Parents that redirected or failed us since our last successful subscription.
     tried: BTreeSet<NodeId>,
-    cache: BTreeMap<u8, VecDeque<CachedGroup>>,
-    position: BTreeMap<u8, Position>,
+    /// Where each track stands and its cached groups, by track, inline: an object
+    /// reaching a node found them through two maps of their own, a cache miss each.
+    tracks: SmallVec<[TrackState; 2]>,
     /// Since when this node wants the broadcast (for the site election delay).
     since: Option<Instant>,
     /// A redirect named a node we are not connected to: subscribe once it is up.

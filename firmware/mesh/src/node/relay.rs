@@ -44,12 +44,25 @@ pub(super) struct Position {
     pub(super) next: u32,
 }
 
+/// A track this node has received an object of: where it stands, and its newest groups.
+#[derive(Debug)]
+pub(super) struct TrackState {
+    pub(super) track: u8,
+    pub(super) position: Position,
+    pub(super) groups: VecDeque<CachedGroup>,
+}
+
 impl Sub {
     /// The broadcast's bit rate as its cached groups show it (all tracks), in kbit/s; 0
     /// before a group has two objects.
     pub(super) fn rate_kbps(&self) -> u64 {
         let (mut bytes, mut first, mut last) = (0u64, u64::MAX, 0u64);
-        for o in self.cache.values().flatten().flat_map(|g| &g.objects) {
+        for o in self
+            .tracks
+            .iter()
+            .flat_map(|t| &t.groups)
+            .flat_map(|g| &g.objects)
+        {
             bytes += o.payload.len() as u64;
             first = first.min(o.capture_us);
             last = last.max(o.capture_us);
@@ -90,7 +103,7 @@ impl Node {
     pub(super) fn serve_cache(&mut self, child: NodeId, b: &BroadcastId, resume: &[ResumePoint]) {
         let Some(s) = self.subs.get(b) else { return };
         let mut out = Vec::new();
-        for (track, groups) in &s.cache {
+        for TrackState { track, groups, .. } in &s.tracks {
             let from = resume
                 .iter()
                 .find(|r| r.track == *track)
@@ -120,7 +133,7 @@ impl Node {
     /// Hands this node's own viewers the newest cached group of each track, whole.
     pub(super) fn deliver_newest_group(&mut self, b: &BroadcastId) {
         let Some(s) = self.subs.get(b) else { return };
-        for (track, groups) in &s.cache {
+        for TrackState { track, groups, .. } in &s.tracks {
             let Some(g) = groups.back() else { continue };
             for o in &g.objects {
                 self.events.push_back(Event::Deliver {
@@ -150,21 +163,40 @@ impl Node {
         let Some(s) = self.subs.get_mut(b) else {
             return;
         };
-        let accept = match s.position.get(&track) {
+        let at = s.tracks.iter().position(|t| t.track >= track);
+        let known = at.filter(|&i| s.tracks[i].track == track);
+        let accept = match known.map(|i| s.tracks[i].position) {
             None => index == 0,
             Some(p) => (group == p.group && index == p.next) || (group > p.group && index == 0),
         };
         if !accept {
             return;
         }
-        s.position.insert(
-            track,
-            Position {
-                group,
-                next: index + 1,
-            },
-        );
-        let groups = s.cache.entry(track).or_default();
+        let position = Position {
+            group,
+            next: index + 1,
+        };
+        let i = match known {
+            Some(i) => {
+                s.tracks[i].position = position;
+                i
+            }
+            None => {
+                // In track order, as the resume points and the cache are sent.
+                let i = at.unwrap_or(s.tracks.len());
+                let groups = VecDeque::new();
+                s.tracks.insert(
+                    i,
+                    TrackState {
+                        track,
+                        position,
+                        groups,
+                    },
+                );
+                i
+            }
+        };
+        let groups = &mut s.tracks[i].groups;
         if index == 0 {
             // As long as the last group: growing it object by object copied it four
             // times a group.

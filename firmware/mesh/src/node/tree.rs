@@ -352,12 +352,12 @@ impl Node {
         }
         let Some(s) = self.subs.get(b) else { return };
         let resume = s
-            .position
+            .tracks
             .iter()
-            .map(|(track, pos)| ResumePoint {
-                track: *track,
-                group: pos.group,
-                index: pos.next,
+            .map(|t| ResumePoint {
+                track: t.track,
+                group: t.position.group,
+                index: t.position.next,
             })
             .collect();
         self.send(

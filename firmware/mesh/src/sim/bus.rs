@@ -112,8 +112,9 @@ impl Net {
 
     pub(super) fn bus_tick(&mut self, i: usize) {
         let now = self.now;
+        let alive = self.alive[i];
         let n = &mut self.nodes[i];
-        if !n.alive || n.bus.is_idle() {
+        if !alive || n.bus.is_idle() {
             n.bus_ticking = false;
             return;
         }

@@ -105,7 +105,6 @@ struct SimNode {
     /// Commands and replies that reached this node, in arrival order.
     routed: Vec<(Instant, Routed)>,
     site: usize,
-    alive: bool,
     timer: Option<Instant>,
     delivered: Vec<Delivered>,
     /// In a world built as the registry links it: whom this node dials across sites, kept
@@ -242,6 +241,10 @@ pub struct Net {
     epoch: Instant,
     now: Instant,
     nodes: Vec<SimNode>,
+    /// Each node's id and whether it lives, beside the nodes: every message looks both up
+    /// for its sender, whose node is seldom in the cache.
+    ids: Vec<NodeId>,
+    alive: Vec<bool>,
     index: FxHashMap<NodeId, usize>,
     /// What happens when, in order (equal instants in the order scheduled).
     agenda: agenda::Agenda<Action>,
@@ -309,6 +312,8 @@ impl Net {
             epoch,
             now: epoch,
             nodes: Vec::new(),
+            ids: Vec::new(),
+            alive: Vec::new(),
             index: FxHashMap::default(),
             agenda: agenda::Agenda::new(epoch),
             rng: SplitMix(seed ^ 0x9E37_79B9_7F4A_7C15),
@@ -461,6 +466,8 @@ impl Net {
         cfg.site = format!("site{site}");
         let i = self.nodes.len();
         self.index.insert(id, i);
+        self.ids.push(id);
+        self.alive.push(true);
         let mut node = Node::new(id, cfg);
         node.set_wall_clock(self.now, self.wall_ms());
         self.nodes.push(SimNode {
@@ -468,7 +475,6 @@ impl Net {
             identity,
             routed: Vec::new(),
             site,
-            alive: true,
             timer: None,
             delivered: Vec::new(),
             duty: None,
@@ -574,7 +580,7 @@ impl Net {
     }
 
     pub fn id(&self, i: usize) -> NodeId {
-        self.nodes[i].node.id()
+        self.ids[i]
     }
 
     pub fn site_of(&self, i: usize) -> usize {
@@ -590,7 +596,7 @@ impl Net {
     }
 
     pub fn is_alive(&self, i: usize) -> bool {
-        self.nodes[i].alive
+        self.alive[i]
     }
 
     pub fn delivered(&self, i: usize) -> &[Delivered] {
@@ -687,7 +693,7 @@ impl Net {
 
     /// Kills a node: it stops at once; its neighbours notice after `idle_timeout`.
     pub fn kill(&mut self, i: usize) {
-        self.nodes[i].alive = false;
+        self.alive[i] = false;
         let mut peers: Vec<usize> = self.nodes[i].links.values().map(|l| l.to).collect();
         // In the order of the nodes, whatever the map's.
         peers.sort_unstable();
@@ -743,7 +749,7 @@ impl Net {
         let now = self.now;
         match action {
             Action::Up { a, b } => {
-                if !(self.nodes[a].alive && self.nodes[b].alive) {
+                if !(self.alive[a] && self.alive[b]) {
                     return;
                 }
                 let delay = self.link(a, b).map_or(Duration::ZERO, |l| l.spec.delay);
@@ -760,7 +766,7 @@ impl Net {
                 self.pump(b);
             }
             Action::Down { at, peer } => {
-                if self.nodes[at].alive {
+                if self.alive[at] {
                     let id = self.id(peer);
                     self.nodes[at].node.handle_peer_down(now, id);
                     self.pump(at);
@@ -771,14 +777,14 @@ impl Net {
                 }
             }
             Action::Arrive { to, from, msg } => {
-                if self.nodes[to].alive && self.nodes[from].alive {
+                if self.alive[to] && self.alive[from] {
                     let id = self.id(from);
                     self.nodes[to].node.handle_message(now, id, msg);
                     self.pump(to);
                 }
             }
             Action::Sent { at, peer, bytes } => {
-                if self.nodes[at].alive {
+                if self.alive[at] {
                     let id = self.id(peer);
                     self.nodes[at].node.handle_transmitted(id, bytes);
                     self.pump(at);
@@ -798,7 +804,7 @@ impl Net {
                 if self.nodes[at].timer == Some(now) {
                     self.nodes[at].timer = None;
                 }
-                if self.nodes[at].alive {
+                if self.alive[at] {
                     self.nodes[at].node.handle_timeout(now);
                     self.pump(at);
                 }
@@ -813,7 +819,7 @@ impl Net {
     }
 
     fn produce(&mut self, origin: usize, k: usize, n: u64) {
-        if !self.nodes[origin].alive || self.broadcasts[k].ended {
+        if !self.alive[origin] || self.broadcasts[k].ended {
             return;
         }
         let b = self.broadcasts[k].clone();
@@ -886,7 +892,7 @@ impl Net {
                 }
                 Event::Connect { peer } => {
                     if let Some(&j) = self.index.get(&peer) {
-                        if self.nodes[j].alive {
+                        if self.alive[j] {
                             let spec = self.link_between(i, j);
                             self.connect(i, j, spec);
                         }
