@@ -74,8 +74,21 @@ impl Node {
         // A site's links come up one by one: telling each change would cost every box
         // its site's size squared in messages while the site forms.
         let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
+        let round = QuietRound {
+            told: self.last_told.clone(),
+            beyond: self.last_told_beyond.clone(),
+            all: self.last_told_all.clone(),
+            interest: interest.clone(),
+            reaches,
+            settled,
+        };
+        if self.quiet_round.as_ref().is_some_and(|q| q.same(&round)) {
+            return;
+        }
         self.ready_all = true;
+        let mut quiet = true;
         for p in self.peers.values_mut() {
+            let queued = p.control.len();
             // Nodes are reached within their site; beyond it, through lookups.
             let entries = if p.site_mate {
                 if settled && p.told_reaches != Some(reaches) {
@@ -87,6 +100,7 @@ impl Node {
                 // the news is on its way); only a lasting difference is a site that is
                 // not a full mesh.
                 let differs = p.reaches.is_some_and(|r| r != reaches);
+                quiet &= !differs;
                 let since = if differs {
                     *p.differs_since.get_or_insert(now)
                 } else {
@@ -101,17 +115,18 @@ impl Node {
             } else {
                 self.last_told_beyond.clone()
             };
-            if Arc::ptr_eq(&p.told_catalog, &entries) {
-                tell_interest(p, &interest);
-                continue;
+            if !Arc::ptr_eq(&p.told_catalog, &entries) {
+                quiet = false;
+                let delta = catalog_delta(&p.told_catalog, &entries);
+                if !delta.is_empty() {
+                    p.control.push_back(Msg::Catalog { entries: delta });
+                }
+                p.told_catalog = entries.clone();
             }
-            let delta = catalog_delta(&p.told_catalog, &entries);
-            if !delta.is_empty() {
-                p.control.push_back(Msg::Catalog { entries: delta });
-            }
-            p.told_catalog = entries.clone();
             tell_interest(p, &interest);
+            quiet &= p.control.len() == queued;
         }
+        self.quiet_round = quiet.then_some(round);
     }
 
     /// Makes what site-mates and other sites are told from the current routes: every
@@ -679,6 +694,33 @@ impl Node {
                 self.next_gossip = Some(soon);
             }
         }
+    }
+}
+
+/// What a gossip round told from: when a round found every neighbour told all of it
+/// already, the next round made of the same (and no neighbour come, gone or changed
+/// since) has nothing to tell either and skips the walk. Two walks of every neighbour
+/// per round, in a site of 150 boxes, were a fifth of the simulator's steady state.
+/// The maps themselves are held, not their addresses, so a new map can never pass for one
+/// freed since.
+#[derive(Debug)]
+pub(super) struct QuietRound {
+    told: Arc<Entries>,
+    beyond: Arc<Entries>,
+    all: Arc<Entries>,
+    interest: Arc<Msg>,
+    reaches: (u32, u64),
+    settled: bool,
+}
+
+impl QuietRound {
+    fn same(&self, other: &QuietRound) -> bool {
+        Arc::ptr_eq(&self.told, &other.told)
+            && Arc::ptr_eq(&self.beyond, &other.beyond)
+            && Arc::ptr_eq(&self.all, &other.all)
+            && Arc::ptr_eq(&self.interest, &other.interest)
+            && self.reaches == other.reaches
+            && self.settled == other.settled
     }
 }
 

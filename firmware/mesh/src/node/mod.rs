@@ -283,6 +283,9 @@ pub struct Node {
     ready_all: bool,
     /// The children an object goes to, reused from object to object.
     fanout: Vec<NodeId>,
+    /// The last gossip round, when it had nothing to tell; cleared when a neighbour
+    /// comes, goes, or says its site or whom it reaches.
+    quiet_round: Option<catalog::QuietRound>,
 }
 
 impl Node {
@@ -321,6 +324,7 @@ impl Node {
             ready: Vec::new(),
             ready_all: false,
             fanout: Vec::new(),
+            quiet_round: None,
         }
     }
 
@@ -343,6 +347,7 @@ impl Node {
     /// A connection to a neighbour is up; `rtt` is the transport's estimate.
     pub fn handle_peer_up(&mut self, now: Instant, peer: NodeId, rtt: Duration) {
         self.dirty = true;
+        self.quiet_round = None;
         // Which site-mates rank below this node decides who tells news to the site.
         self.catalog_stale = true;
         self.site_reach = None;
@@ -394,6 +399,7 @@ impl Node {
     /// broadcasts fed by this neighbour switch to their backup parent at once.
     pub fn handle_peer_down(&mut self, now: Instant, peer: NodeId) {
         self.dirty = true;
+        self.quiet_round = None;
         let Some(gone) = self.peers.remove(&peer) else {
             return;
         };
@@ -461,6 +467,7 @@ impl Node {
             Msg::Hello {
                 site, uplink_kbps, ..
             } => {
+                self.quiet_round = None;
                 if let Some(p) = self.peers.get_mut(&from) {
                     p.site_mate = site == self.cfg.site;
                     p.site = site;
@@ -580,6 +587,7 @@ impl Node {
                 target,
             } => self.on_found(now, from, (asker, nonce, target)),
             Msg::SiteMates { count, digest } => {
+                self.quiet_round = None;
                 if let Some(p) = self.peers.get_mut(&from) {
                     p.reaches = Some((count, digest));
                 }
