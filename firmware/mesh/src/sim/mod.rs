@@ -787,7 +787,8 @@ impl Net {
                 if self.alive[at] {
                     let id = self.id(peer);
                     self.nodes[at].node.handle_transmitted(id, bytes);
-                    self.pump(at);
+                    // Room in a window moves no deadline: the timer stands.
+                    self.pass_on(at);
                 }
             }
             Action::Timer { at } => {
@@ -861,6 +862,24 @@ impl Net {
 
     /// Drains a node's events into the network and re-arms its timer.
     fn pump(&mut self, i: usize) {
+        self.pass_on(i);
+        self.rearm(i);
+    }
+
+    /// Re-arms node `i`'s timer for its earliest deadline, when that is sooner.
+    fn rearm(&mut self, i: usize) {
+        let now = self.now;
+        if let Some(t) = self.nodes[i].node.poll_timeout() {
+            let t = t.max(now);
+            if self.nodes[i].timer.is_none_or(|cur| t < cur) {
+                self.nodes[i].timer = Some(t);
+                self.schedule(t, Action::Timer { at: i });
+            }
+        }
+    }
+
+    /// Drains node `i`'s events into the network.
+    fn pass_on(&mut self, i: usize) {
         let now = self.now;
         while let Some(event) = self.nodes[i].node.poll_event() {
             match event {
@@ -908,13 +927,6 @@ impl Net {
                         self.schedule(at, Action::Down { at: j, peer: i });
                     }
                 }
-            }
-        }
-        if let Some(t) = self.nodes[i].node.poll_timeout() {
-            let t = t.max(now);
-            if self.nodes[i].timer.is_none_or(|cur| t < cur) {
-                self.nodes[i].timer = Some(t);
-                self.schedule(t, Action::Timer { at: i });
             }
         }
     }
