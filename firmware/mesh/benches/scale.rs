@@ -20,6 +20,12 @@
 //! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 4;
 //! `SCALE_DEBUG=1` adds catalog entries by kind after each phase and prints every
 //! orphaned viewer's tree after the repair).
+//!
+//! `SCALE_SHORT=1` is the short scenario the tests run at 10 000 nodes (about a minute):
+//! 10 broadcasts, the steady window alone, one line `scale-short {json}` (`nodes`,
+//! `sites`, `viewers`, `sim_speed`, `copies_into_site_max`, `site_tree_depth`,
+//! `delay_p99_ms`, `starved`), and exit status 1 when a viewer received nothing in the
+//! window or a site took more than 1.05 copies of a broadcast in.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -31,6 +37,15 @@ use cambox_mesh::sim::{LinkSpec, Net, SplitMix};
 /// Live broadcasts in the world, at every size: state and control traffic then grow with
 /// the nodes alone.
 const BROADCASTS: usize = 100;
+
+/// Live broadcasts in the short scenario: going live and joining cost about a minute.
+const SHORT_BROADCASTS: usize = 10;
+
+/// What a run found: its line of figures, and for the short scenario what failed.
+struct Outcome {
+    line: String,
+    failed: Vec<String>,
+}
 
 /// Site sizes adding up to `nodes`, ten boxes a site on average as in the issue's world
 /// (1 000 sites at 10 000 nodes): one site in 40 of 100-150 boxes, the rest of 2-10,
@@ -121,7 +136,8 @@ fn progress(net: &Net, t: Instant, what: &str) {
     }
 }
 
-fn run(nodes: usize, steady: Duration) -> String {
+fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
+    let broadcasts = if short { SHORT_BROADCASTS } else { BROADCASTS };
     let t0 = Instant::now();
     let mut seed = 42;
     let sizes = site_sizes(&mut seed, nodes);
@@ -160,7 +176,7 @@ fn run(nodes: usize, steady: Duration) -> String {
     let max_watch = (sites * 3 / 10).max(1);
     let mut watched: Vec<BTreeSet<usize>> = Vec::new();
     let mut subscribers = Vec::new();
-    for k in 0..BROADCASTS {
+    for k in 0..broadcasts {
         let origin = pick.below(net.len());
         let b = net.publish(origin, &format!("cam{k}"));
         net.broadcasts[b].fps = 10;
@@ -176,7 +192,7 @@ fn run(nodes: usize, steady: Duration) -> String {
         watched.push(set);
     }
     net.run_for(Duration::from_millis(500));
-    progress(&net, t0, &format!("{BROADCASTS} broadcasts went live"));
+    progress(&net, t0, &format!("{broadcasts} broadcasts went live"));
     for (b, set) in watched.iter().enumerate() {
         for &site in set {
             let n = node_in(&mut pick, site);
@@ -255,6 +271,41 @@ fn run(nodes: usize, steady: Duration) -> String {
         t0,
         &format!("steady state measured at {sim_speed:.3} simulated s per wall s"),
     );
+    if short {
+        let starved: Vec<(usize, usize)> = subscribers
+            .iter()
+            .copied()
+            .filter(|&(n, b)| {
+                let id = &net.broadcasts[b].id;
+                !net.delivered(n)
+                    .iter()
+                    .any(|d| &d.broadcast == id && d.at - epoch >= since)
+            })
+            .collect();
+        let mut failed = Vec::new();
+        if !starved.is_empty() {
+            failed.push(format!(
+                "{} of {} viewers received nothing in the steady window (node, broadcast): {:?}",
+                starved.len(),
+                subscribers.len(),
+                &starved[..starved.len().min(10)]
+            ));
+        }
+        if copies_max > 1.05 {
+            failed.push(format!(
+                "site {worst_site:?} took {copies_max:.3} copies of what it carries in (at most 1.05)"
+            ));
+        }
+        let line = format!(
+            "{{\"nodes\":{nodes},\"sites\":{sites},\"viewers\":{},\"sim_speed\":{sim_speed:.4},\
+             \"copies_into_site_max\":{copies_max:.3},\"site_tree_depth\":{depth},\
+             \"delay_p99_ms\":{},\"starved\":{}}}",
+            subscribers.len(),
+            percentile(delays, 99),
+            starved.len()
+        );
+        return Outcome { line, failed };
+    }
 
     // Join: a viewer in a site that does not carry the broadcast yet.
     let mut joins = Vec::new();
@@ -474,7 +525,7 @@ fn run(nodes: usize, steady: Duration) -> String {
     let control_kbps =
         net.control_total as f64 * 8.0 / 1000.0 / nodes as f64 / net.elapsed().as_secs_f64();
 
-    format!(
+    let line = format!(
         "{{\"nodes\":{nodes},\"sites\":{sites},\"sim_speed\":{sim_speed:.4},\
          \"control_kbps_per_node\":{control_kbps:.2},\"control_kbps_steady\":{control_steady:.2},\"state_entries_per_node\":{state_max},\
          \"copies_into_site_max\":{copies_max:.3},\"site_tree_depth\":{depth},\
@@ -490,7 +541,11 @@ fn run(nodes: usize, steady: Duration) -> String {
         orphans.len(),
         percentile(rtts, 99),
         percentile(chat_delays, 99),
-    )
+    );
+    Outcome {
+        line,
+        failed: Vec::new(),
+    }
 }
 
 fn main() {
@@ -505,7 +560,21 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(4),
     );
+    let short = std::env::var("SCALE_SHORT").is_ok_and(|v| v != "0");
+    let mut failed = false;
     for n in sizes {
-        println!("scale {}", run(n, steady));
+        let outcome = run(n, steady, short);
+        println!(
+            "scale{} {}",
+            if short { "-short" } else { "" },
+            outcome.line
+        );
+        for f in &outcome.failed {
+            eprintln!("scale {n}: FAILED: {f}");
+        }
+        failed |= !outcome.failed.is_empty();
+    }
+    if failed {
+        std::process::exit(1);
     }
 }
