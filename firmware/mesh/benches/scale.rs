@@ -452,7 +452,45 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     for &n in &dead {
         net.kill(n);
     }
-    net.run_for(Duration::from_secs(3));
+    // `SCALE_TRACE=node:broadcast`: that viewer's chain, each time it changes, every 5 ms
+    // of the repair (the simulation is deterministic: a second run traces the slowest).
+    let trace: Option<(usize, usize)> = std::env::var("SCALE_TRACE").ok().and_then(|v| {
+        let (n, b) = v.split_once(':')?;
+        Some((n.parse().ok()?, b.parse().ok()?))
+    });
+    match trace {
+        Some((n, b)) => {
+            let id = net.broadcasts[b].id.clone();
+            let mut last = String::new();
+            for step in 0..600 {
+                net.run_for(Duration::from_millis(5));
+                let (mut chain, mut state) = (String::new(), String::new());
+                let mut at = n;
+                for _ in 0..12 {
+                    let got = net.delivered(at).iter().rev().find(|d| d.broadcast == id);
+                    let tree = net.node(at).tree_state(&id);
+                    let tree = tree.split(" routes").next().unwrap_or("");
+                    state += tree;
+                    chain += &format!(
+                        "\n   {at} site {} alive {} last {:?}: {tree}",
+                        net.site_of(at),
+                        net.is_alive(at),
+                        got.map(|d| d.at.saturating_duration_since(killed_at).as_millis()),
+                    );
+                    let up = net.node(at).parent(&id).or_else(|| net.node(at).pending(&id));
+                    match up.and_then(|p| net.index_of(&p)) {
+                        Some(p) if p != at => at = p,
+                        _ => break,
+                    }
+                }
+                if state != last || step % 20 == 0 {
+                    eprintln!("trace +{} ms:{chain}", (step + 1) * 5);
+                    last = state;
+                }
+            }
+        }
+        None => net.run_for(Duration::from_secs(3)),
+    }
     let repairs: Vec<Duration> = orphans
         .iter()
         .map(|&(n, b)| {

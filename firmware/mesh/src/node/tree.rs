@@ -78,6 +78,11 @@ impl Node {
         self.site_puller(broadcast)
     }
 
+    /// The node a subscription to `broadcast` awaits an answer from.
+    pub fn pending(&self, broadcast: &BroadcastId) -> Option<NodeId> {
+        self.subs.get(broadcast).and_then(|s| s.pending.map(|(p, _)| p))
+    }
+
     pub fn parent(&self, broadcast: &BroadcastId) -> Option<NodeId> {
         self.subs.get(broadcast).and_then(|s| s.parent)
     }
@@ -284,10 +289,7 @@ impl Node {
         }
         // Give the site a moment to hear who else wants it before pulling across sites,
         // unless a site-mate already came to this node for it: it has waited that moment.
-        let site_mate_asked = s
-            .children
-            .iter()
-            .any(|c| self.peers.get(c).is_some_and(|p| p.site_mate));
+        let site_mate_asked = !s.children.is_empty();
         if let Some(t) = s
             .since
             .map(|t| t + self.cfg.election_delay)
