@@ -477,7 +477,10 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
                         net.is_alive(at),
                         got.map(|d| d.at.saturating_duration_since(killed_at).as_millis()),
                     );
-                    let up = net.node(at).parent(&id).or_else(|| net.node(at).pending(&id));
+                    let up = net
+                        .node(at)
+                        .parent(&id)
+                        .or_else(|| net.node(at).pending(&id));
                     match up.and_then(|p| net.index_of(&p)) {
                         Some(p) if p != at => at = p,
                         _ => break,

@@ -40,6 +40,10 @@ const COALESCE: Duration = Duration::from_millis(5);
 /// A node that received an object this recently says it carries the broadcast.
 const FRESH: Duration = Duration::from_millis(250);
 
+/// How long after its last object a subscription waits for a parent that says it starves
+/// too, while no other neighbour carries the broadcast (`Sub::patience`).
+const PATIENCE: Duration = Duration::from_millis(900);
+
 /// A broadcast in this node's catalog, as a stream list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownBroadcast {
@@ -188,6 +192,11 @@ struct Sub {
     /// When the parent last sent an object: a parent that went quiet is as good as lost
     /// (not kept for sparse broadcasts, which go quiet between events).
     last_object: Option<Instant>,
+    /// A parent that tells it no longer carries the broadcast starves as well and is
+    /// finding a feed of its own: while no other neighbour carries it, it is waited for
+    /// until then (`PATIENCE` after the last object), instead of hopping through
+    /// neighbours that do not carry it either, each one asked in turn.
+    patience: Option<Instant>,
     /// Until when this node counts as carrying; a wake-up then tells neighbours if not.
     fresh_until: Option<Instant>,
     /// When to try again to find a parent (nobody offered a route yet, or the site is
@@ -513,6 +522,7 @@ impl Node {
                     // Starvation counts from the first object: a new parent may still
                     // be waiting for its own feed.
                     s.last_object = None;
+                    s.patience = None;
                     s.tried.clear();
                     self.stale.insert(broadcast);
                 }
@@ -550,6 +560,7 @@ impl Node {
                                 self.stale.insert(broadcast.clone());
                             }
                             s.last_object = Some(now);
+                            s.patience = None;
                             s.fresh_until = Some(now + FRESH);
                         }
                         true
@@ -689,8 +700,8 @@ impl Node {
                 at(t + wait);
             }
             if s.parent.is_some() {
-                if let Some(t) = s.last_object {
-                    at(t + starve);
+                if let Some(t) = s.starves_at(starve) {
+                    at(t);
                 }
             } else if let (None, None, Some(t)) = (s.pending, s.dialing, s.retry_at) {
                 at(t);

@@ -53,6 +53,13 @@ pub(super) struct TrackState {
 }
 
 impl Sub {
+    /// When the parent counts as lost for sending nothing: `starve` after the last
+    /// object, or later while it is waited for (`patience`).
+    pub(super) fn starves_at(&self, starve: std::time::Duration) -> Option<std::time::Instant> {
+        self.last_object
+            .map(|t| self.patience.unwrap_or(t + starve))
+    }
+
     /// The broadcast's bit rate as its cached groups show it (all tracks), in kbit/s; 0
     /// before a group has two objects.
     pub(super) fn rate_kbps(&self) -> u64 {

@@ -22,8 +22,8 @@ impl Node {
                     && s.dialing.is_none()
                     && s.retry_at.is_none_or(|t| now >= t))
                 || (s.parent.is_some()
-                    && s.last_object
-                        .is_some_and(|t| now >= t + self.cfg.starve_timeout))
+                    && s.starves_at(self.cfg.starve_timeout)
+                        .is_some_and(|t| now >= t))
         })
     }
 
@@ -80,7 +80,9 @@ impl Node {
 
     /// The node a subscription to `broadcast` awaits an answer from.
     pub fn pending(&self, broadcast: &BroadcastId) -> Option<NodeId> {
-        self.subs.get(broadcast).and_then(|s| s.pending.map(|(p, _)| p))
+        self.subs
+            .get(broadcast)
+            .and_then(|s| s.pending.map(|(p, _)| p))
     }
 
     pub fn parent(&self, broadcast: &BroadcastId) -> Option<NodeId> {
@@ -208,13 +210,21 @@ impl Node {
         }
         let Some(parent) = s.parent else { return };
         let starved = s
-            .last_object
-            .is_some_and(|t| now >= t + self.cfg.starve_timeout);
-        let looped = self
-            .peers
-            .get(&parent)
-            .and_then(|p| p.catalog.get(b))
-            .is_some_and(|e| e.passes(&self.id));
+            .starves_at(self.cfg.starve_timeout)
+            .is_some_and(|t| now >= t);
+        let (last_object, patient) = (s.last_object, s.patience.is_some());
+        let told = self.peers.get(&parent).and_then(|p| p.catalog.get(b));
+        let looped = told.is_some_and(|e| e.passes(&self.id));
+        let parent_starves = told.is_some_and(|e| !e.carrying);
+        if starved && !looped && !patient && parent_starves && !b.is_sparse() {
+            let elsewhere = self.routes(b).any(|(id, _, e)| id != parent && e.carrying);
+            if let (false, Some(t)) = (elsewhere, last_object) {
+                if let Some(s) = self.subs.get_mut(b) {
+                    s.patience = Some(t + super::PATIENCE);
+                }
+                return;
+            }
+        }
         if !starved && !looped {
             self.leave_redundant_remote_parent(now, b, parent);
             return;
