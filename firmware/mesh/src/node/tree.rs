@@ -298,12 +298,15 @@ impl Node {
             return;
         }
         // Give the site a moment to hear who else wants it before pulling across sites,
-        // unless a site-mate already came to this node for it: it has waited that moment.
-        let site_mate_asked = !s.children.is_empty();
+        // unless a child already came to this node for it: a site-mate has waited that
+        // moment, and a box of another site came here as the way in (this site's boxes
+        // sent it on otherwise); on a new path after a repair each relay is such a box,
+        // and each waiting in turn cost 100 ms a site.
+        let asked = !s.children.is_empty();
         if let Some(t) = s
             .since
             .map(|t| t + self.cfg.election_delay)
-            .filter(|t| now < *t && !site_mate_asked)
+            .filter(|t| now < *t && !asked)
         {
             if let Some(s) = self.subs.get_mut(b) {
                 s.retry_at = Some(t);

@@ -15,6 +15,7 @@ mod lossy_links;
 mod news_hold;
 mod one_copy_per_site;
 mod origin_death;
+mod patience;
 mod relay_kill;
 mod route_stability;
 mod routed_commands;
