@@ -6,7 +6,9 @@
 //! viewer per site; 1 to 300 sites at 10 000 nodes, most broadcasts at few).
 //!
 //! Prints one line per size: `scale ` and a JSON object (`nodes`, `sites`, `sim_speed`,
-//! `control_kbps_per_node`, `state_entries_per_node`, `copies_into_site_max`,
+//! `control_kbps_per_node` (over the whole run), `control_kbps_steady` (the steady window),
+//! `control_kb_per_node_by_phase` (start, live, join, steady, join_50, commands, chat,
+//! repair, ends), `state_entries_per_node`, `copies_into_site_max`,
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
 //! `command_rtt_p99_ms`, `chat_p99_ms`: from a chat message sent to each of 50 sites'
 //! followers of its room, `chat_missing`, `listed_within_2s`: the share of every box's stream list that
@@ -122,6 +124,31 @@ fn print_copies_into(net: &Net, site: usize, by: &cambox_mesh::sim::MediaInByLin
     }
 }
 
+/// Control bytes per node that each phase cost (kB), in order: what a going live, a join
+/// or a repair costs, apart from the whole run's average, which they make.
+#[derive(Default)]
+struct PhaseCost {
+    so_far: f64,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl PhaseCost {
+    fn mark(&mut self, net: &Net, phase: &'static str) {
+        let kb = net.control_total as f64 / 1000.0 / net.len() as f64;
+        self.phases.push((phase, kb - self.so_far));
+        self.so_far = kb;
+    }
+
+    fn json(&self) -> String {
+        let fields: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(phase, kb)| format!("\"{phase}\":{kb:.1}"))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+}
+
 /// One line on stderr per phase, with the control bytes each node sent so far (on
 /// average): which phase costs what.
 fn progress(net: &Net, t: Instant, what: &str) {
@@ -157,6 +184,8 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     );
     net.run_for(Duration::from_secs(2));
     progress(&net, t0, "2 s of start-up simulated");
+    let mut cost = PhaseCost::default();
+    cost.mark(&net, "start");
 
     // Broadcasts, and one viewer in each site that watches.
     let first_of_site: Vec<usize> = sizes
@@ -193,6 +222,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     }
     net.run_for(Duration::from_millis(500));
     progress(&net, t0, &format!("{broadcasts} broadcasts went live"));
+    cost.mark(&net, "live");
     for (b, set) in watched.iter().enumerate() {
         for &site in set {
             let n = node_in(&mut pick, site);
@@ -215,6 +245,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
         ),
     );
 
+    cost.mark(&net, "join");
     // Steady state: speed, control traffic, copies, state, depth, delay.
     net.measuring = true;
     if std::env::var("SCALE_DEBUG").is_ok() {
@@ -223,6 +254,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     let wall = Instant::now();
     net.run_for(steady);
     let sim_speed = steady.as_secs_f64() / wall.elapsed().as_secs_f64();
+    cost.mark(&net, "steady");
     net.measuring = false;
     let control_steady =
         net.control_sent as f64 * 8.0 / 1000.0 / nodes as f64 / steady.as_secs_f64();
@@ -352,6 +384,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     }
     let joined = join_times.len();
     progress(&net, t0, &format!("{joined} of 50 joins measured"));
+    cost.mark(&net, "join_50");
 
     // Commands to nodes of other sites through the senders' buses, each answered by the
     // target's (the simulator's nodes reply with the command's body).
@@ -379,6 +412,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
         .collect();
     let answered = rtts.len();
     progress(&net, t0, &format!("{answered} of 50 commands answered"));
+    cost.mark(&net, "commands");
 
     // Chat: one box in each of 50 sites follows a room; five of them say something.
     let mut chatters: Vec<usize> = Vec::new();
@@ -418,6 +452,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
             chat_delays.len()
         ),
     );
+    cost.mark(&net, "chat");
 
     // Repair: a tenth of the nodes die at once (origins excepted).
     let origins: BTreeSet<usize> = net.broadcasts.iter().map(|b| b.origin).collect();
@@ -513,6 +548,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
             dead.len()
         ),
     );
+    cost.mark(&net, "repair");
     if std::env::var("SCALE_DEBUG").is_ok() {
         for (&(n, b), r) in orphans.iter().zip(&repairs) {
             let id = &net.broadcasts[b].id;
@@ -552,6 +588,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
         .collect();
     net.run_for(Duration::from_secs(5));
     let unlisted = 1.0 - listed_share(&net, &ended);
+    cost.mark(&net, "ends");
     progress(
         &net,
         t0,
@@ -568,13 +605,15 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
 
     let line = format!(
         "{{\"nodes\":{nodes},\"sites\":{sites},\"sim_speed\":{sim_speed:.4},\
-         \"control_kbps_per_node\":{control_kbps:.2},\"control_kbps_steady\":{control_steady:.2},\"state_entries_per_node\":{state_max},\
+         \"control_kbps_per_node\":{control_kbps:.2},\"control_kbps_steady\":{control_steady:.3},\
+         \"control_kb_per_node_by_phase\":{},\"state_entries_per_node\":{state_max},\
          \"copies_into_site_max\":{copies_max:.3},\"site_tree_depth\":{depth},\
          \"delay_p99_ms\":{},\"join_p99_ms\":{},\"joins_measured\":{joined},\
          \"repair_p99_ms\":{},\"repair_max_ms\":{:.0},\"orphans\":{},\
          \"command_rtt_p99_ms\":{},\"commands_answered\":{answered},\
          \"chat_p99_ms\":{},\"chat_missing\":{chat_missing},\
          \"listed_within_2s\":{listed:.4},\"unlisted_within_5s\":{unlisted:.4}}}",
+        cost.json(),
         percentile(delays, 99),
         percentile(join_times, 99),
         percentile(repairs.clone(), 99),
