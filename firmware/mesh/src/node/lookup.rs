@@ -272,7 +272,7 @@ impl Node {
             return;
         }
         // Heard from a site-mate: its site-mates hear it from it, so only other sites.
-        let from_site_mate = self.peers.get(&from).is_some_and(|p| p.site_mate);
+        let from_site_mate = self.is_site_mate(&from);
         let on: Vec<NodeId> = self
             .peers
             .iter()

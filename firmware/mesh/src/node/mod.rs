@@ -341,6 +341,16 @@ impl Node {
         self.id
     }
 
+    /// A neighbour of this node's site (known, and said its site in `Hello`).
+    fn is_site_mate(&self, id: &NodeId) -> bool {
+        self.peers.get(id).is_some_and(|p| p.site_mate)
+    }
+
+    /// A neighbour of another site (known, and not a site-mate).
+    fn is_other_site(&self, id: &NodeId) -> bool {
+        self.peers.get(id).is_some_and(|p| !p.site_mate)
+    }
+
     /// The tunables, for a simulation that varies them; changes apply from the next
     /// decision on (the site only to neighbours that say `Hello` after).
     pub fn config_mut(&mut self) -> &mut Config {
@@ -487,7 +497,7 @@ impl Node {
             }
             Msg::Catalog { mut entries } => {
                 // Another site's nodes are not ours to route to (they are found by lookup).
-                let site_mate = self.peers.get(&from).is_some_and(|p| p.site_mate);
+                let site_mate = self.is_site_mate(&from);
                 if !site_mate {
                     entries.retain(|e| e.broadcast.name != NODE_BROADCAST);
                 }
