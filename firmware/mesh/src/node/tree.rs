@@ -300,10 +300,9 @@ impl Node {
         // Give the site a moment to hear who else wants it before pulling across sites,
         // unless a site-mate already came to this node for it: it has waited that moment.
         // A child from another site does not spare the wait, though on a new path after
-        // a repair each relay waits in turn: sparing it, or shortening it to 30 ms, let
-        // two boxes of a site pull at once when viewers joined everywhere together (1.3
-        // to 1.4 copies into a site of the registry's network-namespace test, against
-        // 1.2 at most before).
+        // a repair each relay waits in turn: two gateways of a site that both take such
+        // children could then pull at once (see docs/architecture.md, "a repairing
+        // parent is waited for").
         let site_mate_asked = s.children.iter().any(|c| self.is_site_mate(c));
         if let Some(t) = s
             .since
