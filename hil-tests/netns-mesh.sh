@@ -327,8 +327,12 @@ say "one copy of the broadcast is about $((copy * 8 / 1000)) kbit/s"
 # sites); each copy on the wire is a few per cent above the viewer's MP4 (QUIC and UDP
 # headers), which at 4 copies reads as 4.1 to 4.2, and the noise of the control estimate
 # comes on top once, as it does into a site. A fifth copy would read as 5.2.
-min_in=0.5 max_in=1.4 max_out=4.8
-$GRAIN && { min_in=0.9 max_in=1.1 max_out=4.4; }
+# What a site sends out brings traffic back in (QUIC's acknowledgements, its children's
+# control): at the test picture's rate, across nine runs, into a site read 0.95 copies
+# plus 0.12 per copy it sent out (1.2 at two out, 1.37 at three, 1.44 at four), a second
+# copy in would add 1. At 2 Mbit/s packets are full and it is a few hundredths a copy.
+min_in=0.5 max_in=1.4 max_out=4.8 back_in=0.12
+$GRAIN && { min_in=0.9 max_in=1.1 max_out=4.4 back_in=0.03; }
 ok=true
 for s in $(seq "$SITES"); do
     rx=$(( (after[$s.rx] - before[$s.rx]) * 1000 / window_ms ))   # out of the site
@@ -340,7 +344,8 @@ for s in $(seq "$SITES"); do
     # carries one only if it passes the broadcast on; that the media arrived at all, the
     # recordings show.
     if [ "$s" != 1 ] && ! idle_site "$s"; then
-        awk -v r="$into" -v lo="$min_in" -v hi="$max_in" 'BEGIN { exit !(r >= lo && r <= hi) }' || ok=false
+        awk -v r="$into" -v o="$out" -v lo="$min_in" -v hi="$max_in" -v b="$back_in" \
+            'BEGIN { if (o < 0) o = 0; exit !(r >= lo && r <= hi + b * o) }' || ok=false
     fi
     # Out of any site: at most the fan-out of the tree of sites.
     awk -v r="$out" -v hi="$max_out" 'BEGIN { exit !(r <= hi) }' || ok=false
