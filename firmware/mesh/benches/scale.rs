@@ -149,6 +149,12 @@ impl PhaseCost {
     }
 }
 
+/// Node `n`'s place in the tree of `id`, without its routes (a line of a chain).
+fn tree_of(net: &Net, n: usize, id: &cambox_mesh::BroadcastId) -> String {
+    let state = net.node(n).tree_state(id);
+    state.split(" routes").next().unwrap_or("").to_string()
+}
+
 /// One line on stderr per phase, with the control bytes each node sent so far (on
 /// average): which phase costs what.
 fn progress(net: &Net, t: Instant, what: &str) {
@@ -503,9 +509,8 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
                 let mut at = n;
                 for _ in 0..12 {
                     let got = net.delivered(at).iter().rev().find(|d| d.broadcast == id);
-                    let tree = net.node(at).tree_state(&id);
-                    let tree = tree.split(" routes").next().unwrap_or("");
-                    state += tree;
+                    let tree = tree_of(&net, at, &id);
+                    state += &tree;
                     chain += &format!(
                         "\n   {at} site {} alive {} last {:?}: {tree}",
                         net.site_of(at),
@@ -566,11 +571,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
                     "   up {p} site {} alive {} {}",
                     net.site_of(p),
                     net.is_alive(p),
-                    net.node(p)
-                        .tree_state(id)
-                        .split(" routes")
-                        .next()
-                        .unwrap_or("")
+                    tree_of(&net, p, id)
                 );
                 at = p;
             }

@@ -216,14 +216,17 @@ impl Node {
         let told = self.peers.get(&parent).and_then(|p| p.catalog.get(b));
         let looped = told.is_some_and(|e| e.passes(&self.id));
         let parent_starves = told.is_some_and(|e| !e.carrying);
-        if starved && !looped && !patient && parent_starves && !b.is_sparse() {
-            let elsewhere = self.routes(b).any(|(id, _, e)| id != parent && e.carrying);
-            if let (false, Some(t)) = (elsewhere, last_object) {
-                if let Some(s) = self.subs.get_mut(b) {
-                    s.patience = Some(t + super::PATIENCE);
-                }
-                return;
+        // Starving needs a last object, which sparse broadcasts never keep.
+        if starved
+            && !looped
+            && !patient
+            && parent_starves
+            && !self.routes(b).any(|(id, _, e)| id != parent && e.carrying)
+        {
+            if let Some(s) = self.subs.get_mut(b) {
+                s.patience = last_object.map(|t| t + super::PATIENCE);
             }
+            return;
         }
         if !starved && !looped {
             self.leave_redundant_remote_parent(now, b, parent);
