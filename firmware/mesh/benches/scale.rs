@@ -6,9 +6,12 @@
 //! viewer per site; 1 to 300 sites at 10 000 nodes, most broadcasts at few).
 //!
 //! Prints one line per size: `scale ` and a JSON object (`nodes`, `sites`, `sim_speed`,
-//! `control_kbps_per_node` (over the whole run), `control_kbps_steady` (the steady window),
-//! `control_kb_per_node_by_phase` (start, live, join, steady, join_50, commands, chat,
-//! repair, ends), `state_entries_per_node`, `copies_into_site_max`,
+//! `control_kbps_per_node` (the operation window: ordinary life at the rates of `Rates`,
+//! viewers coming and going, broadcasts starting and ending, a box failing, commands and
+//! chat), `control_kbps_steady` (the steady window, nothing happening),
+//! `control_kbps_whole_run` (every phase before the operation window, days of events
+//! packed into seconds), `control_kb_per_node_by_phase` (start, live, join, steady,
+//! join_50, commands, chat, repair, ends, operation), `state_entries_per_node`, `copies_into_site_max`,
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
 //! `command_rtt_p99_ms`, `chat_p99_ms`: from a chat message sent to each of 50 sites'
 //! followers of its room, `chat_missing`, `listed_within_2s`: the share of every box's stream list that
@@ -20,8 +23,11 @@
 //!
 //! `cargo bench -p cambox-mesh --bench scale` (sizes: `SCALE_NODES=1000,10000`, the
 //! default; the simulated seconds of the steady window: `SCALE_SECONDS`, default 4;
-//! `SCALE_DEBUG=1` adds catalog entries by kind after each phase and prints every
-//! orphaned viewer's tree after the repair).
+//! `SCALE_DEBUG=1` adds catalog entries and control bytes by kind after each phase and
+//! prints every orphaned viewer's tree after the repair; the operation window's simulated
+//! seconds: `SCALE_OPERATION_SECONDS`, default 30; `SCALE_OPERATION_ONLY=ViewerJoins` (or
+//! `ViewerLeaves`, `BroadcastEnds`, `BroadcastStarts`, `BoxFails`, `Command`, `Chat`,
+//! `NewSpeaker`) lets only that happen in it, to see what each costs).
 //!
 //! `SCALE_SHORT=1` is the short scenario the tests run at 10 000 nodes (about a minute):
 //! 10 broadcasts, the steady window alone, one line `scale-short {json}` (`nodes`,
@@ -42,6 +48,58 @@ const BROADCASTS: usize = 100;
 
 /// Live broadcasts in the short scenario: going live and joining cost about a minute.
 const SHORT_BROADCASTS: usize = 10;
+
+/// Ordinary life at a company, as rates: the window the control traffic a box carries on
+/// average (`control_kbps_per_node`, the goal of 2 kbit/s) is measured over. The phases
+/// before it pack days of events into seconds (every broadcast going live at once,
+/// thousands of joins in a second, a tenth of the boxes failing together); what each
+/// costs is printed per phase, and their average is `control_kbps_whole_run`.
+struct Rates;
+
+impl Rates {
+    /// A viewer watches for ten minutes on average, then another starts elsewhere.
+    const VIEWER_SESSION_S: f64 = 600.0;
+    /// A broadcast is live for an hour on average, then another goes live.
+    const BROADCAST_LIFE_S: f64 = 3_600.0;
+    /// A box fails once a day.
+    const BOX_FAILS_EVERY_S: f64 = 86_400.0;
+    /// Commands a second in the whole mesh, each to a box of another site whose way
+    /// nobody has looked up yet (a lookup each).
+    const COMMANDS_PER_S: f64 = 1.0;
+    /// Chat messages a second in the whole mesh, to a room followed at 50 sites, by the
+    /// people who spoke there before.
+    const CHAT_PER_S: f64 = 1.0;
+    /// Someone new speaks in the room once a minute: a broadcast of their own, which
+    /// every follower joins.
+    const NEW_SPEAKER_EVERY_S: f64 = 60.0;
+}
+
+/// What happens in the operation window.
+#[derive(Clone, Copy, Debug)]
+enum Happening {
+    ViewerLeaves,
+    ViewerJoins,
+    BroadcastEnds,
+    BroadcastStarts,
+    BoxFails,
+    Command,
+    Chat,
+    NewSpeaker,
+}
+
+/// The window's happenings in time order: each kind `rate x window` times (at least
+/// once, so a short window overstates), spread evenly.
+fn happenings(window: Duration, counts: &[(Happening, f64)]) -> Vec<(Duration, Happening)> {
+    let mut out = Vec::new();
+    for &(what, expected) in counts {
+        let n = (expected.round() as usize).max(1);
+        for i in 0..n {
+            out.push((window.mul_f64((i as f64 + 0.5) / n as f64), what));
+        }
+    }
+    out.sort_by_key(|(at, _)| *at);
+    out
+}
 
 /// What a run found: its line of figures, and for the short scenario what failed.
 struct Outcome {
@@ -166,6 +224,7 @@ fn progress(net: &Net, t: Instant, what: &str) {
     );
     if std::env::var("SCALE_DEBUG").is_ok() {
         eprintln!("  catalog entries so far: {:?}", net.catalog_entries);
+        eprintln!("  control bytes by type so far: {:?}", net.control_by_type);
     }
 }
 
@@ -600,13 +659,141 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
         ),
     );
     let repair_max = repairs.iter().max().copied().unwrap_or_default();
-    // On average over the whole run: start-up, going live, joins, commands and repair.
-    let control_kbps =
+    // On average over the run so far: start-up, going live, joins, commands and repair.
+    let control_whole_run =
         net.control_total as f64 * 8.0 / 1000.0 / nodes as f64 / net.elapsed().as_secs_f64();
+
+    // Operation: ordinary life at `Rates` for a window, on the world the repair left,
+    // once the ended broadcasts' entries have expired everywhere.
+    net.run_for(Duration::from_secs(10));
+    let window = operation_window();
+    let alive = (0..net.len()).filter(|&n| net.is_alive(n)).count();
+    let live = net.broadcasts.iter().filter(|b| !b.ended).count();
+    let secs = window.as_secs_f64();
+    let turnover = subscribers.len() as f64 * secs / Rates::VIEWER_SESSION_S;
+    let plan = happenings(
+        window,
+        &[
+            (Happening::ViewerLeaves, turnover),
+            (Happening::ViewerJoins, turnover),
+            (
+                Happening::BroadcastEnds,
+                live as f64 * secs / Rates::BROADCAST_LIFE_S,
+            ),
+            (
+                Happening::BroadcastStarts,
+                live as f64 * secs / Rates::BROADCAST_LIFE_S,
+            ),
+            (
+                Happening::BoxFails,
+                alive as f64 * secs / Rates::BOX_FAILS_EVERY_S,
+            ),
+            (Happening::Command, Rates::COMMANDS_PER_S * secs),
+            (Happening::Chat, Rates::CHAT_PER_S * secs),
+            (Happening::NewSpeaker, secs / Rates::NEW_SPEAKER_EVERY_S),
+        ],
+    );
+    let mut speakers: Vec<usize> = chatters.iter().take(5).copied().collect();
+    let before = net.control_total;
+    let start = net.elapsed();
+    let mut counted: std::collections::BTreeMap<String, usize> = Default::default();
+    let only = std::env::var("SCALE_OPERATION_ONLY").ok();
+    for (at, what) in plan {
+        if only.as_ref().is_some_and(|o| *o != format!("{what:?}")) {
+            continue;
+        }
+        net.run_for((start + at).saturating_sub(net.elapsed()));
+        *counted.entry(format!("{what:?}")).or_default() += 1;
+        let alive_node = |net: &Net, pick: &mut SplitMix| loop {
+            let n = pick.below(net.len());
+            if net.is_alive(n) {
+                break n;
+            }
+        };
+        match what {
+            Happening::ViewerLeaves => {
+                let watching: Vec<usize> = (0..subscribers.len())
+                    .filter(|&i| {
+                        let (n, b) = subscribers[i];
+                        net.is_alive(n) && !net.broadcasts[b].ended
+                    })
+                    .collect();
+                if watching.is_empty() {
+                    continue;
+                }
+                let (n, b) = subscribers.swap_remove(watching[pick.below(watching.len())]);
+                watched[b].remove(&net.site_of(n));
+                net.unsubscribe(n, b);
+            }
+            Happening::ViewerJoins => {
+                let b = loop {
+                    let b = pick.below(net.broadcasts.len());
+                    if !net.broadcasts[b].ended {
+                        break b;
+                    }
+                };
+                let origin_site = net.site_of(net.broadcasts[b].origin);
+                let site = pick.below(sites);
+                let n = node_in(&mut pick, site);
+                if site == origin_site || watched[b].contains(&site) || !net.is_alive(n) {
+                    continue;
+                }
+                watched[b].insert(site);
+                net.subscribe(n, b);
+                subscribers.push((n, b));
+            }
+            Happening::BroadcastEnds => {
+                let live: Vec<usize> = (0..net.broadcasts.len())
+                    .filter(|&b| !net.broadcasts[b].ended)
+                    .collect();
+                net.unpublish(live[pick.below(live.len())]);
+            }
+            Happening::BroadcastStarts => {
+                let origin = alive_node(&net, &mut pick);
+                let name = format!("cam{}", net.broadcasts.len());
+                let b = net.publish(origin, &name);
+                net.broadcasts[b].fps = 10;
+                watched.push(BTreeSet::new());
+            }
+            Happening::BoxFails => {
+                let n = alive_node(&net, &mut pick);
+                if !net.broadcasts.iter().any(|b| b.origin == n && !b.ended) {
+                    net.kill(n);
+                }
+            }
+            Happening::Command => {
+                let from = alive_node(&net, &mut pick);
+                let to = alive_node(&net, &mut pick);
+                if net.site_of(to) != net.site_of(from) {
+                    let _ = net.ask(from, to, Bytes::from_static(b"{}"));
+                }
+            }
+            Happening::Chat => {
+                let n = speakers[pick.below(speakers.len())];
+                if net.is_alive(n) {
+                    net.chat_send(n, "all", "operator", "hello");
+                }
+            }
+            Happening::NewSpeaker => {
+                let n = alive_node(&net, &mut pick);
+                net.chat_send(n, "all", "newcomer", "hello");
+                speakers.push(n);
+            }
+        }
+    }
+    net.run_for((start + window).saturating_sub(net.elapsed()));
+    let control_kbps = (net.control_total - before) as f64 * 8.0 / 1000.0 / alive as f64 / secs;
+    cost.mark(&net, "operation");
+    progress(
+        &net,
+        t0,
+        &format!("{secs:.0} s of operation at ordinary rates: {counted:?}"),
+    );
 
     let line = format!(
         "{{\"nodes\":{nodes},\"sites\":{sites},\"sim_speed\":{sim_speed:.4},\
          \"control_kbps_per_node\":{control_kbps:.2},\"control_kbps_steady\":{control_steady:.3},\
+         \"control_kbps_whole_run\":{control_whole_run:.2},\
          \"control_kb_per_node_by_phase\":{},\"state_entries_per_node\":{state_max},\
          \"copies_into_site_max\":{copies_max:.3},\"site_tree_depth\":{depth},\
          \"delay_p99_ms\":{},\"join_p99_ms\":{},\"joins_measured\":{joined},\
@@ -627,6 +814,17 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
         line,
         failed: Vec::new(),
     }
+}
+
+/// The simulated seconds of the operation window: `SCALE_OPERATION_SECONDS`, default 30
+/// (an end's entry expires 12 s after it, inside the window).
+fn operation_window() -> Duration {
+    Duration::from_secs(
+        std::env::var("SCALE_OPERATION_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    )
 }
 
 fn main() {

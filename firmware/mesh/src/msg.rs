@@ -304,9 +304,12 @@ pub enum Msg {
     /// is meant to be a full LAN mesh, where a route needs telling by one box only and all
     /// boxes tell the same; a site-mate that tells another (static peers in one site,
     /// mDNS blocked) may not reach that one box and is told every route.
+    /// `beyond`: the sender has links to other sites, so a lookup from another site must
+    /// pass through it to go on (in a full mesh any site-mate answers for the site).
     SiteMates {
         count: u32,
         digest: u64,
+        beyond: bool,
     },
     /// The link between `a` and `b` is gone (one of them lost the other): every route
     /// over it is dead. Passed on to the neighbours that were told or told a route over

@@ -233,7 +233,7 @@ fn body_len(msg: &Msg) -> usize {
         Msg::Routed(r) => ROUTED_FIXED_LEN + r.body.len(),
         Msg::Find { .. } => NODE_LEN + 8 + NODE_LEN + 1,
         Msg::Found { .. } => NODE_LEN + 8 + NODE_LEN,
-        Msg::SiteMates { .. } => 4 + 8,
+        Msg::SiteMates { .. } => 4 + 8 + 1,
         Msg::LinkDown { .. } => 8 + 8,
     }
 }
@@ -331,9 +331,14 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             put_u64(out, *nonce);
             put_node(out, target);
         }
-        Msg::SiteMates { count, digest } => {
+        Msg::SiteMates {
+            count,
+            digest,
+            beyond,
+        } => {
             put_u32(out, *count);
             put_u64(out, *digest);
+            out.push(u8::from(*beyond));
         }
         Msg::LinkDown { a, b } => {
             out.extend_from_slice(&a.0);
@@ -694,6 +699,7 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         kind::SITE_MATES => Msg::SiteMates {
             count: r.u32("count")?,
             digest: r.u64("digest")?,
+            beyond: r.bool("beyond")?,
         },
         kind::LINK_DOWN => Msg::LinkDown {
             a: r.hop("a")?,

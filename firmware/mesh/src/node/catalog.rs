@@ -32,7 +32,7 @@ impl Node {
     /// the same digest only by a 2^-64 chance; a node that forged one only makes itself
     /// be told fewer or more routes.
     /// Kept until a neighbour comes, goes or says its site: every gossip round asks.
-    fn site_reach(&mut self) -> (u32, u64) {
+    pub(super) fn site_reach(&mut self) -> (u32, u64) {
         if let Some(reach) = self.site_reach {
             return reach;
         }
@@ -74,12 +74,14 @@ impl Node {
         // A site's links come up one by one: telling each change would cost every box
         // its site's size squared in messages while the site forms.
         let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
+        let beyond = self.peers.values().any(|p| !p.site_mate);
         let round = QuietRound {
             told: self.last_told.clone(),
             beyond: self.last_told_beyond.clone(),
             all: self.last_told_all.clone(),
             interest: interest.clone(),
             reaches,
+            gateway: beyond,
             settled,
         };
         if self.quiet_round.as_ref().is_some_and(|q| q.same(&round)) {
@@ -91,10 +93,14 @@ impl Node {
             let queued = p.control.len();
             // Nodes are reached within their site; beyond it, through lookups.
             let entries = if p.site_mate {
-                if settled && p.told_reaches != Some(reaches) {
-                    let (count, digest) = reaches;
-                    p.control.push_back(Msg::SiteMates { count, digest });
-                    p.told_reaches = Some(reaches);
+                let (count, digest) = reaches;
+                if settled && p.told_reaches != Some((count, digest, beyond)) {
+                    p.control.push_back(Msg::SiteMates {
+                        count,
+                        digest,
+                        beyond,
+                    });
+                    p.told_reaches = Some((count, digest, beyond));
                 }
                 // Differing for a moment is a site changing (a box came or went, and
                 // the news is on its way); only a lasting difference is a site that is
@@ -710,6 +716,7 @@ pub(super) struct QuietRound {
     all: Arc<Entries>,
     interest: Arc<Msg>,
     reaches: (u32, u64),
+    gateway: bool,
     settled: bool,
 }
 
@@ -720,6 +727,7 @@ impl QuietRound {
             && Arc::ptr_eq(&self.all, &other.all)
             && Arc::ptr_eq(&self.interest, &other.interest)
             && self.reaches == other.reaches
+            && self.gateway == other.gateway
             && self.settled == other.settled
     }
 }

@@ -205,11 +205,32 @@ impl Node {
             target,
             hops: FIND_HOPS,
         };
-        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        for p in peers {
+        for p in self.ask_on(None) {
             self.send(p, ask.clone());
         }
         true
+    }
+
+    /// The neighbours a question heard from `from` (`None`: this node's own) goes on to.
+    /// Every box of a full-mesh site reaches every site-mate, so any one of them answers
+    /// for the site: a site-mate hears it only to pass it to other sites (it has links
+    /// there) or when it reaches other boxes than this node. A question heard from a
+    /// site-mate goes to other sites only: its site-mates hear it from it. Each site then
+    /// carries a question over its gateways alone, about a message per WAN link, instead
+    /// of a copy to every box from each gateway that heard it (4.5 messages per box at
+    /// 1 000 boxes).
+    fn ask_on(&mut self, from: Option<NodeId>) -> Vec<NodeId> {
+        let (count, digest) = self.site_reach();
+        let from_site_mate = from.is_some_and(|f| self.is_site_mate(&f));
+        self.peers
+            .iter()
+            .filter(|(id, _)| Some(**id) != from)
+            .filter(|(_, p)| {
+                !p.site_mate
+                    || (!from_site_mate && (p.beyond || p.reaches != Some((count, digest))))
+            })
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The neighbour a lookup found towards `target`, if it is still a neighbour.
@@ -271,14 +292,7 @@ impl Node {
         if hops == 0 {
             return;
         }
-        // Heard from a site-mate: its site-mates hear it from it, so only other sites.
-        let from_site_mate = self.is_site_mate(&from);
-        let on: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(id, p)| **id != from && !(from_site_mate && p.site_mate))
-            .map(|(id, _)| *id)
-            .collect();
+        let on = self.ask_on(Some(from));
         self.lookups.stats.passed_on += 1;
         let ask = Msg::Find {
             asker,

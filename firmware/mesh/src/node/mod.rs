@@ -165,12 +165,15 @@ struct Peer {
     find_bucket: RateBucket,
     /// Whom it reaches in its site, once it said (`SiteMates`: count and digest).
     reaches: Option<(u32, u64)>,
+    /// Whether it has links to other sites, as it said (`SiteMates`); until it says, it
+    /// is taken to have.
+    beyond: bool,
     /// Since when that differs from whom this node reaches.
     differs_since: Option<Instant>,
     /// What we last told this neighbour, to send only what changed.
     told_catalog: Arc<Entries>,
     told_interest: Option<Arc<Msg>>,
-    told_reaches: Option<(u32, u64)>,
+    told_reaches: Option<(u32, u64, bool)>,
 }
 
 #[derive(Debug, Default)]
@@ -384,6 +387,7 @@ impl Node {
             routed_bucket: RateBucket::new(),
             find_bucket: RateBucket::new(),
             reaches: None,
+            beyond: true,
             differs_since: None,
             told_catalog: Arc::default(),
             told_interest: None,
@@ -607,10 +611,15 @@ impl Node {
                 nonce,
                 target,
             } => self.on_found(now, from, (asker, nonce, target)),
-            Msg::SiteMates { count, digest } => {
+            Msg::SiteMates {
+                count,
+                digest,
+                beyond,
+            } => {
                 self.quiet_round = None;
                 if let Some(p) = self.peers.get_mut(&from) {
                     p.reaches = Some((count, digest));
+                    p.beyond = beyond;
                 }
             }
             Msg::LinkDown { a, b } => self.on_link_down(now, from, a, b),

@@ -670,6 +670,13 @@ impl Net {
         self.pump(node);
     }
 
+    /// Node `node`'s viewers of broadcast `broadcast` leave.
+    pub fn unsubscribe(&mut self, node: usize, broadcast: usize) {
+        let id = self.broadcasts[broadcast].id.clone();
+        self.nodes[node].node.unsubscribe(&id);
+        self.pump(node);
+    }
+
     /// The simulation's index of the node with this id.
     pub fn index_of(&self, id: &NodeId) -> Option<usize> {
         self.index.get(id).copied()

@@ -171,3 +171,50 @@ fn a_flood_of_questions_is_dropped_not_passed_on_and_stays_bounded() {
         "{before} -> {entries}"
     );
 }
+
+#[test]
+fn a_lookup_crosses_each_site_over_its_gateways_only() {
+    // Sites linked as the registry links them: three gateways a site.
+    let mut net = Net::sites_by_registry(8, &[PER_SITE; SITES], |net| {
+        let delay = Duration::from_millis(5 + net.random() % 36);
+        LinkSpec::wan(delay, Duration::from_millis(2), 0.01)
+    });
+    for n in 0..net.len() {
+        net.node_mut(n).set_command_allow(CommandAllow::Anyone);
+        net.announce(n);
+    }
+    net.run_for(Duration::from_secs(3));
+    let asker = 11;
+    let target = (0..net.len())
+        .rev()
+        .find(|&t| net.site_of(t) != net.site_of(asker))
+        .expect("another site");
+    let find_bytes = |net: &Net| net.control_by_type.get("Find").copied().unwrap_or(0);
+    let before = find_bytes(&net);
+    net.command(asker, target, 1, Bytes::from_static(b"{}"))
+        .expect("a lookup starts");
+    net.run_for(Duration::from_millis(1500));
+    assert!(
+        net.routed(asker)
+            .iter()
+            .any(|(_, r)| r.kind == ROUTED_REPLY && r.id == 1),
+        "no reply from node {target}"
+    );
+    // In a full-mesh site any box answers for every box of it, so a question goes into
+    // a site only as far as the boxes with links beyond it: fewer questions than boxes.
+    // Passed on to every site-mate by each gateway that heard it, it took 260 here (108
+    // now).
+    let one = cambox_mesh::wire::encoded_len(&Msg::Find {
+        asker: net.id(asker),
+        nonce: 1,
+        target: net.id(target),
+        hops: 1,
+    }) as u64;
+    let questions = (find_bytes(&net) - before) / one;
+    let boxes = net.len() as u64;
+    println!("one lookup among {boxes} boxes in {SITES} sites: {questions} questions");
+    assert!(
+        questions < boxes,
+        "{questions} questions for one lookup among {boxes} boxes"
+    );
+}

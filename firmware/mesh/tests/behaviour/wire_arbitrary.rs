@@ -128,7 +128,13 @@ fn msg() -> impl Strategy<Value = Msg> {
             nonce,
             target
         }),
-        (any::<u32>(), any::<u64>()).prop_map(|(count, digest)| Msg::SiteMates { count, digest }),
+        (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(count, digest, beyond)| {
+            Msg::SiteMates {
+                count,
+                digest,
+                beyond,
+            }
+        }),
         (any::<[u8; 8]>(), any::<[u8; 8]>()).prop_map(|(a, b)| Msg::LinkDown {
             a: Hop(a),
             b: Hop(b)
