@@ -16,6 +16,7 @@ mod news_hold;
 mod one_copy_per_site;
 mod origin_death;
 mod patience;
+mod relay_election;
 mod relay_kill;
 mod route_stability;
 mod routed_commands;
