@@ -693,6 +693,11 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
             (Happening::NewSpeaker, secs / Rates::NEW_SPEAKER_EVERY_S),
         ],
     );
+    progress(
+        &net,
+        t0,
+        "ended broadcasts expired; the operation window starts",
+    );
     let mut speakers: Vec<usize> = chatters.iter().take(5).copied().collect();
     let before = net.control_total;
     let start = net.elapsed();
