@@ -11,7 +11,9 @@
 //! chat), `control_kbps_steady` (the steady window, nothing happening),
 //! `control_kbps_whole_run` (every phase before the operation window, days of events
 //! packed into seconds), `control_kb_per_node_by_phase` (start, live, join, steady,
-//! join_50, commands, chat, repair, ends, operation), `state_entries_per_node`, `copies_into_site_max`,
+//! join_50, commands, chat, repair, ends, expiry, operation; kB per box of the world,
+//! dead ones included, where the window's average is per living box),
+//! `state_entries_per_node`, `copies_into_site_max`,
 //! `site_tree_depth`, `delay_p99_ms`, `join_p99_ms`, `repair_p99_ms`, `repair_max_ms`,
 //! `command_rtt_p99_ms`, `chat_p99_ms`: from a chat message sent to each of 50 sites'
 //! followers of its room, `chat_missing`, `listed_within_2s`: the share of every box's stream list that
@@ -75,7 +77,7 @@ impl Rates {
 }
 
 /// What happens in the operation window.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Happening {
     ViewerLeaves,
     ViewerJoins,
@@ -693,6 +695,7 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
             (Happening::NewSpeaker, secs / Rates::NEW_SPEAKER_EVERY_S),
         ],
     );
+    cost.mark(&net, "expiry");
     progress(
         &net,
         t0,
@@ -702,88 +705,104 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     let before = net.control_total;
     let start = net.elapsed();
     let mut counted: std::collections::BTreeMap<String, usize> = Default::default();
-    let only = std::env::var("SCALE_OPERATION_ONLY").ok();
+    let only = operation_only();
     for (at, what) in plan {
-        if only.as_ref().is_some_and(|o| *o != format!("{what:?}")) {
+        if only.is_some_and(|o| o != what) {
             continue;
         }
         net.run_for((start + at).saturating_sub(net.elapsed()));
-        *counted.entry(format!("{what:?}")).or_default() += 1;
         let alive_node = |net: &Net, pick: &mut SplitMix| loop {
             let n = pick.below(net.len());
             if net.is_alive(n) {
                 break n;
             }
         };
-        match what {
-            Happening::ViewerLeaves => {
-                let watching: Vec<usize> = (0..subscribers.len())
-                    .filter(|&i| {
-                        let (n, b) = subscribers[i];
-                        net.is_alive(n) && !net.broadcasts[b].ended
-                    })
-                    .collect();
-                if watching.is_empty() {
-                    continue;
-                }
-                let (n, b) = subscribers.swap_remove(watching[pick.below(watching.len())]);
-                watched[b].remove(&net.site_of(n));
-                net.unsubscribe(n, b);
-            }
-            Happening::ViewerJoins => {
-                let b = loop {
-                    let b = pick.below(net.broadcasts.len());
-                    if !net.broadcasts[b].ended {
-                        break b;
+        // A draw that cannot happen (a site that watches already, a dead box) draws
+        // again; what happened is counted.
+        let happened = 'tries: {
+            for _ in 0..20 {
+                match what {
+                    Happening::ViewerLeaves => {
+                        let watching: Vec<usize> = (0..subscribers.len())
+                            .filter(|&i| {
+                                let (n, b) = subscribers[i];
+                                net.is_alive(n) && !net.broadcasts[b].ended
+                            })
+                            .collect();
+                        if watching.is_empty() {
+                            break 'tries false;
+                        }
+                        let (n, b) = subscribers.swap_remove(watching[pick.below(watching.len())]);
+                        watched[b].remove(&net.site_of(n));
+                        net.unsubscribe(n, b);
                     }
-                };
-                let origin_site = net.site_of(net.broadcasts[b].origin);
-                let site = pick.below(sites);
-                let n = node_in(&mut pick, site);
-                if site == origin_site || watched[b].contains(&site) || !net.is_alive(n) {
-                    continue;
+                    Happening::ViewerJoins => {
+                        let b = pick.below(net.broadcasts.len());
+                        let site = pick.below(sites);
+                        let n = node_in(&mut pick, site);
+                        let origin_site = net.site_of(net.broadcasts[b].origin);
+                        if net.broadcasts[b].ended
+                            || site == origin_site
+                            || watched[b].contains(&site)
+                            || !net.is_alive(n)
+                        {
+                            continue;
+                        }
+                        watched[b].insert(site);
+                        net.subscribe(n, b);
+                        subscribers.push((n, b));
+                    }
+                    Happening::BroadcastEnds => {
+                        let live: Vec<usize> = (0..net.broadcasts.len())
+                            .filter(|&b| !net.broadcasts[b].ended)
+                            .collect();
+                        if live.is_empty() {
+                            break 'tries false;
+                        }
+                        net.unpublish(live[pick.below(live.len())]);
+                    }
+                    Happening::BroadcastStarts => {
+                        let origin = alive_node(&net, &mut pick);
+                        let name = format!("cam{}", net.broadcasts.len());
+                        let b = net.publish(origin, &name);
+                        net.broadcasts[b].fps = 10;
+                        watched.push(BTreeSet::new());
+                    }
+                    Happening::BoxFails => {
+                        let n = alive_node(&net, &mut pick);
+                        if net.broadcasts.iter().any(|b| b.origin == n && !b.ended) {
+                            continue;
+                        }
+                        net.kill(n);
+                    }
+                    Happening::Command => {
+                        let from = alive_node(&net, &mut pick);
+                        let to = alive_node(&net, &mut pick);
+                        if net.site_of(to) == net.site_of(from)
+                            || net.ask(from, to, Bytes::from_static(b"{}")).is_err()
+                        {
+                            continue;
+                        }
+                    }
+                    Happening::Chat => {
+                        let n = speakers[pick.below(speakers.len())];
+                        if !net.is_alive(n) {
+                            continue;
+                        }
+                        net.chat_send(n, "all", "operator", "hello");
+                    }
+                    Happening::NewSpeaker => {
+                        let n = alive_node(&net, &mut pick);
+                        net.chat_send(n, "all", "newcomer", "hello");
+                        speakers.push(n);
+                    }
                 }
-                watched[b].insert(site);
-                net.subscribe(n, b);
-                subscribers.push((n, b));
+                break 'tries true;
             }
-            Happening::BroadcastEnds => {
-                let live: Vec<usize> = (0..net.broadcasts.len())
-                    .filter(|&b| !net.broadcasts[b].ended)
-                    .collect();
-                net.unpublish(live[pick.below(live.len())]);
-            }
-            Happening::BroadcastStarts => {
-                let origin = alive_node(&net, &mut pick);
-                let name = format!("cam{}", net.broadcasts.len());
-                let b = net.publish(origin, &name);
-                net.broadcasts[b].fps = 10;
-                watched.push(BTreeSet::new());
-            }
-            Happening::BoxFails => {
-                let n = alive_node(&net, &mut pick);
-                if !net.broadcasts.iter().any(|b| b.origin == n && !b.ended) {
-                    net.kill(n);
-                }
-            }
-            Happening::Command => {
-                let from = alive_node(&net, &mut pick);
-                let to = alive_node(&net, &mut pick);
-                if net.site_of(to) != net.site_of(from) {
-                    let _ = net.ask(from, to, Bytes::from_static(b"{}"));
-                }
-            }
-            Happening::Chat => {
-                let n = speakers[pick.below(speakers.len())];
-                if net.is_alive(n) {
-                    net.chat_send(n, "all", "operator", "hello");
-                }
-            }
-            Happening::NewSpeaker => {
-                let n = alive_node(&net, &mut pick);
-                net.chat_send(n, "all", "newcomer", "hello");
-                speakers.push(n);
-            }
+            false
+        };
+        if happened {
+            *counted.entry(format!("{what:?}")).or_default() += 1;
         }
     }
     net.run_for((start + window).saturating_sub(net.elapsed()));
@@ -828,8 +847,36 @@ fn operation_window() -> Duration {
         std::env::var("SCALE_OPERATION_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(30),
+            .unwrap_or(30)
+            .max(1),
     )
+}
+
+/// The one happening `SCALE_OPERATION_ONLY` names, if set; a name that is none of them
+/// ends the run rather than measure a window where nothing happens.
+fn operation_only() -> Option<Happening> {
+    let name = std::env::var("SCALE_OPERATION_ONLY").ok()?;
+    let all = [
+        Happening::ViewerLeaves,
+        Happening::ViewerJoins,
+        Happening::BroadcastEnds,
+        Happening::BroadcastStarts,
+        Happening::BoxFails,
+        Happening::Command,
+        Happening::Chat,
+        Happening::NewSpeaker,
+    ];
+    match all.into_iter().find(|h| format!("{h:?}") == name) {
+        Some(h) => Some(h),
+        None => {
+            let names: Vec<String> = all.iter().map(|h| format!("{h:?}")).collect();
+            eprintln!(
+                "SCALE_OPERATION_ONLY={name} is none of {}",
+                names.join(", ")
+            );
+            std::process::exit(2);
+        }
+    }
 }
 
 fn main() {
@@ -845,6 +892,8 @@ fn main() {
             .unwrap_or(4),
     );
     let short = std::env::var("SCALE_SHORT").is_ok_and(|v| v != "0");
+    // Checked before the long run, not after it.
+    let _ = operation_only();
     let mut failed = false;
     for n in sizes {
         let outcome = run(n, steady, short);

@@ -1186,6 +1186,15 @@ mod tests {
         want.extend([0xee; 32]);
         want.extend([0, 2, b'a', b'b']);
         assert_eq!(ok, want);
+        let mates = frame(&Msg::SiteMates {
+            count: 3,
+            digest: 0x0102_0304_0506_0708,
+            beyond: true,
+        });
+        assert_eq!(
+            mates,
+            [2, 0x11, 0, 0, 0, 13, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 1]
+        );
     }
 
     #[test]

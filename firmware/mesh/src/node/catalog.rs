@@ -74,7 +74,9 @@ impl Node {
         // A site's links come up one by one: telling each change would cost every box
         // its site's size squared in messages while the site forms.
         let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
-        let beyond = self.peers.values().any(|p| !p.site_mate);
+        // A neighbour counts once its `Hello` said its site: a site-mate that just
+        // connected would otherwise make this node a gateway for a moment.
+        let beyond = self.peers.values().any(|p| p.greeted && !p.site_mate);
         let round = QuietRound {
             told: self.last_told.clone(),
             beyond: self.last_told_beyond.clone(),
@@ -93,8 +95,16 @@ impl Node {
             let queued = p.control.len();
             // Nodes are reached within their site; beyond it, through lookups.
             let entries = if p.site_mate {
-                let (count, digest) = reaches;
-                if settled && p.told_reaches != Some((count, digest, beyond)) {
+                // Whom this node reaches is told once it settled; whether it has links
+                // beyond at once (with the reach told last), so lookups find the way.
+                let told = p.told_reaches;
+                let reach_news = settled && told.map(|(c, d, _)| (c, d)) != Some(reaches);
+                let beyond_news = told.is_some_and(|(_, _, b)| b != beyond);
+                if reach_news || beyond_news {
+                    let (count, digest) = match told {
+                        Some((c, d, _)) if !reach_news => (c, d),
+                        _ => reaches,
+                    };
                     p.control.push_back(Msg::SiteMates {
                         count,
                         digest,

@@ -9,9 +9,9 @@
 //! the question left routes back to the asker for the replies. Routes are forgotten after
 //! a minute, questions after ten seconds, and both tables are bounded.
 //!
-//! Inside a site the question goes to each site-mate once: a node that heard it from a
-//! site-mate passes it only to other sites, so a lookup costs about one message per node
-//! and WAN link, not one per pair of site-mates.
+//! Inside a site the question goes only to the site-mates that pass it on to other sites
+//! (`Node::ask_on`): any box of a full-mesh site answers for all of it, so a lookup costs
+//! about one message per WAN link and gateway, not one per box or pair of site-mates.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};

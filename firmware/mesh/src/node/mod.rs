@@ -147,6 +147,8 @@ pub enum RouteError {
 
 #[derive(Debug)]
 struct Peer {
+    /// Its `Hello` arrived: until then its site is unknown.
+    greeted: bool,
     site: String,
     /// `site` is this node's: kept from its `Hello`, as the routes, the tree and gossip
     /// ask it of every neighbour they look at.
@@ -374,6 +376,7 @@ impl Node {
         self.catalog_stale = true;
         self.site_reach = None;
         self.peers.entry(peer).or_insert_with(|| Peer {
+            greeted: false,
             site: String::new(),
             site_mate: false,
             rtt,
@@ -492,6 +495,7 @@ impl Node {
             } => {
                 self.quiet_round = None;
                 if let Some(p) = self.peers.get_mut(&from) {
+                    p.greeted = true;
                     p.site_mate = site == self.cfg.site;
                     p.site = site;
                     p.uplink_kbps = uplink_kbps;

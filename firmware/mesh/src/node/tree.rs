@@ -303,8 +303,8 @@ impl Node {
         // Give the site a moment to hear who else wants it before pulling across sites,
         // unless a child already came to this node for it: a site-mate has waited that
         // moment, and on a new path (a repair, a redirect) a child of another site would
-        // otherwise wait it again at every relay in turn (at 10 000 nodes repair p99
-        // 1 204 -> 770 ms). Two gateways that both take such children pull at once
+        // otherwise wait it again at every relay in turn (`tests/behaviour/
+        // relay_election.rs`). Two gateways that both take such children pull at once
         // until `leave_redundant_remote_parent` moves one under the other.
         let asked = !s.children.is_empty();
         if let Some(t) = s

@@ -202,8 +202,7 @@ fn a_lookup_crosses_each_site_over_its_gateways_only() {
     );
     // In a full-mesh site any box answers for every box of it, so a question goes into
     // a site only as far as the boxes with links beyond it: fewer questions than boxes.
-    // Passed on to every site-mate by each gateway that heard it, it took 260 here (108
-    // now).
+    // Passed on to every site-mate by each gateway that heard it, it took 260 here.
     let one = cambox_mesh::wire::encoded_len(&Msg::Find {
         asker: net.id(asker),
         nonce: 1,
