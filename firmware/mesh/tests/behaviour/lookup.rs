@@ -12,17 +12,24 @@ use cambox_mesh::sim::{LinkSpec, Net};
 const SITES: usize = 10;
 const PER_SITE: usize = 20;
 
-fn announced_world(seed: u64) -> Net {
-    let mut net = Net::sites(seed, SITES, PER_SITE, 2, |net| {
-        let delay = Duration::from_millis(5 + net.random() % 36);
-        LinkSpec::wan(delay, Duration::from_millis(2), 0.01)
-    });
+fn wan(net: &mut Net) -> LinkSpec {
+    let delay = Duration::from_millis(5 + net.random() % 36);
+    LinkSpec::wan(delay, Duration::from_millis(2), 0.01)
+}
+
+/// Every box of `net` takes commands and has announced itself, 3 s ago.
+fn announced(mut net: Net) -> Net {
     for n in 0..net.len() {
         net.node_mut(n).set_command_allow(CommandAllow::Anyone);
         net.announce(n);
     }
     net.run_for(Duration::from_secs(3));
     net
+}
+
+/// Sites whose every box has two links to random boxes of other sites.
+fn announced_world(seed: u64) -> Net {
+    announced(Net::sites(seed, SITES, PER_SITE, 2, wan))
 }
 
 #[test]
@@ -175,15 +182,7 @@ fn a_flood_of_questions_is_dropped_not_passed_on_and_stays_bounded() {
 #[test]
 fn a_lookup_crosses_each_site_over_its_gateways_only() {
     // Sites linked as the registry links them: three gateways a site.
-    let mut net = Net::sites_by_registry(8, &[PER_SITE; SITES], |net| {
-        let delay = Duration::from_millis(5 + net.random() % 36);
-        LinkSpec::wan(delay, Duration::from_millis(2), 0.01)
-    });
-    for n in 0..net.len() {
-        net.node_mut(n).set_command_allow(CommandAllow::Anyone);
-        net.announce(n);
-    }
-    net.run_for(Duration::from_secs(3));
+    let mut net = announced(Net::sites_by_registry(8, &[PER_SITE; SITES], wan));
     let asker = 11;
     let target = (0..net.len())
         .rev()
