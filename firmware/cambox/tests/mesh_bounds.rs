@@ -47,6 +47,7 @@ async fn announce(to: SocketAddr, total: usize) -> (usize, String) {
         node: me,
         site: "s9".into(),
         uplink_kbps: 0,
+        tree: false,
     };
     wire::encode(&hello, &mut frame);
     send.write_all(&frame).await.unwrap();

@@ -241,6 +241,10 @@ pub enum Msg {
         site: String,
         /// Upload budget for relaying, kbit/s (0 = unknown).
         uplink_kbps: u32,
+        /// The sender dialed this link for a tree (a redirect, or a node followed
+        /// directly), not as one of the links the registry, static peers or mDNS make:
+        /// lookups do not flood over it.
+        tree: bool,
     },
     /// Everything the sender knows of, sent periodically and on change.
     Catalog {

@@ -211,7 +211,7 @@ pub fn entry_len(e: &CatalogEntry) -> usize {
 
 fn body_len(msg: &Msg) -> usize {
     match msg {
-        Msg::Hello { site, .. } => NODE_LEN + str_len(site) + 4,
+        Msg::Hello { site, .. } => NODE_LEN + str_len(site) + 4 + 1,
         Msg::Catalog { entries } => 2 + entries.iter().map(entry_len).sum::<usize>(),
         Msg::Interest { broadcasts } => 2 + broadcasts.iter().map(broadcast_len).sum::<usize>(),
         Msg::Subscribe { broadcast, resume } => {
@@ -275,10 +275,12 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             node,
             site,
             uplink_kbps,
+            tree,
         } => {
             put_node(out, node);
             put_str(out, site);
             put_u32(out, *uplink_kbps);
+            out.push(u8::from(*tree));
         }
         Msg::Catalog { entries } => put_list(out, entries, put_entry),
         Msg::Interest { broadcasts } => put_list(out, broadcasts, put_broadcast),
@@ -720,10 +722,12 @@ fn read_hello(r: &mut Reader<'_>) -> Result<Msg, WireError> {
     let node = r.node("node")?;
     let site = r.string("site")?;
     let uplink_kbps = r.u32("uplink_kbps")?;
+    let tree = r.bool("tree")?;
     Ok(Msg::Hello {
         node,
         site,
         uplink_kbps,
+        tree,
     })
 }
 
@@ -1015,16 +1019,19 @@ mod tests {
                 node: node(1),
                 site: "berlin".to_owned(),
                 uplink_kbps: 20_000,
+                tree: false,
             },
             Msg::Hello {
                 node: node(2),
                 site: String::new(),
                 uplink_kbps: 0,
+                tree: true,
             },
             Msg::Hello {
                 node: node(3),
                 site: long.clone(),
                 uplink_kbps: u32::MAX,
+                tree: false,
             },
             Msg::Catalog { entries: vec![] },
             Msg::Catalog {
@@ -1310,9 +1317,17 @@ mod tests {
             node: node(1),
             site: "berlin".to_owned(),
             uplink_kbps: 5,
+            tree: false,
         })[HEADER_LEN..]
             .to_vec();
-        body.truncate(body.len() - 1);
+        assert_eq!(
+            decode_one(&raw(kind::HELLO, &body[..body.len() - 1])),
+            Err(WireError::Truncated {
+                kind: "Hello",
+                field: "tree"
+            })
+        );
+        body.truncate(body.len() - 2);
         assert_eq!(
             decode_one(&raw(kind::HELLO, &body)),
             Err(WireError::Truncated {
@@ -1437,6 +1452,7 @@ mod tests {
                 node: node(1),
                 site: "x".repeat(MAX_STRING + 1),
                 uplink_kbps: 0,
+                tree: false,
             }),
             Err(WireError::StringTooLong {
                 kind: "Hello",

@@ -141,6 +141,7 @@ async fn garbage_from_one_peer_costs_only_its_own_link() {
         node: rogue_id,
         site: "x".into(),
         uplink_kbps: 0,
+        tree: false,
     });
     let mut garbage = hello.clone();
     garbage.extend_from_slice(&[wire::VERSION, 0xee, 0, 0, 0, 3, 1, 2, 3]);
@@ -152,6 +153,7 @@ async fn garbage_from_one_peer_costs_only_its_own_link() {
         node: Identity::from_seed([2; 32]).node_id(),
         site: "x".into(),
         uplink_kbps: 0,
+        tree: false,
     });
     let cases = [
         ("unknown message type", garbage, "unknown"),

@@ -28,6 +28,7 @@ fn hello(node: NodeId) -> Msg {
         node,
         site: "lab".into(),
         uplink_kbps: 0,
+        tree: false,
     }
 }
 

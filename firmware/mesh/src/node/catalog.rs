@@ -76,7 +76,10 @@ impl Node {
         let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
         // A neighbour counts once its `Hello` said its site: a site-mate that just
         // connected would otherwise make this node a gateway for a moment.
-        let beyond = self.peers.values().any(|p| p.greeted && !p.site_mate);
+        let beyond = self
+            .peers
+            .values()
+            .any(|p| p.greeted && !p.site_mate && !p.tree);
         let round = QuietRound {
             told: self.last_told.clone(),
             beyond: self.last_told_beyond.clone(),

@@ -149,6 +149,8 @@ pub enum RouteError {
 struct Peer {
     /// Its `Hello` arrived: until then its site is unknown.
     greeted: bool,
+    /// One side dialed the link for a tree (`Hello` tree): lookups do not flood over it.
+    tree: bool,
     site: String,
     /// `site` is this node's: kept from its `Hello`, as the routes, the tree and gossip
     /// ask it of every neighbour they look at.
@@ -375,8 +377,14 @@ impl Node {
         // Which site-mates rank below this node decides who tells news to the site.
         self.catalog_stale = true;
         self.site_reach = None;
+        // A link this node dialed for a subscription: a tree's, not the mesh's.
+        let tree = self
+            .subs
+            .values()
+            .any(|s| s.dialing.is_some_and(|(p, _)| p == peer));
         self.peers.entry(peer).or_insert_with(|| Peer {
             greeted: false,
+            tree,
             site: String::new(),
             site_mate: false,
             rtt,
@@ -402,6 +410,7 @@ impl Node {
                 node: self.id,
                 site: self.cfg.site.clone(),
                 uplink_kbps: self.cfg.uplink_kbps,
+                tree,
             },
         );
         // Everything we know goes out at once: nothing was told to this peer yet.
@@ -491,11 +500,15 @@ impl Node {
         self.dirty |= !matches!(msg, Msg::Object { .. });
         match msg {
             Msg::Hello {
-                site, uplink_kbps, ..
+                site,
+                uplink_kbps,
+                tree,
+                ..
             } => {
                 self.quiet_round = None;
                 if let Some(p) = self.peers.get_mut(&from) {
                     p.greeted = true;
+                    p.tree |= tree;
                     p.site_mate = site == self.cfg.site;
                     p.site = site;
                     p.uplink_kbps = uplink_kbps;

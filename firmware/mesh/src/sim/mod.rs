@@ -5,7 +5,7 @@
 //! reports bytes that left a link, tells neighbours when a peer went silent (after
 //! `idle_timeout`, like a QUIC idle timeout) and dials nodes a redirect names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -269,6 +269,10 @@ pub struct Net {
     pub control_total: u64,
     /// `control_total` by message type.
     pub control_by_type: BTreeMap<&'static str, u64>,
+    /// Links a node dialed for a tree (its `Connect` events), as (lower, higher) index.
+    pub dialed: BTreeSet<(usize, usize)>,
+    /// `control_by_type` over `dialed` links alone.
+    pub control_over_dialed: BTreeMap<&'static str, u64>,
     /// Catalog entries sent, in a site or across sites, told or withdrawn.
     pub catalog_entries: BTreeMap<&'static str, u64>,
     /// Nodes answer every command they accept with a reply echoing its body.
@@ -329,6 +333,8 @@ impl Net {
             control_sent: 0,
             control_total: 0,
             control_by_type: BTreeMap::new(),
+            dialed: BTreeSet::new(),
+            control_over_dialed: BTreeMap::new(),
             catalog_entries: BTreeMap::new(),
             auto_reply: true,
             standin_wan: None,
@@ -921,6 +927,7 @@ impl Net {
                         if self.alive[j] {
                             let spec = self.link_between(i, j);
                             self.connect(i, j, spec);
+                            self.dialed.insert((i.min(j), i.max(j)));
                         }
                     }
                 }
@@ -985,6 +992,12 @@ impl Net {
             None => link.tails.push((stream, arrive)),
         }
         let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
+        if !media && self.dialed.contains(&(from.min(to), from.max(to))) {
+            *self
+                .control_over_dialed
+                .entry(crate::wire::msg_name(&msg))
+                .or_default() += bytes as u64;
+        }
         if !media {
             self.control_total += bytes as u64;
             *self

@@ -216,3 +216,51 @@ fn a_lookup_crosses_each_site_over_its_gateways_only() {
         "{questions} questions for one lookup among {boxes} boxes"
     );
 }
+
+#[test]
+fn a_lookup_does_not_cross_the_links_trees_dialed() {
+    // Sites linked as the registry links them; broadcasts watched in every site, so that
+    // their trees dial links of their own across sites (redirects below other sites).
+    let mut net = announced(Net::sites_by_registry(9, &[PER_SITE; SITES], wan));
+    for origin in [0, PER_SITE, 2 * PER_SITE] {
+        let b = net.publish(origin, "cam");
+        net.run_for(Duration::from_millis(300));
+        for site in 0..SITES {
+            let viewer = site * PER_SITE + PER_SITE - 1 - origin / PER_SITE;
+            if net.site_of(viewer) != net.site_of(origin) {
+                net.subscribe(viewer, b);
+            }
+        }
+    }
+    net.run_for(Duration::from_secs(3));
+    let dialed_across = net
+        .dialed
+        .iter()
+        .filter(|&&(a, b)| net.site_of(a) != net.site_of(b) && net.linked(a, b))
+        .count();
+    assert!(dialed_across > 0, "the trees dialed no link across sites");
+
+    let finds = |net: &Net| net.control_over_dialed.get("Find").copied().unwrap_or(0);
+    let before = finds(&net);
+    let mut replies = 0;
+    for (i, (asker, target)) in [(PER_SITE + 3, net.len() - 2), (5, 4 * PER_SITE + 7)]
+        .into_iter()
+        .enumerate()
+    {
+        net.command(asker, target, i as u64, Bytes::from_static(b"{}"))
+            .expect("a lookup starts");
+        net.run_for(Duration::from_millis(1500));
+        replies += net
+            .routed(asker)
+            .iter()
+            .filter(|(_, r)| r.kind == ROUTED_REPLY && r.id == i as u64)
+            .count();
+    }
+    assert_eq!(replies, 2, "a lookup went unanswered");
+    println!("{dialed_across} links across sites that trees dialed");
+    assert_eq!(
+        finds(&net) - before,
+        0,
+        "questions crossed the {dialed_across} links that trees dialed"
+    );
+}

@@ -97,11 +97,14 @@ fn object() -> impl Strategy<Value = Msg> {
 
 fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
-        (node_id(), string(), any::<u32>()).prop_map(|(node, site, uplink_kbps)| Msg::Hello {
-            node,
-            site,
-            uplink_kbps
-        }),
+        (node_id(), string(), any::<u32>(), any::<bool>()).prop_map(
+            |(node, site, uplink_kbps, tree)| Msg::Hello {
+                node,
+                site,
+                uplink_kbps,
+                tree,
+            }
+        ),
         vec(entry(), 0..4).prop_map(|entries| Msg::Catalog { entries }),
         vec(broadcast(), 0..6).prop_map(|broadcasts| Msg::Interest { broadcasts }),
         (broadcast(), vec(resume(), 0..4))

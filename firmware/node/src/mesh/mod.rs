@@ -541,6 +541,7 @@ fn hello(core: &Node, settings: &MeshSettings) -> Msg {
         node: core.id(),
         site: settings.site.clone(),
         uplink_kbps: settings.uplink_kbps,
+        tree: false,
     }
 }
 
