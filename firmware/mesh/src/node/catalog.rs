@@ -33,23 +33,39 @@ impl Node {
     /// be told fewer or more routes.
     /// Kept until a neighbour comes, goes or says its site: every gossip round asks.
     pub(super) fn site_reach(&mut self) -> (u32, u64) {
-        if let Some(reach) = self.site_reach {
-            return reach;
+        self.site_view().0
+    }
+
+    /// Whether this node has links to other sites that lookups cross (`SiteMates`
+    /// beyond): a neighbour counts once its `Hello` said its site (a site-mate that just
+    /// connected would otherwise make this node a gateway for a moment), and a link a
+    /// tree dialed does not count.
+    fn links_beyond(&mut self) -> bool {
+        self.site_view().1
+    }
+
+    /// `site_reach` and `links_beyond`, made in one walk of the neighbours and kept
+    /// together: the same comings, goings and `Hello`s change both.
+    fn site_view(&mut self) -> ((u32, u64), bool) {
+        if let Some(view) = self.site_reach {
+            return view;
         }
         let digest = |id: &NodeId| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&id.0[..8]);
             u64::from_be_bytes(b)
         };
-        let reach = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.site_mate)
-            .fold((1, digest(&self.id)), |(n, d), (id, _)| {
-                (n + 1, d ^ digest(id))
-            });
-        self.site_reach = Some(reach);
-        reach
+        let mut view = ((1, digest(&self.id)), false);
+        for (id, p) in &self.peers {
+            if p.site_mate {
+                let (n, d) = view.0;
+                view.0 = (n + 1, d ^ digest(id));
+            } else if p.greeted && !p.tree {
+                view.1 = true;
+            }
+        }
+        self.site_reach = Some(view);
+        view
     }
 
     /// Tells each neighbour what changed since it was last told: new or changed entries,
@@ -74,12 +90,7 @@ impl Node {
         // A site's links come up one by one: telling each change would cost every box
         // its site's size squared in messages while the site forms.
         let settled = self.reaches.1.is_none_or(|t| now >= t + REACH_SETTLE);
-        // A neighbour counts once its `Hello` said its site: a site-mate that just
-        // connected would otherwise make this node a gateway for a moment.
-        let beyond = self
-            .peers
-            .values()
-            .any(|p| p.greeted && !p.site_mate && !p.tree);
+        let beyond = self.links_beyond();
         let round = QuietRound {
             told: self.last_told.clone(),
             beyond: self.last_told_beyond.clone(),

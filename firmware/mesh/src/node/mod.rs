@@ -264,8 +264,9 @@ pub struct Node {
     last_told_all: Arc<Entries>,
     /// What this node wants or relays (`Interest`), as last made.
     interest: Arc<Msg>,
-    /// Whom this node reaches in its site, until a neighbour comes, goes or says its site.
-    site_reach: Option<(u32, u64)>,
+    /// Whom this node reaches in its site, and whether it has links beyond it that are
+    /// not a tree's, until a neighbour comes, goes or says its site.
+    site_reach: Option<((u32, u64), bool)>,
     /// Whom this node reaches in its site (count and digest) and since when: told once it
     /// has settled.
     reaches: ((u32, u64), Option<Instant>),
@@ -377,11 +378,17 @@ impl Node {
         // Which site-mates rank below this node decides who tells news to the site.
         self.catalog_stale = true;
         self.site_reach = None;
-        // A link this node dialed for a subscription: a tree's, not the mesh's.
-        let tree = self
+        // Subscriptions that dialed this neighbour: the link is a tree's, not the mesh's.
+        let dialed: Vec<BroadcastId> = self
             .subs
-            .values()
-            .any(|s| s.dialing.is_some_and(|(p, _)| p == peer));
+            .iter_mut()
+            .filter(|(_, s)| s.dialing.is_some_and(|(p, _)| p == peer))
+            .map(|(b, s)| {
+                s.dialing = None;
+                b.clone()
+            })
+            .collect();
+        let tree = !dialed.is_empty();
         self.peers.entry(peer).or_insert_with(|| Peer {
             greeted: false,
             tree,
@@ -415,15 +422,6 @@ impl Node {
         );
         // Everything we know goes out at once: nothing was told to this peer yet.
         self.next_gossip = Some(now);
-        let dialed: Vec<BroadcastId> = self
-            .subs
-            .iter_mut()
-            .filter(|(_, s)| s.dialing.is_some_and(|(p, _)| p == peer))
-            .map(|(b, s)| {
-                s.dialing = None;
-                b.clone()
-            })
-            .collect();
         for b in dialed {
             self.subscribe_to(now, &b, peer);
         }

@@ -5,7 +5,7 @@
 //! reports bytes that left a link, tells neighbours when a peer went silent (after
 //! `idle_timeout`, like a QUIC idle timeout) and dials nodes a redirect names.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -197,16 +197,19 @@ struct Link {
     /// objects are counted at the size the driver sends them (`ObjectNext` after a
     /// group's first).
     encoders: SmallVec<[(u64, GroupEncoder); 2]>,
+    /// A node dialed it for a tree (its `Connect` event), not the world as built.
+    dialed: bool,
 }
 
 impl Link {
-    fn new(to: usize, spec: LinkSpec, now: Instant) -> Link {
+    fn new(to: usize, spec: LinkSpec, now: Instant, dialed: bool) -> Link {
         Link {
             to,
             spec,
             busy_until: now,
             tails: SmallVec::new(),
             encoders: SmallVec::new(),
+            dialed,
         }
     }
 }
@@ -269,9 +272,7 @@ pub struct Net {
     pub control_total: u64,
     /// `control_total` by message type.
     pub control_by_type: BTreeMap<&'static str, u64>,
-    /// Links a node dialed for a tree (its `Connect` events), as (lower, higher) index.
-    pub dialed: BTreeSet<(usize, usize)>,
-    /// `control_by_type` over `dialed` links alone.
+    /// `control_by_type` over the links nodes dialed for trees alone (`dialed_links`).
     pub control_over_dialed: BTreeMap<&'static str, u64>,
     /// Catalog entries sent, in a site or across sites, told or withdrawn.
     pub catalog_entries: BTreeMap<&'static str, u64>,
@@ -333,7 +334,6 @@ impl Net {
             control_sent: 0,
             control_total: 0,
             control_by_type: BTreeMap::new(),
-            dialed: BTreeSet::new(),
             control_over_dialed: BTreeMap::new(),
             catalog_entries: BTreeMap::new(),
             auto_reply: true,
@@ -611,17 +611,35 @@ impl Net {
 
     /// Connects two nodes; both see the other come up after one round trip.
     pub fn connect(&mut self, a: usize, b: usize, spec: LinkSpec) {
+        self.link_up(a, b, spec, false);
+    }
+
+    /// Links `a` and `b` unless they are; `dialed`: for a tree, by a node's `Connect`.
+    fn link_up(&mut self, a: usize, b: usize, spec: LinkSpec, dialed: bool) {
         if a == b || self.linked(a, b) {
             return;
         }
         let (ida, idb) = (self.id(a), self.id(b));
         self.nodes[a]
             .links
-            .insert(idb, Link::new(b, spec, self.now));
+            .insert(idb, Link::new(b, spec, self.now, dialed));
         self.nodes[b]
             .links
-            .insert(ida, Link::new(a, spec, self.now));
+            .insert(ida, Link::new(a, spec, self.now, dialed));
         self.schedule(self.now + 2 * spec.delay, Action::Up { a, b });
+    }
+
+    /// The links nodes dialed for trees (`Connect` events), each once: (lower, higher).
+    pub fn dialed_links(&self) -> Vec<(usize, usize)> {
+        (0..self.nodes.len())
+            .flat_map(|a| {
+                self.nodes[a]
+                    .links
+                    .values()
+                    .filter(move |l| l.dialed && a < l.to)
+                    .map(move |l| (a, l.to))
+            })
+            .collect()
     }
 
     fn link_between(&self, a: usize, b: usize) -> LinkSpec {
@@ -926,8 +944,7 @@ impl Net {
                     if let Some(&j) = self.index.get(&peer) {
                         if self.alive[j] {
                             let spec = self.link_between(i, j);
-                            self.connect(i, j, spec);
-                            self.dialed.insert((i.min(j), i.max(j)));
+                            self.link_up(i, j, spec, true);
                         }
                     }
                 }
@@ -983,6 +1000,7 @@ impl Net {
         }
         // Equal instants leave in the order they were scheduled: the stream's order.
         let stream = stream_of(&msg);
+        let dialed = link.dialed;
         link.tails.retain(|(_, t)| *t > now);
         match link.tails.iter_mut().find(|(s, _)| *s == stream) {
             Some((_, tail)) => {
@@ -992,7 +1010,7 @@ impl Net {
             None => link.tails.push((stream, arrive)),
         }
         let (sa, sb) = (self.nodes[from].site, self.nodes[to].site);
-        if !media && self.dialed.contains(&(from.min(to), from.max(to))) {
+        if !media && dialed {
             *self
                 .control_over_dialed
                 .entry(crate::wire::msg_name(&msg))
