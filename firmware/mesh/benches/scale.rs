@@ -89,6 +89,19 @@ enum Happening {
     NewSpeaker,
 }
 
+impl Happening {
+    const ALL: [Happening; 8] = [
+        Happening::ViewerLeaves,
+        Happening::ViewerJoins,
+        Happening::BroadcastEnds,
+        Happening::BroadcastStarts,
+        Happening::BoxFails,
+        Happening::Command,
+        Happening::Chat,
+        Happening::NewSpeaker,
+    ];
+}
+
 /// The window's happenings in time order: each kind `rate x window` times (at least
 /// once, so a short window overstates), spread evenly.
 fn happenings(window: Duration, counts: &[(Happening, f64)]) -> Vec<(Duration, Happening)> {
@@ -675,25 +688,19 @@ fn run(nodes: usize, steady: Duration, short: bool) -> Outcome {
     let turnover = subscribers.len() as f64 * secs / Rates::VIEWER_SESSION_S;
     let plan = happenings(
         window,
-        &[
-            (Happening::ViewerLeaves, turnover),
-            (Happening::ViewerJoins, turnover),
-            (
-                Happening::BroadcastEnds,
-                live as f64 * secs / Rates::BROADCAST_LIFE_S,
-            ),
-            (
-                Happening::BroadcastStarts,
-                live as f64 * secs / Rates::BROADCAST_LIFE_S,
-            ),
-            (
-                Happening::BoxFails,
-                alive as f64 * secs / Rates::BOX_FAILS_EVERY_S,
-            ),
-            (Happening::Command, Rates::COMMANDS_PER_S * secs),
-            (Happening::Chat, Rates::CHAT_PER_S * secs),
-            (Happening::NewSpeaker, secs / Rates::NEW_SPEAKER_EVERY_S),
-        ],
+        &Happening::ALL.map(|h| {
+            let expected = match h {
+                Happening::ViewerLeaves | Happening::ViewerJoins => turnover,
+                Happening::BroadcastEnds | Happening::BroadcastStarts => {
+                    live as f64 * secs / Rates::BROADCAST_LIFE_S
+                }
+                Happening::BoxFails => alive as f64 * secs / Rates::BOX_FAILS_EVERY_S,
+                Happening::Command => Rates::COMMANDS_PER_S * secs,
+                Happening::Chat => Rates::CHAT_PER_S * secs,
+                Happening::NewSpeaker => secs / Rates::NEW_SPEAKER_EVERY_S,
+            };
+            (h, expected)
+        }),
     );
     cost.mark(&net, "expiry");
     progress(
@@ -856,20 +863,13 @@ fn operation_window() -> Duration {
 /// ends the run rather than measure a window where nothing happens.
 fn operation_only() -> Option<Happening> {
     let name = std::env::var("SCALE_OPERATION_ONLY").ok()?;
-    let all = [
-        Happening::ViewerLeaves,
-        Happening::ViewerJoins,
-        Happening::BroadcastEnds,
-        Happening::BroadcastStarts,
-        Happening::BoxFails,
-        Happening::Command,
-        Happening::Chat,
-        Happening::NewSpeaker,
-    ];
-    match all.into_iter().find(|h| format!("{h:?}") == name) {
+    match Happening::ALL
+        .into_iter()
+        .find(|h| format!("{h:?}") == name)
+    {
         Some(h) => Some(h),
         None => {
-            let names: Vec<String> = all.iter().map(|h| format!("{h:?}")).collect();
+            let names: Vec<String> = Happening::ALL.iter().map(|h| format!("{h:?}")).collect();
             eprintln!(
                 "SCALE_OPERATION_ONLY={name} is none of {}",
                 names.join(", ")
