@@ -240,6 +240,10 @@ fn progress(net: &Net, t: Instant, what: &str) {
     if std::env::var("SCALE_DEBUG").is_ok() {
         eprintln!("  catalog entries so far: {:?}", net.catalog_entries);
         eprintln!("  control bytes by type so far: {:?}", net.control_by_type);
+        eprintln!(
+            "  of them over links trees dialed: {:?}",
+            net.control_over_dialed
+        );
     }
 }
 

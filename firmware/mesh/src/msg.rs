@@ -286,12 +286,14 @@ pub enum Msg {
     },
     /// A command or reply on its way to one node.
     Routed(Box<Routed>),
-    /// `asker` looks for a way to `target`: each node that has not seen this
-    /// (asker, nonce) yet answers if it reaches the target, else passes the question on.
-    /// Remembering where it came from gives the answer, and replies, their way back.
+    /// A node looks for a way to `target`: each node that has not seen this `question`
+    /// yet answers if it reaches the target, else passes the question on. Remembering
+    /// where it came from gives the answer its way back. The asker is not named: the
+    /// messages it then sends learn their way back as they go (`Routed` from), and a
+    /// question crosses every gateway of the company, so each byte of it counts.
     Find {
-        asker: NodeId,
-        nonce: u64,
+        /// Chosen by the asker, unique with overwhelming odds (`question_id`).
+        question: u64,
         target: NodeId,
         /// Relays left; each lowers it.
         hops: u8,
@@ -299,8 +301,7 @@ pub enum Msg {
     /// The answer to a `Find`, travelling back the way the question came: the sender
     /// reaches `target`, so routed messages for it go to the sender.
     Found {
-        asker: NodeId,
-        nonce: u64,
+        question: u64,
         target: NodeId,
     },
     /// Who the sender reaches in its own site: how many boxes, itself included, and a

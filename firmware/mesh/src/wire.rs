@@ -231,8 +231,8 @@ fn body_len(msg: &Msg) -> usize {
                 .sum::<usize>()
         }
         Msg::Routed(r) => ROUTED_FIXED_LEN + r.body.len(),
-        Msg::Find { .. } => NODE_LEN + 8 + NODE_LEN + 1,
-        Msg::Found { .. } => NODE_LEN + 8 + NODE_LEN,
+        Msg::Find { .. } => 8 + NODE_LEN + 1,
+        Msg::Found { .. } => 8 + NODE_LEN,
         Msg::SiteMates { .. } => 4 + 8 + 1,
         Msg::LinkDown { .. } => 8 + 8,
     }
@@ -314,23 +314,16 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             out.extend_from_slice(&r.sig);
         }
         Msg::Find {
-            asker,
-            nonce,
+            question,
             target,
             hops,
         } => {
-            put_node(out, asker);
-            put_u64(out, *nonce);
+            put_u64(out, *question);
             put_node(out, target);
             out.push(*hops);
         }
-        Msg::Found {
-            asker,
-            nonce,
-            target,
-        } => {
-            put_node(out, asker);
-            put_u64(out, *nonce);
+        Msg::Found { question, target } => {
+            put_u64(out, *question);
             put_node(out, target);
         }
         Msg::SiteMates {
@@ -688,14 +681,12 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         },
         kind::ROUTED => read_routed(&mut r)?,
         kind::FIND => Msg::Find {
-            asker: r.node("asker")?,
-            nonce: r.u64("nonce")?,
+            question: r.u64("question")?,
             target: r.node("target")?,
             hops: r.u8("hops")?,
         },
         kind::FOUND => Msg::Found {
-            asker: r.node("asker")?,
-            nonce: r.u64("nonce")?,
+            question: r.u64("question")?,
             target: r.node("target")?,
         },
         kind::SITE_MATES => Msg::SiteMates {
@@ -1086,14 +1077,12 @@ mod tests {
                 sig: [9; 64],
             })),
             Msg::Find {
-                asker: node(1),
-                nonce: 7,
+                question: 7,
                 target: node(2),
                 hops: 16,
             },
             Msg::Found {
-                asker: node(1),
-                nonce: u64::MAX,
+                question: u64::MAX,
                 target: node(2),
             },
             Msg::Redirect {

@@ -5,9 +5,11 @@
 //! each passes the question on once, remembering where it came from, until it reaches a
 //! node that reaches the target (the target itself, a neighbour of it, or a site-mate,
 //! whose site's catalog has its route). That node answers (`Found`), and the answer
-//! travels back the way the question came, leaving at each hop a route to the target;
-//! the question left routes back to the asker for the replies. Routes are forgotten after
-//! a minute, questions after ten seconds, and both tables are bounded.
+//! travels back the way the question came, leaving at each hop a route to the target.
+//! The messages the asker then sends that way leave routes back to it for the replies;
+//! the question names no asker, so it costs 47 bytes a link instead of 79, and the boxes
+//! it floods keep no route to an asker they will never hear from again. Routes are
+//! forgotten after a minute, questions after ten seconds, and both tables are bounded.
 //!
 //! Inside a site the question goes only to the site-mates that pass it on to other sites
 //! (`Node::ask_on`): any box of a full-mesh site answers for all of it, so a lookup costs
@@ -61,9 +63,9 @@ pub struct LookupStats {
 
 #[derive(Debug, Default)]
 pub(super) struct Lookups {
-    questions: BTreeMap<(NodeId, u64), Question>,
+    questions: BTreeMap<u64, Question>,
     /// Questions by when they are forgotten, oldest first.
-    question_order: VecDeque<(Instant, NodeId, u64)>,
+    question_order: VecDeque<(Instant, u64)>,
     /// Routes to nodes beyond this site: target -> (next hop, until).
     routes: BTreeMap<NodeId, (NodeId, Instant)>,
     waiting: BTreeMap<NodeId, Waiting>,
@@ -98,12 +100,12 @@ impl Lookups {
 
     /// Forgets questions and routes past their time.
     fn forget_old(&mut self, now: Instant) {
-        while let Some(&(until, asker, nonce)) = self.question_order.front() {
+        while let Some(&(until, question)) = self.question_order.front() {
             if until > now {
                 break;
             }
             self.question_order.pop_front();
-            self.questions.remove(&(asker, nonce));
+            self.questions.remove(&question);
         }
         self.routes.retain(|_, (_, until)| *until > now);
     }
@@ -126,27 +128,35 @@ impl Lookups {
     }
 
     /// Records a question; false if it was seen before (a copy from another way).
-    fn remember_question(
-        &mut self,
-        key: (NodeId, u64),
-        q: Question,
-        now: Instant,
-        max: usize,
-    ) -> bool {
-        while let Some(&(until, asker, nonce)) = self.question_order.front() {
+    fn remember_question(&mut self, key: u64, q: Question, now: Instant, max: usize) -> bool {
+        while let Some(&(until, question)) = self.question_order.front() {
             if until > now && self.questions.len() < max {
                 break;
             }
             self.question_order.pop_front();
-            self.questions.remove(&(asker, nonce));
+            self.questions.remove(&question);
         }
         if self.questions.contains_key(&key) {
             return false;
         }
-        self.question_order.push_back((q.until, key.0, key.1));
+        self.question_order.push_back((q.until, key));
         self.questions.insert(key, q);
         true
     }
+}
+
+/// A question's id from its asker and the asker's count of questions: the asker's id
+/// (a public key) mixed in keeps two askers' ids apart, and the mixing (SplitMix64's
+/// finaliser) spreads consecutive counts over all 64 bits. Two questions alive at once
+/// share an id by a 2^-64 chance per pair; a node that reuses one on purpose only hides
+/// its own questions or another's for 10 s, as one that drops questions can.
+fn question_id(asker: &NodeId, count: u64) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&asker.0[..8]);
+    let mut z = u64::from_be_bytes(first) ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Node {
@@ -189,7 +199,7 @@ impl Node {
             l.next_nonce = self.cfg.first_version << 16;
         }
         l.next_nonce += 1;
-        let nonce = l.next_nonce;
+        let id = question_id(&self.id, l.next_nonce);
         l.stats.started += 1;
         let question = Question {
             from: None,
@@ -198,10 +208,9 @@ impl Node {
             answered: false,
         };
         let max = self.cfg.limits.lookups_total;
-        l.remember_question((self.id, nonce), question, now, max);
+        l.remember_question(id, question, now, max);
         let ask = Msg::Find {
-            asker: self.id,
-            nonce,
+            question: id,
             target,
             hops: FIND_HOPS,
         };
@@ -249,7 +258,7 @@ impl Node {
         &mut self,
         now: Instant,
         from: NodeId,
-        (asker, nonce, target, hops): (NodeId, u64, NodeId, u8),
+        (id, target, hops): (u64, NodeId, u8),
     ) {
         let rate = self.cfg.limits.finds_per_second;
         let within = self
@@ -260,9 +269,6 @@ impl Node {
             self.lookups.stats.dropped += 1;
             return;
         }
-        if asker == self.id {
-            return;
-        }
         let question = Question {
             from: Some(from),
             target,
@@ -270,25 +276,18 @@ impl Node {
             answered: false,
         };
         let max = self.cfg.limits.lookups_total;
-        if !self
-            .lookups
-            .remember_question((asker, nonce), question, now, max)
-        {
+        // This node's own questions are remembered too, so a copy coming back ends here.
+        if !self.lookups.remember_question(id, question, now, max) {
             return;
         }
-        // Replies to the asker will come this way back.
-        if self.next_hop_within_site(&asker, None).is_none() {
-            self.lookups.remember_route(asker, from, now, max);
-        }
         if target == self.id || self.next_hop_within_site(&target, None).is_some() {
-            if let Some(q) = self.lookups.questions.get_mut(&(asker, nonce)) {
+            if let Some(q) = self.lookups.questions.get_mut(&id) {
                 q.answered = true;
             }
             self.send(
                 from,
                 Msg::Found {
-                    asker,
-                    nonce,
+                    question: id,
                     target,
                 },
             );
@@ -300,8 +299,7 @@ impl Node {
         let on = self.ask_on(Some(from));
         self.lookups.stats.passed_on += 1;
         let ask = Msg::Find {
-            asker,
-            nonce,
+            question: id,
             target,
             hops: hops - 1,
         };
@@ -310,14 +308,9 @@ impl Node {
         }
     }
 
-    pub(super) fn on_found(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        (asker, nonce, target): (NodeId, u64, NodeId),
-    ) {
+    pub(super) fn on_found(&mut self, now: Instant, from: NodeId, (id, target): (u64, NodeId)) {
         // Only an answer to a question that passed here, about its own target, once.
-        let Some(q) = self.lookups.questions.get_mut(&(asker, nonce)) else {
+        let Some(q) = self.lookups.questions.get_mut(&id) else {
             return;
         };
         if q.target != target || q.answered {
@@ -331,8 +324,7 @@ impl Node {
             Some(back) => self.send(
                 back,
                 Msg::Found {
-                    asker,
-                    nonce,
+                    question: id,
                     target,
                 },
             ),

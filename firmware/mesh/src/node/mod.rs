@@ -616,16 +616,11 @@ impl Node {
                 self.on_routed(now, from, *r)
             }
             Msg::Find {
-                asker,
-                nonce,
+                question,
                 target,
                 hops,
-            } => self.on_find(now, from, (asker, nonce, target, hops)),
-            Msg::Found {
-                asker,
-                nonce,
-                target,
-            } => self.on_found(now, from, (asker, nonce, target)),
+            } => self.on_find(now, from, (question, target, hops)),
+            Msg::Found { question, target } => self.on_found(now, from, (question, target)),
             Msg::SiteMates {
                 count,
                 digest,

@@ -146,14 +146,11 @@ fn a_flood_of_questions_is_dropped_not_passed_on_and_stays_bounded() {
     let (liar, victim) = (0, 1);
     let before = net.node(victim).state_entries();
     for i in 0..20_000u64 {
-        let mut asker = [0u8; 32];
-        asker[..8].copy_from_slice(&i.to_be_bytes());
         net.inject(
             liar,
             victim,
             Msg::Find {
-                asker: NodeId(asker),
-                nonce: i,
+                question: i,
                 target: NodeId([0xcd; 32]),
                 hops: 32,
             },
@@ -203,8 +200,7 @@ fn a_lookup_crosses_each_site_over_its_gateways_only() {
     // a site only as far as the boxes with links beyond it: fewer questions than boxes.
     // Passed on to every site-mate by each gateway that heard it, it took 260 here.
     let one = cambox_mesh::wire::encoded_len(&Msg::Find {
-        asker: net.id(asker),
-        nonce: 1,
+        question: 1,
         target: net.id(target),
         hops: 1,
     }) as u64;

@@ -118,19 +118,12 @@ fn msg() -> impl Strategy<Value = Msg> {
         any::<u64>().prop_map(|nonce| Msg::Pong { nonce }),
         Just(Msg::Goodbye),
         vec((node_id(), string()), 0..4).prop_map(|entries| Msg::Addresses { entries }),
-        (node_id(), any::<u64>(), node_id(), any::<u8>()).prop_map(
-            |(asker, nonce, target, hops)| Msg::Find {
-                asker,
-                nonce,
-                target,
-                hops
-            }
-        ),
-        (node_id(), any::<u64>(), node_id()).prop_map(|(asker, nonce, target)| Msg::Found {
-            asker,
-            nonce,
-            target
+        (any::<u64>(), node_id(), any::<u8>()).prop_map(|(question, target, hops)| Msg::Find {
+            question,
+            target,
+            hops
         }),
+        (any::<u64>(), node_id()).prop_map(|(question, target)| Msg::Found { question, target }),
         (any::<u32>(), any::<u64>(), any::<bool>()).prop_map(|(count, digest, beyond)| {
             Msg::SiteMates {
                 count,
