@@ -513,6 +513,8 @@ impl Node {
                 }
                 self.site_reach = None;
                 self.catalog_stale = true;
+                // Nothing was told to it before its Hello (`gossip`).
+                self.next_gossip = Some(now);
             }
             Msg::Catalog { mut entries } => {
                 // Another site's nodes are not ours to route to (they are found by lookup).
@@ -563,7 +565,11 @@ impl Node {
             Msg::Redirect { broadcast, to } => self.on_redirect(now, from, broadcast, to),
             Msg::Unsubscribe { broadcast } => {
                 if let Some(s) = self.subs.get_mut(&broadcast) {
-                    s.children.remove(&from);
+                    // A link a tree dialed is told the entries of its children's
+                    // broadcasts (`gossip`).
+                    if s.children.remove(&from) {
+                        self.quiet_round = None;
+                    }
                 }
                 self.prune(&broadcast);
             }
