@@ -178,7 +178,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
 
 const NODE_LEN: usize = 32;
 /// A node on a catalog path (`msg::Hop`).
-const HOP_LEN: usize = 8;
+const HOP_LEN: usize = 4;
 const RESUME_LEN: usize = 1 + 8 + 4;
 /// Fixed part of a catalog entry after its strings and lists: carrying, version, ttl.
 const ENTRY_TAIL_LEN: usize = 1 + 8 + 4;
@@ -234,7 +234,7 @@ fn body_len(msg: &Msg) -> usize {
         Msg::Find { .. } => 8 + NODE_LEN + 1,
         Msg::Found { .. } => 8 + NODE_LEN,
         Msg::SiteMates { .. } => 4 + 8 + 1,
-        Msg::LinkDown { .. } => 8 + 8,
+        Msg::LinkDown { .. } => HOP_LEN + HOP_LEN,
     }
 }
 
@@ -1176,7 +1176,7 @@ mod tests {
                 ttl_ms: 1,
             }],
         };
-        assert_eq!(encoded_len(&catalog), 8 + 55 + 2 + 3 + 1 + 2 + 8 * 2);
+        assert_eq!(encoded_len(&catalog), 8 + 55 + 2 + 3 + 1 + 2 + 4 * 2);
         assert_eq!(encoded_len(&object(Bytes::from_static(b"xyz"))), 65 + 3 + 3);
         let mut want = vec![2, 0x05, 0, 0, 0, 36];
         want.extend([0xee; 32]);

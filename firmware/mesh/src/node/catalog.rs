@@ -156,12 +156,13 @@ impl Node {
                 // the mesh made; told them all, a box repeated its whole catalog to each
                 // node a redirect sent its way (a third of the catalog bytes at 1 000
                 // boxes in operation).
-                let flows: Entries = subs
+                let flows: Entries = self
+                    .last_told_beyond
                     .iter()
-                    .filter(|(_, s)| s.children.contains(id))
-                    .filter_map(|(b, _)| {
-                        self.last_told_beyond.get(b).map(|e| (b.clone(), e.clone()))
+                    .filter(|(b, e)| {
+                        e.carrying || subs.get(*b).is_some_and(|s| s.children.contains(id))
                     })
+                    .map(|(b, e)| (b.clone(), e.clone()))
                     .collect();
                 if *p.told_catalog == flows {
                     p.told_catalog.clone()
@@ -649,21 +650,25 @@ impl Node {
             .get(b)
             .and_then(|e| e.path.len().checked_sub(2).map(|i| e.path[i]));
         // One pass over the routes (this runs for every broadcast at every remake).
+        // A route over a link a tree dialed comes last: such a link is told what its far
+        // end carries, for repair, and a path through it told on is a shortcut every box
+        // beyond would hear of and tell again whenever a tree changes.
         let mut best = None;
         let mut kept = None;
         for (id, p, e) in self.routes(b) {
+            let tree = p.tree && !p.site_mate;
             if told_via == Some(id.hop()) {
-                kept = Some(e);
+                kept = Some((tree, e));
             }
-            let key = route_rank(id, p, e);
+            let key = (tree, route_rank(id, p, e));
             if best.as_ref().is_none_or(|(k, _)| key < *k) {
                 best = Some((key, e));
             }
         }
-        let (_, best) = best?;
+        let ((best_tree, _), best) = best?;
         Some(
-            kept.filter(|e| e.path.len() == best.path.len())
-                .unwrap_or(best),
+            kept.filter(|(tree, e)| *tree == best_tree && e.path.len() == best.path.len())
+                .map_or(best, |(_, e)| e),
         )
     }
 

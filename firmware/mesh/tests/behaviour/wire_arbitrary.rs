@@ -131,7 +131,7 @@ fn msg() -> impl Strategy<Value = Msg> {
                 beyond,
             }
         }),
-        (any::<[u8; 8]>(), any::<[u8; 8]>()).prop_map(|(a, b)| Msg::LinkDown {
+        (any::<[u8; 4]>(), any::<[u8; 4]>()).prop_map(|(a, b)| Msg::LinkDown {
             a: Hop(a),
             b: Hop(b)
         }),
