@@ -67,6 +67,7 @@ mod kind {
     pub const OBJECT_NEXT: u8 = 0x10;
     pub const SITE_MATES: u8 = 0x11;
     pub const LINK_DOWN: u8 = 0x12;
+    pub const INTEREST_CHANGE: u8 = 0x13;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -139,6 +140,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::Found { .. } => kind::FOUND,
         Msg::SiteMates { .. } => kind::SITE_MATES,
         Msg::LinkDown { .. } => kind::LINK_DOWN,
+        Msg::InterestChange { .. } => kind::INTEREST_CHANGE,
     }
 }
 
@@ -168,6 +170,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::OBJECT_NEXT => "ObjectNext",
         kind::SITE_MATES => "SiteMates",
         kind::LINK_DOWN => "LinkDown",
+        kind::INTEREST_CHANGE => "InterestChange",
         _ => return None,
     })
 }
@@ -214,6 +217,13 @@ fn body_len(msg: &Msg) -> usize {
         Msg::Hello { site, .. } => NODE_LEN + str_len(site) + 4 + 1,
         Msg::Catalog { entries } => 2 + entries.iter().map(entry_len).sum::<usize>(),
         Msg::Interest { broadcasts } => 2 + broadcasts.iter().map(broadcast_len).sum::<usize>(),
+        Msg::InterestChange { added, removed } => {
+            4 + added
+                .iter()
+                .chain(removed)
+                .map(broadcast_len)
+                .sum::<usize>()
+        }
         Msg::Subscribe { broadcast, resume } => {
             broadcast_len(broadcast) + 2 + RESUME_LEN * resume.len()
         }
@@ -284,6 +294,10 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
         }
         Msg::Catalog { entries } => put_list(out, entries, put_entry),
         Msg::Interest { broadcasts } => put_list(out, broadcasts, put_broadcast),
+        Msg::InterestChange { added, removed } => {
+            put_list(out, added, put_broadcast);
+            put_list(out, removed, put_broadcast);
+        }
         Msg::Subscribe { broadcast, resume } => {
             put_broadcast(out, broadcast);
             put_list(out, resume, put_resume);
@@ -430,6 +444,14 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         Msg::Interest { broadcasts } => {
             c.count("broadcasts", broadcasts.len(), MAX_LIST)?;
             broadcasts.iter().try_for_each(|b| c.broadcast(b))?;
+        }
+        Msg::InterestChange { added, removed } => {
+            c.count("added", added.len(), MAX_LIST)?;
+            c.count("removed", removed.len(), MAX_LIST)?;
+            added
+                .iter()
+                .chain(removed)
+                .try_for_each(|b| c.broadcast(b))?;
         }
         Msg::Subscribe { broadcast, resume } => {
             c.broadcast(broadcast)?;
@@ -658,6 +680,10 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         },
         kind::INTEREST => Msg::Interest {
             broadcasts: r.list("broadcasts", MAX_LIST, MIN_BROADCAST_LEN, read_broadcast)?,
+        },
+        kind::INTEREST_CHANGE => Msg::InterestChange {
+            added: r.list("added", MAX_LIST, MIN_BROADCAST_LEN, read_broadcast)?,
+            removed: r.list("removed", MAX_LIST, MIN_BROADCAST_LEN, read_broadcast)?,
         },
         kind::SUBSCRIBE => read_subscribe(&mut r)?,
         kind::SUBSCRIBE_OK => Msg::SubscribeOk {
@@ -1044,6 +1070,14 @@ mod tests {
             Msg::Interest {
                 broadcasts: vec![bid("a"), bid(""), bid(&long)],
             },
+            Msg::InterestChange {
+                added: vec![],
+                removed: vec![],
+            },
+            Msg::InterestChange {
+                added: vec![bid("a")],
+                removed: vec![bid(""), bid(&long)],
+            },
             Msg::Subscribe {
                 broadcast: bid("cam"),
                 resume: vec![],
@@ -1259,7 +1293,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x13, 0xff] {
+        for kind in [0, 0x14, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

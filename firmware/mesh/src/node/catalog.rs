@@ -790,16 +790,45 @@ impl QuietRound {
     }
 }
 
-/// Tells a neighbour this node's interest unless it was told the same already.
+/// Tells a neighbour this node's interest unless it was told the same already: what
+/// changed since it was last told, or the whole list where that is no longer.
 pub(super) fn tell_interest(p: &mut Peer, interest: &Arc<Msg>) {
     let told = p
         .told_interest
         .as_ref()
         .is_some_and(|t| Arc::ptr_eq(t, interest) || **t == **interest);
     if !told {
-        p.control.push_back((**interest).clone());
+        let change = match (p.told_interest.as_deref(), &**interest) {
+            (Some(Msg::Interest { broadcasts: old }), Msg::Interest { broadcasts: new }) => {
+                Some(interest_change(old, new))
+            }
+            _ => None,
+        };
+        let smaller =
+            change.filter(|c| crate::wire::encoded_len(c) < crate::wire::encoded_len(interest));
+        p.control
+            .push_back(smaller.unwrap_or_else(|| (**interest).clone()));
     }
     p.told_interest = Some(interest.clone());
+}
+
+/// The `InterestChange` from `old` to `new`, both sorted (`current_interest`).
+fn interest_change(old: &[BroadcastId], new: &[BroadcastId]) -> Msg {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (Some(a), Some(b)) if a == b => {
+                o.next();
+                n.next();
+            }
+            (Some(a), Some(b)) if a < b => removed.extend(o.next().cloned()),
+            (Some(_), Some(_)) | (None, Some(_)) => added.extend(n.next().cloned()),
+            (Some(_), None) => removed.extend(o.next().cloned()),
+            (None, None) => break,
+        }
+    }
+    Msg::InterestChange { added, removed }
 }
 
 /// How routes rank, best first: the shortest, then the nearest neighbour, the one with
@@ -874,4 +903,36 @@ fn catalog_delta(told: &Entries, now: &Entries) -> Vec<CatalogEntry> {
     }
     changed.append(&mut gone);
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(name: &str) -> BroadcastId {
+        BroadcastId {
+            origin: NodeId([7; 32]),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn an_interest_change_names_what_came_and_went() {
+        let old = [b("a"), b("c"), b("d"), b("f")];
+        let new = [b("b"), b("c"), b("e"), b("f"), b("g")];
+        assert_eq!(
+            interest_change(&old, &new),
+            Msg::InterestChange {
+                added: vec![b("b"), b("e"), b("g")],
+                removed: vec![b("a"), b("d")],
+            }
+        );
+        assert_eq!(
+            interest_change(&new, &new),
+            Msg::InterestChange {
+                added: vec![],
+                removed: vec![],
+            }
+        );
+    }
 }

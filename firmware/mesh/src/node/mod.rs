@@ -535,6 +535,19 @@ impl Node {
                     p.interest = broadcasts.into_iter().collect();
                 }
             }
+            Msg::InterestChange { added, removed } => {
+                let limit = self.cfg.limits.interest_per_peer;
+                let over = self.peers.get_mut(&from).is_some_and(|p| {
+                    for b in &removed {
+                        p.interest.remove(b);
+                    }
+                    p.interest.extend(added);
+                    p.interest.len() > limit
+                });
+                if over {
+                    return self.disconnect(now, from, Limit::InterestPerPeer);
+                }
+            }
             Msg::Subscribe { broadcast, resume } => {
                 let already = self
                     .subs

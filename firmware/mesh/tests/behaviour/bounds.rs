@@ -119,6 +119,38 @@ fn paths_interest_subscriptions_and_routed_floods_have_limits_too() {
         net.node(a).disconnected().get(&Limit::InterestPerPeer),
         Some(&1)
     );
+    // Told as changes, the same list is over the same limit.
+    let (mut net, a, _, r) = world();
+    let wanted: Vec<BroadcastId> = made_up(limits.interest_per_peer + 1, 0, rogue)
+        .into_iter()
+        .map(|e| e.broadcast)
+        .collect();
+    let (first, rest) = wanted.split_at(limits.interest_per_peer);
+    net.inject(
+        r,
+        a,
+        Msg::Interest {
+            broadcasts: first.to_vec(),
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        net.node(a).disconnected().get(&Limit::InterestPerPeer),
+        None
+    );
+    net.inject(
+        r,
+        a,
+        Msg::InterestChange {
+            added: rest.to_vec(),
+            removed: vec![],
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(
+        net.node(a).disconnected().get(&Limit::InterestPerPeer),
+        Some(&1)
+    );
 
     // Subscriptions: `a` must know the broadcasts, from a neighbour within its limits.
     let (mut net, a, b, r) = world();

@@ -107,6 +107,8 @@ fn msg() -> impl Strategy<Value = Msg> {
         ),
         vec(entry(), 0..4).prop_map(|entries| Msg::Catalog { entries }),
         vec(broadcast(), 0..6).prop_map(|broadcasts| Msg::Interest { broadcasts }),
+        (vec(broadcast(), 0..4), vec(broadcast(), 0..4))
+            .prop_map(|(added, removed)| Msg::InterestChange { added, removed }),
         (broadcast(), vec(resume(), 0..4))
             .prop_map(|(broadcast, resume)| Msg::Subscribe { broadcast, resume }),
         broadcast().prop_map(|broadcast| Msg::SubscribeOk { broadcast }),
