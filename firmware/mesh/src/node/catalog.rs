@@ -150,12 +150,13 @@ impl Node {
                     self.last_told.clone()
                 }
             } else if p.tree {
-                // A link dialed for a tree carries only what flows over it: the entries
-                // of the broadcasts the neighbour takes from this node, so that it sees a
-                // loop or a starving parent. Every other route reaches it over the links
-                // the mesh made; told them all, a box repeated its whole catalog to each
-                // node a redirect sent its way (a third of the catalog bytes at 1 000
-                // boxes in operation).
+                // A link dialed for a tree is told what flows over it (the entries of the
+                // broadcasts the neighbour takes from this node: it sees a loop or a
+                // starving parent) and what this node carries (a neighbour that lost its
+                // parent finds a feed, and sees who hangs below it). Every other route
+                // reaches it over the links the mesh made; told them all, a box repeated
+                // its whole catalog to each node a redirect sent its way, and the paths
+                // through such links were a third of the catalog bytes at 1 000 boxes.
                 let flows: Entries = self
                     .last_told_beyond
                     .iter()

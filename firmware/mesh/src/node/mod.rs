@@ -537,6 +537,10 @@ impl Node {
             }
             Msg::InterestChange { added, removed } => {
                 let limit = self.cfg.limits.interest_per_peer;
+                // Checked before any of it is taken, as a whole `Interest` is.
+                if added.len() > limit {
+                    return self.disconnect(now, from, Limit::InterestPerPeer);
+                }
                 let over = self.peers.get_mut(&from).is_some_and(|p| {
                     for b in &removed {
                         p.interest.remove(b);

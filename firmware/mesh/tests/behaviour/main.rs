@@ -24,4 +24,5 @@ mod site_hold;
 mod site_loop;
 mod site_tree;
 mod slow_child;
+mod tree_links;
 mod wire_arbitrary;
