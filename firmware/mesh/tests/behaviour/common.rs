@@ -79,3 +79,23 @@ pub fn publish_and_watch(net: &mut Net, origin: usize, viewer: usize, watch: Dur
     net.run_for(watch);
     b
 }
+
+/// Broadcasts named `name` from `origins` (boxes of different sites of `SITES` sites of
+/// `PER_SITE`), each watched by one box of every other site, so that their trees dial
+/// links of their own across sites (redirects below other sites). Returns the
+/// (viewer, broadcast) pairs.
+pub fn watched_in_every_site(net: &mut Net, origins: &[usize], name: &str) -> Vec<(usize, usize)> {
+    let mut watched = Vec::new();
+    for &origin in origins {
+        let b = net.publish(origin, name);
+        net.run_for(Duration::from_millis(300));
+        for site in 0..SITES {
+            let viewer = site * PER_SITE + PER_SITE - 1 - origin / PER_SITE;
+            if net.site_of(viewer) != net.site_of(origin) {
+                net.subscribe(viewer, b);
+                watched.push((viewer, b));
+            }
+        }
+    }
+    watched
+}

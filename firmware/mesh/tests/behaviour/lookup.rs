@@ -9,8 +9,7 @@ use cambox_mesh::msg::{Msg, NodeId, Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUT
 use cambox_mesh::routed::CommandAllow;
 use cambox_mesh::sim::{LinkSpec, Net};
 
-const SITES: usize = 10;
-const PER_SITE: usize = 20;
+use crate::common::{watched_in_every_site, PER_SITE, SITES};
 
 fn wan(net: &mut Net) -> LinkSpec {
     let delay = Duration::from_millis(5 + net.random() % 36);
@@ -218,16 +217,7 @@ fn a_lookup_does_not_cross_the_links_trees_dialed() {
     // Sites linked as the registry links them; broadcasts watched in every site, so that
     // their trees dial links of their own across sites (redirects below other sites).
     let mut net = announced(Net::sites_by_registry(9, &[PER_SITE; SITES], wan));
-    for origin in [0, PER_SITE, 2 * PER_SITE] {
-        let b = net.publish(origin, "cam");
-        net.run_for(Duration::from_millis(300));
-        for site in 0..SITES {
-            let viewer = site * PER_SITE + PER_SITE - 1 - origin / PER_SITE;
-            if net.site_of(viewer) != net.site_of(origin) {
-                net.subscribe(viewer, b);
-            }
-        }
-    }
+    watched_in_every_site(&mut net, &[0, PER_SITE, 2 * PER_SITE], "cam");
     net.run_for(Duration::from_secs(3));
     let dialed_across = net
         .dialed_links()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cambox_mesh::sim::{LinkSpec, Net};
 
-use crate::common::{PER_SITE, SITES};
+use crate::common::{watched_in_every_site, PER_SITE, SITES};
 
 /// Broadcasts nobody watches: most of the catalog every box holds.
 const IDLE: usize = 20;
@@ -22,19 +22,7 @@ fn a_link_a_tree_dialed_is_told_what_flows_over_it_not_the_whole_catalog() {
     for k in 0..IDLE {
         net.publish(k * 7 + 1, &format!("idle{k:02}"));
     }
-    // Watched in every site, so that their trees dial links of their own across sites.
-    let mut watched = Vec::new();
-    for origin in [0, PER_SITE, 2 * PER_SITE] {
-        let b = net.publish(origin, "cam00");
-        net.run_for(Duration::from_millis(300));
-        for site in 0..SITES {
-            let viewer = site * PER_SITE + PER_SITE - 1 - origin / PER_SITE;
-            if net.site_of(viewer) != net.site_of(origin) {
-                net.subscribe(viewer, b);
-                watched.push((viewer, b));
-            }
-        }
-    }
+    let watched = watched_in_every_site(&mut net, &[0, PER_SITE, 2 * PER_SITE], "cam00");
     net.run_for(Duration::from_secs(3));
     for &(viewer, b) in &watched {
         let id = &net.broadcasts[b].id;
