@@ -1,5 +1,6 @@
 //! WHEP over plain HTTP: what a WHEP client gets for good and bad offers, and that a
-//! session is counted, can be ended, and ends by itself when its peer never connects.
+//! session is counted, can be ended, and ends by itself when its peer never connects;
+//! offers that never connect hold only a few sessions per address.
 //! (Chromium playing WHEP is in browser.rs.)
 
 mod common;
@@ -112,5 +113,44 @@ fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
         b.logs().contains("ICE/DTLS did not complete"),
         "{}",
         b.logs()
+    );
+}
+
+#[test]
+fn offers_that_never_connect_hold_a_few_sessions_per_address_not_the_box() {
+    use cambox_node::whep::MAX_CONNECTING_PER_SOURCE;
+    let _serial = serial();
+    let b = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby",
+    ]);
+    b.wait_live(true);
+    let addr = b.addr();
+    // Nobody completes ICE for these: each waits for its peer with a socket and a task.
+    for i in 0..MAX_CONNECTING_PER_SOURCE {
+        let (code, _, body) = http_full(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
+        assert_eq!(code, 201, "offer {i}: {body}");
+    }
+    let (code, head, body) = http_full(&addr, "POST", "/whep/lobby", "application/sdp", OFFER);
+    assert_eq!(code, 429, "{head}\n{body}");
+    assert!(
+        body.contains("still connecting") && body.contains("127.0.0.1"),
+        "the refusal says why and for which address: {body}"
+    );
+    assert_eq!(b.metric("cambox_whep_refused_connecting_total"), 1.0);
+    // A viewer at another address is served as before.
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let (code, _, body) = http_full_from(
+        other,
+        &addr,
+        "POST",
+        "/whep/lobby",
+        "application/sdp",
+        OFFER,
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        whep_viewers(&b),
+        (MAX_CONNECTING_PER_SOURCE + 1) as f64,
+        "the refused offer made no session"
     );
 }

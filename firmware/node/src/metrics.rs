@@ -21,6 +21,8 @@ pub struct Metrics {
     viewers_by: Family<Vec<(String, String)>, Gauge>,
     /// PLI and FIR received from WebRTC viewers.
     pub whep_keyframe_requests: Counter,
+    /// WebRTC offers refused because their address had too many sessions still connecting.
+    pub whep_refused_connecting: Counter,
     /// RTSP requests refused as unparseable.
     pub rtsp_bad_requests: Counter,
     pub live: Gauge,
@@ -62,6 +64,7 @@ impl Metrics {
             viewers: Gauge::default(),
             viewers_by: Family::default(),
             whep_keyframe_requests: Counter::default(),
+            whep_refused_connecting: Counter::default(),
             rtsp_bad_requests: Counter::default(),
             live: Gauge::default(),
             // 0.5 ms to ~1 s: a 30 fps encoder must stay under 33 ms.
@@ -117,6 +120,11 @@ impl Metrics {
             "cambox_whep_keyframe_requests",
             "Keyframe requests (PLI, FIR) from WebRTC viewers",
             m.whep_keyframe_requests.clone(),
+        );
+        registry.register(
+            "cambox_whep_refused_connecting",
+            "WebRTC offers refused: their address had too many sessions still connecting",
+            m.whep_refused_connecting.clone(),
         );
         registry.register(
             "cambox_rtsp_bad_requests",

@@ -61,6 +61,14 @@ async function inPage({ name, viewers, seconds }) {
     });
     if (resp.status !== 201) throw new Error(`WHEP answered ${resp.status}: ${await resp.text()}`);
     await pc.setRemoteDescription({ type: 'answer', sdp: await resp.text() });
+    // A box serves only a few sessions still connecting per address (as it should, to
+    // whoever floods it with offers): open the next once this one is up, or 10 s passed.
+    await new Promise((resolve) => {
+      const done = () => pc.connectionState === 'connected' && resolve();
+      pc.addEventListener('connectionstatechange', done);
+      setTimeout(resolve, 10000);
+      done();
+    });
     return pc;
   };
   const pcs = [];

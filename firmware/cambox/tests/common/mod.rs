@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -189,7 +189,48 @@ pub fn http_full(
     content_type: &str,
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    exchange(
+        TcpStream::connect(addr).expect("connect"),
+        addr,
+        method,
+        path,
+        content_type,
+        body,
+    )
+}
+
+/// `http_full` from another source address (`127.0.0.2`: loopback answers from all of
+/// 127/8), as a second client machine would.
+pub fn http_full_from(
+    source: IpAddr,
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let target: SocketAddr = addr.parse().expect("a box address is ip:port");
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket.connect(&target.into()).expect("connect");
+    exchange(socket.into(), addr, method, path, content_type, body)
+}
+
+fn exchange(
+    mut s: TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, String, String) {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,

@@ -10,6 +10,7 @@ pub mod session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -30,20 +31,44 @@ use crate::station::Station;
 pub const MAX_OFFER: usize = 64 * 1024;
 /// Sessions one box serves at once; past this, 503 (each costs a socket and a task).
 const MAX_SESSIONS: usize = 200;
+/// Sessions still connecting (ICE and DTLS not done) from one address at most; past
+/// this, 429. A session waits up to 15 s for its peer with a socket and a task of its
+/// own, so 200 offers from one address that never connected filled the box and locked
+/// every real viewer out for 15 s. A player makes one offer per play; a page showing a
+/// grid of this box's streams, or people behind one NAT pressing play at once, stay
+/// within this.
+pub const MAX_CONNECTING_PER_SOURCE: usize = 16;
+
+/// One WHEP session as the HTTP side knows it.
+#[derive(Debug)]
+struct Session {
+    stop: watch::Sender<bool>,
+    source: IpAddr,
+    /// Set by the session's task once ICE and DTLS are up.
+    connected: Arc<AtomicBool>,
+}
 
 /// The box's WHEP sessions, by id.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<String, watch::Sender<bool>>>,
+    live: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<bool>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn count(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Sessions from `source` whose peer has not connected yet.
+    fn connecting_from(&self, source: IpAddr) -> usize {
+        self.lock()
+            .values()
+            .filter(|s| s.source == source && !s.connected.load(Ordering::Relaxed))
+            .count()
     }
 }
 
@@ -117,6 +142,17 @@ async fn offer(
             format!("this box already serves {MAX_SESSIONS} WebRTC viewers"),
         ));
     }
+    let source = client.ip().to_canonical();
+    if st.whep.connecting_from(source) >= MAX_CONNECTING_PER_SOURCE {
+        st.metrics.whep_refused_connecting.inc();
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{MAX_CONNECTING_PER_SOURCE} WebRTC sessions from {source} are still connecting; \
+                 retry once one has connected or given up (within 15 s)"
+            ),
+        ));
+    }
     let viewing = crate::viewing::open(&st, &name).await?;
 
     let sockets = bind_sockets(client.ip())
@@ -129,7 +165,15 @@ async fn offer(
     let id = crate::viewing::random_id(16);
     let location = format!("/whep/session/{id}");
     let (stop_tx, stop) = watch::channel(false);
-    st.whep.lock().insert(id.clone(), stop_tx);
+    let connected = Arc::new(AtomicBool::new(false));
+    st.whep.lock().insert(
+        id.clone(),
+        Session {
+            stop: stop_tx,
+            source,
+            connected: connected.clone(),
+        },
+    );
     let setup = session::Setup {
         id: id.clone(),
         rtc,
@@ -137,6 +181,7 @@ async fn offer(
         viewing,
         metrics: st.metrics.clone(),
         stop,
+        connected,
     };
     let station = st.clone();
     let guard = crate::live::ViewerGuard::new(st.metrics.clone(), "whep");
@@ -211,8 +256,8 @@ pub fn negotiate(
 /// Ends a session (the viewer closed its player).
 async fn end(State(st): State<Arc<Station>>, Path(id): Path<String>) -> Result<Response, ApiError> {
     match st.whep.lock().remove(&id) {
-        Some(stop) => {
-            let _ = stop.send(true);
+        Some(session) => {
+            let _ = session.stop.send(true);
             Ok(StatusCode::OK.into_response())
         }
         None => Err(ApiError::new(

@@ -70,6 +70,9 @@ pub struct Setup {
     pub viewing: Viewing,
     pub metrics: Arc<Metrics>,
     pub stop: watch::Receiver<bool>,
+    /// Set once ICE and DTLS are up: the session no longer counts against its address's
+    /// share of connecting sessions.
+    pub connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Setup {
@@ -101,6 +104,7 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
         viewing,
         metrics,
         mut stop,
+        connected: connected_flag,
         ..
     } = setup;
     let broadcast: Broadcast = viewing.broadcast.clone();
@@ -166,7 +170,10 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
                             MediaKind::Audio => audio_lane = lane,
                         }
                     }
-                    Event::Connected => connected = true,
+                    Event::Connected => {
+                        connected = true;
+                        connected_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Event::KeyframeRequest(_) => {
                         metrics.whep_keyframe_requests.inc();
                         if let Some(v) = video.as_mut() {
