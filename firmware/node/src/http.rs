@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::connection_limit;
 use crate::live::{start_viewer, LiveError};
 use crate::station::Station;
 use crate::viewing::ViewingError;
@@ -73,17 +74,28 @@ pub async fn serve(addr: SocketAddr, station: Arc<Station>) -> std::io::Result<(
 
 /// Serves the box; with `registry`, a registry too, under `/registry` (so one site needs
 /// no server of its own). Clients' addresses are passed to handlers (the registry's
-/// limits and address rules use them).
+/// limits and address rules use them). One address holds at most
+/// [`connection_limit::MAX_PER_SOURCE`] connections open.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     station: Arc<Station>,
     registry: Option<Arc<cambox_registry::Registry>>,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let refused = station.metrics.http_refused_connections.clone();
     let mut app = router(station);
     if let Some(r) = registry {
         cambox_registry::api::spawn_expiry(r.clone());
         app = app.nest("/registry", cambox_registry::api::router(r, "/registry"));
     }
+    // `tap_io` only for axum's `ConnectInfo`: it gives handlers the remote address for
+    // any listener it wraps, ours included.
+    let listener = connection_limit::PerSourceListener::new(
+        listener,
+        connection_limit::MAX_PER_SOURCE,
+        refused,
+    )
+    .tap_io(|_| {});
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

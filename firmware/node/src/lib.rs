@@ -9,6 +9,7 @@ pub mod board;
 pub mod bus;
 pub mod bus_api;
 pub mod client;
+pub mod connection_limit;
 pub mod http;
 pub mod live;
 pub mod mesh;

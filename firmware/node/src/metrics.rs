@@ -23,6 +23,8 @@ pub struct Metrics {
     pub whep_keyframe_requests: Counter,
     /// WebRTC offers refused because their address had too many sessions still connecting.
     pub whep_refused_connecting: Counter,
+    /// HTTP connections closed at once: their address had too many open.
+    pub http_refused_connections: Counter,
     /// RTSP requests refused as unparseable.
     pub rtsp_bad_requests: Counter,
     pub live: Gauge,
@@ -65,6 +67,7 @@ impl Metrics {
             viewers_by: Family::default(),
             whep_keyframe_requests: Counter::default(),
             whep_refused_connecting: Counter::default(),
+            http_refused_connections: Counter::default(),
             rtsp_bad_requests: Counter::default(),
             live: Gauge::default(),
             // 0.5 ms to ~1 s: a 30 fps encoder must stay under 33 ms.
@@ -125,6 +128,11 @@ impl Metrics {
             "cambox_whep_refused_connecting",
             "WebRTC offers refused: their address had too many sessions still connecting",
             m.whep_refused_connecting.clone(),
+        );
+        registry.register(
+            "cambox_http_refused_connections",
+            "HTTP connections closed at once: their address had too many open",
+            m.http_refused_connections.clone(),
         );
         registry.register(
             "cambox_rtsp_bad_requests",
