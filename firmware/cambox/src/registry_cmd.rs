@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use cambox_mesh::NodeId;
+use cambox_node::connection_limit::{self, PerSourceListener};
 use cambox_registry::{api, Admission, Limits, Registry};
 
 #[derive(Debug, clap::Args)]
@@ -78,6 +80,11 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     eprintln!("cambox: registry at http://{local}/ (OpenAPI at /api/v1/openapi.json)");
     api::spawn_expiry(registry.clone());
     let app = api::router(registry, "");
+    // As on a box: one address holds at most so many connections open (thousands of
+    // boxes each hold one while they register). `tap_io` gives handlers the remote
+    // address for a listener of our own.
+    let listener =
+        PerSourceListener::new(listener, connection_limit::MAX_PER_SOURCE).tap_io(|_| {});
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

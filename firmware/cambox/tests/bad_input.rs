@@ -298,40 +298,12 @@ fn a_source_that_cannot_open_is_reported_and_the_box_keeps_serving() {
 
 #[test]
 fn idle_connections_from_one_address_are_bounded_and_other_addresses_are_served() {
-    use cambox_node::connection_limit::MAX_PER_SOURCE;
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
     let _serial = serial();
     let b = BoxProc::start(&["--source", "testsrc", "--width", "320", "--height", "180"]);
-    let addr = b.addr();
-    let idle: Vec<TcpStream> = (0..MAX_PER_SOURCE)
-        .map(|_| TcpStream::connect(&addr).expect("connect"))
-        .collect();
-    // One more from the same address is closed as soon as the box accepts it.
-    let mut extra = TcpStream::connect(&addr).expect("the kernel accepts the connection");
-    extra
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = write!(
-        extra,
-        "GET /api/v1/status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = Vec::new();
-    let _ = extra.read_to_end(&mut answer);
-    assert!(
-        answer.is_empty(),
-        "connection {} from one address was served: {}",
-        MAX_PER_SOURCE + 1,
-        String::from_utf8_lossy(&answer)
-    );
-    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
-    let (code, _, body) = http_full_from(other, &addr, "GET", "/api/v1/status", "", "");
-    assert_eq!(code, 200, "another address is served: {body}");
-    drop(idle);
-    wait_until(
-        "the address is served again once its connections closed",
-        Duration::from_secs(5),
-        || http(&addr, "GET", "/api/v1/status", "").0 == 200,
+    assert_connections_bounded_per_address(
+        &b.addr(),
+        cambox_node::connection_limit::MAX_PER_SOURCE,
+        "/api/v1/status",
     );
     assert!(b.metric("cambox_http_refused_connections_total") >= 1.0);
 }

@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,33 +55,18 @@ fn node_count(reg: &str) -> usize {
     json(&body)["nodes"].as_array().map_or(0, |a| a.len())
 }
 
-/// An HTTP request sent from a chosen loopback source address.
+/// A registration sent from a chosen loopback source address.
 fn post_from(src: &str, reg: &str, body: &[u8]) -> (u16, String) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&format!("{src}:0").parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.connect(&reg.parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /api/v1/register HTTP/1.1\r\nHost: r\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let code = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
+    let src = src.parse().expect("an address");
+    let body = std::str::from_utf8(body).expect("these bodies are text");
+    let (code, _, body) = http_full_from(
+        src,
+        reg,
+        "POST",
+        "/api/v1/register",
+        "application/json",
+        body,
+    );
     (code, body)
 }
 
@@ -281,4 +266,15 @@ fn a_box_can_serve_the_registry_for_its_site() {
     let (code, page) = http(&hub.addr(), "GET", "/registry", "");
     assert_eq!(code, 200);
     assert!(page.contains("cambox registry"));
+}
+
+#[test]
+fn idle_connections_to_the_registry_from_one_address_are_bounded() {
+    let _serial = serial();
+    let reg = RegistryProc::start("127.0.0.1:0", &[]);
+    assert_connections_bounded_per_address(
+        &reg.addr,
+        cambox_node::connection_limit::MAX_PER_SOURCE,
+        "/api/v1/nodes",
+    );
 }

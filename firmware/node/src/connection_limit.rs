@@ -33,14 +33,19 @@ pub struct PerSourceListener {
 }
 
 impl PerSourceListener {
-    /// `refused` counts the connections closed for being over the bound.
-    pub fn new(inner: TcpListener, max: usize, refused: Counter) -> Self {
+    pub fn new(inner: TcpListener, max: usize) -> Self {
         Self {
             inner,
             open: OpenBySource::default(),
             max,
-            refused,
+            refused: Counter::default(),
         }
+    }
+
+    /// Counts the connections closed for being over the bound in `refused` (a metric).
+    pub fn counting_in(mut self, refused: Counter) -> Self {
+        self.refused = refused;
+        self
     }
 }
 

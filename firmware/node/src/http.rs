@@ -90,12 +90,10 @@ pub async fn serve_on(
     }
     // `tap_io` only for axum's `ConnectInfo`: it gives handlers the remote address for
     // any listener it wraps, ours included.
-    let listener = connection_limit::PerSourceListener::new(
-        listener,
-        connection_limit::MAX_PER_SOURCE,
-        refused,
-    )
-    .tap_io(|_| {});
+    let listener =
+        connection_limit::PerSourceListener::new(listener, connection_limit::MAX_PER_SOURCE)
+            .counting_in(refused)
+            .tap_io(|_| {});
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

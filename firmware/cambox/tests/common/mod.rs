@@ -383,3 +383,38 @@ pub fn start_registry_hub(args: &[&str]) -> (BoxProc, String) {
     all.extend_from_slice(args);
     (BoxProc::start(&all), own)
 }
+
+/// Holds `max` idle connections to `addr` from 127.0.0.1 and checks that one more from
+/// there is closed unanswered, that 127.0.0.2 is answered meanwhile, and that 127.0.0.1 is
+/// answered again once they closed. `path`: a GET that answers 200.
+pub fn assert_connections_bounded_per_address(addr: &str, max: usize, path: &str) {
+    let idle: Vec<TcpStream> = (0..max)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // The kernel accepts the connection; the server closes it as soon as it takes it.
+    let mut extra = TcpStream::connect(addr).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = write!(
+        extra,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = Vec::new();
+    let _ = extra.read_to_end(&mut answer);
+    assert!(
+        answer.is_empty(),
+        "connection {} from one address was served: {}",
+        max + 1,
+        String::from_utf8_lossy(&answer)
+    );
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let (code, _, body) = http_full_from(other, addr, "GET", path, "", "");
+    assert_eq!(code, 200, "another address is served: {body}");
+    drop(idle);
+    wait_until(
+        "the address is served again once its connections closed",
+        Duration::from_secs(5),
+        || http(addr, "GET", path, "").0 == 200,
+    );
+}
