@@ -11,6 +11,15 @@ use common::*;
 
 const OFFER: &str = include_str!("../../node/tests/fixtures/chromium-offer.sdp");
 
+/// A box live with the test source as stream `lobby`.
+fn live_lobby() -> BoxProc {
+    let b = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby",
+    ]);
+    b.wait_live(true);
+    b
+}
+
 fn whep_viewers(b: &BoxProc) -> f64 {
     b.metric("cambox_viewers_by_protocol{protocol=\"whep\"}")
 }
@@ -18,10 +27,7 @@ fn whep_viewers(b: &BoxProc) -> f64 {
 #[test]
 fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
     let _serial = serial();
-    let b = BoxProc::start(&[
-        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby",
-    ]);
-    b.wait_live(true);
+    let b = live_lobby();
     let addr = b.addr();
 
     let (code, _, body) = http_full(&addr, "POST", "/whep/lobby", "text/plain", OFFER);
@@ -120,10 +126,7 @@ fn offers_are_answered_refused_and_ended_as_the_whep_draft_says() {
 fn offers_that_never_connect_hold_a_few_sessions_per_address_not_the_box() {
     use cambox_node::whep::MAX_CONNECTING_PER_SOURCE;
     let _serial = serial();
-    let b = BoxProc::start(&[
-        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "lobby",
-    ]);
-    b.wait_live(true);
+    let b = live_lobby();
     let addr = b.addr();
     // Nobody completes ICE for these: each waits for its peer with a socket and a task.
     for i in 0..MAX_CONNECTING_PER_SOURCE {

@@ -42,6 +42,13 @@ impl NodeId {
         crate::hex::to_hex(&self.0)
     }
 
+    /// The first 8 bytes as a number: ids are public keys, so as good as random bits.
+    pub fn prefix(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[..8]);
+        u64::from_be_bytes(b)
+    }
+
     /// 64 hex digits, either case.
     pub fn from_hex(s: &str) -> Option<NodeId> {
         crate::hex::from_hex(s).map(NodeId)

@@ -50,16 +50,11 @@ impl Node {
         if let Some(view) = self.site_reach {
             return view;
         }
-        let digest = |id: &NodeId| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&id.0[..8]);
-            u64::from_be_bytes(b)
-        };
-        let mut view = ((1, digest(&self.id)), false);
+        let mut view = ((1, self.id.prefix()), false);
         for (id, p) in &self.peers {
             if p.site_mate {
                 let (n, d) = view.0;
-                view.0 = (n + 1, d ^ digest(id));
+                view.0 = (n + 1, d ^ id.prefix());
             } else if p.greeted && !p.tree {
                 view.1 = true;
             }
@@ -149,7 +144,7 @@ impl Node {
                 } else {
                     self.last_told.clone()
                 }
-            } else if p.tree {
+            } else if p.tree_link() {
                 // A link dialed for a tree is told what flows over it (the entries of the
                 // broadcasts the neighbour takes from this node: it sees a loop or a
                 // starving parent) and what this node carries (a neighbour that lost its
@@ -657,7 +652,7 @@ impl Node {
         let mut best = None;
         let mut kept = None;
         for (id, p, e) in self.routes(b) {
-            let tree = p.tree && !p.site_mate;
+            let tree = p.tree_link();
             if told_via == Some(id.hop()) {
                 kept = Some((tree, e));
             }
@@ -751,13 +746,17 @@ impl Node {
             self.offers_changed(now, &e.broadcast);
         }
         if changed {
-            // Pass news on almost at once: news from several neighbours that arrive
-            // within `COALESCE` leave in one round, which keeps a change from costing
-            // one round per neighbour that relays it.
-            let soon = now + COALESCE;
-            if self.next_gossip.is_none_or(|t| t > soon) {
-                self.next_gossip = Some(soon);
-            }
+            self.gossip_soon(now);
+        }
+    }
+
+    /// Calls a gossip round almost at once: news from several neighbours that arrive
+    /// within `COALESCE` leave in one round, which keeps a change from costing one round
+    /// per neighbour that relays it.
+    pub(super) fn gossip_soon(&mut self, now: Instant) {
+        let soon = now + COALESCE;
+        if self.next_gossip.is_none_or(|t| t > soon) {
+            self.next_gossip = Some(soon);
         }
     }
 }

@@ -151,9 +151,7 @@ impl Lookups {
 /// share an id by a 2^-64 chance per pair; a node that reuses one on purpose only hides
 /// its own questions or another's for 10 s, as one that drops questions can.
 fn question_id(asker: &NodeId, count: u64) -> u64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&asker.0[..8]);
-    let mut z = u64::from_be_bytes(first) ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut z = asker.prefix() ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

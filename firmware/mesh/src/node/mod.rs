@@ -180,6 +180,14 @@ struct Peer {
     told_reaches: Option<(u32, u64, bool)>,
 }
 
+impl Peer {
+    /// A link to another site that a tree dialed (`Hello` tree): told only part of the
+    /// catalog, and its routes told on last.
+    fn tree_link(&self) -> bool {
+        self.tree && !self.site_mate
+    }
+}
+
 #[derive(Debug, Default)]
 struct Sub {
     parent: Option<NodeId>,

@@ -548,16 +548,9 @@ impl Node {
             s.since.get_or_insert(now);
         }
         // A link a tree dialed is told the entries of its children's broadcasts.
-        if self
-            .peers
-            .get(&from)
-            .is_some_and(|p| p.tree && !p.site_mate)
-        {
+        if self.peers.get(&from).is_some_and(Peer::tree_link) {
             self.quiet_round = None;
-            let soon = now + super::COALESCE;
-            if self.next_gossip.is_none_or(|t| t > soon) {
-                self.next_gossip = Some(soon);
-            }
+            self.gossip_soon(now);
         }
         self.send(
             from,
