@@ -26,3 +26,15 @@ fn hex_digit(c: u8) -> Option<u8> {
         _ => None,
     }
 }
+
+/// Any even number of hex digits, or `None`.
+pub fn vec_from_hex(s: &str) -> Option<Vec<u8>> {
+    let digits = s.as_bytes();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some((hex_digit(pair[0])? << 4) | hex_digit(pair[1])?))
+        .collect()
+}
