@@ -30,7 +30,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 /// Any even number of hex digits, or `None`.
 pub fn vec_from_hex(s: &str) -> Option<Vec<u8>> {
     let digits = s.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
