@@ -145,6 +145,22 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_KEY", value_name = "PATH")]
     pub key: Option<PathBuf>,
 
+    /// The company CA's certificate (ca.crt of `cambox ca init`): only boxes it enrolled
+    /// join this box's mesh. Without it (and without a join token) the mesh is a lab that
+    /// any box speaking the protocol joins, and the page says so.
+    #[arg(long, env = "CAMBOX_MESH_CA", value_name = "PATH")]
+    pub mesh_ca: Option<PathBuf>,
+
+    /// This box's node certificate from the CA (`cambox ca sign`, or fetched at start with
+    /// a join token) [default: node.crt beside the node key].
+    #[arg(long, env = "CAMBOX_NODE_CERT", value_name = "PATH")]
+    pub node_cert: Option<PathBuf>,
+
+    /// A join token (`cambox ca token`): at start, a box without a valid node certificate
+    /// gets one from its registries, with the CA's certificate, and joins the company mesh.
+    #[arg(long, env = "CAMBOX_JOIN_TOKEN", value_name = "TOKEN")]
+    pub join_token: Option<String>,
+
     /// Upload budget for relaying to other boxes, bits/s; k and M allowed [default: 20M].
     #[arg(long, env = "CAMBOX_UPLINK", value_parser = parse_bitrate)]
     #[serde(default, deserialize_with = "bitrate_from_toml")]
@@ -282,6 +298,9 @@ impl RunConfig {
             ca_file: self.ca_file.or(file.ca_file),
             serve_registry: self.serve_registry.or(file.serve_registry),
             key: self.key.or(file.key),
+            mesh_ca: self.mesh_ca.or(file.mesh_ca),
+            node_cert: self.node_cert.or(file.node_cert),
+            join_token: self.join_token.or(file.join_token),
             uplink: self.uplink.or(file.uplink),
             board: self.board.or(file.board),
             button_pin: self.button_pin.or(file.button_pin),
@@ -361,6 +380,7 @@ impl RunConfig {
             uplink_kbps: self.uplink.unwrap_or(20_000_000) / 1000,
             command_allow: self.command_allow()?,
             rtsp_port: None,
+            trust: None,
         })
     }
 
@@ -451,6 +471,13 @@ impl RunConfig {
     }
 
     /// Where the node key lives.
+    /// The node certificate's file: as given, else beside the node key.
+    pub fn node_cert_path(&self) -> PathBuf {
+        self.node_cert
+            .clone()
+            .unwrap_or_else(|| self.key_path().with_file_name("node.crt"))
+    }
+
     pub fn key_path(&self) -> PathBuf {
         if let Some(k) = &self.key {
             return k.clone();

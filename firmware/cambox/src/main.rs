@@ -3,6 +3,7 @@
 mod boot_config;
 mod box_files;
 mod bus_cli;
+mod ca_cmd;
 mod config;
 mod duration;
 mod mesh_cli;
@@ -11,6 +12,7 @@ mod registry_cmd;
 mod reset;
 mod run;
 mod strip;
+mod trust_files;
 
 use clap::{Parser, Subcommand};
 
@@ -63,6 +65,9 @@ enum Command {
     /// Run a registry: boxes announce themselves and their streams here so that boxes and
     /// viewers at other sites find them. Soft state, signed by node keys, no database.
     Registry(registry_cmd::RegistryArgs),
+    /// The company CA (on an administrator's machine): make it, certify boxes, make join
+    /// tokens and enrolment keys for registries, revoke boxes.
+    Ca(ca_cmd::CaArgs),
     /// SD image start-up: check the cambox.toml on the boot partition and copy it to the
     /// data partition (with wpa_supplicant.conf from its [wifi]), atomically.
     ImportConfig(boot_config::ImportArgs),
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Cmd(args) => bus_cli::cmd(args).await,
             Command::Chat(args) => bus_cli::chat(args).await,
             Command::Registry(args) => registry_cmd::run(args).await,
+            Command::Ca(args) => ca_cmd::run(args).await,
             Command::ImportConfig(args) => boot_config::import_cmd(args),
             Command::Id(args) => boot_config::id_cmd(args),
         }

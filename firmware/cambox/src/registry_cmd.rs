@@ -2,6 +2,7 @@
 //! redundancy); any box can also serve one with `--serve-registry`.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use cambox_mesh::NodeId;
 use cambox_node::connection_limit::{self, PerSourceListener};
-use cambox_registry::{api, Admission, Limits, Registry};
+use cambox_registry::{api, Admission, CompanyCa, Limits, Registry};
+use cambox_trust::Authority;
 
 #[derive(Debug, clap::Args)]
 pub struct RegistryArgs {
@@ -38,6 +40,58 @@ pub struct RegistryArgs {
     /// Seconds between a box's renewals (boxes are told this).
     #[arg(long, default_value_t = 10)]
     pub heartbeat: u64,
+    /// The company CA's certificate (`cambox ca init`): only boxes it enrolled register,
+    /// and the registry hands boxes the CA's newest revocation list.
+    #[arg(long, env = "CAMBOX_REGISTRY_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// An enrolment key's directory (`cambox ca enroller`): boxes that bring a join token
+    /// get their node certificate here. Needs --ca.
+    #[arg(
+        long,
+        env = "CAMBOX_REGISTRY_ENROLLER",
+        value_name = "DIR",
+        requires = "ca"
+    )]
+    pub enroller: Option<PathBuf>,
+    /// How long the node certificates the registry issues are valid, days.
+    #[arg(long, default_value_t = 365)]
+    pub cert_days: u32,
+    /// Keep the CA's newest revocation list in this file [default: revoked.txt in the
+    /// enrolment directory, if any].
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    pub revocations: Option<PathBuf>,
+}
+
+/// The company CA as a registry applies it, from `--ca` and `--enroller`.
+pub fn company_ca(
+    ca: &Path,
+    enroller: Option<&Path>,
+    days: u32,
+    revocations: Option<PathBuf>,
+) -> anyhow::Result<CompanyCa> {
+    let rule = crate::trust_files::admission(ca)?;
+    let enroller = enroller
+        .map(|dir| {
+            let read = |name: &str| {
+                let path = dir.join(name);
+                std::fs::read_to_string(&path).with_context(|| {
+                    format!(
+                        "cannot read {} (made by cambox ca enroller?)",
+                        path.display()
+                    )
+                })
+            };
+            Authority::from_pem(&read("enrol.crt")?, &read("enrol.key")?)
+                .with_context(|| format!("the enrolment key in {}", dir.display()))
+        })
+        .transpose()?;
+    let mut company = CompanyCa::new(rule, enroller, days).map_err(anyhow::Error::msg)?;
+    if let Some(path) = revocations {
+        company = company
+            .keeping_revocations(path)
+            .map_err(anyhow::Error::msg)?;
+    }
+    Ok(company)
 }
 
 pub fn parse_allow(ids: &[String]) -> anyhow::Result<Vec<NodeId>> {
@@ -61,11 +115,23 @@ pub fn limits(rate: u32, heartbeat: u64) -> anyhow::Result<Limits> {
 }
 
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    let ca = match &args.ca {
+        Some(file) => {
+            let kept = args
+                .revocations
+                .clone()
+                .or_else(|| args.enroller.as_ref().map(|dir| dir.join("revoked.txt")));
+            let ca = company_ca(file, args.enroller.as_deref(), args.cert_days, kept)?;
+            Some(Arc::new(ca))
+        }
+        None => None,
+    };
     let registry = Arc::new(Registry::new(
         limits(args.rate, args.heartbeat)?,
         Admission {
             allow: parse_allow(&args.allow)?,
             token: args.token,
+            ca,
         },
     ));
     let listener = tokio::net::TcpListener::bind(args.http)
@@ -78,6 +144,18 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         })?;
     let local = listener.local_addr()?;
     eprintln!("cambox: registry at http://{local}/ (OpenAPI at /api/v1/openapi.json)");
+    match &registry.admission.ca {
+        Some(ca) => eprintln!(
+            "cambox: registry admits only boxes of CA {:?}{}",
+            ca.rule().ca_name(),
+            if args.enroller.is_some() {
+                ", and enrols boxes that bring its join tokens"
+            } else {
+                ""
+            }
+        ),
+        None => eprintln!("cambox: registry has no company CA: any box registers (a lab)"),
+    }
     api::spawn_expiry(registry.clone());
     let app = api::router(registry, "");
     // As on a box: one address holds at most so many connections open (thousands of

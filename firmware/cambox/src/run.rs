@@ -8,10 +8,21 @@ use cambox_node::metrics::Metrics;
 use cambox_node::{http, registry_client, Station};
 
 use crate::config::RunConfig;
+use crate::trust_files::TrustFiles;
 
 pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let cli_config = cli.config.clone();
-    let cfg = cli.with_file()?;
+    let mut cfg = cli.with_file()?;
+    let token = cfg
+        .join_token
+        .as_deref()
+        .map(cambox_trust::JoinToken::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("join_token: {e}"))?;
+    // A token names its site: a box given only a token is at that site.
+    if let (None, Some(t)) = (&cfg.site, &token) {
+        cfg.site = Some(t.site.clone());
+    }
     let settings = cfg.settings()?;
     let addr = cfg.http_addr();
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -39,6 +50,20 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     // Claimed for as long as the box runs: a second box with this key is refused here.
     let (identity, _key_claim) = crate::box_files::claim_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
+    let client =
+        cambox_node::client::ApiClient::new(cfg.ca_file.as_deref()).context("--ca-file")?;
+    mesh_settings.trust = TrustFiles {
+        mesh_ca: cfg.mesh_ca.clone(),
+        node_cert: cfg.node_cert_path(),
+        join_token: token.as_ref(),
+        registries: &registries,
+        client: &client,
+        identity: &identity,
+        site: &station.settings.site,
+        name: &station.settings.node,
+    }
+    .trust()
+    .await?;
     let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;
     cambox_node::board::runner::spawn(board, station.clone(), crate::reset::action(&cli_config))
@@ -58,8 +83,6 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let _ = station.mesh.set(mesh.clone());
     cambox_node::bus::start(station.clone(), mesh.clone(), sensors, actuators);
     if !registries.is_empty() {
-        let client =
-            cambox_node::client::ApiClient::new(cfg.ca_file.as_deref()).context("--ca-file")?;
         registry_client::spawn(
             registries,
             cfg.registry_token.clone(),
@@ -70,6 +93,14 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             local,
         );
     }
+    // A registry this box serves admits what its mesh admits (it enrols nobody: the
+    // enrolment key belongs on a registry of its own).
+    let served_ca = match &mesh.trust {
+        Some(t) => Some(Arc::new(
+            cambox_registry::CompanyCa::new(t.admission(), None, 0).map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let registry = cfg.serve_registry.unwrap_or(false).then(|| {
         eprintln!("cambox: serving a registry at /registry on the HTTP address below");
         Arc::new(cambox_registry::Registry::new(
@@ -77,6 +108,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             cambox_registry::Admission {
                 allow: Vec::new(),
                 token: cfg.registry_token.clone(),
+                ca: served_ca.clone(),
             },
         ))
     });

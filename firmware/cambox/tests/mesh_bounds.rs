@@ -31,7 +31,7 @@ fn rss_mib(pid: u32) -> f64 {
 async fn announce(to: SocketAddr, total: usize) -> (usize, String) {
     let id = Identity::from_seed([0x5a; 32]);
     let me = id.node_id();
-    let client = tls::quic_configs(&id, Arc::new(quinn::TransportConfig::default()))
+    let client = tls::quic_configs(&id, &[], Arc::new(quinn::TransportConfig::default()))
         .unwrap()
         .client;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -6,46 +6,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cambox_mesh::identity::Identity;
 use cambox_registry::model::{BroadcastInfo, Registration};
 use cambox_registry::signing::sign;
 use common::*;
-
-struct RegistryProc {
-    child: Child,
-    addr: String,
-}
-
-impl RegistryProc {
-    fn start(http: &str, extra: &[&str]) -> RegistryProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cambox"))
-            .args(["registry", "--http", http])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cambox registry");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let line = lines.next().expect("a line").expect("text");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in '{line}'"))
-            .to_string();
-        std::thread::spawn(move || for _ in lines {});
-        RegistryProc { child, addr }
-    }
-}
-
-impl Drop for RegistryProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn node_count(reg: &str) -> usize {
     let (code, body) = http(reg, "GET", "/api/v1/nodes", "");

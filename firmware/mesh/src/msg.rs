@@ -140,6 +140,8 @@ pub const ROUTED_COMMAND: u8 = 1;
 pub const ROUTED_REPLY: u8 = 2;
 /// Largest routed body (a command's arguments or a reply).
 pub const MAX_ROUTED_BODY: usize = 16 * 1024;
+/// Largest revocation list a box passes on (about 900 revoked nodes).
+pub const MAX_REVOCATIONS: usize = 64 * 1024;
 
 /// A message addressed to one node, passed from neighbour to neighbour: along the route
 /// to that node's [`NODE_BROADCAST`] within a site, along routes found by `Find` beyond. Signed by the sender, so relays cannot change it
@@ -342,6 +344,14 @@ pub enum Msg {
     InterestChange {
         added: Vec<BroadcastId>,
         removed: Vec<BroadcastId>,
+    },
+    /// The company CA's newest list of revoked nodes, as the CA signed it (text, see
+    /// `cambox_trust::revocation`). Sent on every new link of a mesh with a CA and passed
+    /// on to every neighbour by each box that finds it newer than its own, so a revocation
+    /// reaches every box in a few link round trips. The transport checks and keeps it;
+    /// the core ignores it.
+    Revocations {
+        list: Bytes,
     },
     Ping {
         nonce: u64,

@@ -18,7 +18,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::msg::{
-    BroadcastId, CatalogEntry, Hop, Msg, NodeId, ResumePoint, Routed, MAX_ROUTED_BODY,
+    BroadcastId, CatalogEntry, Hop, Msg, NodeId, ResumePoint, Routed, MAX_REVOCATIONS,
+    MAX_ROUTED_BODY,
 };
 
 mod group;
@@ -68,6 +69,7 @@ mod kind {
     pub const SITE_MATES: u8 = 0x11;
     pub const LINK_DOWN: u8 = 0x12;
     pub const INTEREST_CHANGE: u8 = 0x13;
+    pub const REVOCATIONS: u8 = 0x14;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -141,6 +143,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::SiteMates { .. } => kind::SITE_MATES,
         Msg::LinkDown { .. } => kind::LINK_DOWN,
         Msg::InterestChange { .. } => kind::INTEREST_CHANGE,
+        Msg::Revocations { .. } => kind::REVOCATIONS,
     }
 }
 
@@ -171,6 +174,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::SITE_MATES => "SiteMates",
         kind::LINK_DOWN => "LinkDown",
         kind::INTEREST_CHANGE => "InterestChange",
+        kind::REVOCATIONS => "Revocations",
         _ => return None,
     })
 }
@@ -245,6 +249,7 @@ fn body_len(msg: &Msg) -> usize {
         Msg::Found { .. } => 8 + NODE_LEN,
         Msg::SiteMates { .. } => 4 + 8 + 1,
         Msg::LinkDown { .. } => HOP_LEN + HOP_LEN,
+        Msg::Revocations { list } => 4 + list.len(),
     }
 }
 
@@ -352,6 +357,10 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
         Msg::LinkDown { a, b } => {
             out.extend_from_slice(&a.0);
             out.extend_from_slice(&b.0);
+        }
+        Msg::Revocations { list } => {
+            put_u32(out, list.len() as u32);
+            out.extend_from_slice(list);
         }
     }
 }
@@ -476,6 +485,7 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
             entries.iter().try_for_each(|(_, a)| c.string("addr", a))?;
         }
         Msg::Routed(r) => c.count("body", r.body.len(), MAX_ROUTED_BODY)?,
+        Msg::Revocations { list } => c.count("list", list.len(), MAX_REVOCATIONS)?,
     }
     check_frame_len(encoded_len(msg))
 }
@@ -724,6 +734,20 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
             a: r.hop("a")?,
             b: r.hop("b")?,
         },
+        kind::REVOCATIONS => {
+            let len = r.u32("list")? as usize;
+            if len > MAX_REVOCATIONS {
+                return Err(WireError::CountOverLimit {
+                    kind: r.kind,
+                    field: "list",
+                    count: len,
+                    max: MAX_REVOCATIONS,
+                });
+            }
+            Msg::Revocations {
+                list: Bytes::copy_from_slice(r.take(len, "list")?),
+            }
+        }
         _ => Msg::Goodbye,
     };
     r.finish()?;
@@ -1293,7 +1317,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x14, 0xff] {
+        for kind in [0, 0x15, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

@@ -133,16 +133,47 @@ impl ApiClient {
         body: Vec<u8>,
         bearer: Option<&str>,
     ) -> Result<(u16, Bytes), ClientError> {
+        self.send(
+            hyper::Method::POST,
+            url,
+            Some((body, "application/json")),
+            bearer,
+        )
+        .await
+    }
+
+    /// PUTs a text body; the answer as [`Self::post_json`] gives it.
+    pub async fn put_text(&self, url: &str, body: Vec<u8>) -> Result<(u16, Bytes), ClientError> {
+        self.send(hyper::Method::PUT, url, Some((body, "text/plain")), None)
+            .await
+    }
+
+    /// GETs `url` whole; the answer as [`Self::post_json`] gives it.
+    pub async fn get_whole(&self, url: &str) -> Result<(u16, Bytes), ClientError> {
+        self.send(hyper::Method::GET, url, None, None).await
+    }
+
+    async fn send(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: Option<(Vec<u8>, &str)>,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Bytes), ClientError> {
         let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.into()))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(ClientError::BadUrl(url.into()));
         }
-        let mut req = hyper::Request::post(uri).header("content-type", "application/json");
+        let mut req = hyper::Request::builder().method(method).uri(uri);
+        if let Some((_, content_type)) = &body {
+            req = req.header("content-type", *content_type);
+        }
         if let Some(t) = bearer {
             req = req.header("authorization", format!("Bearer {t}"));
         }
+        let bytes = body.map(|(b, _)| Bytes::from(b)).unwrap_or_default();
         let req = req
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(bytes))
             .map_err(|_| ClientError::BadUrl(url.into()))?;
         let resp = self
             .client

@@ -56,6 +56,10 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/button", post(button))
         .route("/api/v1/events", get(events))
+        .route(
+            "/api/v1/revocations",
+            get(get_revocations).put(put_revocations),
+        )
         .route("/live/{file}", get(live_mp4))
         .route("/metrics", get(metrics))
         .merge(crate::bus_api::routes())
@@ -111,6 +115,57 @@ async fn not_found() -> ApiError {
 
 async fn status(State(st): State<Arc<Station>>) -> Response {
     Json(st.status()).into_response()
+}
+
+fn trust(st: &Station) -> Result<Arc<crate::mesh::trust::Trust>, ApiError> {
+    st.mesh.get().and_then(|m| m.trust.clone()).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this box's mesh has no company CA (a lab mesh): nothing is revoked in it".into(),
+        )
+    })
+}
+
+/// The company CA's revocation list in force on this box, as the CA signed it.
+async fn get_revocations(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
+    let list = trust(&st)?.list().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "the CA has revoked nothing yet".into(),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], list).into_response())
+}
+
+/// A newer revocation list from the CA (`cambox ca revoke --push`): the box keeps it,
+/// passes it to every neighbour and disconnects the nodes it revokes. The CA's signature
+/// is what authorises it, so it needs no login.
+async fn put_revocations(
+    State(st): State<Arc<Station>>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let trust = trust(&st)?;
+    let limit = cambox_trust::revocation::MAX_BYTES;
+    let list = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the list is over the {limit}-byte limit"),
+        )
+    })?;
+    let mesh = st
+        .mesh
+        .get()
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the mesh is not up".into()))?;
+    let adopted = mesh
+        .revocations(list)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not taken: {e}")))?;
+    Ok(Json(serde_json::json!({
+        "number": trust.list_number(),
+        "adopted": adopted,
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Serialize)]

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod bus_api;
 pub mod client;
 pub mod connection_limit;
+pub mod files;
 pub mod http;
 pub mod live;
 pub mod mesh;

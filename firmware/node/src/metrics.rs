@@ -45,6 +45,10 @@ pub struct Metrics {
     pub mesh_routed: Family<Vec<(String, String)>, Gauge>,
     /// Neighbours disconnected for going past a limit, by limit.
     mesh_disconnected: Family<Vec<(String, String)>, Counter>,
+    /// Connections refused because the mesh's CA does not admit the peer, by reason.
+    mesh_refused: Family<Vec<(String, String)>, Counter>,
+    /// Connections a peer closed because its CA does not admit this box.
+    pub mesh_refused_by_peer: Counter,
 }
 
 impl Default for Metrics {
@@ -81,6 +85,8 @@ impl Metrics {
             mesh_children: Family::default(),
             mesh_routed: Family::default(),
             mesh_disconnected: Family::default(),
+            mesh_refused: Family::default(),
+            mesh_refused_by_peer: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -191,6 +197,16 @@ impl Metrics {
             "Overlay neighbours disconnected for going past a limit, by limit",
             m.mesh_disconnected.clone(),
         );
+        registry.register(
+            "cambox_mesh_refused",
+            "Overlay connections refused because the mesh's CA does not admit the peer, by reason",
+            m.mesh_refused.clone(),
+        );
+        registry.register(
+            "cambox_mesh_refused_by_peer",
+            "Overlay connections a peer closed because its CA does not admit this box",
+            m.mesh_refused_by_peer.clone(),
+        );
         // Every protocol and limit shows from the start, at 0, so a graph has no holes.
         for p in ["mp4", "whep", "rtsp"] {
             m.viewers_of(p);
@@ -198,7 +214,17 @@ impl Metrics {
         for limit in cambox_mesh::limits::Limit::ALL {
             m.mesh_disconnected(limit.label());
         }
+        for reason in cambox_trust::Refused::LABELS {
+            m.mesh_refused(reason);
+        }
         Self { registry, ..m }
+    }
+
+    /// The counter of connections refused admission for `reason` (`Refused::label`).
+    pub fn mesh_refused(&self, reason: &str) -> Counter {
+        self.mesh_refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .clone()
     }
 
     /// The counter of neighbours disconnected for going past `limit` (its label).

@@ -124,9 +124,16 @@ async fn renew_forever(
     let mut heartbeat = DEFAULT_HEARTBEAT;
     let mut was_ok: Option<bool> = None;
     let mut on_air = station.on_air();
+    let certificate = mesh
+        .trust
+        .as_ref()
+        .filter(|t| !t.chain().is_empty())
+        .map(|t| cambox_trust::pem::encode_certificates(t.chain()));
     loop {
         let r = registration(&identity, &station, mesh.local_addr, http, heartbeat);
-        let body = serde_json::to_vec(&signing::sign(&identity, r)).unwrap_or_default();
+        let mut signed = signing::sign(&identity, r);
+        signed.certificate = certificate.clone();
+        let body = serde_json::to_vec(&signed).unwrap_or_default();
         let result = match client.post_json(&url, body, token.as_deref()).await {
             Ok((200, body)) => serde_json::from_slice::<RegisterReply>(&body)
                 .map_err(|e| format!("unreadable answer: {e}")),
@@ -145,6 +152,11 @@ async fn renew_forever(
                 heartbeat = Duration::from_secs(reply.heartbeat_s.clamp(1, 3600));
                 let site = station.settings.site.clone();
                 mesh.site_answer(site_answer(&reply.nodes, identity.node_id(), &site));
+                if let Some(trust) = &mesh.trust {
+                    if reply.revocations > trust.list_number() {
+                        fetch_revocations(&client, &base, &mesh).await;
+                    }
+                }
             }
             Err(e) => {
                 if was_ok != Some(false) {
@@ -160,6 +172,22 @@ async fn renew_forever(
             _ = on_air.changed() => {}
         }
     }
+}
+
+/// Takes the registry's newer revocation list into the mesh, which keeps it and passes
+/// it to every neighbour.
+async fn fetch_revocations(client: &client::ApiClient, base: &str, mesh: &Mesh) {
+    let url = format!("{}/api/v1/revocations", base.trim_end_matches('/'));
+    let outcome = match client.get_whole(&url).await {
+        Ok((200, list)) => match mesh.revocations(list).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        },
+        Ok((status, body)) => format!("answered {status}: {}", String::from_utf8_lossy(&body)),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(registry = %base, "cannot take the registry's revocation list: {outcome}");
 }
 
 #[cfg(test)]

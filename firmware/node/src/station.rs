@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::board::led::{Fault, Inputs, LedView, Overlay};
 use crate::board::sim::VirtualButton;
+use crate::mesh::trust::TrustView;
 use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
@@ -46,6 +47,8 @@ pub struct Status {
     pub board: &'static str,
     /// What the status LED shows.
     pub led: LedView,
+    /// Who may join the mesh: the company CA and this box's certificate, or a lab.
+    pub admission: TrustView,
 }
 
 /// The board as the rest of the box sees it.
@@ -273,6 +276,11 @@ impl Station {
             rtsp_listen: self.rtsp_addr.get().map(|a| a.to_string()),
             board: self.board.get().map_or("none", |b| b.kind),
             led: self.led.borrow().clone(),
+            admission: self
+                .mesh
+                .get()
+                .and_then(|m| m.trust.as_ref())
+                .map_or_else(TrustView::lab, |t| t.view()),
         }
     }
 }

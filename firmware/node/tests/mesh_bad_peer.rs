@@ -25,6 +25,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         uplink_kbps: 20_000,
         command_allow: Default::default(),
         rtsp_port: None,
+        trust: None,
     }
 }
 
@@ -56,7 +57,7 @@ fn fake_broadcast() -> (Broadcast, tokio::task::JoinHandle<()>) {
 /// A rogue node with a valid certificate of its own.
 async fn rogue_connection(to: std::net::SocketAddr, seed: u8) -> quinn::Connection {
     let id = Identity::from_seed([seed; 32]);
-    let client = tls::quic_configs(&id, Arc::new(quinn::TransportConfig::default()))
+    let client = tls::quic_configs(&id, &[], Arc::new(quinn::TransportConfig::default()))
         .unwrap()
         .client;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -204,7 +205,7 @@ async fn a_node_that_is_not_the_one_dialled_is_refused_at_the_handshake() {
         .await
         .unwrap();
     let me = Identity::from_seed([5; 32]);
-    let client = tls::quic_configs(&me, Arc::new(quinn::TransportConfig::default()))
+    let client = tls::quic_configs(&me, &[], Arc::new(quinn::TransportConfig::default()))
         .unwrap()
         .client;
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -19,8 +19,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{IntoParams, OpenApi};
 
 use crate::model::{
-    BroadcastInfo, BroadcastList, BroadcastView, ErrorBody, NodeList, NodeView, RegisterReply,
-    Registration, SignedRegistration,
+    BroadcastInfo, BroadcastList, BroadcastView, EnrolReply, Enrolment, ErrorBody, NodeList,
+    NodeView, RegisterReply, Registration, RevocationsReply, SignedEnrolment, SignedRegistration,
 };
 use crate::store::{Change, Registry, RegistryError};
 
@@ -32,10 +32,24 @@ const PAGE: &str = include_str!("page.html");
         title = "cambox registry",
         description = "Where cambox boxes announce themselves and their live streams so that boxes and viewers at other sites find them. Registrations are signed by the node key and expire unless renewed."
     ),
-    paths(register, list_nodes, get_node, list_broadcasts, events),
+    paths(
+        register,
+        list_nodes,
+        get_node,
+        list_broadcasts,
+        events,
+        enrol,
+        get_revocations,
+        put_revocations,
+        get_ca
+    ),
     components(schemas(
         Registration,
         SignedRegistration,
+        Enrolment,
+        SignedEnrolment,
+        EnrolReply,
+        RevocationsReply,
         BroadcastInfo,
         NodeView,
         BroadcastView,
@@ -76,6 +90,12 @@ pub fn router(registry: Arc<Registry>, base: &str) -> Router {
         .route("/api/v1/nodes/{id}", get(get_node))
         .route("/api/v1/broadcasts", get(list_broadcasts))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/enrol", post(enrol))
+        .route(
+            "/api/v1/revocations",
+            get(get_revocations).put(put_revocations),
+        )
+        .route("/api/v1/ca", get(get_ca))
         .route("/api/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(App {
@@ -116,7 +136,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RegistryError::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
             RegistryError::Signature(_) | RegistryError::Token => StatusCode::UNAUTHORIZED,
-            RegistryError::NotAllowed(_) => StatusCode::FORBIDDEN,
+            RegistryError::NotAllowed(_) | RegistryError::NotEnrolled(_) => StatusCode::FORBIDDEN,
             RegistryError::Replay(..) => StatusCode::CONFLICT,
             RegistryError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -149,7 +169,7 @@ async fn openapi_json(State(app): State<App>) -> Response {
         (status = 200, description = "Stored; the other nodes", body = RegisterReply),
         (status = 400, description = "Malformed, or the clock is off", body = ErrorBody),
         (status = 401, description = "Bad signature or missing token", body = ErrorBody),
-        (status = 403, description = "Node not on the allow-list", body = ErrorBody),
+        (status = 403, description = "Node not on the allow-list, or not enrolled by the company CA", body = ErrorBody),
         (status = 409, description = "Replayed or out-of-order registration", body = ErrorBody),
         (status = 413, description = "Body or entries over the limits", body = ErrorBody),
         (status = 429, description = "Too many registrations from this source", body = ErrorBody),
@@ -177,6 +197,138 @@ async fn register(
         .registry
         .register(Instant::now(), wall_ms(), peer.ip(), token, &bytes)?;
     Ok(Json(reply))
+}
+
+fn company_ca(app: &App) -> Result<&crate::CompanyCa, ApiError> {
+    app.registry.admission.ca.as_deref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this registry has no company CA (cambox registry --ca FILE): its mesh is a lab".into(),
+        )
+    })
+}
+
+/// Enrol a box: a node certificate for the key that signed the request, if its join token
+/// is the CA's, unexpired and for the site asked.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enrol",
+    request_body = SignedEnrolment,
+    responses(
+        (status = 200, description = "The node certificate and the CA", body = EnrolReply),
+        (status = 400, description = "Malformed, or the clock is off", body = ErrorBody),
+        (status = 403, description = "Bad token or signature, or a revoked node", body = ErrorBody),
+        (status = 404, description = "No company CA or no enrolment key here", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 429, description = "Too many requests from this source", body = ErrorBody),
+    )
+)]
+async fn enrol(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Result<Json<EnrolReply>, ApiError> {
+    let ca = company_ca(&app)?;
+    app.registry.count_source(wall_ms(), peer.ip())?;
+    let limit = app.registry.limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the {limit}-byte limit"),
+        )
+    })?;
+    let signed: SignedEnrolment = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an enrolment: {e}")))?;
+    let max_skew = app.registry.limits.max_skew.as_secs();
+    let skew = wall_ms().abs_diff(signed.enrolment.timestamp_ms) / 1000;
+    if skew > max_skew {
+        return Err(RegistryError::Skew(skew, max_skew).into());
+    }
+    let e = &signed.enrolment;
+    if e.name.chars().count() > 256 || e.site.chars().count() > 256 {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "name and site hold at most 256 characters".into(),
+        ));
+    }
+    let reply = ca
+        .enrol(&signed, SystemTime::now())
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    tracing::info!(node = %signed.enrolment.node, site = %signed.enrolment.site, name = %signed.enrolment.name, "enrolled a box");
+    Ok(Json(reply))
+}
+
+/// The company CA's newest revocation list this registry holds (text, as the CA signed it).
+#[utoipa::path(
+    get,
+    path = "/api/v1/revocations",
+    responses(
+        (status = 200, description = "The list", content_type = "text/plain", body = String),
+        (status = 404, description = "No company CA, or no list yet", body = ErrorBody),
+    )
+)]
+async fn get_revocations(State(app): State<App>) -> Result<Response, ApiError> {
+    let ca = company_ca(&app)?;
+    let text = ca.rule().revocations().text().to_owned();
+    if text.is_empty() {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the CA has revoked nothing yet".into(),
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// Hand the registry a newer revocation list (`cambox ca revoke --push`); the CA's
+/// signature is what authorises it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/revocations",
+    request_body(content = String, content_type = "text/plain"),
+    responses(
+        (status = 200, description = "Taken, or already held", body = RevocationsReply),
+        (status = 400, description = "Not a list this CA signed", body = ErrorBody),
+        (status = 404, description = "No company CA", body = ErrorBody),
+        (status = 413, description = "Over the size limit", body = ErrorBody),
+    )
+)]
+async fn put_revocations(
+    State(app): State<App>,
+    body: Body,
+) -> Result<Json<RevocationsReply>, ApiError> {
+    let ca = company_ca(&app)?;
+    let limit = cambox_trust::revocation::MAX_BYTES;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the list is over the {limit}-byte limit"),
+        )
+    })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "the list is not text".into()))?;
+    let adopted = ca
+        .adopt(text)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not taken: {e}")))?;
+    Ok(Json(RevocationsReply {
+        number: ca.rule().revocations().number,
+        adopted,
+    }))
+}
+
+/// The company CA's certificate, PEM.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ca",
+    responses(
+        (status = 200, description = "The CA certificate", content_type = "application/x-pem-file", body = String),
+        (status = 404, description = "No company CA", body = ErrorBody),
+    )
+)]
+async fn get_ca(State(app): State<App>) -> Result<Response, ApiError> {
+    let ca = company_ca(&app)?;
+    let pem =
+        cambox_trust::pem::encode_certificates(std::slice::from_ref(ca.rule().ca_certificate()));
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

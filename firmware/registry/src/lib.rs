@@ -4,8 +4,10 @@
 //! Media never passes through it.
 
 pub mod api;
+pub mod company_ca;
 pub mod model;
 pub mod signing;
 pub mod store;
 
+pub use company_ca::CompanyCa;
 pub use store::{Admission, Limits, Registry};

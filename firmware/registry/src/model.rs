@@ -75,6 +75,60 @@ pub struct SignedRegistration {
     /// 128 hex digits: Ed25519 over `cambox-registration-v1\n` + the registration's
     /// canonical JSON (its fields in the order above, no spaces).
     pub signature: String,
+    /// The node certificate chain from the company CA, PEM; required by a registry that
+    /// has a CA, which refuses boxes the CA did not enrol (or revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 8192)]
+    pub certificate: Option<String>,
+}
+
+/// A box asks a registry with an enrolment key for its node certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolment {
+    /// The join token from the box's cambox.toml (`cambox ca token`).
+    #[schema(max_length = 1024)]
+    pub token: String,
+    /// The node id: 64 hex digits of its Ed25519 public key.
+    pub node: String,
+    /// The box's name, as its certificate will say.
+    #[schema(example = "hall-box", max_length = 256)]
+    pub name: String,
+    /// The site, which must be the token's.
+    #[schema(example = "berlin", max_length = 256)]
+    pub site: String,
+    /// When the box signed this, ms since the Unix epoch (close to the registry's clock).
+    #[serde(deserialize_with = "whole_number")]
+    pub timestamp_ms: u64,
+}
+
+/// An enrolment and the node key's signature over it, which proves the box holds the key
+/// it asks a certificate for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedEnrolment {
+    pub enrolment: Enrolment,
+    /// 128 hex digits: Ed25519 over `cambox-enrolment-v1\n` + the enrolment's canonical
+    /// JSON (its fields in the order above, no spaces).
+    pub signature: String,
+}
+
+/// A new node certificate and the CA it chains to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnrolReply {
+    /// The node certificate, then the enrolment key's certificate, PEM.
+    pub certificate: String,
+    /// The company CA's certificate, PEM (the box checks its key against the token's).
+    pub ca: String,
+}
+
+/// The answer to a new revocation list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RevocationsReply {
+    /// The number of the list in force now.
+    pub number: u64,
+    /// False when the registry already had this list or a newer one.
+    pub adopted: bool,
 }
 
 /// A registered node as the registry shows it.
@@ -115,6 +169,10 @@ pub struct RegisterReply {
     /// Renew this often.
     pub heartbeat_s: u64,
     pub nodes: Vec<NodeView>,
+    /// The number of the company CA's newest revocation list the registry holds (0: none
+    /// or no CA); a box with an older one fetches `/api/v1/revocations`.
+    #[serde(default)]
+    pub revocations: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

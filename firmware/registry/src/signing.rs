@@ -24,6 +24,7 @@ pub fn sign(identity: &Identity, registration: Registration) -> SignedRegistrati
     SignedRegistration {
         registration,
         signature,
+        certificate: None,
     }
 }
 

@@ -51,11 +51,13 @@ impl Default for Limits {
     }
 }
 
-/// Who may register: everyone when both are empty.
+/// Who may register: everyone when all are empty.
 #[derive(Debug, Clone, Default)]
 pub struct Admission {
     pub allow: Vec<NodeId>,
     pub token: Option<String>,
+    /// The company CA: only boxes it enrolled register.
+    pub ca: Option<std::sync::Arc<crate::CompanyCa>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +74,8 @@ pub enum RegistryError {
     Token,
     #[error("node {0} is not on this registry's allow-list")]
     NotAllowed(String),
+    #[error("{0}")]
+    NotEnrolled(String),
     #[error("the registration's clock is {0} s off the registry's (at most {1} s): set the box's clock (NTP)")]
     Skew(u64, u64),
     #[error("replayed or out-of-order registration: timestamp {0} is not newer than {1}, the last accepted")]
@@ -164,6 +168,10 @@ impl Registry {
         if !self.admission.allow.is_empty() && !self.admission.allow.contains(&node) {
             return Err(RegistryError::NotAllowed(r.node.clone()));
         }
+        if let Some(ca) = &self.admission.ca {
+            ca.check(node, &r.site, signed.certificate.as_deref())
+                .map_err(RegistryError::NotEnrolled)?;
+        }
         let skew = wall_ms.abs_diff(r.timestamp_ms) / 1000;
         if skew > self.limits.max_skew.as_secs() {
             return Err(RegistryError::Skew(skew, self.limits.max_skew.as_secs()));
@@ -228,7 +236,16 @@ impl Registry {
             expires_in_s: ttl.as_secs(),
             heartbeat_s: self.limits.heartbeat.as_secs(),
             nodes,
+            revocations: self.revocations_number(),
         })
+    }
+
+    /// The number of the CA's revocation list held (0: none).
+    pub fn revocations_number(&self) -> u64 {
+        self.admission
+            .ca
+            .as_ref()
+            .map_or(0, |ca| ca.rule().revocations().number)
     }
 
     /// Whom a box should know: every other box of its site, and the gateways (lowest
@@ -254,7 +271,8 @@ impl Registry {
         let _ = self.events.send(c);
     }
 
-    fn count_source(&self, wall_ms: u64, source: IpAddr) -> Result<(), RegistryError> {
+    /// Counts a request from `source` against its per-minute allowance.
+    pub fn count_source(&self, wall_ms: u64, source: IpAddr) -> Result<(), RegistryError> {
         let minute = wall_ms / 60_000;
         let mut st = lock(&self.state);
         let slot = st.rate.entry(source).or_insert((minute, 0));

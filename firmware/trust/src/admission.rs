@@ -35,6 +35,16 @@ pub enum Refused {
 }
 
 impl Refused {
+    /// Every [`Self::label`], so that counters show from the start.
+    pub const LABELS: [&'static str; 6] = [
+        "no_certificate",
+        "untrusted",
+        "expired",
+        "not_yet_valid",
+        "revoked",
+        "wrong_key",
+    ];
+
     /// A short name for metrics.
     pub fn label(&self) -> &'static str {
         match self {

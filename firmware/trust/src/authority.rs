@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use cambox_mesh::identity::Identity;
 use cambox_mesh::NodeId;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ED25519,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ED25519,
 };
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
@@ -141,9 +141,10 @@ impl Authority {
         }
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, crate::node_cert::NODE_ORGANIZATION);
+        params.distinguished_name.push(
+            DnType::OrganizationName,
+            crate::node_cert::NODE_ORGANIZATION,
+        );
         params
             .distinguished_name
             .push(DnType::OrganizationalUnitName, claims.site.as_str());
@@ -218,7 +219,10 @@ fn authority_params(
     params.not_before = (now - BACKDATE).into();
     params.not_after = (now + DAY * days.max(1)).into();
     params.serial_number = Some(serial);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }

@@ -47,7 +47,9 @@ pub(crate) fn parse(der: &[u8]) -> Result<Parsed, String> {
     let spki = cert.public_key();
     let ed25519 = spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519;
     let key = match (ed25519, spki.subject_public_key.data.len()) {
-        (true, 32) => spki.subject_public_key.data[..].try_into().expect("32 bytes"),
+        (true, 32) => spki.subject_public_key.data[..]
+            .try_into()
+            .expect("32 bytes"),
         _ => [0; 32],
     };
     let subject = cert.subject();

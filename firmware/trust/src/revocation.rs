@@ -27,7 +27,7 @@ use crate::authority::Authority;
 const MAGIC: &str = "cambox-revocations v1";
 /// The largest list a box accepts: about 900 revoked nodes. A list from a neighbour is
 /// read whole, so it is bounded like every other message.
-pub const MAX_BYTES: usize = 64 * 1024;
+pub const MAX_BYTES: usize = cambox_mesh::msg::MAX_REVOCATIONS;
 
 /// A signed list of revoked nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

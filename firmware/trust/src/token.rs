@@ -82,9 +82,10 @@ impl JoinToken {
         if &self.ca_key != ca_key {
             return Err("the join token is another CA's".into());
         }
-        if !cambox_mesh::identity::verify(&NodeId(*ca_key), &self.signed_bytes(), &self.signature)
-        {
-            return Err("the join token's signature does not match: it was altered or forged".into());
+        if !cambox_mesh::identity::verify(&NodeId(*ca_key), &self.signed_bytes(), &self.signature) {
+            return Err(
+                "the join token's signature does not match: it was altered or forged".into(),
+            );
         }
         if crate::unix_secs(now) >= self.expires {
             return Err(format!(

@@ -426,3 +426,37 @@ fn get_or_nothing(addr: &str, path: &str) -> Vec<u8> {
     }
     answer
 }
+
+/// A `cambox registry` process; killed when dropped.
+pub struct RegistryProc {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl RegistryProc {
+    pub fn start(http: &str, extra: &[&str]) -> RegistryProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cambox"))
+            .args(["registry", "--http", http])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cambox registry");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let line = lines.next().expect("a line").expect("text");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in '{line}'"))
+            .to_string();
+        std::thread::spawn(move || for _ in lines {});
+        RegistryProc { child, addr }
+    }
+}
+
+impl Drop for RegistryProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -665,8 +665,8 @@ impl Node {
             }
             Msg::LinkDown { a, b } => self.on_link_down(now, from, a, b),
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
-            // Addresses are the transport's business.
-            Msg::Pong { .. } | Msg::Addresses { .. } => {}
+            // Addresses and revocations are the transport's business.
+            Msg::Pong { .. } | Msg::Addresses { .. } | Msg::Revocations { .. } => {}
             Msg::Goodbye => self.handle_peer_down(now, from),
         }
         self.flush();

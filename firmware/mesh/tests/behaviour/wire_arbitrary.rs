@@ -137,6 +137,7 @@ fn msg() -> impl Strategy<Value = Msg> {
             a: Hop(a),
             b: Hop(b)
         }),
+        vec(any::<u8>(), 0..200).prop_map(|list| Msg::Revocations { list: list.into() }),
     ]
 }
 

@@ -9,7 +9,8 @@ use cambox_mesh::wire::{self, Decoder, GroupEncoder};
 use cambox_mesh::{BroadcastId, Msg, NodeId};
 use tokio::sync::mpsc;
 
-use super::tls::{node_id_of, peer_certificate};
+use super::tls::{node_id_of, peer_certificates};
+use super::trust::Trust;
 use super::Input;
 use prometheus_client::metrics::counter::Counter;
 
@@ -21,6 +22,8 @@ pub const CLOSE_PROTOCOL: u32 = 1;
 pub const CLOSE_DUPLICATE: u32 = 2;
 /// The peer went past one of the core's limits (the reason names it).
 pub const CLOSE_LIMIT: u32 = 3;
+/// The mesh's CA does not admit the peer (the reason says why).
+pub const CLOSE_NOT_ADMITTED: u32 = 4;
 
 /// A connection whose peer proved its node id and said hello.
 #[derive(Debug)]
@@ -37,11 +40,13 @@ pub struct Established {
     pub dialed: bool,
 }
 
-/// This node as a connection sees it: its id and the certificate this process presents.
+/// This node as a connection sees it: its id, the certificate this process presents and
+/// the mesh's admission rule, if it has a CA.
 #[derive(Debug, Clone)]
 pub struct Me {
     pub id: NodeId,
     pub certificate: rustls::pki_types::CertificateDer<'static>,
+    pub trust: Option<std::sync::Arc<Trust>>,
 }
 
 /// Why a connection did not become a link.
@@ -52,6 +57,10 @@ pub enum Refusal {
     /// The peer proves this node's id with another certificate: another box, or another
     /// process, holds the same node key.
     SameKey,
+    /// This node's CA does not admit the peer.
+    NotAdmitted(cambox_trust::Refused),
+    /// The peer's CA does not admit this node; its reason.
+    RefusedByPeer(String),
     Other(String),
 }
 
@@ -63,6 +72,8 @@ impl std::fmt::Display for Refusal {
                 "the peer has this box's own node id: two boxes share one node key; \
                  give one of them a key of its own (cambox run --key FILE)",
             ),
+            Refusal::NotAdmitted(why) => write!(f, "not admitted: {why}"),
+            Refusal::RefusedByPeer(why) => write!(f, "the peer refused this box: {why}"),
             Refusal::Other(reason) => f.write_str(reason),
         }
     }
@@ -95,10 +106,34 @@ pub async fn establish(
     let result = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, dialed, me, our_hello))
         .await
         .unwrap_or_else(|_| Err(format!("no Hello within {HELLO_TIMEOUT:?}").into()));
-    if let Err(reason) = &result {
-        close(&conn, CLOSE_PROTOCOL, &reason.to_string());
+    let refusal = match result {
+        Ok(est) => return Ok(est),
+        Err(refusal) => refused_by_peer(&conn).unwrap_or(refusal),
+    };
+    let code = match refusal {
+        Refusal::NotAdmitted(_) => CLOSE_NOT_ADMITTED,
+        _ => CLOSE_PROTOCOL,
+    };
+    close(&conn, code, &refusal.to_string());
+    Err(refusal)
+}
+
+/// The peer's reason, when it closed the connection because its CA does not admit this
+/// node: whatever error the handshake met on the way is only the consequence.
+fn refused_by_peer(conn: &quinn::Connection) -> Option<Refusal> {
+    match conn.close_reason()? {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(CLOSE_NOT_ADMITTED) =>
+        {
+            let why = String::from_utf8_lossy(&c.reason);
+            Some(Refusal::RefusedByPeer(
+                why.strip_prefix("not admitted: ")
+                    .unwrap_or(&why)
+                    .to_owned(),
+            ))
+        }
+        _ => None,
     }
-    result
 }
 
 async fn handshake(
@@ -107,15 +142,25 @@ async fn handshake(
     me: &Me,
     our_hello: &Msg,
 ) -> Result<Established, Refusal> {
-    let cert = peer_certificate(conn).ok_or("peer presented no certificate")?;
-    let peer = node_id_of(&cert).ok_or("peer presented no node certificate")?;
+    let certs = peer_certificates(conn);
+    let cert = certs.first().ok_or("peer presented no certificate")?;
+    let peer = node_id_of(cert).ok_or("peer presented no node certificate")?;
     if peer == me.id {
-        return Err(if cert == me.certificate {
+        return Err(if *cert == me.certificate {
             Refusal::Itself
         } else {
             Refusal::SameKey
         });
     }
+    let certified_site = match &me.trust {
+        Some(trust) => Some(
+            trust
+                .check(peer, &certs[1..])
+                .map_err(Refusal::NotAdmitted)?
+                .site,
+        ),
+        None => None,
+    };
     let (mut send, mut recv) = if dialed {
         conn.open_bi().await
     } else {
@@ -140,6 +185,13 @@ async fn handshake(
         }
     };
     match &hello {
+        Msg::Hello { site, .. } if certified_site.as_ref().is_some_and(|c| c != site) => {
+            return Err(format!(
+                "Hello claims site {site:?} but the node certificate says {:?}",
+                certified_site.unwrap_or_default()
+            )
+            .into())
+        }
         Msg::Hello { node, .. } if *node == peer => {}
         Msg::Hello { node, .. } => {
             return Err(

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod conn;
 pub mod discovery;
 pub mod tls;
+pub mod trust;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use self::bus::{Incoming, Waiter};
 use self::conn::{Established, Inbox, Me, Refusal, CLOSE_DUPLICATE, CLOSE_LIMIT, CLOSE_NORMAL};
+use self::trust::Trust;
 use crate::bus::chat::Message as ChatMessage;
 use crate::bus::NodeView;
 use crate::metrics::Metrics;
@@ -49,9 +51,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// and nodes whose addresses are kept in all.
 const MAX_ADDRESS_HINTS: usize = 256;
 const MAX_ADDRESSES: usize = 8192;
-/// A box found to hold this box's own key is dialed again after this long (it may have been
-/// given a key of its own meanwhile).
-const SAME_KEY_REDIAL: Duration = Duration::from_secs(30);
+/// A box found to hold this box's own key, or refused admission at either end, is dialed
+/// again after this long (it may have been given a key or a certificate meanwhile).
+const HOLD_REDIAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -96,6 +98,9 @@ pub struct MeshSettings {
     pub command_allow: CommandAllow,
     /// The RTSP server's port, for mDNS `_rtsp._tcp` (None: RTSP is off).
     pub rtsp_port: Option<u16>,
+    /// The company CA's admission rule and this box's node certificate (None: a lab mesh,
+    /// which any box that speaks the protocol joins).
+    pub trust: Option<Arc<Trust>>,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -228,6 +233,11 @@ pub enum Request {
         text: String,
         reply: oneshot::Sender<ChatMessage>,
     },
+    /// A revocation list from the API or a registry, to check, keep and pass on.
+    Revocations {
+        list: Bytes,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -271,6 +281,8 @@ pub struct Mesh {
     pub local_addr: SocketAddr,
     /// Commands for this box from the overlay, for whoever carries them out.
     incoming: Arc<Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>>,
+    /// The mesh's admission rule (None: a lab mesh).
+    pub trust: Option<Arc<Trust>>,
 }
 
 impl Mesh {
@@ -297,7 +309,11 @@ impl Mesh {
             server,
             client,
             certificate,
-        } = tls::quic_configs(&identity, Arc::new(transport))?;
+        } = tls::quic_configs(
+            &identity,
+            settings.trust.as_ref().map_or(&[][..], |t| t.chain()),
+            Arc::new(transport),
+        )?;
         let socket = bind_udp(settings.listen).map_err(|source| MeshError::Bind {
             addr: settings.listen,
             source,
@@ -314,7 +330,11 @@ impl Mesh {
             .local_addr()
             .map_err(|e| MeshError::Transport(e.to_string()))?;
         let id = identity.node_id();
-        let me = Me { id, certificate };
+        let me = Me {
+            id,
+            certificate,
+            trust: settings.trust.clone(),
+        };
         let first_version = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_millis() as u64);
@@ -339,6 +359,7 @@ impl Mesh {
             tx.clone(),
             me.clone(),
             hello.clone(),
+            metrics.clone(),
         ));
         for peer in &settings.peers {
             tokio::spawn(resolve_static_peer(peer.clone(), tx.clone()));
@@ -367,7 +388,7 @@ impl Mesh {
             addrs: HashMap::new(),
             dialing: HashSet::new(),
             own_addrs: HashSet::new(),
-            same_key_until: HashMap::new(),
+            hold_until: HashMap::new(),
             static_peers: HashMap::new(),
             local: None,
             remotes: HashMap::new(),
@@ -386,7 +407,14 @@ impl Mesh {
             id,
             local_addr,
             incoming: Arc::new(Mutex::new(Some(incoming_rx))),
+            trust: settings.trust,
         })
+    }
+
+    /// Checks a revocation list from the CA and, if newer, keeps it and passes it through
+    /// the mesh. `Ok(false)`: this box already has it or a newer one.
+    pub async fn revocations(&self, list: Bytes) -> Result<Result<bool, String>, MeshError> {
+        self.ask(|reply| Request::Revocations { list, reply }).await
     }
 
     /// The commands other nodes send this box; the first caller gets them.
@@ -565,11 +593,13 @@ async fn accept_loop(
     tx: mpsc::UnboundedSender<Input>,
     me: Me,
     hello: Msg,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let tx = tx.clone();
         let hello = hello.clone();
         let me = me.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -587,10 +617,23 @@ async fn accept_loop(
                 Err(reason @ Refusal::SameKey) => {
                     tracing::warn!(%remote, node = %me.id, "refused a mesh connection: {reason}")
                 }
+                Err(reason @ (Refusal::NotAdmitted(_) | Refusal::RefusedByPeer(_))) => {
+                    count_refusal(&metrics, &reason);
+                    tracing::warn!(%remote, "refused a mesh connection: {reason}")
+                }
                 Err(reason) => tracing::info!(%remote, %reason, "refused a mesh connection"),
             }
         });
     }
+}
+
+/// Counts a connection refused for admission, by either end.
+fn count_refusal(metrics: &Metrics, refusal: &Refusal) {
+    match refusal {
+        Refusal::NotAdmitted(why) => metrics.mesh_refused(why.label()).inc(),
+        Refusal::RefusedByPeer(_) => metrics.mesh_refused_by_peer.inc(),
+        _ => 0,
+    };
 }
 
 struct Link {
@@ -637,9 +680,10 @@ struct Driver {
     dialing: HashSet<SocketAddr>,
     /// Addresses that turned out to be this very box: never dialed again.
     own_addrs: HashSet<SocketAddr>,
-    /// Addresses of a box that holds this box's key: not dialed again before the instant
-    /// (the warning says what to do; redialing every tick would only repeat it).
-    same_key_until: HashMap<SocketAddr, Instant>,
+    /// Addresses of a box that holds this box's key, or that one end's CA does not admit:
+    /// not dialed again before the instant (the warning says what to do; redialing every
+    /// tick would only repeat it).
+    hold_until: HashMap<SocketAddr, Instant>,
     /// Static peers and what each resolved to last.
     static_peers: HashMap<String, Vec<SocketAddr>>,
     local: Option<Local>,
@@ -724,13 +768,24 @@ impl Driver {
                     }
                     Refusal::SameKey => {
                         tracing::warn!(%addr, node = %self.id, "cannot link to the box at this address: {reason}");
-                        self.same_key_until.insert(addr, now + SAME_KEY_REDIAL);
+                        self.hold_until.insert(addr, now + HOLD_REDIAL);
+                    }
+                    Refusal::NotAdmitted(_) | Refusal::RefusedByPeer(_) => {
+                        count_refusal(&self.metrics, &reason);
+                        tracing::warn!(%addr, "cannot link to the box at this address: {reason}");
+                        self.hold_until.insert(addr, now + HOLD_REDIAL);
                     }
                     Refusal::Other(reason) => tracing::debug!(%addr, %reason, "mesh dial failed"),
                 }
             }
             Input::Message { peer, conn_id, msg } => {
                 if !self.current(peer, conn_id) {
+                    return;
+                }
+                if let Msg::Revocations { list } = msg {
+                    if let Err(e) = self.revocations(list, Some(peer)) {
+                        tracing::warn!(%peer, "a neighbour's revocation list is not taken: {e}");
+                    }
                     return;
                 }
                 if let Msg::Addresses { entries } = &msg {
@@ -847,6 +902,9 @@ impl Driver {
             } => {
                 let _ = reply.send(self.chat_send(now, &room, &name, &text));
             }
+            Request::Revocations { list, reply } => {
+                let _ = reply.send(self.revocations(list, None));
+            }
             // Answered by the run loop, which says goodbye and stops.
             Request::Shutdown(_) => {}
         }
@@ -912,6 +970,9 @@ impl Driver {
             },
         );
         self.metrics.mesh_peers.set(self.links.len() as i64);
+        if let Some(list) = self.me.trust.as_ref().and_then(|t| t.list()) {
+            self.send_direct(peer, Msg::Revocations { list });
+        }
         self.core.handle_peer_up(now, peer, rtt);
         self.core.handle_message(now, peer, est.hello);
     }
@@ -938,8 +999,8 @@ impl Driver {
     }
 
     fn dial(&mut self, addr: SocketAddr, expect: Option<NodeId>) {
-        let same_key = self.same_key_until.get(&addr);
-        if self.own_addrs.contains(&addr) || same_key.is_some_and(|t| Instant::now() < *t) {
+        let held = self.hold_until.get(&addr);
+        if self.own_addrs.contains(&addr) || held.is_some_and(|t| Instant::now() < *t) {
             return;
         }
         if !self.dialing.insert(addr) {
@@ -963,6 +1024,47 @@ impl Driver {
                 Err(reason) => Input::DialFailed { addr, reason },
             });
         });
+    }
+
+    /// A message of the transport's own to one neighbour, beside the core's.
+    fn send_direct(&self, peer: NodeId, msg: Msg) {
+        if let Some(link) = self.links.get(&peer) {
+            let _ = link.out.send(msg);
+        }
+    }
+
+    /// Takes a revocation list that is newer than the one in force: keeps it, passes it
+    /// to every neighbour but the one it came from, and closes the links of the nodes it
+    /// revokes. `Ok(false)`: not newer, nothing done.
+    fn revocations(&mut self, list: Bytes, from: Option<NodeId>) -> Result<bool, String> {
+        let trust = self
+            .me
+            .trust
+            .clone()
+            .ok_or("this box's mesh has no CA, so nothing is revoked in it")?;
+        if !trust.adopt(&list)? {
+            return Ok(false);
+        }
+        tracing::info!(
+            number = trust.list_number(),
+            from = ?from.map(|p| p.short()),
+            "took a newer revocation list from the CA"
+        );
+        if trust.is_revoked(&self.id) {
+            tracing::error!(node = %self.id, "the CA has revoked this box: no enrolled box will link to it");
+        }
+        for (peer, link) in &self.links {
+            if trust.is_revoked(peer) {
+                let why = format!("not admitted: node {} is revoked by the CA", peer.short());
+                tracing::warn!(%peer, "disconnecting a revoked neighbour");
+                self.metrics.mesh_refused("revoked").inc();
+                link.conn
+                    .close(conn::CLOSE_NOT_ADMITTED.into(), why.as_bytes());
+            } else if Some(*peer) != from {
+                let _ = link.out.send(Msg::Revocations { list: list.clone() });
+            }
+        }
+        Ok(true)
     }
 
     /// Carries out what the core asked for.

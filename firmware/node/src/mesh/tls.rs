@@ -1,8 +1,12 @@
 //! TLS for the overlay: each node's certificate is self-signed by its own Ed25519 node
-//! key, so the handshake itself proves which node is on the other end. There is no CA:
-//! the node id *is* the public key, and a certificate is accepted exactly when its key is
-//! the id the dialer expected (or, for a static peer given by address, any valid key,
-//! which then becomes that peer's id).
+//! key, so the handshake itself proves which node is on the other end. The node id *is*
+//! the public key, and a certificate is accepted here exactly when its key is the id the
+//! dialer expected (or, for a static peer given by address, any valid key, which then
+//! becomes that peer's id).
+//!
+//! In a mesh with a company CA each node sends its node certificate chain after that
+//! certificate; whether it admits the node is checked once the handshake is done
+//! (`conn::establish`, `trust`), so that a refusal can be closed with its reason.
 
 use std::sync::Arc;
 
@@ -217,9 +221,11 @@ fn node_certificate(
     ))
 }
 
-/// QUIC server and client configurations that prove `identity` and verify peers'.
+/// QUIC server and client configurations that prove `identity` and verify peers'. `chain`
+/// (the node certificate from a company CA, if any) is presented after the node's own.
 pub fn quic_configs(
     identity: &Identity,
+    chain: &[CertificateDer<'static>],
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<QuicConfigs, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -227,11 +233,14 @@ pub fn quic_configs(
         provider: provider.clone(),
     });
     let (cert, key) = node_certificate(identity)?;
+    let presented: Vec<_> = std::iter::once(cert.clone())
+        .chain(chain.iter().cloned())
+        .collect();
 
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
-        .with_single_cert(vec![cert.clone()], key.clone_key())?;
+        .with_single_cert(presented.clone(), key.clone_key())?;
     server.alpn_protocols = vec![ALPN.to_vec()];
     let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
@@ -242,7 +251,7 @@ pub fn quic_configs(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(vec![cert.clone()], key)?;
+        .with_client_auth_cert(presented, key)?;
     client.alpn_protocols = vec![ALPN.to_vec()];
     let client = quinn::crypto::rustls::QuicClientConfig::try_from(client)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
@@ -255,13 +264,12 @@ pub fn quic_configs(
     })
 }
 
-/// The certificate an established connection's peer presented.
-pub fn peer_certificate(conn: &quinn::Connection) -> Option<CertificateDer<'static>> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
-    certs.first().cloned()
+/// The certificates an established connection's peer presented, its own first.
+pub fn peer_certificates(conn: &quinn::Connection) -> Vec<CertificateDer<'static>> {
+    conn.peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .map(|certs| *certs)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

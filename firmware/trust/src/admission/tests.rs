@@ -52,7 +52,10 @@ fn an_enrolment_key_issues_chains_that_carry_its_own_certificate() {
     assert_eq!(chain.len(), 2);
     assert!(admission(&ca).check(claims(7).node, &chain, now()).is_ok());
     let without = admission(&ca).check(claims(7).node, &chain[..1], now());
-    assert!(matches!(without, Err(Refused::Untrusted { .. })), "{without:?}");
+    assert!(
+        matches!(without, Err(Refused::Untrusted { .. })),
+        "{without:?}"
+    );
     // An enrolment key makes neither another authority nor tokens nor revocations.
     assert!(enroller.create_enroller("x", 1, [5; 32], now()).is_err());
     assert!(JoinToken::issue(&enroller, "berlin", now() + DAY).is_err());
@@ -69,7 +72,10 @@ fn another_cas_certificate_and_no_certificate_are_refused() {
     let got = admission(&ours).check(claims(7).node, &chain, now());
     assert!(matches!(got, Err(Refused::Untrusted { .. })), "{got:?}");
     let none = admission(&ours).check(claims(7).node, &[], now());
-    assert!(matches!(none, Err(Refused::NoCertificate { .. })), "{none:?}");
+    assert!(
+        matches!(none, Err(Refused::NoCertificate { .. })),
+        "{none:?}"
+    );
     assert_eq!(none.unwrap_err().label(), "no_certificate");
 }
 
@@ -123,8 +129,15 @@ fn a_revoked_node_is_refused_once_the_list_is_adopted_and_only_newer_lists_are()
     let second = first.revoke(claims(7).node, &ca, now()).unwrap();
     assert_eq!(rule.adopt(second.text()), Ok(true));
     let got = rule.check(claims(7).node, &chain, now());
-    assert!(matches!(got, Err(Refused::Revoked { list: 2, .. })), "{got:?}");
-    assert_eq!(rule.adopt(first.text()), Ok(false), "an older list is not taken");
+    assert!(
+        matches!(got, Err(Refused::Revoked { list: 2, .. })),
+        "{got:?}"
+    );
+    assert_eq!(
+        rule.adopt(first.text()),
+        Ok(false),
+        "an older list is not taken"
+    );
     assert_eq!(rule.revocations().number, 2);
 
     let altered = second.text().replace("number 2", "number 9");
