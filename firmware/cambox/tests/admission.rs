@@ -231,3 +231,166 @@ fn only_boxes_the_ca_enrolled_link_and_a_revoked_box_drops_out_within_seconds() 
         "{body}"
     );
 }
+
+/// A signed enrolment as a box sends it.
+fn enrolment(id: &cambox_mesh::identity::Identity, token: &str, site: &str) -> String {
+    let e = cambox_registry::model::Enrolment {
+        token: token.into(),
+        node: id.node_id().to_hex(),
+        name: "raw".into(),
+        site: site.into(),
+        timestamp_ms: cambox_trust::unix_secs(SystemTime::now()) * 1000,
+    };
+    serde_json::to_string(&cambox_registry::company_ca::sign(id, e)).unwrap()
+}
+
+#[test]
+fn a_registry_with_the_ca_enrols_boxes_that_bring_a_join_token_and_refuses_the_rest() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = d.join("ca");
+    let enroller = d.join("registry");
+    cambox(&[
+        "ca",
+        "init",
+        "--dir",
+        path(&ca),
+        "--name",
+        "Example cameras",
+    ]);
+    cambox(&[
+        "ca",
+        "enroller",
+        "--dir",
+        path(&ca),
+        "--out",
+        path(&enroller),
+    ]);
+    let token = cambox(&["ca", "token", "--dir", path(&ca), "--site", "berlin"]);
+    let token = token.trim();
+    let reg = RegistryProc::start(
+        "127.0.0.1:0",
+        &[
+            "--ca",
+            path(&enroller.join("ca.crt")),
+            "--enroller",
+            path(&enroller),
+            "--heartbeat",
+            "1",
+        ],
+    );
+    let registry = format!("http://{}", reg.addr);
+    // Boxes with nothing but the registry and the token: the token names their site.
+    let joining = |name: &str, live: bool| {
+        let mut args = vec![
+            "--node",
+            name,
+            "--registry",
+            &registry,
+            "--join-token",
+            token,
+        ];
+        if live {
+            args.push("--live");
+        }
+        BoxProc::start(&args)
+    };
+    let x = joining("x", true);
+    let y = joining("y", false);
+    for b in [&x, &y] {
+        let s = b.status();
+        assert_eq!(s["site"], "berlin", "{s}");
+        assert_eq!(s["admission"]["mode"], "ca", "{s}");
+        assert_eq!(s["admission"]["certificate"]["site"], "berlin", "{s}");
+        assert!(
+            b.logs().contains("enrolled by the registry"),
+            "{}",
+            b.logs()
+        );
+    }
+    wait_for_stream(
+        &y,
+        &format!("vm@{}", x.node_id),
+        "y to list x's stream through the mesh",
+    );
+
+    // A box without a token is refused by the registry (and would be by the boxes).
+    let z = BoxProc::start(&["--node", "z", "--site", "berlin", "--registry", &registry]);
+    wait_until("the registry to refuse z", Duration::from_secs(10), || {
+        z.logs().contains("cannot register: answered 403")
+    });
+    assert!(
+        z.logs().contains("presented no node certificate"),
+        "{}",
+        z.logs()
+    );
+    let (_, nodes) = http(&reg.addr, "GET", "/api/v1/nodes", "");
+    assert_eq!(
+        json(&nodes)["nodes"].as_array().unwrap().len(),
+        2,
+        "{nodes}"
+    );
+
+    // Enrolments the registry refuses, each with its reason.
+    let me = cambox_mesh::identity::Identity::from_seed([5; 32]);
+    let other_ca = Authority::create_root("Other", 30, [6; 32], SystemTime::now()).unwrap();
+    let foreign = cambox_trust::JoinToken::issue(
+        &other_ca,
+        "berlin",
+        SystemTime::now() + Duration::from_secs(3600),
+    )
+    .unwrap()
+    .to_string();
+    let mut altered = json(&enrolment(&me, token, "berlin"));
+    altered["enrolment"]["name"] = "renamed".into();
+    for (body, why) in [
+        (enrolment(&me, token, "munich"), "join token is for site"),
+        (enrolment(&me, &foreign, "berlin"), "another CA"),
+        (
+            enrolment(&me, "cambox-join1.00", "berlin"),
+            "not a cambox join token",
+        ),
+        (altered.to_string(), "signature does not match"),
+        ("{}".to_string(), "not an enrolment"),
+    ] {
+        let (code, answer) = http(&reg.addr, "POST", "/api/v1/enrol", &body);
+        assert!(matches!(code, 400 | 403), "{code} {answer}");
+        assert!(answer.contains(why), "{why}: {answer}");
+    }
+    let (code, answer) = http(
+        &reg.addr,
+        "POST",
+        "/api/v1/enrol",
+        &enrolment(&me, token, "berlin"),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert!(json(&answer)["certificate"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+
+    // Revoking y at the registry reaches x with its next heartbeat; x drops y.
+    let y_id = y.status()["node_id"].as_str().unwrap().to_string();
+    assert_eq!(peers(&x), 1);
+    let start = std::time::Instant::now();
+    cambox(&[
+        "ca",
+        "revoke",
+        "--dir",
+        path(&ca),
+        &y_id,
+        "--push",
+        &registry,
+    ]);
+    wait_until("x to drop y", Duration::from_secs(10), || peers(&x) == 0);
+    println!(
+        "a box revoked at the registry dropped out {:?} later (heartbeat 1 s)",
+        start.elapsed()
+    );
+    wait_until(
+        "the registry to refuse y's renewal",
+        Duration::from_secs(10),
+        || y.logs().contains("is revoked by the CA"),
+    );
+}

@@ -66,6 +66,8 @@ fn chromium_plays_the_page_over_mp4_with_sound_and_an_advancing_picture() {
     b.wait_live(true);
     let r = play_in_chromium_with(&b, "foyer", &["--transport", "mse"]);
     assert_eq!(r["transport"], "MP4", "{r}");
+    // A box without a company CA says that anybody may join its mesh.
+    assert_eq!(r["admission"], "lab mesh: any box may join", "{r}");
 }
 
 #[test]

@@ -13,12 +13,13 @@ use cambox_node::mesh::tls;
 /// A QUIC endpoint on loopback proving `id` with a certificate of its own, as one
 /// `cambox run` process has.
 fn endpoint(id: &Identity) -> (quinn::Endpoint, Me) {
-    let configs = tls::quic_configs(id, Arc::new(quinn::TransportConfig::default())).unwrap();
+    let configs = tls::quic_configs(id, &[], Arc::new(quinn::TransportConfig::default())).unwrap();
     let mut ep = quinn::Endpoint::server(configs.server, "127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(configs.client);
     let me = Me {
         id: id.node_id(),
         certificate: configs.certificate,
+        trust: None,
     };
     (ep, me)
 }

@@ -593,6 +593,7 @@ mod tests {
             Admission {
                 allow: vec![id.node_id()],
                 token: Some("s3cret".into()),
+                ca: None,
             },
         );
         let t = Instant::now();
