@@ -161,6 +161,33 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_JOIN_TOKEN", value_name = "TOKEN")]
     pub join_token: Option<String>,
 
+    /// Local accounts (`cambox user add`): with any, or with single sign-on, people must
+    /// log in to watch [default: users.toml beside the node key].
+    #[arg(long, env = "CAMBOX_USERS", value_name = "PATH")]
+    pub users: Option<PathBuf>,
+
+    /// The company's OpenID Connect provider (issuer URL) for single sign-on.
+    #[arg(long, env = "CAMBOX_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+
+    /// This box's client id at the OpenID provider (its redirect URI is
+    /// http://<box>/auth/callback).
+    #[arg(long, env = "CAMBOX_OIDC_CLIENT_ID", value_name = "ID")]
+    pub oidc_client_id: Option<String>,
+
+    /// The client secret, for a confidential client (none: a public client with PKCE).
+    #[arg(long, env = "CAMBOX_OIDC_CLIENT_SECRET", value_name = "SECRET")]
+    pub oidc_client_secret: Option<String>,
+
+    /// The ID token claim that lists a person's groups [default: groups].
+    #[arg(long, env = "CAMBOX_OIDC_GROUPS_CLAIM", value_name = "CLAIM")]
+    pub oidc_groups_claim: Option<String>,
+
+    /// Members of this group (in that claim) are operators: they go live, press the
+    /// button, command and chat. Everybody else who logs in by single sign-on watches.
+    #[arg(long, env = "CAMBOX_OIDC_OPERATORS", value_name = "GROUP")]
+    pub oidc_operators: Option<String>,
+
     /// Upload budget for relaying to other boxes, bits/s; k and M allowed [default: 20M].
     #[arg(long, env = "CAMBOX_UPLINK", value_parser = parse_bitrate)]
     #[serde(default, deserialize_with = "bitrate_from_toml")]
@@ -301,6 +328,12 @@ impl RunConfig {
             mesh_ca: self.mesh_ca.or(file.mesh_ca),
             node_cert: self.node_cert.or(file.node_cert),
             join_token: self.join_token.or(file.join_token),
+            users: self.users.or(file.users),
+            oidc_issuer: self.oidc_issuer.or(file.oidc_issuer),
+            oidc_client_id: self.oidc_client_id.or(file.oidc_client_id),
+            oidc_client_secret: self.oidc_client_secret.or(file.oidc_client_secret),
+            oidc_groups_claim: self.oidc_groups_claim.or(file.oidc_groups_claim),
+            oidc_operators: self.oidc_operators.or(file.oidc_operators),
             uplink: self.uplink.or(file.uplink),
             board: self.board.or(file.board),
             button_pin: self.button_pin.or(file.button_pin),
@@ -471,6 +504,38 @@ impl RunConfig {
     }
 
     /// Where the node key lives.
+    /// The local accounts' file: as given, else beside the node key.
+    pub fn users_path(&self) -> PathBuf {
+        self.users
+            .clone()
+            .unwrap_or_else(|| self.key_path().with_file_name("users.toml"))
+    }
+
+    /// Single sign-on, if an issuer is given (then a client id is needed too).
+    pub fn oidc(&self) -> anyhow::Result<Option<cambox_node::auth::oidc::OidcSettings>> {
+        let Some(issuer) = &self.oidc_issuer else {
+            return Ok(None);
+        };
+        if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+            anyhow::bail!("oidc_issuer '{issuer}' is not an http(s) URL");
+        }
+        let client_id = self.oidc_client_id.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "oidc_issuer is set but oidc_client_id is not: register the box at the provider"
+            )
+        })?;
+        Ok(Some(cambox_node::auth::oidc::OidcSettings {
+            issuer: issuer.clone(),
+            client_id,
+            client_secret: self.oidc_client_secret.clone(),
+            groups_claim: self
+                .oidc_groups_claim
+                .clone()
+                .unwrap_or_else(|| "groups".into()),
+            operators_group: self.oidc_operators.clone(),
+        }))
+    }
+
     /// The node certificate's file: as given, else beside the node key.
     pub fn node_cert_path(&self) -> PathBuf {
         self.node_cert

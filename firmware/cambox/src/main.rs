@@ -13,6 +13,7 @@ mod reset;
 mod run;
 mod strip;
 mod trust_files;
+mod user_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +69,8 @@ enum Command {
     /// The company CA (on an administrator's machine): make it, certify boxes, make join
     /// tokens and enrolment keys for registries, revoke boxes.
     Ca(ca_cmd::CaArgs),
+    /// The box's local accounts (for a site without single sign-on): add, remove, list.
+    User(user_cmd::UserArgs),
     /// SD image start-up: check the cambox.toml on the boot partition and copy it to the
     /// data partition (with wpa_supplicant.conf from its [wifi]), atomically.
     ImportConfig(boot_config::ImportArgs),
@@ -106,6 +109,7 @@ fn main() -> std::process::ExitCode {
             Command::Chat(args) => bus_cli::chat(args).await,
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Ca(args) => ca_cmd::run(args).await,
+            Command::User(args) => user_cmd::run(args),
             Command::ImportConfig(args) => boot_config::import_cmd(args),
             Command::Id(args) => boot_config::id_cmd(args),
         }

@@ -64,6 +64,22 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     }
     .trust()
     .await?;
+    let accounts = crate::user_cmd::load(&cfg.users_path())?;
+    let oidc = cfg
+        .oidc()?
+        .map(|o| cambox_node::auth::oidc::Oidc::new(o, client.clone()));
+    match (accounts.users.len(), &oidc) {
+        (0, None) => eprintln!("cambox: nobody needs to log in (no accounts, no single sign-on)"),
+        (n, sso) => eprintln!(
+            "cambox: viewers log in: {n} local account(s){}",
+            sso.as_ref()
+                .map(|o| format!(", single sign-on with {}", o.issuer()))
+                .unwrap_or_default()
+        ),
+    }
+    let _ = station
+        .auth
+        .set(Arc::new(cambox_node::auth::Auth::new(accounts, oidc)));
     let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;
     cambox_node::board::runner::spawn(board, station.clone(), crate::reset::action(&cli_config))

@@ -142,6 +142,18 @@ impl ApiClient {
         .await
     }
 
+    /// POSTs a form (`application/x-www-form-urlencoded`); the answer as
+    /// [`Self::post_json`] gives it.
+    pub async fn post_form(&self, url: &str, body: String) -> Result<(u16, Bytes), ClientError> {
+        self.send(
+            hyper::Method::POST,
+            url,
+            Some((body.into_bytes(), "application/x-www-form-urlencoded")),
+            None,
+        )
+        .await
+    }
+
     /// PUTs a text body; the answer as [`Self::post_json`] gives it.
     pub async fn put_text(&self, url: &str, body: Vec<u8>) -> Result<(u16, Bytes), ClientError> {
         self.send(hyper::Method::PUT, url, Some((body, "text/plain")), None)

@@ -24,7 +24,7 @@ const INDEX_HTML: &str = include_str!("web/index.html");
 
 /// A JSON error with its status.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, msg: impl Into<String>) -> Self {
@@ -64,7 +64,12 @@ pub fn router(station: Arc<Station>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::bus_api::routes())
         .merge(crate::whep::routes())
+        .merge(crate::auth::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            station.clone(),
+            crate::auth::guard,
+        ))
         .with_state(station)
 }
 

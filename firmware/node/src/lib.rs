@@ -5,6 +5,7 @@
 //! - [`http`]: the web page, the JSON API, live fragmented MP4 and Prometheus metrics;
 //! - [`client`]: fetching a live stream from another box (for `record` and `strip`).
 
+pub mod auth;
 pub mod board;
 pub mod bus;
 pub mod bus_api;

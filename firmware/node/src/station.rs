@@ -83,6 +83,8 @@ pub struct Station {
     /// WebRTC viewers being served.
     pub whep: crate::whep::Sessions,
     rtsp_addr: OnceLock<std::net::SocketAddr>,
+    /// Who may watch and act (set once by `cambox run`; unset: nobody logs in).
+    pub auth: OnceLock<Arc<crate::auth::Auth>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +112,7 @@ impl Station {
             led_request: Mutex::new(None),
             whep: Default::default(),
             rtsp_addr: OnceLock::new(),
+            auth: OnceLock::new(),
         }
     }
 

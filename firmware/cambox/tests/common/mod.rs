@@ -189,12 +189,23 @@ pub fn http_full(
     content_type: &str,
     body: &str,
 ) -> (u16, String, String) {
+    http_full_headers(addr, method, path, &[("Content-Type", content_type)], body)
+}
+
+/// One request with these headers (besides Host, Connection and Content-Length).
+pub fn http_full_headers(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     exchange(
         TcpStream::connect(addr).expect("connect"),
         addr,
         method,
         path,
-        content_type,
+        headers,
         body,
     )
 }
@@ -220,7 +231,8 @@ pub fn http_full_from(
         .bind(&SocketAddr::new(source, 0).into())
         .unwrap_or_else(|e| panic!("bind {source}: {e}"));
     socket.connect(&target.into()).expect("connect");
-    exchange(socket.into(), addr, method, path, content_type, body)
+    let headers = [("Content-Type", content_type)];
+    exchange(socket.into(), addr, method, path, &headers, body)
 }
 
 fn exchange(
@@ -228,13 +240,17 @@ fn exchange(
     addr: &str,
     method: &str,
     path: &str,
-    content_type: &str,
+    headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let headers: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();

@@ -301,8 +301,16 @@ impl Conn {
 
     async fn respond(&mut self, req: Req) -> String {
         let cseq = req.cseq.clone();
+        // RTSP does not check logins yet: a box where people must log in serves none of
+        // its streams over RTSP rather than serving them to anybody.
+        let closed = self.station.auth.get().is_some_and(|a| a.required());
         let result = match req.method {
             Method::Options => Ok(Reply::ok().header("Public", PUBLIC)),
+            _ if closed => Err(Reply::status(401, "Unauthorized").body(
+                "text/plain",
+                "this box asks viewers to log in, and RTSP logins are not supported yet: \
+                 watch on the page, over WHEP or live MP4",
+            )),
             Method::Describe => self.describe(&req).await,
             Method::Setup => self.setup(&req).await,
             Method::Play => self.play(&req),

@@ -1,0 +1,357 @@
+//! Viewers log in: local accounts (`cambox user add`, argon2) and single sign-on at a real
+//! OpenID provider nobody here wrote (the npm package oidc-provider), through real
+//! processes and headless Chromium. Viewers watch, operators act, strangers get 401 on
+//! every protocol, and guessing passwords is bounded per address.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn script_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// `cambox user add` with the password on standard input.
+fn add_user(users: &Path, name: &str, password: &str, extra: &[&str]) {
+    let mut child = Command::new(BIN)
+        .args(["user", "add", name, "--users", users.to_str().unwrap()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cambox user add");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn users_file(dir: &Path) -> PathBuf {
+    let users = dir.join("users.toml");
+    add_user(&users, "alice", "alice-password", &["--role", "operator"]);
+    add_user(&users, "bob", "bob-password", &[]);
+    users
+}
+
+/// Logs in by the API; the session token.
+fn login(addr: &str, name: &str, password: &str) -> String {
+    let body = serde_json::json!({ "name": name, "password": password }).to_string();
+    let (code, answer) = http(addr, "POST", "/api/v1/login", &body);
+    assert_eq!(code, 200, "{answer}");
+    json(&answer)["token"].as_str().unwrap().to_string()
+}
+
+/// A request with a bearer token; status and body.
+fn with_token(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    let (code, _, body) = http_full_headers(
+        addr,
+        method,
+        path,
+        &[("authorization", &format!("Bearer {token}"))],
+        body,
+    );
+    (code, body)
+}
+
+#[test]
+fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_everywhere() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let b = BoxProc::start(&[
+        "--users",
+        users.to_str().unwrap(),
+        "--live",
+        "--name",
+        "hall",
+    ]);
+    let addr = b.addr();
+    assert!(
+        b.logs().contains("viewers log in: 2 local account(s)"),
+        "{}",
+        b.logs()
+    );
+
+    // A stranger: the page itself loads (to show its login), nothing else does.
+    assert_eq!(http(&addr, "GET", "/", "").0, 200);
+    let (code, body) = http(&addr, "GET", "/api/v1/session", "");
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["required"], true);
+    assert!(json(&body)["person"].is_null());
+    for (method, path) in [
+        ("GET", "/api/v1/status"),
+        ("GET", "/api/v1/streams"),
+        ("GET", "/live/hall.mp4"),
+        ("POST", "/whep/hall"),
+        ("POST", "/api/v1/live"),
+        ("GET", "/api/v1/sensors"),
+    ] {
+        let (code, headers, body) = http_full(&addr, method, path, "application/json", "");
+        assert_eq!(code, 401, "{method} {path}: {body}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{headers}"
+        );
+        assert!(body.contains("log in first"), "{body}");
+    }
+    // Wrong passwords and made-up sessions are refused, and leave no session behind.
+    let bad = serde_json::json!({ "name": "alice", "password": "nope" }).to_string();
+    assert_eq!(http(&addr, "POST", "/api/v1/login", &bad).0, 401);
+    let (code, _) = with_token(&addr, "GET", "/api/v1/status", "made-up", "");
+    assert_eq!(code, 401);
+    let (code, _, _) = http_full_headers(
+        &addr,
+        "GET",
+        "/api/v1/status",
+        &[("cookie", "cambox_session=../../etc")],
+        "",
+    );
+    assert_eq!(code, 401);
+    let (code, body) = http(&addr, "POST", "/api/v1/login", "{\"name\": 5}");
+    assert_eq!(code, 400, "{body}");
+
+    // A viewer watches and may not act; an operator acts.
+    let bob = login(&addr, "bob", "bob-password");
+    let (code, status) = with_token(&addr, "GET", "/api/v1/status", &bob, "");
+    assert_eq!(code, 200, "{status}");
+    // RTSP, checked by ffprobe: refused as well (no RTSP logins yet).
+    let rtsp = json(&status)["rtsp_listen"].as_str().unwrap().to_string();
+    require("ffprobe");
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", &format!("rtsp://{rtsp}/hall")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401"), "{err}");
+    let (code, body) = with_token(&addr, "POST", "/api/v1/live", &bob, "{\"live\": false}");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("bob is a viewer"), "{body}");
+    let (code, body) = with_token(&addr, "POST", "/whep/hall", &bob, "");
+    assert_ne!(
+        code, 401,
+        "a viewer's WHEP offer gets past the login: {body}"
+    );
+    let (code, _, cookie_body) = http_full_headers(
+        &addr,
+        "GET",
+        "/api/v1/session",
+        &[("cookie", &format!("cambox_session={bob}"))],
+        "",
+    );
+    assert_eq!(code, 200);
+    assert_eq!(
+        json(&cookie_body)["person"]["name"],
+        "bob",
+        "the cookie works as well"
+    );
+    let alice = login(&addr, "alice", "alice-password");
+    let (code, body) = with_token(&addr, "POST", "/api/v1/live", &alice, "{\"live\": false}");
+    assert_eq!(code, 200, "{body}");
+    // Logged out, the token is worth nothing.
+    assert_eq!(with_token(&addr, "POST", "/api/v1/logout", &bob, "").0, 204);
+    assert_eq!(with_token(&addr, "GET", "/api/v1/status", &bob, "").0, 401);
+}
+
+#[test]
+fn password_guessing_is_bounded_per_address_and_other_addresses_still_log_in() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let b = BoxProc::start(&["--users", users.to_str().unwrap()]);
+    let addr = b.addr();
+    let guess = serde_json::json!({ "name": "alice", "password": "guess" }).to_string();
+    let from = |src: &str, body: &str| {
+        let src = src.parse().unwrap();
+        http_full_from(
+            src,
+            &addr,
+            "POST",
+            "/api/v1/login",
+            "application/json",
+            body,
+        )
+        .0
+    };
+    let codes: Vec<u16> = (0..12).map(|_| from("127.0.0.7", &guess)).collect();
+    assert_eq!(&codes[..10], &[401; 10], "{codes:?}");
+    assert_eq!(&codes[10..], &[429; 2], "{codes:?}");
+    // Even the right password waits out the minute from that address...
+    let right = serde_json::json!({ "name": "alice", "password": "alice-password" }).to_string();
+    assert_eq!(from("127.0.0.7", &right), 429);
+    // ...while another address logs in at once.
+    assert_eq!(from("127.0.0.8", &right), 200);
+}
+
+#[test]
+fn a_clear_text_password_in_the_accounts_file_stops_the_box_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    std::fs::write(&users, "[[user]]\nname = \"eve\"\nhash = \"hunter22\"\n").unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--mdns",
+            "false",
+            "--rtsp",
+            "off",
+        ])
+        .args(["--key", dir.path().join("node.key").to_str().unwrap()])
+        .args(["--users", users.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the box ran with a broken accounts file");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("eve") && err.contains("not a PHC string"),
+        "{err}"
+    );
+}
+
+/// The OpenID provider (oidc-provider on node), killed when dropped.
+struct Provider {
+    child: Child,
+    issuer: String,
+}
+
+impl Provider {
+    fn start(callback: &str) -> Provider {
+        require("node");
+        assert!(
+            script_dir().join("node_modules/oidc-provider").exists(),
+            "oidc-provider is missing; run scripts/test or `npm ci --prefix {}`",
+            script_dir().display()
+        );
+        let mut child = Command::new("node")
+            .arg(script_dir().join("oidc_provider.mjs"))
+            .arg(callback)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node oidc_provider.mjs");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        // Whatever it prints later must find its pipe open, or node dies of EPIPE.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        let issuer = line
+            .strip_prefix("issuer ")
+            .unwrap_or_else(|| panic!("the provider said {line:?}"))
+            .trim()
+            .to_string();
+        Provider { child, issuer }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn login_in_chromium(b: &BoxProc, args: &[&str]) -> serde_json::Value {
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is not installed; run scripts/test"
+    );
+    let out = Command::new("node")
+        .arg(script_dir().join("login_page.mjs"))
+        .arg(&b.base)
+        .args(args)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "login in Chromium failed: {}\n{stdout}\nbox log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.logs()
+    );
+    let r = json(stdout.lines().last().unwrap_or_default());
+    eprintln!("chromium: {r}");
+    r
+}
+
+#[test]
+fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_account() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    // The provider must know the box's callback, and the box the provider: the box's
+    // port is chosen first.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http_addr = format!("127.0.0.1:{port}");
+    let provider = Provider::start(&format!("http://{http_addr}/auth/callback"));
+    let b = BoxProc::start(&[
+        "--http",
+        &http_addr,
+        "--users",
+        users.to_str().unwrap(),
+        "--live",
+        "--name",
+        "hall",
+        "--oidc-issuer",
+        &provider.issuer,
+        "--oidc-client-id",
+        "cambox",
+        "--oidc-operators",
+        "ops",
+    ]);
+    // "opcarol" is in the provider's group ops: an operator.
+    let r = login_in_chromium(&b, &["hall", "--sso", "opcarol"]);
+    assert_eq!(r["lockedFirst"], true, "{r}");
+    assert_eq!(r["statusBefore"], 401, "{r}");
+    assert_eq!(r["who"], "opcarol (operator)", "{r}");
+    assert_eq!(r["statusAfter"], 200, "{r}");
+    assert_eq!(r["playing"], true, "{r}");
+    let logged = b.logs();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("logged in") && l.contains("opcarol") && l.contains("sso")),
+        "{logged}"
+    );
+    // Not in ops: a viewer.
+    let r = login_in_chromium(&b, &["hall", "--sso", "dave"]);
+    assert_eq!(r["who"], "dave (viewer)", "{r}");
+    let r = login_in_chromium(&b, &["hall", "--account", "bob", "bob-password"]);
+    assert_eq!(r["who"], "bob (viewer)", "{r}");
+    assert_eq!(r["playing"], true, "{r}");
+    // A callback nobody started is refused, and starts no session.
+    let (code, body) = http(&b.addr(), "GET", "/auth/callback?state=forged&code=x", "");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("unknown or too old"), "{body}");
+}
