@@ -188,6 +188,19 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_OIDC_OPERATORS", value_name = "GROUP")]
     pub oidc_operators: Option<String>,
 
+    /// The audit log: who watched which stream from when to when, and who pressed what
+    /// (`cambox audit` reads it) [default: audit.log beside the node key].
+    #[arg(long, env = "CAMBOX_AUDIT", value_name = "PATH")]
+    pub audit: Option<PathBuf>,
+
+    /// How long the audit log keeps a record, e.g. 48h or 7d (at most 31d) [default: 48h].
+    #[arg(long, env = "CAMBOX_AUDIT_MAX_AGE", value_name = "DURATION")]
+    pub audit_max_age: Option<String>,
+
+    /// The audit log's size limit, MiB [default: 4].
+    #[arg(long, env = "CAMBOX_AUDIT_MAX_MIB", value_name = "MIB")]
+    pub audit_max_mib: Option<u32>,
+
     /// Upload budget for relaying to other boxes, bits/s; k and M allowed [default: 20M].
     #[arg(long, env = "CAMBOX_UPLINK", value_parser = parse_bitrate)]
     #[serde(default, deserialize_with = "bitrate_from_toml")]
@@ -334,6 +347,9 @@ impl RunConfig {
             oidc_client_secret: self.oidc_client_secret.or(file.oidc_client_secret),
             oidc_groups_claim: self.oidc_groups_claim.or(file.oidc_groups_claim),
             oidc_operators: self.oidc_operators.or(file.oidc_operators),
+            audit: self.audit.or(file.audit),
+            audit_max_age: self.audit_max_age.or(file.audit_max_age),
+            audit_max_mib: self.audit_max_mib.or(file.audit_max_mib),
             uplink: self.uplink.or(file.uplink),
             board: self.board.or(file.board),
             button_pin: self.button_pin.or(file.button_pin),
@@ -504,6 +520,25 @@ impl RunConfig {
     }
 
     /// Where the node key lives.
+    /// The audit log, as configured.
+    pub fn audit_log(&self) -> anyhow::Result<cambox_node::audit::AuditLog> {
+        let path = self
+            .audit
+            .clone()
+            .unwrap_or_else(|| self.key_path().with_file_name("audit.log"));
+        let max_age = match &self.audit_max_age {
+            Some(a) => crate::duration::parse_duration(a)
+                .map_err(|e| anyhow::anyhow!("audit_max_age: {e}"))?,
+            None => cambox_node::audit::DEFAULT_MAX_AGE,
+        };
+        let max_bytes = self
+            .audit_max_mib
+            .map_or(cambox_node::audit::DEFAULT_MAX_BYTES, |m| {
+                u64::from(m.max(1)) << 20
+            });
+        Ok(cambox_node::audit::AuditLog::new(path, max_bytes, max_age))
+    }
+
     /// The local accounts' file: as given, else beside the node key.
     pub fn users_path(&self) -> PathBuf {
         self.users

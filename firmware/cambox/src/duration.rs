@@ -1,4 +1,4 @@
-//! Durations as people type them: `10s`, `500ms`, `2m`, `1.5` (seconds).
+//! Durations as people type them: `10s`, `500ms`, `2m`, `48h`, `7d`, `1.5` (seconds).
 
 use std::time::Duration;
 
@@ -16,9 +16,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => v,
         "m" | "min" => v * 60.0,
         "h" => v * 3600.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (use ms, s, m or h)")),
+        "d" => v * 86400.0,
+        _ => {
+            return Err(format!(
+                "'{s}': unknown unit '{unit}' (use ms, s, m, h or d)"
+            ))
+        }
     };
-    if !secs.is_finite() || secs <= 0.0 || secs > 7.0 * 86400.0 {
+    if !secs.is_finite() || secs <= 0.0 || secs > 31.0 * 86400.0 {
         return Err(format!("duration '{s}' is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

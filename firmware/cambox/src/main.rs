@@ -1,5 +1,6 @@
 //! `cambox`: a live-video box, and the tools around it.
 
+mod audit_cmd;
 mod boot_config;
 mod box_files;
 mod bus_cli;
@@ -71,6 +72,9 @@ enum Command {
     Ca(ca_cmd::CaArgs),
     /// The box's local accounts (for a site without single sign-on): add, remove, list.
     User(user_cmd::UserArgs),
+    /// Who watched which stream from when to when, and who pressed what, from the box's
+    /// audit log (kept 48 h by default).
+    Audit(audit_cmd::AuditArgs),
     /// SD image start-up: check the cambox.toml on the boot partition and copy it to the
     /// data partition (with wpa_supplicant.conf from its [wifi]), atomically.
     ImportConfig(boot_config::ImportArgs),
@@ -110,6 +114,7 @@ fn main() -> std::process::ExitCode {
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Ca(args) => ca_cmd::run(args).await,
             Command::User(args) => user_cmd::run(args),
+            Command::Audit(args) => audit_cmd::run(args),
             Command::ImportConfig(args) => boot_config::import_cmd(args),
             Command::Id(args) => boot_config::id_cmd(args),
         }

@@ -80,6 +80,16 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let _ = station
         .auth
         .set(Arc::new(cambox_node::auth::Auth::new(accounts, oidc)));
+    let audit = Arc::new(cfg.audit_log()?);
+    let _ = station.audit.set(audit.clone());
+    tokio::spawn(async move {
+        // Old records go even when nothing new is written.
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            audit.prune(std::time::SystemTime::now());
+        }
+    });
     let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;
     cambox_node::board::runner::spawn(board, station.clone(), crate::reset::action(&cli_config))

@@ -66,12 +66,15 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path());
+    let audit = dir.path().join("audit.log");
     let b = BoxProc::start(&[
         "--users",
         users.to_str().unwrap(),
         "--live",
         "--name",
         "hall",
+        "--audit",
+        audit.to_str().unwrap(),
     ]);
     let addr = b.addr();
     assert!(
@@ -156,8 +159,69 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
         "the cookie works as well"
     );
     let alice = login(&addr, "alice", "alice-password");
+    // Bob watches over MP4: the box says who watches, that sound is on, and its LED shows
+    // "being watched"; when he stops, the audit log has his session.
+    let mut mp4 = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        mp4,
+        "GET /live/hall.mp4 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bob}\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 512];
+    std::io::Read::read_exact(&mut mp4, &mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"));
+    let status = json(&with_token(&addr, "GET", "/api/v1/status", &alice, "").1);
+    let watching = status["watching"].as_array().unwrap();
+    assert_eq!(watching.len(), 1, "{status}");
+    assert_eq!(
+        (
+            &watching[0]["name"],
+            &watching[0]["protocol"],
+            &watching[0]["stream"]
+        ),
+        (&"bob".into(), &"mp4".into(), &"hall".into()),
+        "{status}"
+    );
+    assert!(
+        watching[0].get("address").is_none(),
+        "addresses stay out of the status"
+    );
+    assert_eq!(status["sound"], true, "{status}");
+    wait_until(
+        "the LED to show being watched",
+        Duration::from_secs(5),
+        || {
+            json(&with_token(&addr, "GET", "/api/v1/status", &alice, "").1)["led"]["state"]
+                == "watched"
+        },
+    );
+    drop(mp4);
+    wait_until(
+        "bob's MP4 session in the audit log",
+        Duration::from_secs(10),
+        || {
+            let out = Command::new(BIN)
+                .args(["audit", "--json", "--file", audit.to_str().unwrap()])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+                let r = json(l);
+                r["event"] == "watch" && r["who"] == "bob" && r["protocol"] == "mp4"
+            })
+        },
+    );
     let (code, body) = with_token(&addr, "POST", "/api/v1/live", &alice, "{\"live\": false}");
     assert_eq!(code, 200, "{body}");
+    let out = Command::new(BIN)
+        .args(["audit", "--file", audit.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("live") && l.contains("alice (local)") && l.contains("off")),
+        "{text}"
+    );
     // Logged out, the token is worth nothing.
     assert_eq!(with_token(&addr, "POST", "/api/v1/logout", &bob, "").0, 204);
     assert_eq!(with_token(&addr, "GET", "/api/v1/status", &bob, "").0, 401);
@@ -315,6 +379,7 @@ fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_a
         .port();
     let http_addr = format!("127.0.0.1:{port}");
     let provider = Provider::start(&format!("http://{http_addr}/auth/callback"));
+    let audit = dir.path().join("audit.log");
     let b = BoxProc::start(&[
         "--http",
         &http_addr,
@@ -329,6 +394,8 @@ fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_a
         "cambox",
         "--oidc-operators",
         "ops",
+        "--audit",
+        audit.to_str().unwrap(),
     ]);
     // "opcarol" is in the provider's group ops: an operator.
     let r = login_in_chromium(&b, &["hall", "--sso", "opcarol"]);
@@ -350,7 +417,35 @@ fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_a
     let r = login_in_chromium(&b, &["hall", "--account", "bob", "bob-password"]);
     assert_eq!(r["who"], "bob (viewer)", "{r}");
     assert_eq!(r["playing"], true, "{r}");
-    // A callback nobody started is refused, and starts no session.
+    // The page of the box being watched names the viewer soon after the picture moves.
+    let shown = r["watchingShownAfterMs"]
+        .as_u64()
+        .expect("the page listed the viewer");
+    println!("the page named the viewer {shown} ms after play started");
+    assert!(shown <= 2000, "{r}");
+    assert!(
+        r["watching"].as_str().unwrap().contains("bob · site"),
+        "{r}"
+    );
+    // Chromium has gone: the audit log has bob's session, from when to when.
+    wait_until(
+        "bob's session in the audit log",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new(BIN)
+                .args(["audit", "--json", "--file", audit.to_str().unwrap()])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+                let r = json(l);
+                r["event"] == "watch"
+                    && r["who"] == "bob"
+                    && r["from"]
+                        .as_u64()
+                        .is_some_and(|f| f <= r["at"].as_u64().unwrap())
+            })
+        },
+    ); // A callback nobody started is refused, and starts no session.
     let (code, body) = http(&b.addr(), "GET", "/auth/callback?state=forged&code=x", "");
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("unknown or too old"), "{body}");

@@ -94,7 +94,11 @@ fn resolve<'a>(nodes: &'a [NodeView], who: &str) -> Result<&'a NodeView, ApiErro
 }
 
 /// Sends a command to a node (this box included) and returns its reply.
-async fn command(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response, ApiError> {
+async fn command(
+    State(st): State<Arc<Station>>,
+    who: Option<axum::Extension<crate::auth::sessions::Person>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c: CommandBody = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
             "body must be JSON like {{\"node\": \"a1b2c3\", \"capability\": \"live\", \
@@ -109,6 +113,12 @@ async fn command(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response
     let m = mesh(&st)?;
     let nodes = m.nodes(Duration::ZERO).await.map_err(unavailable)?;
     let target = resolve(&nodes, &c.node)?;
+    st.audit(
+        crate::audit::Record::by("command", who.as_deref()).detail(format!(
+            "{} {} to {}",
+            req.capability, req.action, target.id
+        )),
+    );
     let reply = if target.local {
         let exec = st
             .bus

@@ -277,7 +277,13 @@ struct LiveRequest {
     live: Option<bool>,
 }
 
-async fn set_live(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response, ApiError> {
+type Who = Option<axum::Extension<crate::auth::sessions::Person>>;
+
+async fn set_live(
+    State(st): State<Arc<Station>>,
+    who: Who,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: LiveRequest = if body.iter().all(u8::is_ascii_whitespace) {
         LiveRequest { live: None }
     } else {
@@ -289,12 +295,18 @@ async fn set_live(State(st): State<Arc<Station>>, body: Bytes) -> Result<Respons
         })?
     };
     let station = st.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let (want, result) = tokio::task::spawn_blocking(move || {
         let want = req.live.unwrap_or(!station.is_live());
-        station.set_live(want)
+        (want, station.set_live(want))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let outcome = match &result {
+        Ok(()) if want => "on".to_string(),
+        Ok(()) => "off".to_string(),
+        Err(e) => format!("failed to go live: {e}"),
+    };
+    st.audit(crate::audit::Record::by("live", who.as_deref()).detail(outcome));
     match result {
         Ok(()) => Ok(Json(st.status()).into_response()),
         // The request was fine; the box could not do it (camera missing, encoder failed).
@@ -324,7 +336,11 @@ struct ButtonRequest {
 
 /// Presses the simulated board's button. It goes through the same debouncing and press
 /// lengths as a real one, so a long press takes 5 s here too.
-async fn button(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response, ApiError> {
+async fn button(
+    State(st): State<Arc<Station>>,
+    who: Who,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: ButtonRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
@@ -346,6 +362,10 @@ async fn button(State(st): State<Arc<Station>>, body: Bytes) -> Result<Response,
             ),
         });
     };
+    st.audit(
+        crate::audit::Record::by("button", who.as_deref())
+            .detail("the page's box button (the box records what it did)"),
+    );
     let now = std::time::Instant::now();
     let held = match (req.press, req.hold) {
         (Some(p), None) => {
@@ -394,6 +414,8 @@ async fn events(
 async fn live_mp4(
     State(st): State<Arc<Station>>,
     Path(file): Path<String>,
+    person: Option<axum::Extension<crate::auth::sessions::Person>>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<SocketAddr>,
 ) -> Result<Response, ApiError> {
     let Some(name) = file.strip_suffix(".mp4") else {
         return Err(ApiError(
@@ -414,9 +436,12 @@ async fn live_mp4(
                 }
                 other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
             })?;
-    // Watching through the mesh lasts as long as this response is being read.
+    let viewer =
+        crate::watchers::Viewer::at(&st, person.as_deref(), "mp4", name, Some(client.ip()));
+    let counted = crate::watchers::ViewerGuard::new(&st, viewer);
+    // Watching (through the mesh too) lasts as long as this response is being read.
     let stream = futures_util::stream::poll_fn(move |cx| {
-        let _watching = &viewing;
+        let _watching = (&viewing, &counted);
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, std::io::Error>))
     });
     Ok((

@@ -5,6 +5,7 @@
 //! - [`http`]: the web page, the JSON API, live fragmented MP4 and Prometheus metrics;
 //! - [`client`]: fetching a live stream from another box (for `record` and `strip`).
 
+pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod bus;
@@ -22,6 +23,7 @@ pub mod rtsp;
 pub mod settings;
 pub mod station;
 pub mod viewing;
+pub mod watchers;
 pub mod whep;
 
 pub use settings::BoxSettings;

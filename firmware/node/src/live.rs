@@ -32,28 +32,6 @@ pub enum LiveError {
     Package(String),
 }
 
-/// Counts a viewer, in all and by protocol, for as long as it is connected.
-#[derive(Debug)]
-pub struct ViewerGuard {
-    metrics: Arc<Metrics>,
-    protocol: &'static str,
-}
-
-impl ViewerGuard {
-    pub fn new(metrics: Arc<Metrics>, protocol: &'static str) -> Self {
-        metrics.viewers.inc();
-        metrics.viewers_of(protocol).inc();
-        Self { metrics, protocol }
-    }
-}
-
-impl Drop for ViewerGuard {
-    fn drop(&mut self) {
-        self.metrics.viewers.dec();
-        self.metrics.viewers_of(self.protocol).dec();
-    }
-}
-
 /// Starts a viewer: waits for its first keyframe, then returns the MIME type and a channel
 /// of MP4 bytes (init segment first) fed by a task that ends when the viewer goes away.
 pub async fn start_viewer(
@@ -82,9 +60,7 @@ pub async fn start_viewer(
     let mut audio = broadcast.audio.as_ref().map(|a| a.subscribe_from(base));
 
     let (tx, rx) = mpsc::channel::<Bytes>(VIEWER_QUEUE);
-    let guard = ViewerGuard::new(metrics.clone(), "mp4");
     tokio::spawn(async move {
-        let _guard = guard;
         let send = |b: Bytes| {
             let tx = tx.clone();
             let metrics = metrics.clone();

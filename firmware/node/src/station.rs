@@ -49,6 +49,10 @@ pub struct Status {
     pub led: LedView,
     /// Who may join the mesh: the company CA and this box's certificate, or a lab.
     pub admission: TrustView,
+    /// Whether the box's live stream carries sound (its microphone is on).
+    pub sound: bool,
+    /// Who watches this box's streams now: name, site, protocol, since when.
+    pub watching: Vec<crate::watchers::Watching>,
 }
 
 /// The board as the rest of the box sees it.
@@ -83,6 +87,10 @@ pub struct Station {
     /// WebRTC viewers being served.
     pub whep: crate::whep::Sessions,
     rtsp_addr: OnceLock<std::net::SocketAddr>,
+    /// Who watches now.
+    pub watchers: Arc<crate::watchers::Watchers>,
+    /// Where who watched and who pressed what is kept (set once by `cambox run`).
+    pub audit: OnceLock<Arc<crate::audit::AuditLog>>,
     /// Who may watch and act (set once by `cambox run`; unset: nobody logs in).
     pub auth: OnceLock<Arc<crate::auth::Auth>>,
 }
@@ -113,6 +121,8 @@ impl Station {
             whep: Default::default(),
             rtsp_addr: OnceLock::new(),
             auth: OnceLock::new(),
+            watchers: Default::default(),
+            audit: OnceLock::new(),
         }
     }
 
@@ -136,6 +146,13 @@ impl Station {
         self.board.get().and_then(|b| b.button.clone())
     }
 
+    /// Writes `record` to the audit log, if the box keeps one.
+    pub fn audit(&self, record: crate::audit::Record) {
+        if let Some(log) = self.audit.get() {
+            log.record(&record);
+        }
+    }
+
     /// What the LED needs to know, sampled by the board runner.
     pub fn led_inputs(&self, network: bool) -> Inputs {
         Inputs {
@@ -144,6 +161,7 @@ impl Station {
             peers: self.metrics.mesh_peers.get().max(0) as usize,
             live: self.live_without_waiting(),
             going_live: self.going_live.load(Ordering::Relaxed),
+            watched: self.metrics.viewers.get() > 0,
             fault: lock(&self.last_error).as_deref().map(Fault::classify),
         }
     }
@@ -284,6 +302,8 @@ impl Station {
                 .get()
                 .and_then(|m| m.trust.as_ref())
                 .map_or_else(TrustView::lab, |t| t.view()),
+            sound: slot.as_ref().is_some_and(|p| p.broadcast.audio.is_some()),
+            watching: self.watchers.list(),
         }
     }
 }

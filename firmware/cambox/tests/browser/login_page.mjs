@@ -11,7 +11,9 @@
 // - who: what the page's header says of who is logged in;
 // - playing: the player shows the stream (currentTime advanced);
 // - statusBefore / statusAfter: what GET /api/v1/status answered the page before and
-//   after logging in (401, then 200).
+//   after logging in (401, then 200);
+// - watchingShownAfterMs: from the picture's first moving to the page listing this viewer
+//   under "Watching now" (null if it never did); watching: that list's text.
 // Exits 0 when logged in and playing, else 1 with the reason on stderr.
 
 import { runWithChromium } from './chromium.mjs';
@@ -52,10 +54,19 @@ await runWithChromium('login_page.mjs', 90000, async (page) => {
   const statusAfter = await statusCode(page);
   // Play the box's own stream from the list, as a person would.
   await page.locator('#streams-card').getByText(stream, { exact: true }).first().click({ timeout: 15000 });
+  const started = await page
+    .waitForFunction(() => { const v = document.querySelector('video'); return v && v.currentTime > 0; }, null, { timeout: 20000 })
+    .then(() => Date.now(), () => null);
+  // The box's page lists who watches; this viewer among them.
+  const shown = started && await page
+    .waitForFunction((name) => (document.getElementById('watching-list')?.textContent ?? '').includes(name), login, { timeout: 10000 })
+    .then(() => Date.now(), () => null);
+  const watchingShownAfterMs = shown ? shown - started : null;
   const playing = await page
     .waitForFunction(() => { const v = document.querySelector('video'); return v && v.currentTime > 1; }, null, { timeout: 20000 })
     .then(() => true, () => false);
-  const result = { lockedFirst, who, playing, statusBefore, statusAfter };
+  const watching = await page.locator('#watching-list').textContent();
+  const result = { lockedFirst, who, playing, statusBefore, statusAfter, watchingShownAfterMs, watching };
   process.stdout.write(JSON.stringify(result) + '\n');
   if (!playing) process.stderr.write('login_page.mjs: logged in, but the stream did not play\n');
   return playing ? 0 : 1;

@@ -120,7 +120,7 @@ fn need(method: &Method, path: &str) -> Need {
 }
 
 /// The box's routes check the session here before anything else runs.
-pub async fn guard(State(st): State<Arc<Station>>, req: Request, next: Next) -> Response {
+pub async fn guard(State(st): State<Arc<Station>>, mut req: Request, next: Next) -> Response {
     let Some(auth) = st.auth.get().filter(|a| a.required()) else {
         return next.run(req).await;
     };
@@ -133,7 +133,11 @@ pub async fn guard(State(st): State<Arc<Station>>, req: Request, next: Next) -> 
                 format!("only operators may do this; {} is a {}", p.name, p.role),
             )
             .into_response(),
-            Some(_) => next.run(req).await,
+            Some(p) => {
+                // Handlers that record who did what find the person here.
+                req.extensions_mut().insert(p);
+                next.run(req).await
+            }
         },
     }
 }

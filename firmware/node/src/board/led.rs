@@ -50,6 +50,8 @@ pub enum LedState {
     Ready,
     GoingLive,
     Live,
+    /// Live, and somebody watches: the people in front of the camera can tell.
+    Watched,
     Error(Fault),
 }
 
@@ -62,6 +64,7 @@ impl LedState {
             LedState::Ready => "ready",
             LedState::GoingLive => "going_live",
             LedState::Live => "live",
+            LedState::Watched => "watched",
             LedState::Error(_) => "error",
         }
     }
@@ -101,6 +104,8 @@ pub struct Inputs {
     pub peers: usize,
     pub live: bool,
     pub going_live: bool,
+    /// Somebody watches one of the box's streams.
+    pub watched: bool,
     pub fault: Option<Fault>,
 }
 
@@ -120,6 +125,9 @@ pub fn pattern(state: LedState) -> Vec<u32> {
         LedState::Ready => vec![1900, 100],
         LedState::GoingLive => vec![100, 100],
         LedState::Live => vec![1000],
+        // Steady on with a quick double dip every 2 s: still plainly "live", and plainly
+        // different from live with nobody watching.
+        LedState::Watched => vec![1500, 150, 200, 150],
         LedState::Error(f) => {
             let mut p = Vec::new();
             for _ in 0..f.flashes() {
@@ -218,6 +226,8 @@ impl Led {
             LedState::Booting
         } else if i.going_live {
             LedState::GoingLive
+        } else if i.live && i.watched {
+            LedState::Watched
         } else if i.live {
             LedState::Live
         } else if let Some(f) = i.fault {
@@ -367,6 +377,14 @@ mod tests {
             ),
             (
                 Inputs {
+                    live: true,
+                    watched: true,
+                    ..up(2)
+                },
+                LedState::Watched,
+            ),
+            (
+                Inputs {
                     fault: Some(Fault::CameraMissing),
                     ..up(2)
                 },
@@ -399,6 +417,7 @@ mod tests {
             LedState::Ready,
             LedState::GoingLive,
             LedState::Live,
+            LedState::Watched,
             LedState::Error(Fault::CameraMissing),
             LedState::Error(Fault::EncoderFailed),
             LedState::Error(Fault::DiskFull),

@@ -83,6 +83,10 @@ fn on_button(
         ButtonEvent::Released(press) => {
             led.clear_overlay();
             tracing::info!(?press, "button");
+            station.audit(
+                crate::audit::Record::new("button", "box button")
+                    .detail(format!("{press:?} press")),
+            );
             match press {
                 Press::Short => {
                     // Opening a camera can take a while: not on this thread.

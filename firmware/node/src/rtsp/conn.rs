@@ -19,11 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::sdp;
-use crate::live::ViewerGuard;
 use crate::station::Station;
 use crate::viewing::{
     next_or_pending, readers_from_newest_keyframe, AbortOnDrop, Viewing, ViewingError,
 };
+use crate::watchers::{Viewer, ViewerGuard};
 
 /// How long the server waits for a client before it gives up on it.
 #[derive(Debug, Clone, Copy)]
@@ -529,7 +529,8 @@ impl Conn {
 
     fn play(&mut self, req: &Req) -> Result<Reply, Reply> {
         let local = self.local;
-        let metrics = self.station.metrics.clone();
+        let station = self.station.clone();
+        let peer = self.peer.ip();
         let s = self.session_for(req)?;
         if s.video.is_none() && s.audio.is_none() {
             return Err(Reply::status(455, "Method Not Valid in This State")
@@ -541,7 +542,8 @@ impl Conn {
                 video: s.video.as_ref().map(|_| video),
                 audio: s.audio.as_ref().and(audio),
             });
-            s._counted = Some(ViewerGuard::new(metrics, "rtsp"));
+            let viewer = Viewer::at(&station, None, "rtsp", &s.name, Some(peer));
+            s._counted = Some(ViewerGuard::new(&station, viewer));
         }
         let mut info = Vec::new();
         for (t, control) in [

@@ -122,6 +122,7 @@ async fn offer(
     State(st): State<Arc<Station>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(name): Path<String>,
+    person: Option<axum::Extension<crate::auth::sessions::Person>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -184,7 +185,8 @@ async fn offer(
         connected,
     };
     let station = st.clone();
-    let guard = crate::live::ViewerGuard::new(st.metrics.clone(), "whep");
+    let viewer = crate::watchers::Viewer::at(&st, person.as_deref(), "whep", &name, Some(source));
+    let guard = crate::watchers::ViewerGuard::new(&st, viewer);
     tokio::spawn(async move {
         let _guard = guard;
         session::run(setup).await;
