@@ -41,6 +41,9 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("3d").is_err());
+        assert_eq!(parse_duration("48h"), Ok(Duration::from_secs(48 * 3600)));
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86400)));
+        assert!(parse_duration("40d").is_err(), "over 31 days");
+        assert!(parse_duration("3w").is_err());
     }
 }

@@ -27,6 +27,20 @@ fn node_key(dir: &Path, name: &str) -> (PathBuf, String) {
     (key, id.trim().to_string())
 }
 
+/// A CA made by `cambox ca init` in `dir`/ca; its directory.
+fn new_ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("ca");
+    cambox(&[
+        "ca",
+        "init",
+        "--dir",
+        path(&ca),
+        "--name",
+        "Example cameras",
+    ]);
+    ca
+}
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
@@ -62,15 +76,7 @@ fn only_boxes_the_ca_enrolled_link_and_a_revoked_box_drops_out_within_seconds() 
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = d.join("ca");
-    cambox(&[
-        "ca",
-        "init",
-        "--dir",
-        path(&ca),
-        "--name",
-        "Example cameras",
-    ]);
+    let ca = new_ca(d);
     let ca_crt = ca.join("ca.crt");
     let sign = |id: &str, name: &str, site: &str| {
         let out = d.join(name).join("node.crt");
@@ -249,16 +255,8 @@ fn a_registry_with_the_ca_enrols_boxes_that_bring_a_join_token_and_refuses_the_r
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = d.join("ca");
+    let ca = new_ca(d);
     let enroller = d.join("registry");
-    cambox(&[
-        "ca",
-        "init",
-        "--dir",
-        path(&ca),
-        "--name",
-        "Example cameras",
-    ]);
     cambox(&[
         "ca",
         "enroller",

@@ -41,6 +41,19 @@ fn users_file(dir: &Path) -> PathBuf {
     users
 }
 
+/// Waits until the audit log at `audit` has a record `matches` accepts.
+fn wait_for_audit(what: &str, audit: &Path, matches: impl Fn(&serde_json::Value) -> bool) {
+    wait_until(what, Duration::from_secs(20), || {
+        let out = Command::new(BIN)
+            .args(["audit", "--json", "--file", audit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| matches(&json(l)))
+    });
+}
+
 /// Logs in by the API; the session token.
 fn login(addr: &str, name: &str, password: &str) -> String {
     let body = serde_json::json!({ "name": name, "password": password }).to_string();
@@ -127,16 +140,46 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
     let bob = login(&addr, "bob", "bob-password");
     let (code, status) = with_token(&addr, "GET", "/api/v1/status", &bob, "");
     assert_eq!(code, 200, "{status}");
-    // RTSP, checked by ffprobe: refused as well (no RTSP logins yet).
+    // RTSP with Digest credentials, checked by ffmpeg: without them or with a wrong
+    // password 401, with bob's his session is listed and audited.
     let rtsp = json(&status)["rtsp_listen"].as_str().unwrap().to_string();
-    require("ffprobe");
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", &format!("rtsp://{rtsp}/hall")])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("401"), "{err}");
+    require("ffmpeg");
+    let ffmpeg = |url: &str| {
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-rtsp_transport",
+                "tcp",
+                "-i",
+                url,
+                "-t",
+                "2",
+                "-f",
+                "null",
+                "-",
+            ])
+            .output()
+            .unwrap()
+    };
+    for url in [
+        format!("rtsp://{rtsp}/hall"),
+        format!("rtsp://bob:wrong-password@{rtsp}/hall"),
+    ] {
+        let out = ffmpeg(&url);
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("401"), "{url}: {err}");
+    }
+    let out = ffmpeg(&format!("rtsp://bob:bob-password@{rtsp}/hall"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_audit("bob's RTSP session in the audit log", &audit, |r| {
+        r["event"] == "watch" && r["who"] == "bob" && r["protocol"] == "rtsp"
+    });
     let (code, body) = with_token(&addr, "POST", "/api/v1/live", &bob, "{\"live\": false}");
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("bob is a viewer"), "{body}");
@@ -196,20 +239,9 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
         },
     );
     drop(mp4);
-    wait_until(
-        "bob's MP4 session in the audit log",
-        Duration::from_secs(10),
-        || {
-            let out = Command::new(BIN)
-                .args(["audit", "--json", "--file", audit.to_str().unwrap()])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
-                let r = json(l);
-                r["event"] == "watch" && r["who"] == "bob" && r["protocol"] == "mp4"
-            })
-        },
-    );
+    wait_for_audit("bob's MP4 session in the audit log", &audit, |r| {
+        r["event"] == "watch" && r["who"] == "bob" && r["protocol"] == "mp4"
+    });
     let (code, body) = with_token(&addr, "POST", "/api/v1/live", &alice, "{\"live\": false}");
     assert_eq!(code, 200, "{body}");
     let out = Command::new(BIN)
@@ -428,24 +460,14 @@ fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_a
         "{r}"
     );
     // Chromium has gone: the audit log has bob's session, from when to when.
-    wait_until(
-        "bob's session in the audit log",
-        Duration::from_secs(20),
-        || {
-            let out = Command::new(BIN)
-                .args(["audit", "--json", "--file", audit.to_str().unwrap()])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
-                let r = json(l);
-                r["event"] == "watch"
-                    && r["who"] == "bob"
-                    && r["from"]
-                        .as_u64()
-                        .is_some_and(|f| f <= r["at"].as_u64().unwrap())
-            })
-        },
-    ); // A callback nobody started is refused, and starts no session.
+    wait_for_audit("bob's session in the audit log", &audit, |r| {
+        r["event"] == "watch"
+            && r["who"] == "bob"
+            && r["from"]
+                .as_u64()
+                .is_some_and(|f| f <= r["at"].as_u64().unwrap())
+    });
+    // A callback nobody started is refused, and starts no session.
     let (code, body) = http(&b.addr(), "GET", "/auth/callback?state=forged&code=x", "");
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("unknown or too old"), "{body}");

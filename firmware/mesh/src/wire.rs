@@ -734,20 +734,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
             a: r.hop("a")?,
             b: r.hop("b")?,
         },
-        kind::REVOCATIONS => {
-            let len = r.u32("list")? as usize;
-            if len > MAX_REVOCATIONS {
-                return Err(WireError::CountOverLimit {
-                    kind: r.kind,
-                    field: "list",
-                    count: len,
-                    max: MAX_REVOCATIONS,
-                });
-            }
-            Msg::Revocations {
-                list: Bytes::copy_from_slice(r.take(len, "list")?),
-            }
-        }
+        kind::REVOCATIONS => Msg::Revocations {
+            list: r.bytes("list", MAX_REVOCATIONS)?,
+        },
         _ => Msg::Goodbye,
     };
     r.finish()?;
@@ -811,16 +800,7 @@ fn read_routed(r: &mut Reader<'_>) -> Result<Msg, WireError> {
     let id = r.u64("id")?;
     let sent_ms = r.u64("sent_ms")?;
     let hops = r.u8("hops")?;
-    let len = r.u32("body")? as usize;
-    if len > MAX_ROUTED_BODY {
-        return Err(WireError::CountOverLimit {
-            kind: r.kind,
-            field: "body",
-            count: len,
-            max: MAX_ROUTED_BODY,
-        });
-    }
-    let body = Bytes::copy_from_slice(r.take(len, "body")?);
+    let body = r.bytes("body", MAX_ROUTED_BODY)?;
     let sig = r.array("sig")?;
     Ok(Msg::Routed(Box::new(Routed {
         to,
@@ -904,6 +884,20 @@ impl<'a> Reader<'a> {
 
     fn u16(&mut self, field: &'static str) -> Result<u16, WireError> {
         self.array(field).map(u16::from_be_bytes)
+    }
+
+    /// A `u32` length, at most `max`, then that many bytes.
+    fn bytes(&mut self, field: &'static str, max: usize) -> Result<Bytes, WireError> {
+        let len = self.u32(field)? as usize;
+        if len > max {
+            return Err(WireError::CountOverLimit {
+                kind: self.kind,
+                field,
+                count: len,
+                max,
+            });
+        }
+        Ok(Bytes::copy_from_slice(self.take(len, field)?))
     }
 
     fn u32(&mut self, field: &'static str) -> Result<u32, WireError> {

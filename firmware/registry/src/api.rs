@@ -144,6 +144,16 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// The whole body, if it is within `limit` bytes (413 otherwise).
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the {limit}-byte limit"),
+        )
+    })
+}
+
 async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such endpoint".into())
 }
@@ -182,13 +192,7 @@ async fn register(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RegisterReply>, ApiError> {
-    let limit = app.registry.limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over the {limit}-byte limit"),
-        )
-    })?;
+    let bytes = read_body(body, app.registry.limits.max_body_bytes).await?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -230,13 +234,7 @@ async fn enrol(
 ) -> Result<Json<EnrolReply>, ApiError> {
     let ca = company_ca(&app)?;
     app.registry.count_source(wall_ms(), peer.ip())?;
-    let limit = app.registry.limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is over the {limit}-byte limit"),
-        )
-    })?;
+    let bytes = read_body(body, app.registry.limits.max_body_bytes).await?;
     let signed: SignedEnrolment = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an enrolment: {e}")))?;
     let max_skew = app.registry.limits.max_skew.as_secs();
@@ -297,13 +295,7 @@ async fn put_revocations(
     body: Body,
 ) -> Result<Json<RevocationsReply>, ApiError> {
     let ca = company_ca(&app)?;
-    let limit = cambox_trust::revocation::MAX_BYTES;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the list is over the {limit}-byte limit"),
-        )
-    })?;
+    let bytes = read_body(body, cambox_trust::revocation::MAX_BYTES).await?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "the list is not text".into()))?;
     let adopted = ca

@@ -48,6 +48,10 @@ pub struct Account {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// MD5(name:cambox:password), hex: what RTSP's Digest authentication needs (absent:
+    /// this account cannot watch over RTSP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtsp: Option<String>,
 }
 
 /// The accounts of `users.toml` (`[[user]]` tables).
@@ -106,6 +110,7 @@ impl Accounts {
             hash: hash(password, salt)?,
             role,
             groups,
+            rtsp: Some(super::digest::ha1(name, password)),
         };
         match self.users.iter_mut().find(|a| a.name == name) {
             Some(a) => *a = account,
@@ -118,6 +123,11 @@ impl Accounts {
         let before = self.users.len();
         self.users.retain(|a| a.name != name);
         self.users.len() != before
+    }
+
+    /// The account called `name`.
+    pub fn get(&self, name: &str) -> Option<&Account> {
+        self.users.iter().find(|a| a.name == name)
     }
 
     /// The account if `password` is its password. Costs one argon2 run whether or not the
@@ -187,6 +197,7 @@ mod tests {
                 hash: "hunter22".into(),
                 role: Role::Viewer,
                 groups: vec![],
+                rtsp: None,
             }],
         };
         assert!(a.check().unwrap_err().contains("not a PHC string"));

@@ -24,6 +24,18 @@ pub struct Attempts {
 }
 
 impl Attempts {
+    /// Whether `source` has used up its attempts of the last minute (without counting one).
+    pub fn over(&self, source: IpAddr, now: Instant) -> bool {
+        let map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&source).is_some_and(|times| {
+            times
+                .iter()
+                .filter(|t| now.saturating_duration_since(**t) < WINDOW)
+                .count()
+                >= PER_ADDRESS_PER_MINUTE as usize
+        })
+    }
+
     /// Counts an attempt from `source` at `now`; false when it is over the limit.
     pub fn allow(&self, source: IpAddr, now: Instant) -> bool {
         let mut map = self.by_address.lock().unwrap_or_else(|p| p.into_inner());

@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod attempts;
+pub mod digest;
 pub mod oidc;
 pub mod sessions;
 
@@ -60,11 +61,57 @@ impl Auth {
         !self.accounts.users.is_empty() || self.oidc.is_some()
     }
 
+    /// The person an RTSP `Authorization: Digest` header proves, for a request with
+    /// `method` answering `nonce`; each failure counts against `source`'s attempts.
+    pub fn rtsp_person(
+        &self,
+        header: Option<&str>,
+        method: &str,
+        nonce: &str,
+        source: std::net::IpAddr,
+    ) -> Result<Person, RtspRefusal> {
+        let Some(c) = header.and_then(digest::parse) else {
+            return Err(RtspRefusal::Ask);
+        };
+        // Only failures count: a player sends its credentials with every request.
+        if self.attempts.over(source, Instant::now()) {
+            return Err(RtspRefusal::TooMany);
+        }
+        let account = self.accounts.get(&c.username).filter(|a| {
+            a.rtsp
+                .as_deref()
+                .is_some_and(|ha1| digest::verify(&c, ha1, method, nonce))
+        });
+        match account {
+            Some(a) => Ok(Person {
+                name: a.name.clone(),
+                role: a.role,
+                groups: a.groups.clone(),
+                via: "local",
+            }),
+            None => {
+                self.attempts.allow(source, Instant::now());
+                Err(RtspRefusal::Wrong)
+            }
+        }
+    }
+
     /// The person whose session `headers` carry (cookie or `Authorization: Bearer`).
     pub fn person(&self, headers: &HeaderMap) -> Option<Person> {
         let token = bearer(headers).or_else(|| cookie(headers))?;
         self.sessions.get(token, Instant::now())
     }
+}
+
+/// Why an RTSP request was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtspRefusal {
+    /// No Digest credentials: ask for them.
+    Ask,
+    /// Credentials that are wrong (or of an account without an RTSP password).
+    Wrong,
+    /// Too many attempts from the address.
+    TooMany,
 }
 
 /// The session token of an `Authorization: Bearer` header.

@@ -19,6 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::sdp;
+use crate::auth::digest;
+use crate::auth::sessions::Person;
+use crate::auth::RtspRefusal;
 use crate::station::Station;
 use crate::viewing::{
     next_or_pending, readers_from_newest_keyframe, AbortOnDrop, Viewing, ViewingError,
@@ -98,6 +101,8 @@ pub struct Req {
     pub cseq: String,
     pub session: Option<String>,
     pub transports: Option<Transports>,
+    /// The `Authorization` header, for Digest authentication.
+    pub authorization: Option<String>,
 }
 
 /// What parsing the start of the input buffer gave.
@@ -143,12 +148,16 @@ fn reduce(r: &Request<Vec<u8>>) -> Option<Req> {
             .to_string()
     });
     let transports = r.typed_header::<Transports>().ok().flatten();
+    let authorization = r
+        .header(&rtsp_types::headers::AUTHORIZATION)
+        .map(|v| v.as_str().to_owned());
     Some(Req {
         method: r.method().clone(),
         uri,
         cseq,
         session,
         transports,
+        authorization,
     })
 }
 
@@ -209,6 +218,8 @@ pub async fn serve(station: Arc<Station>, mut stream: TcpStream, peer: SocketAdd
         last_heard: Instant::now(),
         rtcp_heard: Arc::new(AtomicU64::new(0)),
         started: Instant::now(),
+        nonce: random_hex(),
+        person: None,
     };
     match c.run(&mut stream).await {
         Ok(()) => tracing::debug!(%peer, "RTSP client left"),
@@ -229,6 +240,16 @@ struct Conn {
     /// Milliseconds since `started` when RTCP last came over UDP.
     rtcp_heard: Arc<AtomicU64>,
     started: Instant,
+    /// This connection's Digest challenge.
+    nonce: String,
+    /// Who the client proved to be, on a box where people log in.
+    person: Option<Person>,
+}
+
+fn random_hex() -> String {
+    let mut raw = [0u8; 16];
+    let _ = getrandom::fill(&mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Conn {
@@ -301,25 +322,59 @@ impl Conn {
 
     async fn respond(&mut self, req: Req) -> String {
         let cseq = req.cseq.clone();
-        // RTSP does not check logins yet: a box where people must log in serves none of
-        // its streams over RTSP rather than serving them to anybody.
-        let closed = self.station.auth.get().is_some_and(|a| a.required());
-        let result = match req.method {
-            Method::Options => Ok(Reply::ok().header("Public", PUBLIC)),
-            _ if closed => Err(Reply::status(401, "Unauthorized").body(
-                "text/plain",
-                "this box asks viewers to log in, and RTSP logins are not supported yet: \
-                 watch on the page, over WHEP or live MP4",
-            )),
-            Method::Describe => self.describe(&req).await,
-            Method::Setup => self.setup(&req).await,
-            Method::Play => self.play(&req),
-            Method::Pause => self.pause(&req),
-            Method::Teardown => self.teardown(&req),
-            Method::GetParameter | Method::SetParameter => self.keepalive(&req),
+        let login = match req.method {
+            Method::Options => Ok(()),
+            _ => self.login(&req),
+        };
+        let result = match (&req.method, login) {
+            (_, Err(refused)) => Err(refused),
+            (Method::Options, _) => Ok(Reply::ok().header("Public", PUBLIC)),
+            (Method::Describe, _) => self.describe(&req).await,
+            (Method::Setup, _) => self.setup(&req).await,
+            (Method::Play, _) => self.play(&req),
+            (Method::Pause, _) => self.pause(&req),
+            (Method::Teardown, _) => self.teardown(&req),
+            (Method::GetParameter | Method::SetParameter, _) => self.keepalive(&req),
             _ => Err(Reply::status(405, "Method Not Allowed").header("Allow", PUBLIC)),
         };
         result.unwrap_or_else(|e| e).render(&cseq)
+    }
+
+    /// On a box where people log in, the client must prove an account by Digest (once a
+    /// connection: players send the header with every request anyway).
+    fn login(&mut self, req: &Req) -> Result<(), Reply> {
+        let Some(auth) = self.station.auth.get().filter(|a| a.required()) else {
+            return Ok(());
+        };
+        if self.person.is_some() {
+            return Ok(());
+        }
+        let method: &str = (&req.method).into();
+        match auth.rtsp_person(
+            req.authorization.as_deref(),
+            method,
+            &self.nonce,
+            self.peer.ip(),
+        ) {
+            Ok(p) => {
+                self.person = Some(p);
+                Ok(())
+            }
+            Err(RtspRefusal::TooMany) => Err(Reply::status(403, "Forbidden").body(
+                "text/plain",
+                "too many failed logins from this address; wait a minute",
+            )),
+            Err(why) => Err(Reply::status(401, "Unauthorized")
+                .header("WWW-Authenticate", &digest::challenge(&self.nonce))
+                .body(
+                    "text/plain",
+                    if why == RtspRefusal::Wrong {
+                        "wrong name or password (local accounts only: cambox user add)"
+                    } else {
+                        "this box asks viewers to log in: rtsp://NAME:PASSWORD@box/stream"
+                    },
+                )),
+        }
     }
 
     fn server_ip(&self) -> String {
@@ -531,6 +586,7 @@ impl Conn {
         let local = self.local;
         let station = self.station.clone();
         let peer = self.peer.ip();
+        let person = self.person.clone();
         let s = self.session_for(req)?;
         if s.video.is_none() && s.audio.is_none() {
             return Err(Reply::status(455, "Method Not Valid in This State")
@@ -542,7 +598,7 @@ impl Conn {
                 video: s.video.as_ref().map(|_| video),
                 audio: s.audio.as_ref().and(audio),
             });
-            let viewer = Viewer::at(&station, None, "rtsp", &s.name, Some(peer));
+            let viewer = Viewer::at(&station, person.as_ref(), "rtsp", &s.name, Some(peer));
             s._counted = Some(ViewerGuard::new(&station, viewer));
         }
         let mut info = Vec::new();
