@@ -188,6 +188,29 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_OIDC_OPERATORS", value_name = "GROUP")]
     pub oidc_operators: Option<String>,
 
+    /// Who may watch this box's stream: `*` (everybody who logs in), `site:NAME` (people
+    /// served by a box of that site), `group:NAME` (from the login's groups), `user:NAME`
+    /// (repeatable; any one suffices) [default: watch_default].
+    #[arg(
+        long = "watch",
+        env = "CAMBOX_WATCH",
+        value_delimiter = ',',
+        value_name = "RULE"
+    )]
+    #[serde(default)]
+    pub watch: Vec<String>,
+
+    /// Who may watch a stream whose box names nobody: the mesh-wide default, the same on
+    /// every card [default: *].
+    #[arg(
+        long = "watch-default",
+        env = "CAMBOX_WATCH_DEFAULT",
+        value_delimiter = ',',
+        value_name = "RULE"
+    )]
+    #[serde(default)]
+    pub watch_default: Vec<String>,
+
     /// The audit log: who watched which stream from when to when, and who pressed what
     /// (`cambox audit` reads it) [default: audit.log beside the node key].
     #[arg(long, env = "CAMBOX_AUDIT", value_name = "PATH")]
@@ -347,6 +370,16 @@ impl RunConfig {
             oidc_client_secret: self.oidc_client_secret.or(file.oidc_client_secret),
             oidc_groups_claim: self.oidc_groups_claim.or(file.oidc_groups_claim),
             oidc_operators: self.oidc_operators.or(file.oidc_operators),
+            watch: if self.watch.is_empty() {
+                file.watch
+            } else {
+                self.watch
+            },
+            watch_default: if self.watch_default.is_empty() {
+                file.watch_default
+            } else {
+                self.watch_default
+            },
             audit: self.audit.or(file.audit),
             audit_max_age: self.audit_max_age.or(file.audit_max_age),
             audit_max_mib: self.audit_max_mib.or(file.audit_max_mib),
@@ -430,6 +463,7 @@ impl RunConfig {
             command_allow: self.command_allow()?,
             rtsp_port: None,
             trust: None,
+            watch: box_settings.watch.clone(),
         })
     }
 
@@ -646,8 +680,16 @@ impl RunConfig {
             bitrate: self.bitrate.unwrap_or(2_000_000),
             keyframe_interval,
             audio_bitrate: self.audio_bitrate.unwrap_or(64_000),
+            watch: watch_rule(&self.watch, "watch")?,
+            watch_default: watch_rule(&self.watch_default, "watch_default")?,
         })
     }
+}
+
+/// Rules of who may watch, checked and joined as they travel (`group:ops,site:berlin`).
+fn watch_rule(rules: &[String], key: &str) -> anyhow::Result<String> {
+    cambox_node::auth::rules::check(rules).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    Ok(rules.join(","))
 }
 
 /// Stream names appear in URLs and mDNS records: keep them to safe characters.

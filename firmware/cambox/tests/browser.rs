@@ -156,7 +156,10 @@ fn clicking_the_virtual_button_goes_live_lights_the_led_and_the_stream_plays() {
     assert_eq!(led["litSamples"], led["samples"], "{led}");
     let status = b.status();
     assert_eq!(status["live"], true);
-    assert_eq!(status["led"]["state"], "live");
+    // The page itself watched the stream, and its WebRTC session may count as a viewer
+    // for a few seconds after the browser went (until its silence ends it).
+    let state = status["led"]["state"].as_str().unwrap();
+    assert!(matches!(state, "live" | "watched"), "{status}");
 }
 
 #[test]

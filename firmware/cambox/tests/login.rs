@@ -472,3 +472,112 @@ fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_a
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("unknown or too old"), "{body}");
 }
+
+#[test]
+fn a_streams_rule_is_checked_on_every_protocol_by_whichever_box_serves_the_viewer() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    add_user(&users, "alice", "alice-password", &["--group", "ops"]);
+    add_user(&users, "bob", "bob-password", &[]);
+    let users = users.to_str().unwrap();
+    // The hall camera is for ops only; the lobby box names no rule (the default: all).
+    let a = BoxProc::start(&[
+        "--users",
+        users,
+        "--live",
+        "--name",
+        "hall",
+        "--watch",
+        "group:ops",
+    ]);
+    let b = BoxProc::start(&["--users", users, "--name", "lobby", "--peer", &a.mesh_addr]);
+    let (a_addr, b_addr) = (a.addr(), b.addr());
+    let (alice_a, bob_a) = (
+        login(&a_addr, "alice", "alice-password"),
+        login(&a_addr, "bob", "bob-password"),
+    );
+    let (alice_b, bob_b) = (
+        login(&b_addr, "alice", "alice-password"),
+        login(&b_addr, "bob", "bob-password"),
+    );
+    let remote = format!("hall@{}", a.node_id);
+    wait_until(
+        "the lobby box to list the hall stream for alice",
+        Duration::from_secs(20),
+        || {
+            with_token(&b_addr, "GET", "/api/v1/streams", &alice_b, "")
+                .1
+                .contains(&remote)
+        },
+    );
+    // Bob is not in ops: the stream is not listed for him, anywhere.
+    assert!(!with_token(&a_addr, "GET", "/api/v1/streams", &bob_a, "")
+        .1
+        .contains("\"hall\""));
+    assert!(!with_token(&b_addr, "GET", "/api/v1/streams", &bob_b, "")
+        .1
+        .contains(&remote));
+    // ...and every protocol at either box refuses him with 403.
+    for (addr, token, path) in [
+        (&a_addr, &bob_a, "/live/hall.mp4".to_string()),
+        (&a_addr, &bob_a, "/whep/hall".to_string()),
+        (&b_addr, &bob_b, format!("/live/{remote}.mp4")),
+        (&b_addr, &bob_b, format!("/whep/{remote}")),
+    ] {
+        let method = if path.starts_with("/whep") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (code, body) = with_token(addr, method, &path, token, "");
+        assert_eq!(code, 403, "{addr}{path}: {body}");
+        assert!(body.contains("bob may not watch"), "{body}");
+    }
+    let rtsp = json(&with_token(&a_addr, "GET", "/api/v1/status", &alice_a, "").1)["rtsp_listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    require("ffmpeg");
+    let ffmpeg = |who: &str| {
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-rtsp_transport", "tcp"])
+            .args([
+                "-i",
+                &format!("rtsp://{who}@{rtsp}/hall"),
+                "-t",
+                "1",
+                "-f",
+                "null",
+                "-",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = ffmpeg("bob:bob-password");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Alice (ops) watches at both boxes.
+    let out = ffmpeg("alice:alice-password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut mp4 = std::net::TcpStream::connect(&b_addr).unwrap();
+    write!(
+        mp4,
+        "GET /live/{remote}.mp4 HTTP/1.1\r\nHost: {b_addr}\r\nAuthorization: Bearer {alice_b}\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    std::io::Read::read_exact(&mut mp4, &mut first).unwrap();
+    assert_eq!(
+        &first, b"HTTP/1.1 200",
+        "alice watches the hall through the lobby box"
+    );
+}

@@ -216,6 +216,10 @@ pub struct CatalogEntry {
     pub site: String,
     /// The origin box's name (`cambox run --node`), for people: stream lists show it.
     pub box_name: String,
+    /// Who may watch, as the origin says (`group:ops,site:berlin`); empty: the mesh-wide
+    /// default. Carried so that the box that serves a viewer, anywhere, checks the
+    /// origin's rule.
+    pub watch: String,
     pub tracks: Vec<u8>,
     /// The sender's route from the origin: origin first, the sender last. A node never
     /// takes a route that already contains itself, so trees cannot loop.

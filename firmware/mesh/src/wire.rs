@@ -209,6 +209,7 @@ pub fn entry_len(e: &CatalogEntry) -> usize {
     broadcast_len(&e.broadcast)
         + str_len(&e.site)
         + str_len(&e.box_name)
+        + str_len(&e.watch)
         + 2
         + e.tracks.len()
         + 2
@@ -389,6 +390,7 @@ fn put_entry(out: &mut Vec<u8>, e: &CatalogEntry) {
     put_broadcast(out, &e.broadcast);
     put_str(out, &e.site);
     put_str(out, &e.box_name);
+    put_str(out, &e.watch);
     put_list(out, &e.tracks, |out, t| out.push(*t));
     put_list(out, &e.path, |out, h| out.extend_from_slice(&h.0));
     out.push(u8::from(e.carrying));
@@ -508,6 +510,7 @@ impl Checker {
     fn entry(&self, e: &CatalogEntry) -> Result<(), WireError> {
         self.broadcast(&e.broadcast)?;
         self.string("entry.site", &e.site)?;
+        self.string("entry.watch", &e.watch)?;
         self.count("entry.tracks", e.tracks.len(), MAX_TRACKS)?;
         self.count("entry.path", e.path.len(), MAX_PATH)
     }
@@ -818,6 +821,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<CatalogEntry, WireError> {
     let broadcast = read_broadcast(r)?;
     let site = r.string("entry.site")?;
     let box_name = r.string("entry.box_name")?;
+    let watch = r.string("entry.watch")?;
     let tracks = r.list("entry.tracks", MAX_TRACKS, 1, |r| r.u8("entry.tracks"))?;
     let path = r.list("entry.path", MAX_PATH, HOP_LEN, |r| r.hop("entry.path"))?;
     let carrying = r.bool("entry.carrying")?;
@@ -827,6 +831,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<CatalogEntry, WireError> {
         broadcast,
         site,
         box_name,
+        watch,
         tracks,
         path,
         carrying,
@@ -1018,6 +1023,7 @@ mod tests {
             broadcast: bid("front-door"),
             site: "berlin".to_owned(),
             box_name: "hall".to_owned(),
+            watch: String::new(),
             tracks: vec![TRACK_VIDEO, TRACK_AUDIO],
             path,
             carrying: true,
@@ -1077,6 +1083,7 @@ mod tests {
                     broadcast: bid(&long),
                     site: long.clone(),
                     box_name: long.clone(),
+                    watch: String::new(),
                     tracks: (0..=255).collect(),
                     path: vec![node(4).hop(); MAX_PATH],
                     carrying: false,
@@ -1221,6 +1228,7 @@ mod tests {
                 broadcast: bid("ab"),
                 site: "xyz".to_owned(),
                 box_name: "q".to_owned(),
+                watch: String::new(),
                 tracks: vec![0, 1],
                 path: vec![node(1).hop(), node(2).hop()],
                 carrying: true,
@@ -1228,7 +1236,7 @@ mod tests {
                 ttl_ms: 1,
             }],
         };
-        assert_eq!(encoded_len(&catalog), 8 + 55 + 2 + 3 + 1 + 2 + 4 * 2);
+        assert_eq!(encoded_len(&catalog), 8 + 57 + 2 + 3 + 1 + 2 + 4 * 2);
         assert_eq!(encoded_len(&object(Bytes::from_static(b"xyz"))), 65 + 3 + 3);
         let mut want = vec![2, 0x05, 0, 0, 0, 36];
         want.extend([0xee; 32]);

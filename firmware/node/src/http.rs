@@ -37,6 +37,7 @@ impl From<ViewingError> for ApiError {
         match e {
             ViewingError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
             ViewingError::Unavailable(m) => Self(StatusCode::SERVICE_UNAVAILABLE, m),
+            ViewingError::Forbidden(m) => Self(StatusCode::FORBIDDEN, m),
         }
     }
 }
@@ -195,8 +196,17 @@ struct StreamEntry {
     rtsp: Option<String>,
 }
 
-/// This box's own stream (live or not) and every broadcast the mesh knows.
-async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
+/// This box's own stream (live or not) and every broadcast the mesh knows, those this
+/// person may not watch left out.
+async fn streams(State(st): State<Arc<Station>>, who: Who) -> Result<Response, ApiError> {
+    let rules = st.auth.get().is_some_and(|a| a.required()).then(|| {
+        let s = &st.settings;
+        move |rule: &str| {
+            who.as_deref()
+                .is_some_and(|p| crate::auth::rules::allows(rule, &s.watch_default, p, &s.site))
+        }
+    });
+    let allowed = |rule: &str| rules.as_ref().is_none_or(|ok| ok(rule));
     let s = st.status();
     let rtsp = s.rtsp_listen.is_some();
     let rtsp_path = |name: &str| rtsp.then(|| format!("/{name}"));
@@ -205,6 +215,7 @@ async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
         .node_id
         .as_deref()
         .map_or(String::new(), |id| id.chars().take(12).collect());
+    let own_allowed = allowed(&st.settings.watch);
     let mut list = vec![StreamEntry {
         url: format!("/live/{}.mp4", s.stream),
         whep: format!("/whep/{}", s.stream),
@@ -217,9 +228,11 @@ async fn streams(State(st): State<Arc<Station>>) -> Result<Response, ApiError> {
         hops: None,
         local: true,
     }];
+    list.retain(|_| own_allowed);
     if let Some(mesh) = st.mesh.get() {
         let known = mesh.list().await.map_err(unavailable)?;
-        list.extend(known.into_iter().filter(|b| !b.local).map(|b| StreamEntry {
+        let known = known.into_iter().filter(|b| !b.local && allowed(&b.watch));
+        list.extend(known.map(|b| StreamEntry {
             url: format!("/live/{}@{}.mp4", b.name, b.origin),
             whep: format!("/whep/{}@{}", b.name, b.origin),
             rtsp: rtsp_path(&format!("{}@{}", b.name, b.origin)),
@@ -423,7 +436,7 @@ async fn live_mp4(
             format!("'{file}' is not a stream: use /live/<stream>.mp4"),
         ));
     };
-    let viewing = crate::viewing::open(&st, name)
+    let viewing = crate::viewing::open(&st, name, person.as_deref())
         .await
         .map_err(ApiError::from)?;
     let broadcast = viewing.broadcast.clone();

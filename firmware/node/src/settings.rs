@@ -23,6 +23,11 @@ pub struct BoxSettings {
     pub keyframe_interval: f64,
     /// Audio bitrate, bits per second.
     pub audio_bitrate: u32,
+    /// Who may watch this box's stream (`group:ops,site:berlin`; empty: `watch_default`).
+    pub watch: String,
+    /// Who may watch a stream whose origin names nobody: the mesh-wide default (the same
+    /// on every card; empty: everybody who logs in).
+    pub watch_default: String,
 }
 
 impl BoxSettings {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use cambox_media::broadcast::{ReadObject, TrackReader};
 use cambox_media::Broadcast;
 
+use crate::auth::sessions::Person;
 use crate::mesh::{MeshError, WatchGuard};
 use crate::station::Station;
 
@@ -28,17 +29,79 @@ pub enum ViewingError {
     /// The stream exists but cannot be served now (HTTP 503, RTSP 503).
     #[error("{0}")]
     Unavailable(String),
+    /// The stream's rule does not let this person watch (HTTP 403, RTSP 403).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// Whether `person` may watch the stream called `name` (this box's own, or one the mesh
+/// lists with its origin's rule); on a box where nobody logs in, everybody may.
+pub async fn may_watch(
+    st: &Station,
+    name: &str,
+    person: Option<&Person>,
+) -> Result<(), ViewingError> {
+    if !st.auth.get().is_some_and(|a| a.required()) {
+        return Ok(());
+    }
+    let Some(person) = person else {
+        return Err(ViewingError::Forbidden("log in first".into()));
+    };
+    let rule = match rule_of(st, name).await {
+        Some(r) => r,
+        // Unknown here: `open` says so with a 404.
+        None => return Ok(()),
+    };
+    let s = &st.settings;
+    if crate::auth::rules::allows(&rule, &s.watch_default, person, &s.site) {
+        Ok(())
+    } else {
+        Err(ViewingError::Forbidden(format!(
+            "{} may not watch '{name}' (it is for {})",
+            person.name,
+            if rule.is_empty() {
+                &s.watch_default
+            } else {
+                &rule
+            }
+        )))
+    }
+}
+
+/// The rule of the stream `name` names: this box's own setting, or its origin's as the
+/// mesh lists it.
+async fn rule_of(st: &Station, name: &str) -> Option<String> {
+    if is_own(st, name) {
+        return Some(st.settings.watch.clone());
+    }
+    let (want, origin) = match name.split_once('@') {
+        Some((n, o)) => (n, Some(o)),
+        None => (name, None),
+    };
+    let list = st.mesh.get()?.list().await.ok()?;
+    list.into_iter()
+        .find(|b| b.name == want && origin.is_none_or(|o| b.origin_id.starts_with(o)))
+        .map(|b| b.watch)
+}
+
+fn is_own(st: &Station, name: &str) -> bool {
+    name == st.settings.stream
+        || st.mesh.get().is_some_and(|m| {
+            name.split_once('@')
+                .is_some_and(|(n, o)| n == st.settings.stream && m.id.short().starts_with(o))
+        })
 }
 
 /// Opens `name`: `stream` for this box's own, `stream@origin` (a node id prefix) for one
 /// from anywhere in the mesh.
-pub async fn open(st: &Station, name: &str) -> Result<Viewing, ViewingError> {
-    let own = name == st.settings.stream
-        || st.mesh.get().is_some_and(|m| {
-            name.split_once('@')
-                .is_some_and(|(n, o)| n == st.settings.stream && m.id.short().starts_with(o))
-        });
-    if own {
+/// `person` must be let in by the stream's rule (see [`may_watch`]).
+pub async fn open(
+    st: &Station,
+    name: &str,
+    person: Option<&Person>,
+) -> Result<Viewing, ViewingError> {
+    may_watch(st, name, person).await?;
+    if is_own(st, name) {
         return match st.broadcast() {
             Some(broadcast) => Ok(Viewing {
                 broadcast,

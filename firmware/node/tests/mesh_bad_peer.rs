@@ -26,6 +26,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         command_allow: Default::default(),
         rtsp_port: None,
         trust: None,
+        watch: String::new(),
     }
 }
 

@@ -36,6 +36,8 @@ async fn live_box() -> (Arc<Station>, SocketAddr) {
         bitrate: 200_000,
         keyframe_interval: 1.0,
         audio_bitrate: 32_000,
+        watch: String::new(),
+        watch_default: String::new(),
     };
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
     let st = station.clone();

@@ -378,11 +378,31 @@ impl Node {
             .max(self.cfg.first_version);
         self.learned.remove(&b);
         self.expiring.remove(&b);
-        self.origins.insert(b.clone(), Origin { tracks, version });
+        self.origins.insert(
+            b.clone(),
+            Origin {
+                tracks,
+                version,
+                watch: String::new(),
+            },
+        );
         self.stale.insert(b.clone());
         self.subs.entry(b.clone()).or_default();
         self.next_gossip = Some(now);
         b
+    }
+
+    /// Sets who may watch a broadcast originating here (`group:ops,site:berlin`; empty:
+    /// the mesh-wide default); neighbours learn it with the next gossip, due at once.
+    pub fn set_watch(&mut self, now: Instant, broadcast: &BroadcastId, watch: &str) {
+        if let Some(o) = self.origins.get_mut(broadcast) {
+            if o.watch != watch {
+                o.watch = watch.to_owned();
+                self.dirty = true;
+                self.stale.insert(broadcast.clone());
+                self.next_gossip = Some(now);
+            }
+        }
     }
 
     /// Ends a broadcast originating here. Neighbours learn at the next gossip (due at
@@ -400,7 +420,7 @@ impl Node {
             self.subs.remove(broadcast);
             self.stale.insert(broadcast.clone());
             let ttl = self.cfg.catalog_ttl;
-            let end = self.own_entry(broadcast, o.tracks, version, false);
+            let end = self.own_entry(broadcast, o.tracks, o.watch, version, false);
             self.learn(
                 broadcast.clone(),
                 Learned {
@@ -421,6 +441,7 @@ impl Node {
         &self,
         b: &BroadcastId,
         tracks: Vec<u8>,
+        watch: String,
         version: u64,
         live: bool,
     ) -> CatalogEntry {
@@ -428,6 +449,7 @@ impl Node {
             broadcast: b.clone(),
             site: self.cfg.site.clone(),
             box_name: self.cfg.box_name.clone(),
+            watch,
             tracks,
             path: vec![self.id.hop()],
             carrying: live,
@@ -455,6 +477,7 @@ impl Node {
                 broadcast: e.broadcast,
                 site: e.site,
                 box_name: e.box_name,
+                watch: e.watch,
             })
             .collect()
     }
@@ -593,7 +616,7 @@ impl Node {
         with_nodes: bool,
     ) -> Option<CatalogEntry> {
         if let Some(o) = self.origins.get(b) {
-            return Some(self.own_entry(b, o.tracks.clone(), o.version, true));
+            return Some(self.own_entry(b, o.tracks.clone(), o.watch.clone(), o.version, true));
         }
         if !with_nodes && b.name == NODE_BROADCAST {
             return None;

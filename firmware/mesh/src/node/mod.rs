@@ -51,6 +51,8 @@ pub struct KnownBroadcast {
     /// The origin's site and box name.
     pub site: String,
     pub box_name: String,
+    /// Who may watch, as the origin says (empty: the mesh-wide default).
+    pub watch: String,
     /// Links on the route this node would take (0 for its own broadcasts).
     pub hops: usize,
 }
@@ -240,6 +242,7 @@ struct Learned {
 struct Origin {
     tracks: Vec<u8>,
     version: u64,
+    watch: String,
 }
 
 /// One node of the overlay.

@@ -297,6 +297,7 @@ pub fn made_up_entries(range: std::ops::Range<usize>, sender: NodeId) -> Vec<Cat
                 },
                 site: "nowhere".into(),
                 box_name: "liar".into(),
+                watch: String::new(),
                 tracks: vec![crate::msg::TRACK_VIDEO],
                 path: vec![NodeId(origin).hop(), sender.hop()],
                 carrying: true,

@@ -37,7 +37,7 @@ fn broadcast() -> impl Strategy<Value = BroadcastId> {
 fn entry() -> impl Strategy<Value = CatalogEntry> {
     (
         broadcast(),
-        (string(), string()),
+        (string(), string(), string()),
         vec(any::<u8>(), 0..4),
         vec(node_id().prop_map(|n| n.hop()), 0..8),
         any::<bool>(),
@@ -45,15 +45,18 @@ fn entry() -> impl Strategy<Value = CatalogEntry> {
         any::<u32>(),
     )
         .prop_map(
-            |(broadcast, (site, box_name), tracks, path, carrying, version, ttl_ms)| CatalogEntry {
-                broadcast,
-                site,
-                box_name,
-                tracks,
-                path,
-                carrying,
-                version,
-                ttl_ms,
+            |(broadcast, (site, box_name, watch), tracks, path, carrying, version, ttl_ms)| {
+                CatalogEntry {
+                    broadcast,
+                    site,
+                    box_name,
+                    watch,
+                    tracks,
+                    path,
+                    carrying,
+                    version,
+                    ttl_ms,
+                }
             },
         )
 }

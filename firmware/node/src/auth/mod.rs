@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod attempts;
 pub mod digest;
 pub mod oidc;
+pub mod rules;
 pub mod sessions;
 
 use std::net::SocketAddr;

@@ -101,6 +101,9 @@ pub struct MeshSettings {
     /// The company CA's admission rule and this box's node certificate (None: a lab mesh,
     /// which any box that speaks the protocol joins).
     pub trust: Option<Arc<Trust>>,
+    /// Who may watch this box's stream, carried with it through the mesh (empty: the
+    /// mesh-wide default).
+    pub watch: String,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -118,6 +121,9 @@ pub struct MeshBroadcast {
     pub hops: usize,
     /// True for this box's own broadcast.
     pub local: bool,
+    /// Who may watch it, as its origin says (empty: the mesh-wide default).
+    #[serde(default)]
+    pub watch: String,
 }
 
 /// A neighbour, for status and diagnostics.
@@ -399,6 +405,7 @@ impl Mesh {
             incoming: incoming_tx,
             rooms: HashMap::new(),
             gateway: GatewayDuty::new(id),
+            watch_rule: settings.watch.clone(),
         };
         tokio::spawn(driver.run(rx, requests_rx, on_air));
         Ok(Mesh {
@@ -699,6 +706,8 @@ struct Driver {
     /// Whether this box links across sites, and to whom, from the registry's answer and
     /// which site-mates' links are down.
     gateway: GatewayDuty<NodeId>,
+    /// Who may watch this box's stream (its catalog entry carries it).
+    watch_rule: String,
 }
 
 impl Driver {
@@ -1209,6 +1218,7 @@ impl Driver {
                 site: k.site,
                 box_name: k.box_name,
                 hops: k.hops,
+                watch: k.watch,
             })
             .collect()
     }
@@ -1286,6 +1296,7 @@ impl Driver {
         let id = self
             .core
             .publish(now, &b.name, vec![TRACK_VIDEO, TRACK_AUDIO, TRACK_CATALOG]);
+        self.core.set_watch(now, &id, &self.watch_rule);
         let catalog = Catalog {
             fps_num: b.rate.num,
             fps_den: b.rate.den,

@@ -382,13 +382,14 @@ impl Conn {
     }
 
     async fn open(&self, name: &str) -> Result<Viewing, Reply> {
-        crate::viewing::open(&self.station, name)
+        crate::viewing::open(&self.station, name, self.person.as_ref())
             .await
             .map_err(|e| match e {
                 ViewingError::NotFound(m) => Reply::status(404, "Not Found").body("text/plain", m),
                 ViewingError::Unavailable(m) => {
                     Reply::status(503, "Service Unavailable").body("text/plain", m)
                 }
+                ViewingError::Forbidden(m) => Reply::status(403, "Forbidden").body("text/plain", m),
             })
     }
 

@@ -126,6 +126,8 @@ async fn offer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // A person the stream's rule does not let in learns so before anything is parsed.
+    crate::viewing::may_watch(&st, &name, person.as_deref()).await?;
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -154,7 +156,7 @@ async fn offer(
             ),
         ));
     }
-    let viewing = crate::viewing::open(&st, &name).await?;
+    let viewing = crate::viewing::open(&st, &name, person.as_deref()).await?;
 
     let sockets = bind_sockets(client.ip())
         .await
