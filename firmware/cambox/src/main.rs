@@ -56,6 +56,9 @@ enum Command {
     /// Watch a broadcast from anywhere in the mesh through a box: writes fragmented MP4
     /// to a file or standard output.
     Watch(mesh_cli::WatchArgs),
+    /// Log in to a box where people log in, and print the session token for the other
+    /// commands: `export CAMBOX_TOKEN=$(cambox login alice)`.
+    Login(mesh_cli::LoginArgs),
     /// List every node of the mesh with what it offers (camera, LED, sensors, ...) and
     /// its latest readings.
     Sensors(bus_cli::SensorsArgs),
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Strip(args) => strip::strip(args).await,
             Command::List(args) => mesh_cli::list(args).await,
             Command::Watch(args) => mesh_cli::watch(args).await,
+            Command::Login(args) => mesh_cli::login(args).await,
             Command::Sensors(args) => bus_cli::sensors(args).await,
             Command::Cmd(args) => bus_cli::cmd(args).await,
             Command::Chat(args) => bus_cli::chat(args).await,

@@ -19,6 +19,10 @@ pub struct BoxAddr {
         value_name = "ADDR"
     )]
     pub http: String,
+    /// A session token, for a box where people log in
+    /// (`export CAMBOX_TOKEN=$(cambox login NAME)`).
+    #[arg(long, env = "CAMBOX_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 impl BoxAddr {
@@ -55,8 +59,8 @@ pub struct WatchArgs {
     pub duration: Option<Duration>,
 }
 
-pub async fn get_text(url: &str) -> anyhow::Result<String> {
-    let mut body = cambox_node::client::get(url).await?;
+pub async fn get_text(url: &str, token: Option<&str>) -> anyhow::Result<String> {
+    let mut body = cambox_node::client::get_as(url, token).await?;
     let mut text = Vec::new();
     while let Some(chunk) = body.chunk().await? {
         text.extend_from_slice(&chunk);
@@ -72,7 +76,7 @@ pub async fn get_json_or_print(
     raw: bool,
 ) -> anyhow::Result<Option<serde_json::Value>> {
     let url = target.url(path);
-    let text = get_text(&url).await?;
+    let text = get_text(&url, target.token.as_deref()).await?;
     if raw {
         println!("{text}");
         return Ok(None);
@@ -80,6 +84,38 @@ pub async fn get_json_or_print(
     serde_json::from_str(&text)
         .map(Some)
         .with_context(|| format!("{url} did not answer JSON"))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The account's name (a local account of the box: `cambox user add`).
+    pub name: String,
+    #[command(flatten)]
+    pub target: BoxAddr,
+}
+
+/// Logs in to a box and prints the session token, for `--token` / `CAMBOX_TOKEN`. The
+/// password is asked for on a terminal, else read from standard input's first line.
+pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
+    let password = crate::user_cmd::read_password_once(&args.name)?;
+    let url = args.target.url("/api/v1/login");
+    let client = cambox_node::client::ApiClient::new(None)?;
+    let body = serde_json::json!({ "name": args.name, "password": password });
+    let (status, answer) = client
+        .post_json(&url, serde_json::to_vec(&body)?, None)
+        .await?;
+    let v: serde_json::Value = serde_json::from_slice(&answer)
+        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    match v["token"].as_str() {
+        Some(token) if status == 200 => {
+            println!("{token}");
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "{}",
+            v["error"].as_str().map_or(format!("{url}: {status}"), String::from)
+        ),
+    }
 }
 
 pub async fn list(args: ListArgs) -> anyhow::Result<()> {
@@ -126,6 +162,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         height: 0,
         fps: 0,
         bitrate: 0,
+        token: args.target.token,
     })
     .await
 }

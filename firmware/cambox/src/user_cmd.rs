@@ -104,11 +104,8 @@ fn save(path: &Path, accounts: &Accounts) -> anyhow::Result<()> {
 }
 
 fn read_password(name: &str) -> anyhow::Result<String> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut line = String::new();
-        stdin.lock().read_line(&mut line)?;
-        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    if !std::io::stdin().is_terminal() {
+        return read_password_once(name);
     }
     let first = prompt(&format!("password for {name}: "))?;
     let second = prompt("again: ")?;
@@ -116,6 +113,17 @@ fn read_password(name: &str) -> anyhow::Result<String> {
         anyhow::bail!("the two passwords differ");
     }
     Ok(first)
+}
+
+/// `name`'s password: asked for once on a terminal, else standard input's first line.
+pub fn read_password_once(name: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return prompt(&format!("password for {name}: "));
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// Reads a line from the terminal with echo off.

@@ -254,6 +254,31 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
             .any(|l| l.contains("live") && l.contains("alice (local)") && l.contains("off")),
         "{text}"
     );
+    // The command line logs in too: cambox login prints a token that list and watch take.
+    let mut child = Command::new(BIN)
+        .args(["login", "bob", "--http", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "bob-password").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let cli_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let list = |token: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["list", "--http", &addr]).env_remove("CAMBOX_TOKEN");
+        if let Some(t) = token {
+            cmd.env("CAMBOX_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = list(None);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("log in first"));
+    let listed = list(Some(&cli_token));
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("hall"));
     // Logged out, the token is worth nothing.
     assert_eq!(with_token(&addr, "POST", "/api/v1/logout", &bob, "").0, 204);
     assert_eq!(with_token(&addr, "GET", "/api/v1/status", &bob, "").0, 401);

@@ -212,9 +212,21 @@ impl ApiClient {
 /// GETs `url` and returns its body as a stream; a non-2xx answer is an error with the
 /// box's JSON message.
 pub async fn get(url: &str) -> Result<BodyStream, ClientError> {
+    get_as(url, None).await
+}
+
+/// [`get`] with a session token (`Authorization: Bearer`), for a box where people log in.
+pub async fn get_as(url: &str, bearer: Option<&str>) -> Result<BodyStream, ClientError> {
     let uri = check_url(url)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let resp = client.get(uri).await.map_err(|e| ClientError::Connect {
+    let mut req = hyper::Request::get(uri);
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(Empty::new())
+        .map_err(|_| ClientError::BadUrl(url.into()))?;
+    let resp = client.request(req).await.map_err(|e| ClientError::Connect {
         url: url.into(),
         reason: format!("{e:?}"),
     })?;
