@@ -164,8 +164,13 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let room = match &args.room {
         Some(r) => r.clone(),
         None => {
-            let status: serde_json::Value =
-                serde_json::from_str(&get_text(&args.target.url("/api/v1/status"), args.target.token.as_deref()).await?)?;
+            let status: serde_json::Value = serde_json::from_str(
+                &get_text(
+                    &args.target.url("/api/v1/status"),
+                    args.target.token.as_deref(),
+                )
+                .await?,
+            )?;
             format!("site:{}", status["site"].as_str().unwrap_or("local"))
         }
     };

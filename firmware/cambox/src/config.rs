@@ -464,6 +464,7 @@ impl RunConfig {
             rtsp_port: None,
             trust: None,
             watch: box_settings.watch.clone(),
+            watchers: Default::default(),
         })
     }
 

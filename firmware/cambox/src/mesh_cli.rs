@@ -21,7 +21,12 @@ pub struct BoxAddr {
     pub http: String,
     /// A session token, for a box where people log in
     /// (`export CAMBOX_TOKEN=$(cambox login NAME)`).
-    #[arg(long, env = "CAMBOX_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CAMBOX_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 
@@ -113,7 +118,9 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!(
             "{}",
-            v["error"].as_str().map_or(format!("{url}: {status}"), String::from)
+            v["error"]
+                .as_str()
+                .map_or(format!("{url}: {status}"), String::from)
         ),
     }
 }

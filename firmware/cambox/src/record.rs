@@ -41,7 +41,12 @@ pub struct RecordArgs {
     #[arg(long, default_value = "2M", value_parser = crate::config::parse_bitrate)]
     pub bitrate: u32,
     /// A session token, for a box where people log in (`cambox login`).
-    #[arg(long, env = "CAMBOX_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CAMBOX_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 

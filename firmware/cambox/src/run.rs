@@ -44,6 +44,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let rtsp_local = rtsp.as_ref().and_then(|l| l.local_addr().ok());
     mesh_settings.rtsp_port = rtsp_local.map(|a| a.port());
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
+    mesh_settings.watchers = station.watchers.clone();
     if let Some(a) = rtsp_local {
         station.set_rtsp_addr(a);
     }

@@ -267,7 +267,8 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
     let cli_token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let list = |token: Option<&str>| {
         let mut cmd = Command::new(BIN);
-        cmd.args(["list", "--http", &addr]).env_remove("CAMBOX_TOKEN");
+        cmd.args(["list", "--http", &addr])
+            .env_remove("CAMBOX_TOKEN");
         if let Some(t) = token {
             cmd.env("CAMBOX_TOKEN", t);
         }
@@ -277,7 +278,11 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("log in first"));
     let listed = list(Some(&cli_token));
-    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     assert!(String::from_utf8_lossy(&listed.stdout).contains("hall"));
     // Logged out, the token is worth nothing.
     assert_eq!(with_token(&addr, "POST", "/api/v1/logout", &bob, "").0, 204);
@@ -604,5 +609,29 @@ fn a_streams_rule_is_checked_on_every_protocol_by_whichever_box_serves_the_viewe
     assert_eq!(
         &first, b"HTTP/1.1 200",
         "alice watches the hall through the lobby box"
+    );
+    // The hall box, whose camera it is, lists her too, as served by the lobby box, and
+    // forgets her when she stops.
+    let watching_at_a = || {
+        json(&with_token(&a_addr, "GET", "/api/v1/status", &alice_a, "").1)["watching"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let took = wait_until(
+        "the hall box to list alice",
+        Duration::from_secs(10),
+        || {
+            watching_at_a()
+                .iter()
+                .any(|w| w["name"] == "alice" && w["through"] == b.node_id.as_str())
+        },
+    );
+    println!("the filming box listed a viewer served by another box {took:?} after she started");
+    drop(mp4);
+    wait_until(
+        "the hall box to forget alice",
+        Duration::from_secs(10),
+        || !watching_at_a().iter().any(|w| w["name"] == "alice"),
     );
 }

@@ -138,6 +138,9 @@ pub const NODE_BROADCAST: &str = ".node";
 /// A routed message's kinds.
 pub const ROUTED_COMMAND: u8 = 1;
 pub const ROUTED_REPLY: u8 = 2;
+/// A box tells a stream's origin who watches the stream through it (JSON), so the filmed
+/// see every viewer, wherever they watch.
+pub const ROUTED_WATCHING: u8 = 3;
 /// Largest routed body (a command's arguments or a reply).
 pub const MAX_ROUTED_BODY: usize = 16 * 1024;
 /// Largest revocation list a box passes on (about 900 revoked nodes).

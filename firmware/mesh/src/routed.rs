@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::msg::{NodeId, Routed, ROUTED_COMMAND, ROUTED_REPLY};
+use crate::msg::{NodeId, Routed, ROUTED_COMMAND, ROUTED_REPLY, ROUTED_WATCHING};
 
 /// A message sent longer ago than this, or this far in the future, is refused: the two
 /// clocks are NTP-synchronised on a box, so a minute is generous.
@@ -107,6 +107,8 @@ impl Gate {
         let allowed = match r.kind {
             ROUTED_COMMAND => self.allow.permits(&r.from),
             ROUTED_REPLY => self.outstanding.remove(&(r.from, r.id)).is_some(),
+            // News, not an order: any node that signed it may tell it.
+            ROUTED_WATCHING => true,
             _ => false,
         };
         if !allowed {

@@ -226,10 +226,13 @@ pub async fn get_as(url: &str, bearer: Option<&str>) -> Result<BodyStream, Clien
     let req = req
         .body(Empty::new())
         .map_err(|_| ClientError::BadUrl(url.into()))?;
-    let resp = client.request(req).await.map_err(|e| ClientError::Connect {
-        url: url.into(),
-        reason: format!("{e:?}"),
-    })?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.into(),
+            reason: format!("{e:?}"),
+        })?;
     let status = resp.status();
     let mut stream = BodyStream {
         url: url.into(),

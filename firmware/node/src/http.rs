@@ -450,7 +450,8 @@ async fn live_mp4(
                 other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
             })?;
     let viewer =
-        crate::watchers::Viewer::at(&st, person.as_deref(), "mp4", name, Some(client.ip()));
+        crate::watchers::Viewer::at(&st, person.as_deref(), "mp4", name, Some(client.ip()))
+            .with_origin(viewing.origin());
     let counted = crate::watchers::ViewerGuard::new(&st, viewer);
     // Watching (through the mesh too) lasts as long as this response is being read.
     let stream = futures_util::stream::poll_fn(move |cx| {

@@ -21,6 +21,13 @@ pub struct Viewing {
     _guard: Option<WatchGuard>,
 }
 
+impl Viewing {
+    /// The box whose camera this is, when it is not this one.
+    pub fn origin(&self) -> Option<cambox_mesh::NodeId> {
+        self._guard.as_ref().and_then(WatchGuard::origin)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ViewingError {
     /// No such stream here or in the mesh (HTTP 404, RTSP 404).

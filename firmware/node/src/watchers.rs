@@ -3,13 +3,14 @@
 //! watched what from when to when). Every protocol's viewer holds a [`ViewerGuard`] for as
 //! long as it watches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
+use cambox_mesh::NodeId;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::{unix, Record};
 use crate::auth::sessions::Person;
@@ -31,6 +32,9 @@ pub struct Viewer {
     /// Kept for the audit log only; not shown.
     #[serde(skip)]
     pub address: Option<IpAddr>,
+    /// The box whose camera it is, when another: that box is told who watches.
+    #[serde(skip)]
+    pub origin: Option<NodeId>,
 }
 
 impl Viewer {
@@ -49,35 +53,87 @@ impl Viewer {
             protocol,
             stream: stream.to_owned(),
             address,
+            origin: None,
         }
+    }
+
+    /// Watching a stream of box `origin` (None: this box's own), which is told.
+    pub fn with_origin(mut self, origin: Option<NodeId>) -> Viewer {
+        self.origin = origin;
+        self
     }
 }
 
-/// A viewer watching now, for `/api/v1/status`.
-#[derive(Debug, Clone, Serialize)]
+/// A viewer watching now, for `/api/v1/status` and for the box whose camera it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watching {
-    #[serde(flatten)]
-    pub viewer: Viewer,
+    pub name: String,
+    pub via: String,
+    pub site: String,
+    pub protocol: String,
+    pub stream: String,
     /// Since when, UTC.
     pub since: String,
+    /// The box serving them, when it is not this one (its short id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
 }
+
+/// Viewers another box tells of are dropped when it has not told again for this long (it
+/// tells every [`TELL_EVERY`]).
+pub const REMOTE_FOR: Duration = Duration::from_secs(35);
+pub const TELL_EVERY: Duration = Duration::from_secs(10);
+/// Viewers taken from one other box, at most.
+pub const MAX_REMOTE_PER_BOX: usize = 64;
 
 #[derive(Debug, Default)]
 pub struct Watchers {
     next: AtomicU64,
     now: Mutex<BTreeMap<u64, (Viewer, SystemTime)>>,
+    /// Viewers of this box's stream that other boxes serve, by the box that told.
+    remote: Mutex<HashMap<NodeId, (Vec<Watching>, Instant)>>,
 }
 
 impl Watchers {
-    /// Everybody watching now, longest first.
+    /// Everybody watching this box's streams now: its own viewers (of its own stream and of
+    /// others it relays), then those other boxes told of.
     pub fn list(&self) -> Vec<Watching> {
-        self.lock()
+        let mut out: Vec<Watching> = self
+            .lock()
             .values()
-            .map(|(v, since)| Watching {
-                viewer: v.clone(),
-                since: cambox_trust::utc(*since),
-            })
-            .collect()
+            .map(|(v, since)| watching(v, *since))
+            .collect();
+        let now = Instant::now();
+        let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        remote.retain(|_, (_, at)| now.duration_since(*at) < REMOTE_FOR);
+        out.extend(remote.values().flat_map(|(list, _)| list.iter().cloned()));
+        out
+    }
+
+    /// This box's viewers of streams from other boxes, by origin: what each is told.
+    pub fn served_for_others(&self) -> HashMap<NodeId, Vec<Watching>> {
+        let mut by: HashMap<NodeId, Vec<Watching>> = HashMap::new();
+        for (v, since) in self.lock().values() {
+            if let Some(o) = v.origin {
+                by.entry(o).or_default().push(watching(v, *since));
+            }
+        }
+        by
+    }
+
+    /// What box `from` (short id `through`) says of who watches this box's stream through
+    /// it: replaces what it said before.
+    pub fn told_by(&self, from: NodeId, through: String, mut list: Vec<Watching>) {
+        list.truncate(MAX_REMOTE_PER_BOX);
+        for w in &mut list {
+            w.through = Some(through.clone());
+        }
+        let mut remote = self.remote.lock().unwrap_or_else(|p| p.into_inner());
+        if list.is_empty() {
+            remote.remove(&from);
+        } else {
+            remote.insert(from, (list, Instant::now()));
+        }
     }
 
     fn add(&self, v: Viewer) -> u64 {
@@ -92,6 +148,18 @@ impl Watchers {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Viewer, SystemTime)>> {
         self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn watching(v: &Viewer, since: SystemTime) -> Watching {
+    Watching {
+        name: v.name.clone(),
+        via: v.via.into(),
+        site: v.site.clone(),
+        protocol: v.protocol.into(),
+        stream: v.stream.clone(),
+        since: cambox_trust::utc(since),
+        through: None,
     }
 }
 

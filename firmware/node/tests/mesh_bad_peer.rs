@@ -27,6 +27,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         rtsp_port: None,
         trust: None,
         watch: String::new(),
+        watchers: Default::default(),
     }
 }
 

@@ -12,8 +12,8 @@ use bytes::Bytes;
 
 use crate::identity::Identity;
 use crate::msg::{
-    Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY, TRACK_CATALOG, TRACK_CHAT,
-    TRACK_TELEMETRY,
+    Routed, NODE_BROADCAST, ROUTED_COMMAND, ROUTED_REPLY, ROUTED_WATCHING, TRACK_CATALOG,
+    TRACK_CHAT, TRACK_TELEMETRY,
 };
 use crate::node::{KnownBroadcast, Node, RouteError};
 use crate::{BroadcastId, NodeId};
@@ -44,6 +44,9 @@ pub enum BusEvent<W> {
     },
     /// A message new to this node in a followed room.
     Chat { room: String, message: Message },
+    /// Who watches this node's stream through node `from` now (JSON, the sender's whole
+    /// list each time).
+    Watching { from: NodeId, body: Bytes },
 }
 
 /// A node of the mesh with what it last said, as `cambox sensors` lists it.
@@ -160,16 +163,29 @@ impl<W> Bus<W> {
         body: Bytes,
         waiter: W,
     ) -> Result<u64, (RouteError, W)> {
-        self.next_routed_id += 1;
-        let id = self.next_routed_id;
-        let r = Routed::signed(identity, to, ROUTED_COMMAND, id, core.wall_ms(now), body);
-        match core.send_routed(now, r) {
-            Ok(()) => {
+        match self.send_new(core, identity, now, to, ROUTED_COMMAND, body) {
+            Ok(id) => {
                 self.waiting.insert((to, id), (now, waiter));
                 Ok(id)
             }
             Err(e) => Err((e, waiter)),
         }
+    }
+
+    /// Sends a routed message of `kind` with an id of its own; the id.
+    fn send_new(
+        &mut self,
+        core: &mut Node,
+        identity: &Identity,
+        now: Instant,
+        to: NodeId,
+        kind: u8,
+        body: Bytes,
+    ) -> Result<u64, RouteError> {
+        self.next_routed_id += 1;
+        let id = self.next_routed_id;
+        let r = Routed::signed(identity, to, kind, id, core.wall_ms(now), body);
+        core.send_routed(now, r).map(|()| id)
     }
 
     /// Answers command `id` of node `to`.
@@ -186,12 +202,29 @@ impl<W> Bus<W> {
         core.send_routed(now, r)
     }
 
+    /// Tells node `to` who watches its stream through this node (its whole list).
+    pub fn send_watching(
+        &mut self,
+        core: &mut Node,
+        identity: &Identity,
+        now: Instant,
+        to: NodeId,
+        body: Bytes,
+    ) -> Result<(), RouteError> {
+        self.send_new(core, identity, now, to, ROUTED_WATCHING, body)
+            .map(|_| ())
+    }
+
     /// A routed message the core let through (its `Event::Routed`).
     pub fn handle_routed(&mut self, r: Routed) {
         match r.kind {
             ROUTED_COMMAND => self.events.push_back(BusEvent::Command {
                 from: r.from,
                 id: r.id,
+                body: r.body,
+            }),
+            ROUTED_WATCHING => self.events.push_back(BusEvent::Watching {
+                from: r.from,
                 body: r.body,
             }),
             ROUTED_REPLY => {

@@ -150,6 +150,7 @@ impl Net {
                     at: now,
                     body,
                 }),
+                BusEvent::Watching { .. } => {}
                 BusEvent::Chat { room, message } => n.bus_seen.chat.push(ChatSeen {
                     at: now,
                     room,

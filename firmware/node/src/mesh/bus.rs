@@ -127,6 +127,16 @@ impl Driver {
                         let _ = tx.send(message);
                     }
                 }
+                BusEvent::Watching { from, body } => {
+                    #[derive(serde::Deserialize)]
+                    struct Told {
+                        viewers: Vec<crate::watchers::Watching>,
+                    }
+                    match serde_json::from_slice::<Told>(&body) {
+                        Ok(t) => self.watchers.told_by(from, from.short(), t.viewers),
+                        Err(e) => tracing::debug!(%from, "unreadable list of viewers: {e}"),
+                    }
+                }
             }
         }
     }

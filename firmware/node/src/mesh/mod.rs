@@ -104,6 +104,9 @@ pub struct MeshSettings {
     /// Who may watch this box's stream, carried with it through the mesh (empty: the
     /// mesh-wide default).
     pub watch: String,
+    /// Who watches: the origins of the streams this box serves are told who watches
+    /// them here, and this box learns who watches its own stream elsewhere.
+    pub watchers: Arc<crate::watchers::Watchers>,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -260,6 +263,13 @@ pub struct WatchGuard {
     tx: mpsc::UnboundedSender<Request>,
 }
 
+impl WatchGuard {
+    /// The origin of a broadcast from elsewhere in the mesh (None for this box's own).
+    pub fn origin(&self) -> Option<NodeId> {
+        self.id.as_ref().map(|b| b.origin)
+    }
+}
+
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
@@ -406,6 +416,8 @@ impl Mesh {
             rooms: HashMap::new(),
             gateway: GatewayDuty::new(id),
             watch_rule: settings.watch.clone(),
+            watchers: settings.watchers.clone(),
+            told: HashMap::new(),
         };
         tokio::spawn(driver.run(rx, requests_rx, on_air));
         Ok(Mesh {
@@ -708,6 +720,9 @@ struct Driver {
     gateway: GatewayDuty<NodeId>,
     /// Who may watch this box's stream (its catalog entry carries it).
     watch_rule: String,
+    watchers: Arc<crate::watchers::Watchers>,
+    /// What each origin was last told of who watches its stream here, and when.
+    told: HashMap<NodeId, (Vec<crate::watchers::Watching>, Instant)>,
 }
 
 impl Driver {
@@ -1381,6 +1396,36 @@ impl Driver {
             self.core.unsubscribe(&id);
         }
         self.update_tree_metrics(&known);
+        self.tell_origins(now);
+    }
+
+    /// Tells the box of each stream this box serves who watches it here: on a change, and
+    /// every few seconds while anybody does (so a box that vanishes is forgotten there),
+    /// and once more with nobody when the last one stops.
+    fn tell_origins(&mut self, now: Instant) {
+        let mut current = self.watchers.served_for_others();
+        let origins: HashSet<NodeId> = current.keys().chain(self.told.keys()).copied().collect();
+        for origin in origins {
+            let list = current.remove(&origin).unwrap_or_default();
+            let due = self.told.get(&origin).is_none_or(|(last, at)| {
+                *last != list || now.duration_since(*at) >= crate::watchers::TELL_EVERY
+            });
+            if !due {
+                continue;
+            }
+            let body = serde_json::json!({ "viewers": list }).to_string();
+            if let Err(e) =
+                self.bus
+                    .send_watching(&mut self.core, &self.identity, now, origin, body.into())
+            {
+                tracing::debug!(%origin, "cannot tell who watches its stream here: {e}");
+            }
+            if list.is_empty() {
+                self.told.remove(&origin);
+            } else {
+                self.told.insert(origin, (list, now));
+            }
+        }
     }
 
     fn update_tree_metrics(&self, known: &HashSet<BroadcastId>) {

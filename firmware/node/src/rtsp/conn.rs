@@ -599,7 +599,8 @@ impl Conn {
                 video: s.video.as_ref().map(|_| video),
                 audio: s.audio.as_ref().and(audio),
             });
-            let viewer = Viewer::at(&station, person.as_ref(), "rtsp", &s.name, Some(peer));
+            let viewer = Viewer::at(&station, person.as_ref(), "rtsp", &s.name, Some(peer))
+                .with_origin(s.viewing.origin());
             s._counted = Some(ViewerGuard::new(&station, viewer));
         }
         let mut info = Vec::new();

@@ -157,6 +157,7 @@ async fn offer(
         ));
     }
     let viewing = crate::viewing::open(&st, &name, person.as_deref()).await?;
+    let origin = viewing.origin();
 
     let sockets = bind_sockets(client.ip())
         .await
@@ -187,7 +188,8 @@ async fn offer(
         connected,
     };
     let station = st.clone();
-    let viewer = crate::watchers::Viewer::at(&st, person.as_deref(), "whep", &name, Some(source));
+    let viewer = crate::watchers::Viewer::at(&st, person.as_deref(), "whep", &name, Some(source))
+        .with_origin(origin);
     let guard = crate::watchers::ViewerGuard::new(&st, viewer);
     tokio::spawn(async move {
         let _guard = guard;
