@@ -503,6 +503,66 @@ fn chromium_logs_in_by_single_sign_on_at_a_real_openid_provider_and_by_a_local_a
     assert!(body.contains("unknown or too old"), "{body}");
 }
 
+/// aiortc's Python, from the virtualenv `scripts/setup-deps test` makes beside the build.
+fn aiortc_python() -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target dir")
+        .to_path_buf();
+    let python = target.join("webrtc-venv/bin/python");
+    assert!(
+        python.exists(),
+        "aiortc is not installed at {}; run scripts/test (scripts/setup-deps test installs it)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn an_independent_webrtc_client_watches_over_whep_only_with_a_token() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let b = BoxProc::start(&[
+        "--users",
+        users.to_str().unwrap(),
+        "--live",
+        "--name",
+        "hall",
+    ]);
+    let token = login(&b.addr(), "bob", "bob-password");
+    let client = |extra: &[&str]| {
+        let out = Command::new(aiortc_python())
+            .arg(script_dir().join("../webrtc/whep_client.py"))
+            .args([b.base.as_str(), "hall"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        (
+            out.status.code(),
+            json(stdout.lines().last().unwrap_or_default()),
+        )
+    };
+    let (code, refused) = client(&[]);
+    assert_eq!(
+        (code, &refused["status"]),
+        (Some(3), &401.into()),
+        "{refused}"
+    );
+    assert!(refused["error"].as_str().unwrap().contains("log in first"));
+    let (code, watched) = client(&["--token", &token, "--seconds", "3"]);
+    println!("aiortc with a token: {watched}");
+    assert_eq!(code, Some(0), "{watched}\n{}", b.logs());
+    assert!(watched["frames"].as_u64().unwrap() >= 30, "{watched}");
+    let (code, forged) = client(&["--token", "not-a-session"]);
+    assert_eq!(
+        (code, &forged["status"]),
+        (Some(3), &401.into()),
+        "{forged}"
+    );
+}
+
 #[test]
 fn a_streams_rule_is_checked_on_every_protocol_by_whichever_box_serves_the_viewer() {
     let _g = serial();
