@@ -56,7 +56,11 @@ async fn post(
     let url = target.url(path);
     let client = cambox_node::client::ApiClient::new(None)?;
     let (status, answer) = client
-        .post_json(&url, serde_json::to_vec(&body)?, target.token.as_deref())
+        .post_json(
+            &url,
+            serde_json::to_vec(&body)?,
+            target.session.token.as_deref(),
+        )
         .await?;
     let v: serde_json::Value = serde_json::from_slice(&answer)
         .with_context(|| format!("{url} answered {status} without JSON"))?;
@@ -167,7 +171,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
             let status: serde_json::Value = serde_json::from_str(
                 &get_text(
                     &args.target.url("/api/v1/status"),
-                    args.target.token.as_deref(),
+                    args.target.session.token.as_deref(),
                 )
                 .await?,
             )?;
@@ -186,7 +190,8 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     eprintln!("cambox: following chat room {room} (Ctrl-C to stop)");
     let url = args.target.url(&format!("/api/v1/chat/{room}/events"));
     let follow = async {
-        let mut body = cambox_node::client::get_as(&url, args.target.token.as_deref()).await?;
+        let mut body =
+            cambox_node::client::get_as(&url, args.target.session.token.as_deref()).await?;
         let mut pending = String::new();
         while let Some(chunk) = body.chunk().await? {
             pending.push_str(&String::from_utf8_lossy(&chunk));

@@ -19,8 +19,14 @@ pub struct BoxAddr {
         value_name = "ADDR"
     )]
     pub http: String,
-    /// A session token, for a box where people log in
-    /// (`export CAMBOX_TOKEN=$(cambox login NAME)`).
+    #[command(flatten)]
+    pub session: SessionToken,
+}
+
+/// The session of a person logged in to a box, for a box where people log in.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SessionToken {
+    /// A session token (`export CAMBOX_TOKEN=$(cambox login NAME)`).
     #[arg(
         long,
         env = "CAMBOX_TOKEN",
@@ -81,7 +87,7 @@ pub async fn get_json_or_print(
     raw: bool,
 ) -> anyhow::Result<Option<serde_json::Value>> {
     let url = target.url(path);
-    let text = get_text(&url, target.token.as_deref()).await?;
+    let text = get_text(&url, target.session.token.as_deref()).await?;
     if raw {
         println!("{text}");
         return Ok(None);
@@ -169,7 +175,7 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         height: 0,
         fps: 0,
         bitrate: 0,
-        token: args.target.token,
+        session: args.target.session,
     })
     .await
 }

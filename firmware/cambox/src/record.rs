@@ -40,14 +40,8 @@ pub struct RecordArgs {
     /// Video bitrate when encoding a source, bits/s (k, M allowed).
     #[arg(long, default_value = "2M", value_parser = crate::config::parse_bitrate)]
     pub bitrate: u32,
-    /// A session token, for a box where people log in (`cambox login`).
-    #[arg(
-        long,
-        env = "CAMBOX_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub session: crate::mesh_cli::SessionToken,
 }
 
 fn open_output(path: &PathBuf) -> anyhow::Result<Box<dyn Write>> {
@@ -85,7 +79,7 @@ struct Cutoff {
 }
 
 pub async fn record_url(args: &RecordArgs) -> anyhow::Result<()> {
-    let mut body = cambox_node::client::get_as(&args.input, args.token.as_deref()).await?;
+    let mut body = cambox_node::client::get_as(&args.input, args.session.token.as_deref()).await?;
     let mut out = open_output(&args.output)?;
     let mut reader = Mp4Reader::new();
     let mut cut = Cutoff {

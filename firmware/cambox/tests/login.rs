@@ -54,6 +54,21 @@ fn wait_for_audit(what: &str, audit: &Path, matches: impl Fn(&serde_json::Value)
     });
 }
 
+/// Starts watching `stream` over live MP4 with `token`; the connection, which watches
+/// until it is dropped.
+fn watch_mp4(addr: &str, stream: &str, token: &str) -> std::net::TcpStream {
+    let mut mp4 = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        mp4,
+        "GET /live/{stream}.mp4 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    std::io::Read::read_exact(&mut mp4, &mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200", "watching {stream} at {addr}");
+    mp4
+}
+
 /// Logs in by the API; the session token.
 fn login(addr: &str, name: &str, password: &str) -> String {
     let body = serde_json::json!({ "name": name, "password": password }).to_string();
@@ -204,15 +219,7 @@ fn local_accounts_log_in_viewers_watch_operators_act_and_strangers_get_401_every
     let alice = login(&addr, "alice", "alice-password");
     // Bob watches over MP4: the box says who watches, that sound is on, and its LED shows
     // "being watched"; when he stops, the audit log has his session.
-    let mut mp4 = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        mp4,
-        "GET /live/hall.mp4 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bob}\r\n\r\n"
-    )
-    .unwrap();
-    let mut first = [0u8; 512];
-    std::io::Read::read_exact(&mut mp4, &mut first).unwrap();
-    assert!(String::from_utf8_lossy(&first).starts_with("HTTP/1.1 200"));
+    let mp4 = watch_mp4(&addr, "hall", &bob);
     let status = json(&with_token(&addr, "GET", "/api/v1/status", &alice, "").1);
     let watching = status["watching"].as_array().unwrap();
     assert_eq!(watching.len(), 1, "{status}");
@@ -658,18 +665,8 @@ fn a_streams_rule_is_checked_on_every_protocol_by_whichever_box_serves_the_viewe
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut mp4 = std::net::TcpStream::connect(&b_addr).unwrap();
-    write!(
-        mp4,
-        "GET /live/{remote}.mp4 HTTP/1.1\r\nHost: {b_addr}\r\nAuthorization: Bearer {alice_b}\r\n\r\n"
-    )
-    .unwrap();
-    let mut first = [0u8; 12];
-    std::io::Read::read_exact(&mut mp4, &mut first).unwrap();
-    assert_eq!(
-        &first, b"HTTP/1.1 200",
-        "alice watches the hall through the lobby box"
-    );
+    // Alice watches the hall through the lobby box.
+    let mp4 = watch_mp4(&b_addr, &remote, &alice_b);
     // The hall box, whose camera it is, lists her too, as served by the lobby box, and
     // forgets her when she stops.
     let watching_at_a = || {
