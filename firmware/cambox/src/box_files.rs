@@ -69,3 +69,18 @@ pub fn load_node_key(path: &Path) -> anyhow::Result<Identity> {
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
     identity::load_or_create(path, || seed).with_context(|| format!("node key {}", path.display()))
 }
+
+/// A private key, readable by its owner only from the moment it exists.
+pub fn write_private(path: &Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+}

@@ -54,7 +54,7 @@ async fn post(
     body: serde_json::Value,
 ) -> anyhow::Result<serde_json::Value> {
     let url = target.url(path);
-    let client = cambox_node::client::ApiClient::new(None)?;
+    let client = cambox_node::client::ApiClient::from_env()?;
     let (status, answer) = client
         .post_json(
             &url,

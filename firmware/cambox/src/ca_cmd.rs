@@ -104,8 +104,8 @@ pub async fn run(args: CaArgs) -> anyhow::Result<()> {
             }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot make {}", dir.display()))?;
-            let ca = Authority::create_root(&name, days, random()?, now)?;
-            write_key(&dir.join("ca.key"), &ca.key_pem())?;
+            let ca = Authority::create_root(&name, days, now)?;
+            crate::box_files::write_private(&dir.join("ca.key"), &ca.key_pem())?;
             write_atomic(&dir.join("ca.crt"), ca.cert_pem().as_bytes())?;
             println!(
                 "made CA {name:?} in {}: give boxes and registries {} (mesh_ca), keep ca.key offline",
@@ -128,7 +128,7 @@ pub async fn run(args: CaArgs) -> anyhow::Result<()> {
                 name,
                 days,
             };
-            let chain = ca.issue_node(&claims, random()?, now)?;
+            let chain = ca.issue_node(&claims, now)?;
             let pem = cambox_trust::pem::encode_certificates(&chain);
             match out {
                 Some(path) => {
@@ -155,10 +155,10 @@ pub async fn run(args: CaArgs) -> anyhow::Result<()> {
             days,
         } => {
             let ca = open(&dir)?;
-            let enroller = ca.create_enroller(&name, days, random()?, now)?;
+            let enroller = ca.create_enroller(&name, days, now)?;
             std::fs::create_dir_all(&out)
                 .with_context(|| format!("cannot make {}", out.display()))?;
-            write_key(&out.join("enrol.key"), &enroller.key_pem())?;
+            crate::box_files::write_private(&out.join("enrol.key"), &enroller.key_pem())?;
             write_atomic(&out.join("enrol.crt"), enroller.cert_pem().as_bytes())?;
             write_atomic(&out.join("ca.crt"), ca.cert_pem().as_bytes())?;
             println!(
@@ -205,7 +205,7 @@ pub async fn run(args: CaArgs) -> anyhow::Result<()> {
 
 /// Hands the list to each box or registry; every one must take it (or already have it).
 async fn push_list(list: &RevocationList, urls: &[String]) -> anyhow::Result<()> {
-    let client = cambox_node::client::ApiClient::new(None)?;
+    let client = cambox_node::client::ApiClient::from_env()?;
     let mut failed = 0;
     for base in urls {
         let url = format!("{}/api/v1/revocations", base.trim_end_matches('/'));
@@ -253,25 +253,4 @@ fn node_id(s: &str) -> anyhow::Result<NodeId> {
     NodeId::from_hex(s.trim()).with_context(|| {
         format!("'{s}' is not a node id (64 hex digits: `cambox id` on the box, or its /api/v1/status node_id)")
     })
-}
-
-fn random() -> anyhow::Result<[u8; 32]> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
-    Ok(seed)
-}
-
-/// A private key, readable by its owner only from the moment it exists.
-fn write_key(path: &Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(pem.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
 }

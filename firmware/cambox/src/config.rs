@@ -14,6 +14,7 @@ use cambox_node::BoxSettings;
 use serde::Deserialize;
 
 pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
@@ -27,6 +28,13 @@ pub struct RunConfig {
     /// Web page, API and live streams listen here [default: 0.0.0.0:8080].
     #[arg(long, env = "CAMBOX_HTTP", value_name = "ADDR")]
     pub http: Option<SocketAddr>,
+
+    /// Once the company CA has certified this box for HTTPS (at enrolment), the page, API
+    /// and WHEP are served over TLS here, and the HTTP address redirects to it; `off` to
+    /// serve plain HTTP only (behind a proxy that speaks TLS, say)
+    /// [default: the HTTP address with port 8443].
+    #[arg(long, env = "CAMBOX_HTTPS", value_name = "ADDR|off")]
+    pub https: Option<String>,
 
     /// RTSP server for players and NVRs (rtsp://box:8554/<stream>); `off` to serve none
     /// [default: 0.0.0.0:8554, skipped with a warning when that port is taken].
@@ -330,6 +338,7 @@ impl RunConfig {
         RunConfig {
             config: self.config,
             http: self.http.or(file.http),
+            https: self.https.or(file.https),
             rtsp: self.rtsp.or(file.rtsp),
             live: self.live.or(file.live),
             name: self.name.or(file.name),
@@ -420,6 +429,20 @@ impl RunConfig {
                 .parse()
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080)))
         })
+    }
+
+    /// Where HTTPS listens once the box has a certificate; None when off.
+    pub fn https_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.https.as_deref().map(str::trim) {
+            None => Ok(Some(SocketAddr::new(
+                self.http_addr().ip(),
+                DEFAULT_HTTPS_PORT,
+            ))),
+            Some("off") => Ok(None),
+            Some(a) => a.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!("--https '{a}' is not an address like 0.0.0.0:8443 (or 'off')")
+            }),
+        }
     }
 
     /// Where RTSP listens: None when off; `required` is false for the default address,

@@ -11,7 +11,8 @@ use crate::record::{record_url, RecordArgs};
 /// Which box to ask; the local one by default.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BoxAddr {
-    /// The box's HTTP address.
+    /// The box's address, HOST:PORT or a URL. A box that serves HTTPS redirects there;
+    /// its company CA's certificate is trusted when `CAMBOX_CA_FILE` names it.
     #[arg(
         long,
         env = "CAMBOX_BOX",
@@ -110,7 +111,7 @@ pub struct LoginArgs {
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let password = crate::user_cmd::read_password_once(&args.name)?;
     let url = args.target.url("/api/v1/login");
-    let client = cambox_node::client::ApiClient::new(None)?;
+    let client = cambox_node::client::ApiClient::from_env()?;
     let body = serde_json::json!({ "name": args.name, "password": password });
     let (status, answer) = client
         .post_json(&url, serde_json::to_vec(&body)?, None)

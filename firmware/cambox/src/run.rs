@@ -29,6 +29,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         format!("cannot listen for HTTP on {addr} (in use? try --http 127.0.0.1:8081)")
     })?;
     let local = listener.local_addr().unwrap_or(addr);
+    let https_addr = cfg.https_addr()?;
     let mut mesh_settings = cfg.mesh_settings(&settings)?;
     let rtsp = match cfg.rtsp_addr()? {
         None => None,
@@ -53,7 +54,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let registries = cfg.registries()?;
     let client =
         cambox_node::client::ApiClient::new(cfg.ca_file.as_deref()).context("--ca-file")?;
-    mesh_settings.trust = TrustFiles {
+    let trust_files = TrustFiles {
         mesh_ca: cfg.mesh_ca.clone(),
         node_cert: cfg.node_cert_path(),
         join_token: token.as_ref(),
@@ -62,9 +63,16 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         identity: &identity,
         site: &station.settings.site,
         name: &station.settings.node,
-    }
-    .trust()
-    .await?;
+        web_names: match https_addr {
+            Some(_) => crate::trust_files::web_names(&identity, &station.settings.node, local),
+            None => Vec::new(),
+        },
+    };
+    mesh_settings.trust = trust_files.trust().await?;
+    let https = match (https_addr, trust_files.web()) {
+        (Some(addr), Some(web)) => Some(https_listener(&web, addr).await?),
+        _ => None,
+    };
     let accounts = crate::user_cmd::load(&cfg.users_path())?;
     let oidc = cfg
         .oidc()?
@@ -166,7 +174,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         tokio::spawn(cambox_node::rtsp::serve(listener, station.clone()));
     }
     station.mark_started();
-    let server = http::serve_on(listener, station.clone(), registry);
+    let server = http::serve_on(listener, station.clone(), registry, https);
     tokio::select! {
         r = server => r.context("HTTP server stopped")?,
         _ = shutdown_signal() => {
@@ -177,6 +185,25 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The HTTPS listener on `addr` with the box's certificate.
+async fn https_listener(
+    web: &crate::trust_files::WebCertificate,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<http::Https> {
+    let config = cambox_node::https::server_config(&web.chain, &web.key)
+        .map_err(|e| anyhow::anyhow!("the HTTPS certificate: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen for HTTPS on {addr} (in use? try --https 127.0.0.1:8444)")
+    })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    eprintln!(
+        "cambox: HTTPS on {local} https://{}/ for {}; plain HTTP redirects there",
+        reachable(local),
+        web.names.join(", ")
+    );
+    Ok(http::Https { listener, config })
 }
 
 /// Where a person on this machine reaches a server listening on `addr`: the loopback

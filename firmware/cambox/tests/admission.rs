@@ -106,7 +106,7 @@ fn only_boxes_the_ca_enrolled_link_and_a_revoked_box_drops_out_within_seconds() 
     let b_crt = sign(&b_id, "b", "berlin");
     let c_crt = sign(&c_id, "c", "munich");
     // Certified by a CA of the same name that is not this mesh's.
-    let other = Authority::create_root("Example cameras", 365, [7; 32], SystemTime::now()).unwrap();
+    let other = Authority::create_root("Example cameras", 365, SystemTime::now()).unwrap();
     let claims = |id: &str, days| NodeClaims {
         node: NodeId::from_hex(id).unwrap(),
         site: "berlin".into(),
@@ -115,7 +115,7 @@ fn only_boxes_the_ca_enrolled_link_and_a_revoked_box_drops_out_within_seconds() 
     };
     let forged = d.join("forged.crt");
     let chain = other
-        .issue_node(&claims(&f_id, 30), [1; 32], SystemTime::now())
+        .issue_node(&claims(&f_id, 30), SystemTime::now())
         .unwrap();
     std::fs::write(&forged, cambox_trust::pem::encode_certificates(&chain)).unwrap();
     // Certified by this mesh's CA, but for one day, ten days ago.
@@ -126,9 +126,7 @@ fn only_boxes_the_ca_enrolled_link_and_a_revoked_box_drops_out_within_seconds() 
     .unwrap();
     let expired = d.join("expired.crt");
     let long_ago = SystemTime::now() - Duration::from_secs(10 * 86_400);
-    let chain = root
-        .issue_node(&claims(&e_id, 1), [2; 32], long_ago)
-        .unwrap();
+    let chain = root.issue_node(&claims(&e_id, 1), long_ago).unwrap();
     std::fs::write(&expired, cambox_trust::pem::encode_certificates(&chain)).unwrap();
 
     let live = |mut v: Vec<String>| {
@@ -240,13 +238,27 @@ fn only_boxes_the_ca_enrolled_link_and_a_revoked_box_drops_out_within_seconds() 
 
 /// A signed enrolment as a box sends it.
 fn enrolment(id: &cambox_mesh::identity::Identity, token: &str, site: &str) -> String {
-    let e = cambox_registry::model::Enrolment {
+    enrolment_with(id, token, site, |_| {})
+}
+
+/// [`enrolment`], changed by `change` before it is signed.
+fn enrolment_with(
+    id: &cambox_mesh::identity::Identity,
+    token: &str,
+    site: &str,
+    change: impl FnOnce(&mut cambox_registry::model::Enrolment),
+) -> String {
+    let mut e = cambox_registry::model::Enrolment {
         token: token.into(),
+        certificate: None,
         node: id.node_id().to_hex(),
         name: "raw".into(),
         site: site.into(),
         timestamp_ms: cambox_trust::unix_secs(SystemTime::now()) * 1000,
+        web_key: None,
+        web_names: Vec::new(),
     };
+    change(&mut e);
     serde_json::to_string(&cambox_registry::company_ca::sign(id, e)).unwrap()
 }
 
@@ -332,7 +344,7 @@ fn a_registry_with_the_ca_enrols_boxes_that_bring_a_join_token_and_refuses_the_r
 
     // Enrolments the registry refuses, each with its reason.
     let me = cambox_mesh::identity::Identity::from_seed([5; 32]);
-    let other_ca = Authority::create_root("Other", 30, [6; 32], SystemTime::now()).unwrap();
+    let other_ca = Authority::create_root("Other", 30, SystemTime::now()).unwrap();
     let foreign = cambox_trust::JoinToken::issue(
         &other_ca,
         "berlin",
@@ -342,6 +354,12 @@ fn a_registry_with_the_ca_enrols_boxes_that_bring_a_join_token_and_refuses_the_r
     .to_string();
     let mut altered = json(&enrolment(&me, token, "berlin"));
     altered["enrolment"]["name"] = "renamed".into();
+    let web_key = cambox_trust::https_cert::WebKey::of_private_pem(
+        &cambox_trust::https_cert::WebKey::generate_pem().unwrap(),
+    )
+    .unwrap()
+    .to_hex();
+    let x_chain = std::fs::read_to_string(x.state_dir().join("node.crt")).unwrap();
     for (body, why) in [
         (enrolment(&me, token, "munich"), "join token is for site"),
         (enrolment(&me, &foreign, "berlin"), "another CA"),
@@ -350,6 +368,23 @@ fn a_registry_with_the_ca_enrols_boxes_that_bring_a_join_token_and_refuses_the_r
             "not a cambox join token",
         ),
         (altered.to_string(), "signature does not match"),
+        (
+            enrolment(&me, "", "berlin"),
+            "needs a join token or the box's node certificate",
+        ),
+        (
+            // Another box's certificate proves nothing for this key.
+            enrolment_with(&me, "", "berlin", |e| e.certificate = Some(x_chain.clone())),
+            "not the key it proved",
+        ),
+        (
+            // A box may have only its own names certified for HTTPS.
+            enrolment_with(&me, token, "berlin", |e| {
+                e.web_key = Some(web_key.clone());
+                e.web_names = vec!["intranet.example.com".into()];
+            }),
+            "may have only cambox-",
+        ),
         ("{}".to_string(), "not an enrolment"),
     ] {
         let (code, answer) = http(&reg.addr, "POST", "/api/v1/enrol", &body);

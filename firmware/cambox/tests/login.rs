@@ -412,14 +412,25 @@ impl Drop for Provider {
 }
 
 fn login_in_chromium(b: &BoxProc, args: &[&str]) -> serde_json::Value {
+    login_in_chromium_at(b, &b.base, &[], args)
+}
+
+/// [`login_in_chromium`] starting at `url`, with `env` for Chromium.
+fn login_in_chromium_at(
+    b: &BoxProc,
+    url: &str,
+    env: &[(&str, &Path)],
+    args: &[&str],
+) -> serde_json::Value {
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),
         "Debian's chromium is not installed; run scripts/test"
     );
     let out = Command::new("node")
         .arg(script_dir().join("login_page.mjs"))
-        .arg(&b.base)
+        .arg(url)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -691,4 +702,225 @@ fn a_streams_rule_is_checked_on_every_protocol_by_whichever_box_serves_the_viewe
         Duration::from_secs(10),
         || !watching_at_a().iter().any(|w| w["name"] == "alice"),
     );
+}
+
+/// `cambox ARGS`, which must succeed; its standard output.
+fn cambox(args: &[&str]) -> String {
+    String::from_utf8(run(Command::new(BIN).args(args))).expect("text")
+}
+
+/// `curl ARGS`: its exit code and standard output.
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The address after "HTTPS on " in a box's log, once it has one.
+fn https_addr(b: &BoxProc) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !b.logs().contains("cambox: HTTPS on ") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the box serves no HTTPS: {}",
+            b.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = b.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("cambox: HTTPS on "))
+        .unwrap();
+    line.split("HTTPS on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn an_enrolled_box_serves_https_with_its_ca_certificate_and_redirects_plain_http() {
+    let _g = serial();
+    require("curl");
+    require("certutil");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let ca = d.join("ca");
+    cambox(&["ca", "init", "--dir", &p(&ca), "--name", "Example cameras"]);
+    let enroller = d.join("enroller");
+    cambox(&["ca", "enroller", "--dir", &p(&ca), "--out", &p(&enroller)]);
+    let token = cambox(&["ca", "token", "--dir", &p(&ca), "--site", "berlin"]);
+    let reg = RegistryProc::start(
+        "127.0.0.1:0",
+        &["--ca", &p(&ca.join("ca.crt")), "--enroller", &p(&enroller)],
+    );
+    let registry = format!("http://{}", reg.addr);
+    let users = users_file(d);
+    let key = d.join("hall").join("node.key");
+    let start = |http: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--node",
+            "hall",
+            "--key",
+            key.to_str().unwrap(),
+            "--registry",
+            &registry,
+            "--users",
+            users.to_str().unwrap(),
+            "--live",
+            "--name",
+            "hall",
+            "--http",
+            http,
+        ];
+        args.extend(extra);
+        BoxProc::start(&args)
+    };
+    let b = start(
+        "127.0.0.1:0",
+        &["--join-token", token.trim(), "--https", "127.0.0.1:0"],
+    );
+    let https = https_addr(&b);
+    let ca_crt = p(&ca.join("ca.crt"));
+
+    // Plain HTTP redirects to the same path on HTTPS; what programs scrape stays.
+    let (_, redirect) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &b.url("/api/v1/status?x=1"),
+    ]);
+    assert_eq!(redirect, format!("308 https://{https}/api/v1/status?x=1"));
+    let (_, metrics) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &b.url("/metrics")]);
+    assert_eq!(metrics, "200");
+    // curl (OpenSSL) verifies the chain to the company CA, and only with that CA.
+    let url = format!("https://{https}/api/v1/status");
+    let (code, status) = curl(&[
+        "--cacert",
+        &ca_crt,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{ssl_verify_result}",
+        &url,
+    ]);
+    assert_eq!((code, status.as_str()), (0, "401 0"), "{}", b.logs());
+    let (code, _) = curl(&["-o", "/dev/null", &url]);
+    assert_eq!(
+        code, 60,
+        "without the company CA the certificate must not verify"
+    );
+    // A login over HTTPS sets a Secure cookie.
+    let body = serde_json::json!({ "name": "bob", "password": "bob-password" }).to_string();
+    let (code, answer) = curl(&[
+        "--cacert",
+        &ca_crt,
+        "-D",
+        "-",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        &body,
+        &format!("https://{https}/api/v1/login"),
+    ]);
+    assert_eq!(code, 0, "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let cookie = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.ends_with("; Secure"),
+        "{head}"
+    );
+    // The command line follows the redirect and trusts the CA it is given.
+    let token = json(body)["token"].as_str().unwrap().to_string();
+    let listed = Command::new(BIN)
+        .args(["list", "--http", &b.addr(), "--token", &token])
+        .env("CAMBOX_CA_FILE", &ca_crt)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("hall"));
+
+    // Chromium, trusting the company CA (its NSS database, as an administrator would roll
+    // it out), opens the plain address, lands on HTTPS, logs in and plays.
+    let home = d.join("home");
+    let nssdb = format!("sql:{}", p(&home.join(".pki/nssdb")));
+    std::fs::create_dir_all(home.join(".pki/nssdb")).unwrap();
+    run(Command::new("certutil").args(["-N", "-d", &nssdb, "--empty-password"]));
+    run(Command::new("certutil").args([
+        "-A",
+        "-d",
+        &nssdb,
+        "-n",
+        "Example cameras",
+        "-t",
+        "C,,",
+        "-i",
+        &ca_crt,
+    ]));
+    let r = login_in_chromium_at(
+        &b,
+        &b.url("/"),
+        &[("HOME", &home)],
+        &["hall", "--account", "bob", "bob-password"],
+    );
+    assert!(
+        r["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("https://{https}/")),
+        "{r}"
+    );
+    assert_eq!(r["secureContext"], true, "{r}");
+    assert_eq!(r["cookieSecure"], true, "{r}");
+    assert_eq!(r["playing"], true, "{r}");
+    drop(b);
+
+    // At a new address the box renews its HTTPS certificate with its node certificate
+    // alone: the join token is gone from its configuration.
+    let b = start(
+        "127.0.0.2:0",
+        &[
+            "--mesh-ca",
+            &p(&key.with_file_name("ca.crt")),
+            "--site",
+            "berlin",
+            "--https",
+            "127.0.0.2:0",
+        ],
+    );
+    let https = https_addr(&b);
+    assert!(https.starts_with("127.0.0.2:"), "{https}");
+    assert!(
+        b.logs().contains("asking for an HTTPS certificate"),
+        "{}",
+        b.logs()
+    );
+    let (code, status) = curl(&[
+        "--cacert",
+        &ca_crt,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://{https}/api/v1/status"),
+    ]);
+    assert_eq!((code, status.as_str()), (0, "401"), "{}", b.logs());
 }

@@ -1,17 +1,16 @@
-//! Reading a live stream from a box over HTTP, for `cambox record` and `cambox strip`.
+//! Talking to boxes and registries over HTTP and HTTPS: live streams for `cambox record`
+//! and `cambox strip`, JSON for the other subcommands and for enrolment.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("'{0}' is not a valid http:// URL")]
+    #[error("'{0}' is not a valid http:// or https:// URL")]
     BadUrl(String),
-    #[error("{url}: only http:// is supported here; put a TLS proxy in front or use the box's http address")]
-    Https { url: String },
     #[error("{url}: cannot connect: {reason}")]
     Connect { url: String, reason: String },
     #[error("{url}: the box answered {status}: {body}")]
@@ -55,17 +54,6 @@ impl BodyStream {
     }
 }
 
-fn check_url(url: &str) -> Result<hyper::Uri, ClientError> {
-    if url.starts_with("https://") {
-        return Err(ClientError::Https { url: url.into() });
-    }
-    let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.into()))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(ClientError::BadUrl(url.into()));
-    }
-    Ok(uri)
-}
-
 /// A client for registries over `http://` and `https://`. HTTPS trusts Mozilla's roots
 /// (built in, so a box needs no CA bundle) and, if given, a company's own CA.
 #[derive(Clone)]
@@ -83,6 +71,13 @@ impl std::fmt::Debug for ApiClient {
 }
 
 impl ApiClient {
+    /// A client for the command line: it also trusts the PEM certificates in
+    /// `CAMBOX_CA_FILE` (the company CA's `ca.crt`, for boxes that serve HTTPS).
+    pub fn from_env() -> Result<Self, ClientError> {
+        let ca = std::env::var_os("CAMBOX_CA_FILE").map(std::path::PathBuf::from);
+        Self::new(ca.as_deref())
+    }
+
     /// `ca_file`: PEM certificates to trust besides the built-in roots.
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<Self, ClientError> {
         use rustls::pki_types::pem::PemObject;
@@ -172,40 +167,97 @@ impl ApiClient {
         body: Option<(Vec<u8>, &str)>,
         bearer: Option<&str>,
     ) -> Result<(u16, Bytes), ClientError> {
-        let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.into()))?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(ClientError::BadUrl(url.into()));
-        }
-        let mut req = hyper::Request::builder().method(method).uri(uri);
-        if let Some((_, content_type)) = &body {
-            req = req.header("content-type", *content_type);
-        }
-        if let Some(t) = bearer {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let bytes = body.map(|(b, _)| Bytes::from(b)).unwrap_or_default();
-        let req = req
-            .body(Full::new(bytes))
-            .map_err(|_| ClientError::BadUrl(url.into()))?;
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: url.into(),
-                reason: format!("{e:?}"),
-            })?;
+        let (url, resp) = self.request(method, url, body, bearer).await?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| ClientError::Read {
-                url: url.into(),
+                url,
                 reason: e.to_string(),
             })?
             .to_bytes();
         Ok((status, body))
+    }
+
+    /// GETs `url` and returns its body as a stream; a non-2xx answer is an error with the
+    /// box's JSON message.
+    pub async fn stream(&self, url: &str, bearer: Option<&str>) -> Result<BodyStream, ClientError> {
+        let (url, resp) = self.request(hyper::Method::GET, url, None, bearer).await?;
+        let status = resp.status();
+        let mut stream = BodyStream {
+            url: url.clone(),
+            body: resp.into_body(),
+        };
+        if !status.is_success() {
+            let mut body = Vec::new();
+            while let Ok(Some(c)) = stream.chunk().await {
+                body.extend_from_slice(&c);
+                if body.len() > 4096 {
+                    break;
+                }
+            }
+            return Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(stream)
+    }
+
+    /// Sends the request; a box that serves HTTPS redirects plain HTTP there, and that one
+    /// redirect (http:// to https://) is followed. The URL answered, and the answer.
+    async fn request(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: Option<(Vec<u8>, &str)>,
+        bearer: Option<&str>,
+    ) -> Result<(String, hyper::Response<Incoming>), ClientError> {
+        let mut url = url.to_owned();
+        loop {
+            let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.clone()))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(ClientError::BadUrl(url));
+            }
+            let mut req = hyper::Request::builder().method(method.clone()).uri(uri);
+            if let Some((_, content_type)) = &body {
+                req = req.header("content-type", *content_type);
+            }
+            if let Some(t) = bearer {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let bytes = body
+                .as_ref()
+                .map(|(b, _)| Bytes::from(b.clone()))
+                .unwrap_or_default();
+            let req = req
+                .body(Full::new(bytes))
+                .map_err(|_| ClientError::BadUrl(url.clone()))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Connect {
+                    url: url.clone(),
+                    reason: format!("{e:?}"),
+                })?;
+            let upgrade = resp
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .filter(|to| {
+                    resp.status().is_redirection()
+                        && url.starts_with("http://")
+                        && to.starts_with("https://")
+                });
+            match upgrade {
+                Some(to) => url = to.to_owned(),
+                None => return Ok((url, resp)),
+            }
+        }
     }
 }
 
@@ -216,41 +268,8 @@ pub async fn get(url: &str) -> Result<BodyStream, ClientError> {
 }
 
 /// [`get`] with a session token (`Authorization: Bearer`), for a box where people log in.
+/// An https:// box is trusted by the public roots and the PEM certificates in
+/// `CAMBOX_CA_FILE` (the company CA's `ca.crt`).
 pub async fn get_as(url: &str, bearer: Option<&str>) -> Result<BodyStream, ClientError> {
-    let uri = check_url(url)?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut req = hyper::Request::get(uri);
-    if let Some(t) = bearer {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req
-        .body(Empty::new())
-        .map_err(|_| ClientError::BadUrl(url.into()))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| ClientError::Connect {
-            url: url.into(),
-            reason: format!("{e:?}"),
-        })?;
-    let status = resp.status();
-    let mut stream = BodyStream {
-        url: url.into(),
-        body: resp.into_body(),
-    };
-    if !status.is_success() {
-        let mut body = Vec::new();
-        while let Ok(Some(c)) = stream.chunk().await {
-            body.extend_from_slice(&c);
-            if body.len() > 4096 {
-                break;
-            }
-        }
-        return Err(ClientError::Status {
-            url: url.into(),
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
-    }
-    Ok(stream)
+    ApiClient::from_env()?.stream(url, bearer).await
 }

@@ -79,36 +79,84 @@ pub async fn serve(addr: SocketAddr, station: Arc<Station>) -> std::io::Result<(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {addr}: {e}"))
     })?;
-    serve_on(listener, station, None).await
+    serve_on(listener, station, None, None).await
+}
+
+/// The box's HTTPS side: a listener and the configuration with its certificate.
+#[derive(Debug)]
+pub struct Https {
+    pub listener: tokio::net::TcpListener,
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// Serves the box; with `registry`, a registry too, under `/registry` (so one site needs
 /// no server of its own). Clients' addresses are passed to handlers (the registry's
 /// limits and address rules use them). One address holds at most
-/// [`connection_limit::MAX_PER_SOURCE`] connections open.
+/// [`connection_limit::MAX_PER_SOURCE`] connections open on each port.
+///
+/// With `https`, the page, API and WHEP are served there and the plain port redirects to
+/// it ([`crate::https`]).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     station: Arc<Station>,
     registry: Option<Arc<cambox_registry::Registry>>,
+    https: Option<Https>,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     let refused = station.metrics.http_refused_connections.clone();
-    let mut app = router(station);
-    if let Some(r) = registry {
+    let limited = |l| {
+        connection_limit::PerSourceListener::new(l, connection_limit::MAX_PER_SOURCE)
+            .counting_in(refused.clone())
+    };
+    let registry_routes = registry.map(|r| {
         cambox_registry::api::spawn_expiry(r.clone());
-        app = app.nest("/registry", cambox_registry::api::router(r, "/registry"));
+        cambox_registry::api::router(r, "/registry")
+    });
+    let mut app = router(station.clone());
+    let Some(https) = https else {
+        if let Some(r) = registry_routes {
+            app = app.nest("/registry", r);
+        }
+        // `tap_io` only for axum's `ConnectInfo`: it gives handlers the remote address for
+        // any listener it wraps, ours included.
+        return axum::serve(
+            limited(listener).tap_io(|_| {}),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    };
+    let https_port = https.listener.local_addr()?.port();
+    let mut plain = Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/revocations",
+            get(get_revocations).put(put_revocations),
+        )
+        .fallback(
+            move |headers: axum::http::HeaderMap, uri: axum::http::Uri| async move {
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                crate::https::redirect_to(https_port, host, &uri)
+            },
+        )
+        .with_state(station);
+    if let Some(r) = registry_routes {
+        plain = plain.nest("/registry", r.clone());
+        app = app.nest("/registry", r);
     }
-    // `tap_io` only for axum's `ConnectInfo`: it gives handlers the remote address for
-    // any listener it wraps, ours included.
-    let listener =
-        connection_limit::PerSourceListener::new(listener, connection_limit::MAX_PER_SOURCE)
-            .counting_in(refused)
-            .tap_io(|_| {});
-    axum::serve(
-        listener,
+    let app = app.layer(axum::middleware::from_fn(crate::https::over_tls));
+    let tls = crate::https::TlsListener::new(limited(https.listener), https.config)?;
+    let secure = axum::serve(
+        tls.tap_io(|_| {}),
         app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    );
+    let plain = axum::serve(
+        limited(listener).tap_io(|_| {}),
+        plain.into_make_service_with_connect_info::<SocketAddr>(),
+    );
+    tokio::select! {
+        r = secure => r,
+        r = plain => r,
+    }
 }
 
 async fn index() -> Html<&'static str> {

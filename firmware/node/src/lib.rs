@@ -14,6 +14,7 @@ pub mod client;
 pub mod connection_limit;
 pub mod files;
 pub mod http;
+pub mod https;
 pub mod live;
 pub mod mesh;
 pub mod metrics;

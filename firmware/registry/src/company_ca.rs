@@ -10,6 +10,7 @@ use cambox_mesh::hex::from_hex;
 use cambox_mesh::identity;
 use cambox_mesh::NodeId;
 use cambox_trust::authority::NodeClaims;
+use cambox_trust::https_cert::{self, HttpsClaims, WebKey};
 use cambox_trust::{Admission, Authority, JoinToken};
 
 use crate::model::{EnrolReply, Enrolment, SignedEnrolment};
@@ -42,7 +43,6 @@ impl CompanyCa {
                         name: "probe".into(),
                         days: 1,
                     },
-                    [1; 32],
                     SystemTime::now(),
                 )
                 .map_err(|e| e.to_string())?;
@@ -81,6 +81,16 @@ impl CompanyCa {
 
     /// Whether `node` may register at `site` with `chain` (PEM).
     pub fn check(&self, node: NodeId, site: &str, chain: Option<&str>) -> Result<(), String> {
+        self.certified(node, site, chain).map(drop)
+    }
+
+    /// What `node`'s chain (PEM) certifies, if it is admitted at `site`.
+    fn certified(
+        &self,
+        node: NodeId,
+        site: &str,
+        chain: Option<&str>,
+    ) -> Result<cambox_trust::NodeCert, String> {
         let certs = match chain {
             Some(pem) => {
                 cambox_trust::pem::certificates(pem).map_err(|e| format!("the certificate: {e}"))?
@@ -97,7 +107,7 @@ impl CompanyCa {
                 claims.site
             ));
         }
-        Ok(())
+        Ok(claims)
     }
 
     /// Takes a newer revocation list signed by the CA. `Ok(false)`: not newer.
@@ -116,7 +126,8 @@ impl CompanyCa {
         Ok(adopted)
     }
 
-    /// A node certificate for a box that proved its key and brought a valid join token.
+    /// A node certificate for a box that proved its key and brought a valid join token or
+    /// its current node certificate; with a web key, an HTTPS certificate too.
     pub fn enrol(&self, signed: &SignedEnrolment, now: SystemTime) -> Result<EnrolReply, String> {
         let enroller = self.enroller.as_ref().ok_or(
             "this registry holds no enrolment key (cambox registry --enroller DIR), so it enrols no box",
@@ -127,19 +138,37 @@ impl CompanyCa {
         if !identity::verify(&node, &signed_bytes(e), &sig) {
             return Err("the signature does not match the enrolment and the node key".into());
         }
-        let token = JoinToken::parse(&e.token)?;
-        token.verify(self.rule().ca_key(), now)?;
-        if token.site != e.site {
-            return Err(format!(
-                "the join token is for site {:?}, not {:?}",
-                token.site, e.site
-            ));
+        match (e.token.as_str(), &e.certificate) {
+            ("", Some(chain)) => {
+                let held = self.certified(node, &e.site, Some(chain))?;
+                if held.name != e.name {
+                    return Err(format!(
+                        "the node certificate names the box {:?}, not {:?}; rename it with a join token",
+                        held.name, e.name
+                    ));
+                }
+            }
+            ("", None) => {
+                return Err("an enrolment needs a join token or the box's node certificate".into())
+            }
+            (token, _) => {
+                let token = JoinToken::parse(token)?;
+                token.verify(self.rule().ca_key(), now)?;
+                if token.site != e.site {
+                    return Err(format!(
+                        "the join token is for site {:?}, not {:?}",
+                        token.site, e.site
+                    ));
+                }
+            }
         }
         if self.rule().revocations().is_revoked(&node) {
             return Err(format!("node {} is revoked by the CA", node.short()));
         }
-        let mut serial = [0u8; 32];
-        getrandom::fill(&mut serial).map_err(|e| format!("the OS random source failed: {e}"))?;
+        let web_certificate = match &e.web_key {
+            Some(key) => Some(self.web_certificate(enroller, node, e, key, now)?),
+            None => None,
+        };
         let chain = enroller
             .issue_node(
                 &NodeClaims {
@@ -148,7 +177,6 @@ impl CompanyCa {
                     name: e.name.clone(),
                     days: self.days,
                 },
-                serial,
                 now,
             )
             .map_err(|e| e.to_string())?;
@@ -156,7 +184,40 @@ impl CompanyCa {
         Ok(EnrolReply {
             certificate: cambox_trust::pem::encode_certificates(&chain),
             ca: cambox_trust::pem::encode_certificates(std::slice::from_ref(rule.ca_certificate())),
+            web_certificate,
         })
+    }
+
+    /// The HTTPS certificate chain (PEM) for the web key `key` of box `node`.
+    fn web_certificate(
+        &self,
+        enroller: &Authority,
+        node: NodeId,
+        e: &Enrolment,
+        key: &str,
+        now: SystemTime,
+    ) -> Result<String, String> {
+        let key = WebKey::from_hex(key)
+            .ok_or("'web_key' must be 130 hex digits of an uncompressed P-256 point")?;
+        let (mut dns, mut ips) = (Vec::new(), Vec::new());
+        for name in &e.web_names {
+            match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => dns.push(name.clone()),
+            }
+        }
+        https_cert::check_request(&node, &e.name, &dns, &ips)?;
+        let claims = HttpsClaims {
+            site: e.site.clone(),
+            name: e.name.clone(),
+            dns,
+            ips,
+            days: self.days,
+        };
+        let chain = enroller
+            .issue_https(&claims, &key, now)
+            .map_err(|e| e.to_string())?;
+        Ok(cambox_trust::pem::encode_certificates(&chain))
     }
 }
 

@@ -82,13 +82,21 @@ pub struct SignedRegistration {
     pub certificate: Option<String>,
 }
 
-/// A box asks a registry with an enrolment key for its node certificate.
+/// A box asks a registry with an enrolment key for its node certificate, and for an HTTPS
+/// certificate for its web key. It proves it may by a join token (first enrolment) or by
+/// the node certificate it holds (renewal, new addresses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Enrolment {
-    /// The join token from the box's cambox.toml (`cambox ca token`).
+    /// The join token from the box's cambox.toml (`cambox ca token`); empty when the box
+    /// renews with `certificate`.
+    #[serde(default)]
     #[schema(max_length = 1024)]
     pub token: String,
+    /// The box's node certificate chain, PEM, instead of a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 8192)]
+    pub certificate: Option<String>,
     /// The node id: 64 hex digits of its Ed25519 public key.
     pub node: String,
     /// The box's name, as its certificate will say.
@@ -100,6 +108,16 @@ pub struct Enrolment {
     /// When the box signed this, ms since the Unix epoch (close to the registry's clock).
     #[serde(deserialize_with = "whole_number")]
     pub timestamp_ms: u64,
+    /// The box's web key to certify for HTTPS: 130 hex digits, an uncompressed P-256
+    /// point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 130)]
+    pub web_key: Option<String>,
+    /// The host names (`cambox-<node>.local`, the box's name) and addresses the HTTPS
+    /// certificate is for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 32)]
+    pub web_names: Vec<String>,
 }
 
 /// An enrolment and the node key's signature over it, which proves the box holds the key
@@ -120,6 +138,10 @@ pub struct EnrolReply {
     pub certificate: String,
     /// The company CA's certificate, PEM (the box checks its key against the token's).
     pub ca: String,
+    /// The HTTPS certificate for the web key, then the enrolment key's certificate, PEM;
+    /// absent when no web key was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_certificate: Option<String>,
 }
 
 /// The answer to a new revocation list.

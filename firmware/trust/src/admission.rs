@@ -13,6 +13,7 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::node_cert::{self, NodeCert};
 use crate::revocation::RevocationList;
+use crate::CaKey;
 
 /// Why a peer was refused. Each says what to do about it, for the logs of both ends.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,7 +63,7 @@ impl Refused {
 #[derive(Debug, Clone)]
 pub struct Admission {
     ca: CertificateDer<'static>,
-    ca_key: [u8; 32],
+    ca_key: CaKey,
     ca_name: String,
     revoked: RevocationList,
 }
@@ -71,13 +72,13 @@ impl Admission {
     /// The rule of the CA whose certificate this is.
     pub fn new(ca: CertificateDer<'static>) -> Result<Admission, String> {
         let parsed = node_cert::parse(&ca)?;
-        if !parsed.ed25519 || !parsed.self_issued {
+        let (Some(ca_key), true) = (parsed.p256, parsed.self_issued) else {
             return Err("not a cambox CA certificate (made by cambox ca init)".into());
-        }
+        };
         webpki::anchor_from_trusted_cert(&ca)
             .map_err(|e| format!("not usable as a CA certificate: {e}"))?;
         Ok(Admission {
-            ca_key: parsed.key,
+            ca_key,
             ca_name: parsed.common_name.unwrap_or_default(),
             ca,
             revoked: RevocationList::default(),
@@ -88,7 +89,7 @@ impl Admission {
         &self.ca_name
     }
 
-    pub fn ca_key(&self) -> &[u8; 32] {
+    pub fn ca_key(&self) -> &CaKey {
         &self.ca_key
     }
 
@@ -143,7 +144,7 @@ impl Admission {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         ee.verify_for_usage(
-            &[webpki::ring::ED25519],
+            &[webpki::ring::ECDSA_P256_SHA256],
             &[anchor],
             intermediates,
             UnixTime::since_unix_epoch(since_epoch),

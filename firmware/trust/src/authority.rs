@@ -1,23 +1,29 @@
 //! The company CA and the enrolment keys it delegates to registries.
 //!
-//! Both are an *authority*: an Ed25519 key with a certificate. The root's certificate is
-//! self-signed and is what every box trusts; an enrolment key's certificate is signed by
-//! the root and may sign node certificates only (path length 0), so a registry that holds
-//! one can enrol boxes but cannot make another CA, and losing it costs what the root
-//! revokes, not the root.
+//! Both are an *authority*: an ECDSA P-256 key with a certificate. The root's certificate
+//! is self-signed and is what every box (and every browser that opens a box's page)
+//! trusts; an enrolment key's certificate is signed by the root and may sign end
+//! certificates only (path length 0), so a registry that holds one can enrol boxes but
+//! cannot make another CA, and losing it costs what the root revokes, not the root.
 //!
-//! Ed25519 throughout: the node keys already are, and one algorithm is one thing to check.
+//! An authority signs two kinds of certificate: a node certificate for a box's Ed25519
+//! node key (the mesh's admission), and an HTTPS certificate for the box's P-256 web key
+//! with its names and addresses (browsers). P-256 for the authorities because browsers
+//! verify no Ed25519 signature in a chain ([`crate::ca_key`]).
 
 use std::time::{Duration, SystemTime};
 
-use cambox_mesh::identity::Identity;
 use cambox_mesh::NodeId;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, PKCS_ED25519,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
 };
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
+use crate::ca_key::CaKey;
+use crate::https_cert::{HttpsClaims, WebKey};
 use crate::pem;
 
 /// Certificates are valid from a little before they are made: a box whose clock is a few
@@ -29,17 +35,22 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub enum AuthorityError {
     #[error("cannot make the certificate: {0}")]
     Certificate(#[from] rcgen::Error),
-    #[error("the key is not an Ed25519 PKCS#8 key (cambox CAs make only those): {0}")]
+    #[error("the key is not a P-256 PKCS#8 key (cambox CAs make only those): {0}")]
     Key(String),
     #[error("the certificate: {0}")]
     Cert(String),
     #[error("{0}")]
     Refused(String),
+    #[error("the OS random source failed")]
+    Random,
 }
 
 /// A key that signs certificates, with its certificate.
 pub struct Authority {
-    key: Identity,
+    key: EcdsaKeyPair,
+    /// The key as PKCS#8, which rcgen takes to sign certificates.
+    pkcs8: Vec<u8>,
+    public: CaKey,
     cert: CertificateDer<'static>,
     /// True for the company's root, false for an enrolment key.
     root: bool,
@@ -63,22 +74,39 @@ pub struct NodeClaims {
 }
 
 impl Authority {
-    /// A new company CA named `name`, valid for `days`. `seed` is the key and must come
-    /// from the OS's random source.
-    pub fn create_root(
-        name: &str,
-        days: u32,
-        seed: [u8; 32],
-        now: SystemTime,
-    ) -> Result<Self, AuthorityError> {
-        let key = Identity::from_seed(seed);
-        let mut params = authority_params(name, days, serial(&seed), now)?;
+    /// A new company CA named `name`, valid for `days`, with a new key from the OS's
+    /// random source.
+    pub fn create_root(name: &str, days: u32, now: SystemTime) -> Result<Self, AuthorityError> {
+        let pkcs8 = new_key()?;
+        let mut params = authority_params(name, days, serial()?, now)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-        let cert = params.self_signed(&key_pair(&key)?)?;
+        let cert = params.self_signed(&key_pair(&pkcs8)?)?;
+        Self::with_key(pkcs8, cert.der().clone(), true)
+    }
+
+    fn with_key(
+        pkcs8: Vec<u8>,
+        cert: CertificateDer<'static>,
+        root: bool,
+    ) -> Result<Self, AuthorityError> {
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &pkcs8,
+            &SystemRandom::new(),
+        )
+        .map_err(|e| AuthorityError::Key(e.to_string()))?;
+        let public = CaKey(
+            key.public_key()
+                .as_ref()
+                .try_into()
+                .map_err(|_| AuthorityError::Key("not an uncompressed P-256 point".into()))?,
+        );
         Ok(Self {
             key,
-            cert: cert.der().clone(),
-            root: true,
+            pkcs8,
+            public,
+            cert,
+            root,
         })
     }
 
@@ -88,18 +116,15 @@ impl Authority {
         let cert = pem::certificates(cert_pem)
             .map_err(AuthorityError::Cert)?
             .remove(0);
-        let key = identity_from_pkcs8(&pem::private_key(key_pem).map_err(AuthorityError::Key)?)?;
+        let pkcs8 = pem::private_key(key_pem).map_err(AuthorityError::Key)?;
         let parsed = crate::node_cert::parse(&cert).map_err(AuthorityError::Cert)?;
-        if parsed.key != key.node_id().0 {
+        let authority = Self::with_key(pkcs8, cert, parsed.self_issued)?;
+        if parsed.p256 != Some(authority.public) {
             return Err(AuthorityError::Key(
                 "it does not belong to the certificate beside it".into(),
             ));
         }
-        Ok(Self {
-            key,
-            root: parsed.self_issued,
-            cert,
-        })
+        Ok(authority)
     }
 
     /// An enrolment key for a registry, signed by this root.
@@ -107,7 +132,6 @@ impl Authority {
         &self,
         name: &str,
         days: u32,
-        seed: [u8; 32],
         now: SystemTime,
     ) -> Result<Authority, AuthorityError> {
         if !self.root {
@@ -115,15 +139,11 @@ impl Authority {
                 "only the company's root CA makes enrolment keys".into(),
             ));
         }
-        let key = Identity::from_seed(seed);
-        let mut params = authority_params(name, days, serial(&seed), now)?;
+        let pkcs8 = new_key()?;
+        let mut params = authority_params(name, days, serial()?, now)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        let cert = params.signed_by(&key_pair(&key)?, &self.issuer()?)?;
-        Ok(Authority {
-            key,
-            cert: cert.der().clone(),
-            root: false,
-        })
+        let cert = params.signed_by(&key_pair(&pkcs8)?, &self.issuer()?)?;
+        Self::with_key(pkcs8, cert.der().clone(), false)
     }
 
     /// A node certificate for `claims`, as the chain a box presents: the node certificate,
@@ -131,52 +151,81 @@ impl Authority {
     pub fn issue_node(
         &self,
         claims: &NodeClaims,
-        serial_seed: [u8; 32],
         now: SystemTime,
     ) -> Result<Vec<CertificateDer<'static>>, AuthorityError> {
-        if claims.days == 0 {
-            return Err(AuthorityError::Refused(
-                "a certificate must be valid for at least one day".into(),
-            ));
-        }
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(
-            DnType::OrganizationName,
+        let mut params = end_params(
             crate::node_cert::NODE_ORGANIZATION,
-        );
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, claims.site.as_str());
-        params
-            .distinguished_name
-            .push(DnType::CommonName, claims.name.as_str());
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + DAY * claims.days).into();
-        params.serial_number = Some(serial(&serial_seed));
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            &claims.site,
+            &claims.name,
+            claims.days,
+            now,
+        )?;
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&NodeKey(claims.node.0), &self.issuer()?)?;
-        let mut chain = vec![cert.der().clone()];
+        Ok(self.chain(cert.der().clone()))
+    }
+
+    /// An HTTPS certificate for a box's web key, its names and its addresses, as the chain
+    /// its web server presents. What the names may be is the caller's rule
+    /// ([`crate::https_cert::allowed_names`]).
+    pub fn issue_https(
+        &self,
+        claims: &HttpsClaims,
+        key: &WebKey,
+        now: SystemTime,
+    ) -> Result<Vec<CertificateDer<'static>>, AuthorityError> {
+        let mut params = end_params(
+            crate::https_cert::WEB_ORGANIZATION,
+            &claims.site,
+            &claims.name,
+            claims.days,
+            now,
+        )?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        for dns in &claims.dns {
+            params.subject_alt_names.push(SanType::DnsName(
+                dns.as_str()
+                    .try_into()
+                    .map_err(|_| AuthorityError::Refused(format!("{dns:?} is not a DNS name")))?,
+            ));
+        }
+        for ip in &claims.ips {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        if params.subject_alt_names.is_empty() {
+            return Err(AuthorityError::Refused(
+                "an HTTPS certificate needs at least one name or address".into(),
+            ));
+        }
+        let cert = params.signed_by(key, &self.issuer()?)?;
+        Ok(self.chain(cert.der().clone()))
+    }
+
+    /// `leaf`, then this authority's certificate when it is an enrolment key (the root's
+    /// is what the other side already trusts).
+    fn chain(&self, leaf: CertificateDer<'static>) -> Vec<CertificateDer<'static>> {
+        let mut chain = vec![leaf];
         if !self.root {
             chain.push(self.cert.clone());
         }
-        Ok(chain)
+        chain
     }
 
     /// Signs `msg` with the authority's key (revocation lists, join tokens).
-    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.key.sign(msg)
+    pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64], AuthorityError> {
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), msg)
+            .map_err(|_| AuthorityError::Random)?;
+        sig.as_ref().try_into().map_err(|_| AuthorityError::Random)
     }
 
-    /// The authority's Ed25519 public key.
-    pub fn public_key(&self) -> [u8; 32] {
-        self.key.node_id().0
+    /// The authority's public key.
+    pub fn public_key(&self) -> CaKey {
+        self.public
     }
 
     pub fn is_root(&self) -> bool {
@@ -193,12 +242,47 @@ impl Authority {
 
     /// The private key, PKCS#8 PEM (what `openssl pkey` reads).
     pub fn key_pem(&self) -> String {
-        pem::encode_private_key(&self.key.pkcs8_der())
+        pem::encode_private_key(&self.pkcs8)
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, AuthorityError> {
-        Ok(Issuer::from_ca_cert_der(&self.cert, key_pair(&self.key)?)?)
+        Ok(Issuer::from_ca_cert_der(
+            &self.cert,
+            key_pair(&self.pkcs8)?,
+        )?)
     }
+}
+
+/// What every end certificate has: subject `O=<organization>, OU=<site>, CN=<name>`,
+/// validity, a random serial, no CA.
+fn end_params(
+    organization: &str,
+    site: &str,
+    name: &str,
+    days: u32,
+    now: SystemTime,
+) -> Result<CertificateParams, AuthorityError> {
+    if days == 0 {
+        return Err(AuthorityError::Refused(
+            "a certificate must be valid for at least one day".into(),
+        ));
+    }
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, organization);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, site);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + DAY * days).into();
+    params.serial_number = Some(serial()?);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
 }
 
 fn authority_params(
@@ -227,32 +311,30 @@ fn authority_params(
     Ok(params)
 }
 
-/// A positive 16-byte serial number from random bytes.
-fn serial(random: &[u8; 32]) -> SerialNumber {
-    let mut bytes = random[16..].to_vec();
+/// A positive random 16-byte serial number.
+fn serial() -> Result<SerialNumber, AuthorityError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| AuthorityError::Random)?;
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
-    SerialNumber::from_slice(&bytes)
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
-fn key_pair(key: &Identity) -> Result<KeyPair, AuthorityError> {
-    let der = PrivatePkcs8KeyDer::from(key.pkcs8_der());
-    Ok(KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_ED25519)?)
+/// A new P-256 key as PKCS#8.
+fn new_key() -> Result<Vec<u8>, AuthorityError> {
+    EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .map(|doc| doc.as_ref().to_vec())
+        .map_err(|_| AuthorityError::Random)
 }
 
-/// The Ed25519 key in a PKCS#8 v1 document of the one layout Ed25519 keys have.
-fn identity_from_pkcs8(der: &[u8]) -> Result<Identity, AuthorityError> {
-    let layout = Identity::from_seed([0; 32]).pkcs8_der();
-    let prefix = &layout[..layout.len() - 32];
-    match der.strip_prefix(prefix) {
-        Some(seed) if seed.len() == 32 => Ok(Identity::from_seed(
-            seed.try_into().expect("length checked"),
-        )),
-        _ => Err(AuthorityError::Key(format!(
-            "{} bytes of another layout",
-            der.len()
-        ))),
-    }
+fn key_pair(pkcs8: &[u8]) -> Result<KeyPair, AuthorityError> {
+    let der = PrivatePkcs8KeyDer::from(pkcs8.to_vec());
+    Ok(KeyPair::from_pkcs8_der_and_sign_algo(
+        &der,
+        &PKCS_ECDSA_P256_SHA256,
+    )?)
 }
 
 /// A node's public key, which is all a certificate for it needs: the node proves it holds

@@ -5,13 +5,16 @@
 //! ([`node_cert`]), either directly (`cambox ca sign`) or through an enrolment key that a
 //! registry holds, which signs for boxes that present a [`token`] from their boot
 //! partition. Every box checks every neighbour's certificate against the CA and the CA's
-//! list of revoked nodes ([`admission`], [`revocation`]).
+//! list of revoked nodes ([`admission`], [`revocation`]). The same CA certifies each box's
+//! HTTPS key for its names and addresses ([`https_cert`]), so browsers can trust the page.
 //!
 //! Everything here works on bytes and instants the caller gives; reading and writing the
 //! files is the caller's.
 
 pub mod admission;
 pub mod authority;
+pub mod ca_key;
+pub mod https_cert;
 pub mod node_cert;
 pub mod pem;
 pub mod revocation;
@@ -19,6 +22,7 @@ pub mod token;
 
 pub use admission::{Admission, Refused};
 pub use authority::Authority;
+pub use ca_key::CaKey;
 pub use node_cert::NodeCert;
 pub use revocation::RevocationList;
 pub use token::JoinToken;

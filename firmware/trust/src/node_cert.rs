@@ -31,6 +31,8 @@ pub(crate) struct Parsed {
     /// The Ed25519 subject key (all zero for another algorithm: never a valid key).
     pub key: [u8; 32],
     pub ed25519: bool,
+    /// The subject key when it is a P-256 point (CAs, web keys).
+    pub p256: Option<crate::CaKey>,
     pub self_issued: bool,
     pub organization: Option<String>,
     pub unit: Option<String>,
@@ -52,11 +54,23 @@ pub(crate) fn parse(der: &[u8]) -> Result<Parsed, String> {
             .expect("32 bytes"),
         _ => [0; 32],
     };
+    let ec = spki.algorithm.algorithm == x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
+        && spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .is_some_and(|curve| curve == x509_parser::oid_registry::OID_EC_P256);
+    let p256 = ec
+        .then(|| <[u8; 65]>::try_from(&spki.subject_public_key.data[..]).ok())
+        .flatten()
+        .map(crate::CaKey);
     let subject = cert.subject();
     let not_after = cert.validity().not_after.timestamp().max(0) as u64;
     Ok(Parsed {
         key,
         ed25519: ed25519 && spki.subject_public_key.data.len() == 32,
+        p256,
         self_issued: cert.subject().as_raw() == cert.issuer().as_raw(),
         organization: first(subject.iter_organization()),
         unit: first(subject.iter_organizational_unit()),

@@ -8,12 +8,12 @@
 //!
 //! ```text
 //! cambox-revocations v1
-//! ca <64 hex: the CA's public key>
+//! ca <130 hex: the CA's public key>
 //! number 3
 //! issued 1796445000
 //! node <64 hex>
 //! node <64 hex>
-//! signature <128 hex: the CA's Ed25519 signature of every line above>
+//! signature <128 hex: the CA's P-256 signature (r ‖ s) of every line above>
 //! ```
 
 use std::collections::BTreeSet;
@@ -23,6 +23,7 @@ use cambox_mesh::hex::{from_hex, to_hex};
 use cambox_mesh::NodeId;
 
 use crate::authority::Authority;
+use crate::CaKey;
 
 const MAGIC: &str = "cambox-revocations v1";
 /// The largest list a box accepts: about 900 revoked nodes. A list from a neighbour is
@@ -55,14 +56,17 @@ impl RevocationList {
         nodes.insert(node);
         let mut body = format!(
             "{MAGIC}\nca {}\nnumber {}\nissued {}\n",
-            to_hex(&ca.public_key()),
+            ca.public_key().to_hex(),
             self.number + 1,
             crate::unix_secs(now)
         );
         for n in &nodes {
             body.push_str(&format!("node {}\n", n.to_hex()));
         }
-        let text = format!("{body}signature {}\n", to_hex(&ca.sign(body.as_bytes())));
+        let text = format!(
+            "{body}signature {}\n",
+            to_hex(&ca.sign(body.as_bytes()).map_err(|e| e.to_string())?)
+        );
         if text.len() > MAX_BYTES {
             return Err(format!(
                 "the list would hold {} nodes, more than a box accepts ({MAX_BYTES} bytes)",
@@ -78,7 +82,7 @@ impl RevocationList {
     }
 
     /// A list as written by [`Self::text`], checked against the CA's key.
-    pub fn parse(text: &str, ca_key: &[u8; 32]) -> Result<RevocationList, String> {
+    pub fn parse(text: &str, ca_key: &CaKey) -> Result<RevocationList, String> {
         if text.len() > MAX_BYTES {
             return Err(format!("{} bytes, more than {MAX_BYTES}", text.len()));
         }
@@ -102,7 +106,7 @@ impl RevocationList {
                 .and_then(|v| v.strip_prefix(' '))
                 .ok_or(format!("the {name} line is missing"))
         };
-        let ca = from_hex::<32>(field("ca")?).ok_or("the ca line is not 64 hex digits")?;
+        let ca = CaKey::from_hex(field("ca")?).ok_or("the ca line is not 130 hex digits")?;
         if &ca != ca_key {
             return Err("it is another CA's list".into());
         }
@@ -119,7 +123,7 @@ impl RevocationList {
                 .ok_or_else(|| format!("not a node line: {line:?}"))?;
             nodes.insert(NodeId::from_hex(hex).ok_or_else(|| format!("not a node id: {hex:?}"))?);
         }
-        if !cambox_mesh::identity::verify(&NodeId(*ca_key), body.as_bytes(), &sig) {
+        if !ca_key.verify(body.as_bytes(), &sig) {
             return Err("the CA's signature does not match: the list was altered or forged".into());
         }
         Ok(RevocationList {

@@ -6,15 +6,15 @@
 //! key, so a box that has nothing else pins the CA by it: the CA certificate it then
 //! fetches from a registry is trusted only if its key is the token's.
 //!
-//! `cambox-join1.<site, hex of UTF-8>.<expires, Unix seconds>.<CA key, 64 hex>.<signature,
+//! `cambox-join1.<site, hex of UTF-8>.<expires, Unix seconds>.<CA key, 130 hex>.<signature,
 //! 128 hex>`: hex, so that the token is one word in TOML, shells and URLs.
 
 use std::time::SystemTime;
 
 use cambox_mesh::hex::{from_hex, to_hex, vec_from_hex};
-use cambox_mesh::NodeId;
 
 use crate::authority::Authority;
+use crate::CaKey;
 
 const PREFIX: &str = "cambox-join1";
 /// What the signature covers besides the fields: no other signed cambox message reads as
@@ -25,7 +25,7 @@ const CONTEXT: &[u8] = b"cambox join token v1\0";
 pub struct JoinToken {
     pub site: String,
     pub expires: u64,
-    pub ca_key: [u8; 32],
+    pub ca_key: CaKey,
     signature: [u8; 64],
 }
 
@@ -44,7 +44,7 @@ impl JoinToken {
             ca_key: ca.public_key(),
             signature: [0; 64],
         };
-        token.signature = ca.sign(&token.signed_bytes());
+        token.signature = ca.sign(&token.signed_bytes()).map_err(|e| e.to_string())?;
         Ok(token)
     }
 
@@ -64,7 +64,7 @@ impl JoinToken {
         let expires = next("expiry")?
             .parse()
             .map_err(|_| bad("the expiry is not a number"))?;
-        let ca_key = from_hex::<32>(next("CA key")?).ok_or_else(|| bad("the CA key"))?;
+        let ca_key = CaKey::from_hex(next("CA key")?).ok_or_else(|| bad("the CA key"))?;
         let signature = from_hex::<64>(next("signature")?).ok_or_else(|| bad("the signature"))?;
         if parts.next().is_some() {
             return Err(bad("more than five parts"));
@@ -78,11 +78,11 @@ impl JoinToken {
     }
 
     /// Whether the token is the CA's (key `ca_key`) and valid at `now`.
-    pub fn verify(&self, ca_key: &[u8; 32], now: SystemTime) -> Result<(), String> {
+    pub fn verify(&self, ca_key: &CaKey, now: SystemTime) -> Result<(), String> {
         if &self.ca_key != ca_key {
             return Err("the join token is another CA's".into());
         }
-        if !cambox_mesh::identity::verify(&NodeId(*ca_key), &self.signed_bytes(), &self.signature) {
+        if !ca_key.verify(&self.signed_bytes(), &self.signature) {
             return Err(
                 "the join token's signature does not match: it was altered or forged".into(),
             );
@@ -99,7 +99,7 @@ impl JoinToken {
     fn signed_bytes(&self) -> Vec<u8> {
         let mut b = CONTEXT.to_vec();
         b.extend_from_slice(format!("{}\n{}\n", self.site, self.expires).as_bytes());
-        b.extend_from_slice(&self.ca_key);
+        b.extend_from_slice(&self.ca_key.0);
         b
     }
 }
@@ -111,7 +111,7 @@ impl std::fmt::Display for JoinToken {
             "{PREFIX}.{}.{}.{}.{}",
             to_hex(self.site.as_bytes()),
             self.expires,
-            to_hex(&self.ca_key),
+            self.ca_key.to_hex(),
             to_hex(&self.signature)
         )
     }

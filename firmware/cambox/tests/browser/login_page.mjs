@@ -13,7 +13,10 @@
 // - statusBefore / statusAfter: what GET /api/v1/status answered the page before and
 //   after logging in (401, then 200);
 // - watchingShownAfterMs: from the picture's first moving to the page listing this viewer
-//   under "Watching now" (null if it never did); watching: that list's text.
+//   under "Watching now" (null if it never did); watching: that list's text;
+// - url, secureContext, cookieSecure: where the page ended up (a box that serves HTTPS
+//   redirects there), whether Chromium holds it a secure context, and whether the session
+//   cookie is Secure.
 // Exits 0 when logged in and playing, else 1 with the reason on stderr.
 
 import { runWithChromium } from './chromium.mjs';
@@ -66,7 +69,11 @@ await runWithChromium('login_page.mjs', 90000, async (page) => {
     .waitForFunction(() => { const v = document.querySelector('video'); return v && v.currentTime > 1; }, null, { timeout: 20000 })
     .then(() => true, () => false);
   const watching = await page.locator('#watching-list').textContent();
-  const result = { lockedFirst, who, playing, statusBefore, statusAfter, watchingShownAfterMs, watching };
+  const url = page.url();
+  const secureContext = await page.evaluate(() => window.isSecureContext);
+  const session = (await page.context().cookies()).find((c) => c.name === 'cambox_session');
+  const cookieSecure = session ? session.secure : null;
+  const result = { lockedFirst, who, playing, statusBefore, statusAfter, watchingShownAfterMs, watching, url, secureContext, cookieSecure };
   process.stdout.write(JSON.stringify(result) + '\n');
   if (!playing) process.stderr.write('login_page.mjs: logged in, but the stream did not play\n');
   return playing ? 0 : 1;

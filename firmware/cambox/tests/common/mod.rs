@@ -42,7 +42,7 @@ pub struct BoxProc {
     /// Short node id, as logs, metrics and stream URLs show it.
     pub node_id: String,
     /// Holds the node key.
-    _state: tempfile::TempDir,
+    state: tempfile::TempDir,
 }
 
 impl BoxProc {
@@ -64,6 +64,7 @@ impl BoxProc {
             ("--listen", "127.0.0.1:0"),
             ("--mdns", "false"),
             ("--rtsp", "127.0.0.1:0"),
+            ("--https", "off"),
         ] {
             if !given(flag) {
                 cmd.args([flag, value]);
@@ -114,8 +115,13 @@ impl BoxProc {
             log,
             mesh_addr,
             node_id,
-            _state: state,
+            state,
         }
+    }
+
+    /// Where the box keeps its key and certificates (unless `--key` put them elsewhere).
+    pub fn state_dir(&self) -> &std::path::Path {
+        self.state.path()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -375,25 +375,27 @@ fn sso(auth: &Auth) -> Result<&Oidc, ApiError> {
 }
 
 /// This box's callback as the browser reached the box.
-fn callback_url(headers: &HeaderMap) -> Result<String, ApiError> {
+fn callback_url(headers: &HeaderMap, over_tls: bool) -> Result<String, ApiError> {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "no Host header".into()))?;
-    Ok(format!("http://{host}/auth/callback"))
+    let scheme = if over_tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{host}/auth/callback"))
 }
 
 async fn sso_login(
     State(st): State<Arc<Station>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
+    over_tls: Option<axum::Extension<crate::https::OverTls>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let auth = configured(&st)?;
     let oidc = sso(&auth)?;
     attempt(&auth, source)?;
     let url = oidc
-        .begin(&callback_url(&headers)?)
+        .begin(&callback_url(&headers, over_tls.is_some())?)
         .await
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
     Ok(Redirect::to(&url).into_response())
