@@ -38,5 +38,8 @@ for _ in $(seq 100); do
 done
 [ -n "$url" ] || { echo "registry-schemathesis: the registry did not start" >&2; cat "$log" >&2; exit 1; }
 
-"$venv/bin/schemathesis" --config-file "$here/hil-tests/schemathesis.toml" run \
-    "${url}api/v1/openapi.json" --checks all --max-examples "$EXAMPLES" --no-color
+# From a scratch directory: schemathesis keeps a cache in the directory it runs in.
+scratch=$(mktemp -d)
+trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$scratch"' EXIT
+(cd "$scratch" && "$venv/bin/schemathesis" --config-file "$here/hil-tests/schemathesis.toml" run \
+    "${url}api/v1/openapi.json" --checks all --max-examples "$EXAMPLES" --no-color)

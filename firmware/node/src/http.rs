@@ -21,6 +21,9 @@ use crate::station::Station;
 use crate::viewing::ViewingError;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
+/// The API's OpenAPI document, written by hand: every route of [`router`] is in it (a test
+/// checks), and hil-tests/box-schemathesis.sh checks a running box against it.
+const OPENAPI_YAML: &str = include_str!("web/openapi.yaml");
 
 /// A JSON error with its status.
 #[derive(Debug)]
@@ -51,6 +54,7 @@ impl IntoResponse for ApiError {
 pub fn router(station: Arc<Station>) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/api/v1/openapi.yaml", get(openapi))
         .route("/api/v1/status", get(status))
         .route("/api/v1/streams", get(streams))
         .route("/api/v1/live", post(set_live))
@@ -67,6 +71,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .merge(crate::whep::routes())
         .merge(crate::auth::routes())
         .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             station.clone(),
             crate::auth::guard,
@@ -161,6 +166,36 @@ pub async fn serve_on(
 
 async fn index() -> Html<&'static str> {
     Html(INDEX_HTML)
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
+}
+
+/// axum answers some requests before any handler runs: a body over its 2 MiB limit (413),
+/// a path or query it cannot decode (400), a method the route lacks (405). It answers in
+/// plain text or with no body; like every other error of the box, those become JSON.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let msg = match text.trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_string(),
+        t => t.to_string(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let mut r = ApiError(status, msg).into_response();
+    r.headers_mut().extend(parts.headers);
+    r
 }
 
 async fn not_found() -> ApiError {

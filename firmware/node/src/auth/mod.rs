@@ -4,8 +4,9 @@
 //!
 //! A box with neither accounts nor single sign-on configured stays open, as a lab: the
 //! page and `/api/v1/session` say so. With either, everything but the page itself, the
-//! login routes, the CA-signed revocation lists and the metrics needs a session, and
-//! going live, the button, commands and chat need an operator.
+//! login routes, the CA-signed revocation lists, the metrics and the API's OpenAPI
+//! document needs a session, and going live, the button, commands and chat need an
+//! operator.
 
 pub mod accounts;
 pub mod attempts;
@@ -146,7 +147,8 @@ enum Need {
 fn need(method: &Method, path: &str) -> Need {
     let open = matches!(
         path,
-        "/" | "/api/v1/session"
+        "/" | "/api/v1/openapi.yaml"
+            | "/api/v1/session"
             | "/api/v1/login"
             | "/api/v1/logout"
             | "/auth/login"
@@ -445,6 +447,7 @@ mod tests {
     fn the_page_and_login_are_open_acting_needs_an_operator_and_the_rest_a_viewer() {
         assert_eq!(need(&Method::GET, "/"), Need::Nothing);
         assert_eq!(need(&Method::POST, "/api/v1/login"), Need::Nothing);
+        assert_eq!(need(&Method::GET, "/api/v1/openapi.yaml"), Need::Nothing);
         assert_eq!(need(&Method::GET, "/api/v1/status"), Need::Viewer);
         assert_eq!(need(&Method::GET, "/live/hall.mp4"), Need::Viewer);
         assert_eq!(need(&Method::POST, "/whep/hall"), Need::Viewer);
