@@ -19,17 +19,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$here/target}
-BIN=${CAMBOX_BIN:-$target/debug/cambox}
-[ -x "$BIN" ] || { echo "box-schemathesis: no cambox binary at $BIN (build first or set CAMBOX_BIN)" >&2; exit 2; }
-
-venv="$target/schemathesis-venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-    echo "box-schemathesis: installing schemathesis into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "schemathesis==4.32.5"
-fi
+me=box-schemathesis
+# shellcheck source=hil-tests/schemathesis-setup.sh
+. "$(dirname "$0")/schemathesis-setup.sh"
 
 dir=$(mktemp -d)
 pid=""

@@ -14,17 +14,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$here/target}
-BIN=${CAMBOX_BIN:-$target/debug/cambox}
-[ -x "$BIN" ] || { echo "registry-schemathesis: no cambox binary at $BIN (build first or set CAMBOX_BIN)" >&2; exit 2; }
-
-venv="$target/schemathesis-venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-    echo "registry-schemathesis: installing schemathesis into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "schemathesis==4.32.5"
-fi
+me=registry-schemathesis
+# shellcheck source=hil-tests/schemathesis-setup.sh
+. "$(dirname "$0")/schemathesis-setup.sh"
 
 log=$(mktemp)
 "$BIN" registry --http 127.0.0.1:0 --rate 1000000 2>"$log" &

@@ -722,6 +722,20 @@ fn curl(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// `GET /api/v1/status` at `https` by curl trusting `ca`: curl's exit code, and the status
+/// and OpenSSL's verdict on the chain (0: verified).
+fn status_over_https(ca: &str, https: &str) -> (i32, String) {
+    curl(&[
+        "--cacert",
+        ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{ssl_verify_result}",
+        &format!("https://{https}/api/v1/status"),
+    ])
+}
+
 /// The address after "HTTPS on " in a box's log, once it has one.
 fn https_addr(b: &BoxProc) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -805,18 +819,13 @@ fn an_enrolled_box_serves_https_with_its_ca_certificate_and_redirects_plain_http
     let (_, metrics) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &b.url("/metrics")]);
     assert_eq!(metrics, "200");
     // curl (OpenSSL) verifies the chain to the company CA, and only with that CA.
-    let url = format!("https://{https}/api/v1/status");
-    let (code, status) = curl(&[
-        "--cacert",
-        &ca_crt,
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{ssl_verify_result}",
-        &url,
-    ]);
-    assert_eq!((code, status.as_str()), (0, "401 0"), "{}", b.logs());
-    let (code, _) = curl(&["-o", "/dev/null", &url]);
+    assert_eq!(
+        status_over_https(&ca_crt, &https),
+        (0, "401 0".into()),
+        "{}",
+        b.logs()
+    );
+    let (code, _) = curl(&["-o", "/dev/null", &format!("https://{https}/api/v1/status")]);
     assert_eq!(
         code, 60,
         "without the company CA the certificate must not verify"
@@ -913,14 +922,10 @@ fn an_enrolled_box_serves_https_with_its_ca_certificate_and_redirects_plain_http
         "{}",
         b.logs()
     );
-    let (code, status) = curl(&[
-        "--cacert",
-        &ca_crt,
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("https://{https}/api/v1/status"),
-    ]);
-    assert_eq!((code, status.as_str()), (0, "401"), "{}", b.logs());
+    assert_eq!(
+        status_over_https(&ca_crt, &https),
+        (0, "401 0".into()),
+        "{}",
+        b.logs()
+    );
 }

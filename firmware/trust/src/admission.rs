@@ -136,21 +136,14 @@ impl Admission {
                 proved: proved.short(),
             });
         }
-        let anchor = webpki::anchor_from_trusted_cert(&self.ca)
-            .map_err(|e| untrusted(format!("the CA certificate: {e}")))?;
         let ee = webpki::EndEntityCert::try_from(leaf)
             .map_err(|e| untrusted(format!("unreadable: {e}")))?;
-        let since_epoch = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        ee.verify_for_usage(
-            &[webpki::ring::ECDSA_P256_SHA256],
-            &[anchor],
+        verify_chain(
+            &self.ca,
+            &ee,
             intermediates,
-            UnixTime::since_unix_epoch(since_epoch),
+            now,
             webpki::KeyUsage::client_auth(),
-            None,
-            None,
         )
         .map_err(|e| match e {
             webpki::Error::CertExpired { .. } => Refused::Expired {
@@ -173,6 +166,31 @@ impl Admission {
         }
         Ok(claims)
     }
+}
+
+/// Whether `leaf` chains to the CA certificate `ca` through `intermediates` at `now`, for
+/// `usage`: rustls-webpki's check, with the one signature algorithm cambox CAs use.
+pub(crate) fn verify_chain(
+    ca: &CertificateDer<'_>,
+    leaf: &webpki::EndEntityCert<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: SystemTime,
+    usage: webpki::KeyUsage,
+) -> Result<(), webpki::Error> {
+    let anchor = webpki::anchor_from_trusted_cert(ca)?;
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    leaf.verify_for_usage(
+        &[webpki::ring::ECDSA_P256_SHA256],
+        &[anchor],
+        intermediates,
+        UnixTime::since_unix_epoch(since_epoch),
+        usage,
+        None,
+        None,
+    )
+    .map(drop)
 }
 
 #[cfg(test)]

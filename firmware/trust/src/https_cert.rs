@@ -14,7 +14,7 @@ use cambox_mesh::hex::{from_hex, to_hex};
 use cambox_mesh::NodeId;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 
 /// The organisation of every HTTPS certificate: not a node certificate, so it cannot
 /// join a mesh.
@@ -144,21 +144,9 @@ pub fn check(
     if parsed.p256 != Some(crate::CaKey(key.0)) {
         return Err("it is for another key than the box's web key".into());
     }
-    let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| format!("the CA: {e}"))?;
     let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("unreadable: {e}"))?;
-    let since_epoch = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    ee.verify_for_usage(
-        &[webpki::ring::ECDSA_P256_SHA256],
-        &[anchor],
-        intermediates,
-        UnixTime::since_unix_epoch(since_epoch),
-        webpki::KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .map_err(|e| format!("not valid under the CA: {e:?}"))?;
+    crate::admission::verify_chain(ca, &ee, intermediates, now, webpki::KeyUsage::server_auth())
+        .map_err(|e| format!("not valid under the CA: {e:?}"))?;
     for name in names {
         let server_name =
             ServerName::try_from(name.as_str()).map_err(|_| format!("{name:?} is no host name"))?;
