@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
 pub const DEFAULT_HTTPS_PORT: u16 = 8443;
+pub const DEFAULT_WEBRTC_PORT: u16 = cambox_node::whep::ports::DEFAULT_PORT;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
@@ -40,6 +41,16 @@ pub struct RunConfig {
     /// [default: 0.0.0.0:8554, skipped with a warning when that port is taken].
     #[arg(long, env = "CAMBOX_RTSP", value_name = "ADDR|off")]
     pub rtsp: Option<String>,
+
+    /// WebRTC media of every viewer on this UDP port (one socket per address of the box)
+    /// [default: 8189, or one the kernel picks when 8189 is taken].
+    #[arg(long, env = "CAMBOX_WEBRTC_UDP", value_name = "PORT")]
+    pub webrtc_udp: Option<u16>,
+
+    /// ICE over TCP, for viewers whose network lets only TCP out; `off` for none
+    /// [default: 0.0.0.0:8189, or a port the kernel picks when that is taken].
+    #[arg(long, env = "CAMBOX_WEBRTC_TCP", value_name = "ADDR|off")]
+    pub webrtc_tcp: Option<String>,
 
     /// Go live at start instead of waiting for the button or `POST /api/v1/live`.
     #[arg(long, env = "CAMBOX_LIVE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -340,6 +351,8 @@ impl RunConfig {
             http: self.http.or(file.http),
             https: self.https.or(file.https),
             rtsp: self.rtsp.or(file.rtsp),
+            webrtc_udp: self.webrtc_udp.or(file.webrtc_udp),
+            webrtc_tcp: self.webrtc_tcp.or(file.webrtc_tcp),
             live: self.live.or(file.live),
             name: self.name.or(file.name),
             node: self.node.or(file.node),
@@ -443,6 +456,21 @@ impl RunConfig {
                 anyhow::anyhow!("--https '{a}' is not an address like 0.0.0.0:8443 (or 'off')")
             }),
         }
+    }
+
+    /// The WebRTC UDP port and ICE-TCP address (None: off); `required` is false for the
+    /// defaults, which a second box on one machine finds taken.
+    pub fn webrtc_ports(&self) -> anyhow::Result<(u16, Option<SocketAddr>, bool)> {
+        let udp = self.webrtc_udp.unwrap_or(DEFAULT_WEBRTC_PORT);
+        let tcp = match self.webrtc_tcp.as_deref().map(str::trim) {
+            None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_WEBRTC_PORT))),
+            Some("off") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                anyhow::anyhow!("--webrtc-tcp '{a}' is not an address like 0.0.0.0:8189 (or 'off')")
+            })?),
+        };
+        let required = self.webrtc_udp.is_some() || self.webrtc_tcp.is_some();
+        Ok((udp, tcp, required))
     }
 
     /// Where RTSP listens: None when off; `required` is false for the default address,

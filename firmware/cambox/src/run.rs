@@ -173,6 +173,18 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         }
         tokio::spawn(cambox_node::rtsp::serve(listener, station.clone()));
     }
+    let ports = webrtc_ports(&cfg).await?;
+    eprintln!(
+        "cambox: WebRTC viewers on {} and {}",
+        match ports.udp_port() {
+            0 => "UDP ports the kernel picks".to_string(),
+            p => format!("UDP port {p}"),
+        },
+        ports
+            .tcp_listen()
+            .map_or("no TCP (ICE-TCP off)".into(), |a| format!("ICE-TCP {a}"))
+    );
+    let _ = station.webrtc.set(ports);
     station.mark_started();
     let server = http::serve_on(listener, station.clone(), registry, https);
     tokio::select! {
@@ -185,6 +197,24 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The WebRTC ports every viewer shares. The defaults move to ports the kernel picks when
+/// taken (a second box on one machine); ports asked for must be had.
+async fn webrtc_ports(cfg: &RunConfig) -> anyhow::Result<Arc<cambox_node::whep::ports::Ports>> {
+    use cambox_node::whep::ports::Ports;
+    let (udp, tcp, required) = cfg.webrtc_ports()?;
+    let udp_free = std::net::UdpSocket::bind(("0.0.0.0", udp)).is_ok();
+    let udp = if udp_free || required { udp } else { 0 };
+    match Ports::bind(udp, tcp).await {
+        Ok(p) => Ok(p),
+        Err(e) if !required => {
+            eprintln!("cambox: {e}; a port the kernel picks instead");
+            let any = tcp.map(|a| std::net::SocketAddr::new(a.ip(), 0));
+            Ok(Ports::bind(0, any).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The HTTPS listener on `addr` with the box's certificate.

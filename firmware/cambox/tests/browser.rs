@@ -113,6 +113,26 @@ fn the_page_falls_back_to_mp4_when_whep_is_refused() {
 }
 
 #[test]
+fn chromium_plays_over_webrtc_by_ice_tcp_when_no_udp_gets_through() {
+    let _serial = serial();
+    // The same stream to two boxes' pages: one whose WebRTC UDP port drops everything (a
+    // firewall that lets only TCP through, emulated in the box), one as usual.
+    let args = ["--live", "--source", "testsrc", "--name", "vault"];
+    let tcp_only = BoxProc::start_with_env(&args, &[("CAMBOX_WEBRTC_TEST_DROP_UDP", "1")]);
+    let open = BoxProc::start(&args);
+    let mut latency = Vec::new();
+    for (b, transport) in [(&tcp_only, "tcp"), (&open, "udp")] {
+        b.wait_live(true);
+        let r = play_in_chromium_with(b, "vault", &["--transport", "whep", "--seconds", "6"]);
+        assert_eq!(r["transport"], "WebRTC", "{r}");
+        assert_eq!(r["webrtc"]["transport"], transport, "{r}");
+        assert!(r["advanced"].as_u64().unwrap() >= 100, "{r}");
+        latency.push(format!("{transport} {}", r["latencyMs"]));
+    }
+    println!("capture to picture in Chromium, ms: {}", latency.join(", "));
+}
+
+#[test]
 fn chromium_plays_whep_with_sound_and_every_frame_the_box_encoded() {
     let _serial = serial();
     let b = BoxProc::start(&["--live", "--source", "testsrc", "--name", "atrium"]);
@@ -340,9 +360,17 @@ fn twenty_whep_and_five_rtsp_viewers_all_receive_for_a_minute() {
     let r = json(stdout.trim());
     let list = r["viewers"].as_array().unwrap();
     assert_eq!(list.len(), 20);
+    // All 20 on the box's one WebRTC UDP port, as Chromium saw it.
+    let shared = b.status()["webrtc_udp"].clone();
+    assert_eq!(shared.as_array().map(Vec::len), Some(1), "{shared}");
     for v in list {
         // Each still decoded 10 s of pictures at the end of the minute.
         assert!(v["recentFrames"].as_u64().unwrap() >= 250, "{v}");
+        assert_eq!(
+            (&v["boxAddress"], &v["protocol"]),
+            (&shared[0], &"udp".into()),
+            "{v}"
+        );
     }
     let received: f64 = list
         .iter()

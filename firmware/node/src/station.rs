@@ -43,6 +43,10 @@ pub struct Status {
     pub mesh_listen: Option<String>,
     /// TCP address of the RTSP server, when it serves.
     pub rtsp_listen: Option<String>,
+    /// The WebRTC ports every viewer shares: the UDP sockets open so far (one per address
+    /// offered), and the ICE-TCP listener.
+    pub webrtc_udp: Vec<String>,
+    pub webrtc_tcp: Option<String>,
     /// "simulated", "gpio", or "none" (no board attached).
     pub board: &'static str,
     /// What the status LED shows.
@@ -87,6 +91,9 @@ pub struct Station {
     /// WebRTC viewers being served.
     pub whep: crate::whep::Sessions,
     rtsp_addr: OnceLock<std::net::SocketAddr>,
+    /// The WebRTC ports every WHEP session shares (set at start; else made at the first
+    /// offer, on ports the kernel picks).
+    pub webrtc: tokio::sync::OnceCell<Arc<crate::whep::ports::Ports>>,
     /// Who watches now.
     pub watchers: Arc<crate::watchers::Watchers>,
     /// Where who watched and who pressed what is kept (set once by `cambox run`).
@@ -119,6 +126,7 @@ impl Station {
             ),
             led_request: Mutex::new(None),
             whep: Default::default(),
+            webrtc: tokio::sync::OnceCell::new(),
             rtsp_addr: OnceLock::new(),
             auth: OnceLock::new(),
             watchers: Default::default(),
@@ -129,6 +137,19 @@ impl Station {
     /// Where the RTSP server listens (set once by `cambox run`).
     pub fn set_rtsp_addr(&self, addr: std::net::SocketAddr) {
         let _ = self.rtsp_addr.set(addr);
+    }
+
+    /// The WebRTC ports: those set at start, or ports the kernel picks, made now.
+    pub async fn webrtc_ports(&self) -> std::io::Result<Arc<crate::whep::ports::Ports>> {
+        self.webrtc
+            .get_or_try_init(|| {
+                crate::whep::ports::Ports::bind(
+                    0,
+                    Some(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+                )
+            })
+            .await
+            .cloned()
     }
 
     /// Start-up is over: the LED shows the network and peers from now on.
@@ -295,6 +316,14 @@ impl Station {
             node_id: self.mesh.get().map(|m| m.id.to_hex()),
             mesh_listen: self.mesh.get().map(|m| m.local_addr.to_string()),
             rtsp_listen: self.rtsp_addr.get().map(|a| a.to_string()),
+            webrtc_udp: self.webrtc.get().map_or_else(Vec::new, |p| {
+                p.udp_sockets().iter().map(ToString::to_string).collect()
+            }),
+            webrtc_tcp: self
+                .webrtc
+                .get()
+                .and_then(|p| p.tcp_listen())
+                .map(|a| a.to_string()),
             board: self.board.get().map_or("none", |b| b.kind),
             led: self.led.borrow().clone(),
             admission: self

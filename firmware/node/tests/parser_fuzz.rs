@@ -46,7 +46,7 @@ proptest! {
     fn cut_and_mutated_offers_are_answered_or_refused(cut in 0usize..7000, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8)) {
         // Past parsing, into str0m's negotiation, as the handler does.
         if let Ok(offer) = parse_offer(&mutate(OFFER.as_bytes(), cut, &flips)) {
-            let _ = negotiate(offer, &[LOCAL]);
+            let _ = negotiate(offer, str0m::IceCreds::new(), &[local()]);
         }
     }
 
@@ -80,7 +80,7 @@ proptest! {
 #[test]
 fn the_real_offer_parses_and_requests_name_what_was_sent() {
     let offer = parse_offer(OFFER.as_bytes()).expect("Chromium's offer");
-    let (_, answer) = negotiate(offer, &[LOCAL]).expect("an answer");
+    let (_, answer) = negotiate(offer, str0m::IceCreds::new(), &[local()]).expect("an answer");
     assert!(
         answer.contains("a=ice-lite") && answer.contains("127.0.0.1 40000 typ host"),
         "{answer}"
@@ -118,4 +118,8 @@ fn the_real_offer_parses_and_requests_name_what_was_sent() {
     );
     assert_eq!(split_uri("rtsp://box/"), None);
     assert_eq!(split_uri("rtsp://box/a/b"), None);
+}
+
+fn local() -> str0m::Candidate {
+    str0m::Candidate::host(LOCAL, "udp").expect("a host candidate")
 }

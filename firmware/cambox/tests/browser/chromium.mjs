@@ -27,6 +27,8 @@ export async function launch(userDataDir) {
       '--disable-component-update',
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
+      // Extra switches a test asks for (one per line), e.g. a WebRTC IP handling policy.
+      ...(process.env.CAMBOX_CHROMIUM_ARGS ?? '').split('\n').filter(Boolean),
     ],
     viewport: { width: 1280, height: 800 },
   });

@@ -8,7 +8,9 @@
 //   {viewers: [{framesDecoded, bytesReceived, recentFrames, state}], connectedAll}
 // - framesDecoded, bytesReceived: getStats() of the viewer's video at the end;
 // - recentFrames: frames it decoded in the last 10 s (proof it still received then);
-// - state: its connection state at the end.
+// - state: its connection state at the end;
+// - boxAddress, protocol: the box's side of the candidate pair in use ("ip:port"), and
+//   whether it is UDP or TCP.
 // Exits 0 when every viewer decoded frames in the last 10 s, else 1 (2 for bad usage).
 
 import { runWithChromium } from './chromium.mjs';
@@ -71,13 +73,24 @@ async function inPage({ name, viewers, seconds }) {
     });
     return pc;
   };
+  // The box's candidate of the pair ICE chose, as Chromium reports it.
+  const boxSide = async (pc) => {
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((x) => { if (x.type === 'transport' && x.selectedCandidatePairId) pair = stats.get(x.selectedCandidatePairId); });
+    stats.forEach((x) => { if (!pair && x.type === 'candidate-pair' && x.nominated && x.state === 'succeeded') pair = x; });
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    return remote ? { boxAddress: `${remote.address}:${remote.port}`, protocol: remote.protocol } : { boxAddress: null, protocol: null };
+  };
   const pcs = [];
   for (let i = 0; i < viewers; i++) pcs.push(await open());
   await new Promise((r) => setTimeout(r, (seconds - 10) * 1000));
   const mid = await Promise.all(pcs.map(videoStats));
   await new Promise((r) => setTimeout(r, 10000));
   const end = await Promise.all(pcs.map(videoStats));
+  const sides = await Promise.all(pcs.map(boxSide));
   const out = pcs.map((pc, i) => ({
+    ...sides[i],
     framesDecoded: end[i].frames,
     bytesReceived: end[i].bytes,
     recentFrames: end[i].frames - mid[i].frames,

@@ -65,6 +65,8 @@ impl BoxProc {
             ("--mdns", "false"),
             ("--rtsp", "127.0.0.1:0"),
             ("--https", "off"),
+            ("--webrtc-udp", "0"),
+            ("--webrtc-tcp", "127.0.0.1:0"),
         ] {
             if !given(flag) {
                 cmd.args([flag, value]);

@@ -2,10 +2,12 @@
 //! player POSTs its SDP offer to `/whep/<broadcast>` and gets the answer, with the
 //! session's URL in `Location`; `DELETE` on that URL ends it.
 //!
-//! The box is ICE-lite: it offers a host candidate per address the viewer can reach and
-//! answers the viewer's connectivity checks, so no STUN or TURN server is involved and
-//! trickle ICE is not needed (PATCH answers 405, as the draft allows).
+//! The box is ICE-lite: it offers a host candidate per address the viewer can reach, on
+//! UDP and on TCP, and answers the viewer's connectivity checks, so no STUN or TURN server
+//! is involved and trickle ICE is not needed (PATCH answers 405, as the draft allows).
+//! All sessions share the box's two WebRTC ports ([`ports`]).
 
+pub mod ports;
 pub mod session;
 
 use std::collections::HashMap;
@@ -20,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
 use str0m::change::SdpOffer;
-use str0m::{Candidate, RtcConfig};
-use tokio::net::UdpSocket;
+use str0m::net::TcpType;
+use str0m::{Candidate, IceCreds, RtcConfig};
 use tokio::sync::watch;
 
 use crate::http::ApiError;
@@ -29,7 +31,7 @@ use crate::station::Station;
 
 /// Largest SDP offer accepted; browsers send 5-10 KiB.
 pub const MAX_OFFER: usize = 64 * 1024;
-/// Sessions one box serves at once; past this, 503 (each costs a socket and a task).
+/// Sessions one box serves at once; past this, 503 (each costs a task and its buffers).
 const MAX_SESSIONS: usize = 200;
 /// Sessions still connecting (ICE and DTLS not done) from one address at most; past
 /// this, 429. A session waits up to 15 s for its peer with a socket and a task of its
@@ -159,11 +161,11 @@ async fn offer(
     let viewing = crate::viewing::open(&st, &name, person.as_deref()).await?;
     let origin = viewing.origin();
 
-    let sockets = bind_sockets(client.ip())
-        .await
-        .map_err(crate::http::unavailable)?;
-    let addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
-    let (rtc, answer) = negotiate(offer, &addrs).map_err(|e| e.into_api())?;
+    let ports = st.webrtc_ports().await.map_err(crate::http::unavailable)?;
+    let candidates = candidates(&ports, client.ip()).map_err(crate::http::unavailable)?;
+    let creds = IceCreds::new();
+    let link = ports.register(&creds.ufrag);
+    let (rtc, answer) = negotiate(offer, creds, &candidates).map_err(|e| e.into_api())?;
 
     // 128 random bits: a session URL cannot be guessed by another viewer.
     let id = crate::viewing::random_id(16);
@@ -181,7 +183,7 @@ async fn offer(
     let setup = session::Setup {
         id: id.clone(),
         rtc,
-        sockets,
+        link,
         viewing,
         metrics: st.metrics.clone(),
         stop,
@@ -224,21 +226,22 @@ impl NegotiateError {
     }
 }
 
-/// Answers `offer` as an ICE-lite peer with a host candidate on each of `addrs`, sending
-/// H.264 and Opus. Returns the peer and the answer's SDP.
+/// Answers `offer` as an ICE-lite peer with `creds` and `candidates`, sending H.264 and
+/// Opus. Returns the peer and the answer's SDP.
 pub fn negotiate(
     offer: SdpOffer,
-    addrs: &[SocketAddr],
+    creds: IceCreds,
+    candidates: &[Candidate],
 ) -> Result<(str0m::Rtc, String), NegotiateError> {
     let mut rtc = RtcConfig::new()
         .set_ice_lite(true)
+        .set_local_ice_credentials(creds)
         .clear_codecs()
         .enable_h264(true)
         .enable_opus(true, false)
         .build(std::time::Instant::now());
-    for a in addrs {
-        let c = Candidate::host(*a, "udp").map_err(|e| NegotiateError::Internal(e.to_string()))?;
-        rtc.add_local_candidate(c);
+    for c in candidates {
+        rtc.add_local_candidate(c.clone());
     }
     let answer = rtc
         .sdp_api()
@@ -273,9 +276,10 @@ async fn end(State(st): State<Arc<Station>>, Path(id): Path<String>) -> Result<R
     }
 }
 
-/// One UDP socket per address the viewer can reach: loopback for a viewer on this machine,
-/// else every address of the box in the viewer's family.
-async fn bind_sockets(client: IpAddr) -> std::io::Result<Vec<Arc<UdpSocket>>> {
+/// A host candidate on UDP, and one on TCP (passive) when ICE-TCP is on, for each address
+/// the viewer can reach: loopback for a viewer on this machine, else every address of the
+/// box in the viewer's family.
+pub fn candidates(ports: &ports::Ports, client: IpAddr) -> std::io::Result<Vec<Candidate>> {
     let ips: Vec<IpAddr> = if client.is_loopback() {
         vec![if client.is_ipv4() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -288,17 +292,25 @@ async fn bind_sockets(client: IpAddr) -> std::io::Result<Vec<Arc<UdpSocket>>> {
             .filter(|ip| ip.is_ipv4() == client.to_canonical().is_ipv4())
             .collect()
     };
-    let mut out = Vec::new();
-    for ip in ips {
-        let s = UdpSocket::bind(SocketAddr::new(ip, 0)).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot open a UDP socket on {ip}: {e}"))
-        })?;
-        out.push(Arc::new(s));
-    }
-    if out.is_empty() {
+    if ips.is_empty() {
         return Err(std::io::Error::other(format!(
             "this box has no address in {client}'s family to offer"
         )));
+    }
+    let bad = |e: str0m::error::IceError| std::io::Error::other(e.to_string());
+    let mut out = Vec::new();
+    for ip in ips {
+        out.push(Candidate::host(ports.udp_addr(ip)?, "udp").map_err(bad)?);
+        if let Some(tcp) = ports.tcp_addr(ip) {
+            out.push(
+                Candidate::builder()
+                    .tcp()
+                    .host(tcp)
+                    .tcptype(TcpType::Passive)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
     }
     Ok(out)
 }

@@ -1,5 +1,5 @@
-//! One WebRTC viewer: str0m's sans-IO peer fed from the broadcast's tracks, driven by this
-//! task's UDP sockets and timers.
+//! One WebRTC viewer: str0m's sans-IO peer fed from the broadcast's tracks, driven by the
+//! packets the box's WebRTC ports route to it and by this task's timers.
 //!
 //! The viewer starts at the newest keyframe once DTLS is up. A keyframe request (PLI or
 //! FIR) is answered with the next group start: the reader jumps to the newest group, or,
@@ -8,7 +8,6 @@
 //! A viewer whose sockets cannot take the packets falls behind in the track, and the track
 //! reader then drops whole stale groups (the rule of `cambox_media::broadcast`).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,21 +15,19 @@ use cambox_media::broadcast::TrackReader;
 use cambox_media::Broadcast;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::Receive;
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
-use crate::viewing::{next_or_pending, readers_from_newest_keyframe, AbortOnDrop, Viewing};
+use crate::viewing::{next_or_pending, readers_from_newest_keyframe, Viewing};
+use crate::whep::ports::Link;
 
 /// A peer that has not finished ICE and DTLS by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A connected viewer sends RTCP every second and ICE consent checks every few seconds;
 /// silence this long means it is gone (closed tab, lost network) without a DELETE.
 const PEER_SILENCE: Duration = Duration::from_secs(10);
-/// Largest UDP datagram read.
-const RECV_BUF: usize = 2000;
 /// Percent of datagrams to a connected viewer thrown away, to test NACK and keyframe
 /// requests over a lossy link where `tc netem` is not at hand (tests only; unset: none).
 const LOSS_ENV: &str = "CAMBOX_WHEP_TEST_LOSS_PERCENT";
@@ -66,7 +63,7 @@ impl LossyLink {
 pub struct Setup {
     pub id: String,
     pub rtc: Rtc,
-    pub sockets: Vec<Arc<UdpSocket>>,
+    pub link: Link,
     pub viewing: Viewing,
     pub metrics: Arc<Metrics>,
     pub stop: watch::Receiver<bool>,
@@ -100,7 +97,7 @@ pub async fn run(setup: Setup) {
 async fn drive(setup: Setup) -> Result<&'static str, String> {
     let Setup {
         mut rtc,
-        sockets,
+        mut link,
         viewing,
         metrics,
         mut stop,
@@ -108,27 +105,6 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
         ..
     } = setup;
     let broadcast: Broadcast = viewing.broadcast.clone();
-    // Every socket's datagrams arrive on one channel, tagged with the socket's address.
-    let (in_tx, mut in_rx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(256);
-    let mut readers = Vec::new();
-    for s in &sockets {
-        let s = s.clone();
-        let tx = in_tx.clone();
-        readers.push(tokio::spawn(async move {
-            let local = match s.local_addr() {
-                Ok(a) => a,
-                Err(_) => return,
-            };
-            let mut buf = vec![0u8; RECV_BUF];
-            while let Ok((n, from)) = s.recv_from(&mut buf).await {
-                if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        }));
-    }
-    drop(in_tx);
-    let _abort_readers = AbortOnDrop(readers);
 
     let started = Instant::now();
     let mut last_heard = Instant::now();
@@ -147,17 +123,14 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
             match rtc.poll_output().map_err(|e| format!("WebRTC: {e}"))? {
                 Output::Timeout(t) => break t,
                 Output::Transmit(t) => {
-                    let socket = sockets
-                        .iter()
-                        .find(|s| s.local_addr().is_ok_and(|a| a == t.source))
-                        .ok_or_else(|| format!("no socket for {}", t.source))?;
                     if connected && lossy.as_mut().is_some_and(LossyLink::drop_next) {
                         continue;
                     }
                     let n = t.contents.len() as u64;
-                    // Awaiting a full socket buffer is the back pressure that lets the
-                    // track reader fall behind and drop whole groups.
-                    if socket.send_to(&t.contents, t.destination).await.is_ok() {
+                    // Awaiting a full socket buffer (or a TCP viewer's full queue) is the
+                    // back pressure that lets the track reader fall behind and drop whole
+                    // groups.
+                    if link.send(&t).await.is_ok() {
                         metrics.bytes_sent.inc_by(n);
                     }
                 }
@@ -202,7 +175,7 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
         }
         if !connected && started.elapsed() > CONNECT_TIMEOUT {
             return Err(format!(
-                "ICE/DTLS did not complete within {CONNECT_TIMEOUT:?} (UDP blocked between viewer and box?)"
+                "ICE/DTLS did not complete within {CONNECT_TIMEOUT:?} (the WebRTC ports blocked between viewer and box?)"
             ));
         }
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
@@ -214,14 +187,14 @@ async fn drive(setup: Setup) -> Result<&'static str, String> {
                 rtc.disconnect();
                 return Ok("stopped (DELETE or shutdown)");
             }
-            d = in_rx.recv() => {
-                let Some((local, from, data)) = d else { return Err("sockets closed".into()) };
+            p = link.recv() => {
+                let Some(p) = p else { return Err("the WebRTC ports closed".into()) };
                 last_heard = Instant::now();
-                let Ok(contents) = data.as_slice().try_into() else { continue };
+                let Ok(contents) = p.data.as_slice().try_into() else { continue };
                 let input = Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp,
-                    source: from,
-                    destination: local,
+                    proto: p.proto,
+                    source: p.source,
+                    destination: p.destination,
                     contents,
                 });
                 if rtc.accepts(&input) {
