@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 pub const DEFAULT_HTTP: &str = "0.0.0.0:8080";
 pub const DEFAULT_HTTPS_PORT: u16 = 8443;
+/// What company firewalls let out where they let out nothing else.
+pub const DEFAULT_MESH_TCP_PORT: u16 = 443;
 pub const DEFAULT_WEBRTC_PORT: u16 = cambox_node::whep::ports::DEFAULT_PORT;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 
@@ -41,6 +43,12 @@ pub struct RunConfig {
     /// [default: 0.0.0.0:8554, skipped with a warning when that port is taken].
     #[arg(long, env = "CAMBOX_RTSP", value_name = "ADDR|off")]
     pub rtsp: Option<String>,
+
+    /// Mesh links over TCP, for networks that drop UDP between sites: other boxes dial
+    /// here when QUIC cannot reach this box (`--peer tcp://HOST:PORT`); `off` for none
+    /// [default: 0.0.0.0:443, skipped with a warning when that cannot be had].
+    #[arg(long, env = "CAMBOX_MESH_TCP", value_name = "ADDR|off")]
+    pub mesh_tcp: Option<String>,
 
     /// WebRTC media of every viewer on this UDP port (one socket per address of the box)
     /// [default: 8189, or one the kernel picks when 8189 is taken].
@@ -352,6 +360,7 @@ impl RunConfig {
             https: self.https.or(file.https),
             rtsp: self.rtsp.or(file.rtsp),
             webrtc_udp: self.webrtc_udp.or(file.webrtc_udp),
+            mesh_tcp: self.mesh_tcp.or(file.mesh_tcp),
             webrtc_tcp: self.webrtc_tcp.or(file.webrtc_tcp),
             live: self.live.or(file.live),
             name: self.name.or(file.name),
@@ -458,6 +467,27 @@ impl RunConfig {
         }
     }
 
+    /// Where mesh links over TCP are taken: None when off, or when the default (port 443)
+    /// cannot be had (a second box on one machine, or no right to low ports).
+    pub fn mesh_tcp_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.mesh_tcp.as_deref().map(str::trim) {
+            None => {
+                let default = SocketAddr::from(([0, 0, 0, 0], DEFAULT_MESH_TCP_PORT));
+                match std::net::TcpListener::bind(default) {
+                    Ok(_) => Ok(Some(default)),
+                    Err(e) => {
+                        eprintln!("cambox: no mesh links over TCP: cannot listen on {default}: {e} (set mesh_tcp)");
+                        Ok(None)
+                    }
+                }
+            }
+            Some("off") => Ok(None),
+            Some(a) => a.parse().map(Some).map_err(|_| {
+                anyhow::anyhow!("--mesh-tcp '{a}' is not an address like 0.0.0.0:443 (or 'off')")
+            }),
+        }
+    }
+
     /// The WebRTC UDP port and ICE-TCP address (None: off); `required` is false for the
     /// defaults, which a second box on one machine finds taken.
     pub fn webrtc_ports(&self) -> anyhow::Result<(u16, Option<SocketAddr>, bool)> {
@@ -516,6 +546,7 @@ impl RunConfig {
             trust: None,
             watch: box_settings.watch.clone(),
             watchers: Default::default(),
+            tcp_listen: self.mesh_tcp_addr()?,
         })
     }
 

@@ -111,9 +111,11 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     )
     .await?;
     eprintln!(
-        "cambox: mesh node {} on udp {}",
+        "cambox: mesh node {} on udp {}{}",
         mesh.id.short(),
-        mesh.local_addr
+        mesh.local_addr,
+        mesh.tcp_addr
+            .map_or(String::new(), |a| format!(" and tcp {a}"))
     );
     let _ = station.mesh.set(mesh.clone());
     cambox_node::bus::start(station.clone(), mesh.clone(), sensors, actuators);

@@ -224,3 +224,68 @@ fn far_end_of_a_chain_plays(sites: [&str; 3]) {
         frames / media
     );
 }
+
+/// The address after "and tcp " in a box's start line: where it takes links over TCP.
+fn mesh_tcp_addr(b: &BoxProc) -> String {
+    let logs = b.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.starts_with("cambox: mesh node ") && l.contains(" and tcp "))
+        .unwrap_or_else(|| panic!("no mesh TCP address: {logs}"));
+    line.rsplit(" and tcp ").next().unwrap().trim().to_string()
+}
+
+/// `transport` of each of `b`'s links.
+fn transports(b: &BoxProc) -> Vec<String> {
+    let (_, body) = http(&b.addr(), "GET", "/api/v1/peers", "");
+    json(&body)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["transport"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_link_over_tcp_carries_the_mesh_as_quic_does() {
+    require("ffprobe");
+    require("curl");
+    let _serial = serial();
+    let a = BoxProc::start(&[
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180", "--name", "a",
+        "--site", "berlin",
+    ]);
+    a.wait_live(true);
+    // b reaches a only over TCP (as from a site whose UDP is dropped), c reaches b by QUIC.
+    let b = BoxProc::start(&[
+        "--name",
+        "b",
+        "--site",
+        "munich",
+        "--peer",
+        &format!("tcp://{}", mesh_tcp_addr(&a)),
+    ]);
+    let c = BoxProc::start(&["--name", "c", "--site", "paris", "--peer", &b.mesh_addr]);
+    let path = format!("/live/a@{}.mp4", a.node_id);
+    wait_for_stream(&c, &path, "c to learn a's broadcast through b");
+    assert_eq!(transports(&a), ["tcp"], "{}", a.logs());
+    let mut at_b = transports(&b);
+    at_b.sort();
+    assert_eq!(at_b, ["quic", "tcp"]);
+    let dir = tempfile::tempdir().unwrap();
+    for (viewer, name) in [(&b, "b"), (&c, "c")] {
+        let out = dir.path().join(format!("{name}.mp4"));
+        let got = Command::new("curl")
+            .args(["-s", "-m", "6", "-o"])
+            .arg(&out)
+            .args(["-w", "%{http_code}"])
+            .arg(viewer.url(&path))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
+        let frames = decoded_video_frames(&out);
+        assert!(frames > 60, "only {frames} frames at {name} in 6 s");
+    }
+    let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
+    println!("b's links: {peers}");
+}

@@ -28,6 +28,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         trust: None,
         watch: String::new(),
         watchers: Default::default(),
+        tcp_listen: None,
     }
 }
 

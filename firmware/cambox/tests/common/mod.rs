@@ -67,6 +67,7 @@ impl BoxProc {
             ("--https", "off"),
             ("--webrtc-udp", "0"),
             ("--webrtc-tcp", "127.0.0.1:0"),
+            ("--mesh-tcp", "127.0.0.1:0"),
         ] {
             if !given(flag) {
                 cmd.args([flag, value]);

@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod conn;
 pub mod discovery;
+pub mod tcp;
 pub mod tls;
 pub mod trust;
 
@@ -107,6 +108,8 @@ pub struct MeshSettings {
     /// Who watches: the origins of the streams this box serves are told who watches
     /// them here, and this box learns who watches its own stream elsewhere.
     pub watchers: Arc<crate::watchers::Watchers>,
+    /// Where links over TCP are taken (for networks that drop UDP); None: none.
+    pub tcp_listen: Option<SocketAddr>,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -135,6 +138,8 @@ pub struct PeerInfo {
     pub id: String,
     pub addr: String,
     pub rtt_ms: f64,
+    /// "quic", or "tcp" for a link carried over TCP.
+    pub transport: String,
 }
 
 /// What the network and the box's own media tell the driver task: links, messages,
@@ -145,6 +150,8 @@ pub enum Input {
     DialFailed {
         addr: SocketAddr,
         reason: Refusal,
+        /// The dial was over TCP.
+        tcp: bool,
     },
     Message {
         peer: NodeId,
@@ -295,6 +302,8 @@ pub struct Mesh {
     pub id: NodeId,
     /// The endpoint's bound address (with the port the OS chose for port 0).
     pub local_addr: SocketAddr,
+    /// Where links over TCP are taken, if they are.
+    pub tcp_addr: Option<SocketAddr>,
     /// Commands for this box from the overlay, for whoever carries them out.
     incoming: Arc<Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>>,
     /// The mesh's admission rule (None: a lab mesh).
@@ -336,15 +345,35 @@ impl Mesh {
         })?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
-            Some(server),
+            Some(server.clone()),
             socket,
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|e| MeshError::Transport(e.to_string()))?;
-        endpoint.set_default_client_config(client);
+        endpoint.set_default_client_config(client.clone());
         let local_addr = endpoint
             .local_addr()
             .map_err(|e| MeshError::Transport(e.to_string()))?;
+        let tcp = match settings.tcp_listen {
+            Some(addr) => {
+                let datagrams = tcp::TcpDatagrams::listen(addr)
+                    .await
+                    .map_err(|source| MeshError::Bind { addr, source })?;
+                let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+                    quinn::EndpointConfig::default(),
+                    Some(server.clone()),
+                    datagrams.clone(),
+                    Arc::new(quinn::TokioRuntime),
+                )
+                .map_err(|e| MeshError::Transport(e.to_string()))?;
+                endpoint.set_default_client_config(client.clone());
+                Some(TcpSide {
+                    datagrams,
+                    endpoint,
+                })
+            }
+            None => None,
+        };
         let id = identity.node_id();
         let me = Me {
             id,
@@ -377,6 +406,16 @@ impl Mesh {
             hello.clone(),
             metrics.clone(),
         ));
+        let tcp_addr = tcp.as_ref().map(|t| t.datagrams.local());
+        if let Some(t) = &tcp {
+            tokio::spawn(accept_loop(
+                t.endpoint.clone(),
+                tx.clone(),
+                me.clone(),
+                hello.clone(),
+                metrics.clone(),
+            ));
+        }
         for peer in &settings.peers {
             tokio::spawn(resolve_static_peer(peer.clone(), tx.clone()));
         }
@@ -403,9 +442,12 @@ impl Mesh {
             next_conn: 0,
             addrs: HashMap::new(),
             dialing: HashSet::new(),
+            dialing_tcp: HashSet::new(),
+            tcp,
             own_addrs: HashSet::new(),
             hold_until: HashMap::new(),
             static_peers: HashMap::new(),
+            static_tcp_peers: HashMap::new(),
             local: None,
             remotes: HashMap::new(),
             metrics,
@@ -425,6 +467,7 @@ impl Mesh {
             requests,
             id,
             local_addr,
+            tcp_addr,
             incoming: Arc::new(Mutex::new(Some(incoming_rx))),
             trust: settings.trust,
         })
@@ -659,6 +702,8 @@ struct Link {
     conn: quinn::Connection,
     conn_id: usize,
     dialed: bool,
+    /// Carried over TCP ([`tcp`]), not UDP.
+    over_tcp: bool,
     out: mpsc::UnboundedSender<Msg>,
     /// quinn's count of UDP bytes sent on this connection, as last added to `datagrams_out`.
     datagrams_seen: u64,
@@ -697,6 +742,9 @@ struct Driver {
     /// Where each known node's endpoint is: from connections, discovery and peers' hints.
     addrs: HashMap<NodeId, SocketAddr>,
     dialing: HashSet<SocketAddr>,
+    dialing_tcp: HashSet<SocketAddr>,
+    /// Links over TCP, when on.
+    tcp: Option<TcpSide>,
     /// Addresses that turned out to be this very box: never dialed again.
     own_addrs: HashSet<SocketAddr>,
     /// Addresses of a box that holds this box's key, or that one end's CA does not admit:
@@ -705,6 +753,8 @@ struct Driver {
     hold_until: HashMap<SocketAddr, Instant>,
     /// Static peers and what each resolved to last.
     static_peers: HashMap<String, Vec<SocketAddr>>,
+    /// Static peers to reach over TCP (`--peer tcp://HOST:PORT`).
+    static_tcp_peers: HashMap<String, Vec<SocketAddr>>,
     local: Option<Local>,
     remotes: HashMap<BroadcastId, Remote>,
     metrics: Arc<Metrics>,
@@ -783,8 +833,12 @@ impl Driver {
         let now = Instant::now();
         match input {
             Input::Up(est) => self.link_up(now, *est),
-            Input::DialFailed { addr, reason } => {
-                self.dialing.remove(&addr);
+            Input::DialFailed { addr, reason, tcp } => {
+                if tcp {
+                    self.dialing_tcp.remove(&addr);
+                } else {
+                    self.dialing.remove(&addr);
+                }
                 match reason {
                     Refusal::Itself => {
                         tracing::debug!(%addr, "this address is this box; not dialed again");
@@ -850,9 +904,14 @@ impl Driver {
                     self.core.handle_transmitted(peer, bytes);
                 }
             }
-            Input::StaticPeer { peer, addrs } => {
-                self.static_peers.insert(peer, addrs);
-            }
+            Input::StaticPeer { peer, addrs } => match peer.strip_prefix("tcp://") {
+                Some(_) => {
+                    self.static_tcp_peers.insert(peer, addrs);
+                }
+                None => {
+                    self.static_peers.insert(peer, addrs);
+                }
+            },
             Input::Discovered { node, addr } => self.discovered(node, addr),
             Input::SiteAnswer(answer) => {
                 let (mates, linked) = answer.ids();
@@ -896,6 +955,7 @@ impl Driver {
                         id: id.short(),
                         addr: l.conn.remote_address().to_string(),
                         rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
+                        transport: if l.over_tcp { "tcp" } else { "quic" }.into(),
                     })
                     .collect();
                 let _ = reply.send(peers);
@@ -942,6 +1002,11 @@ impl Driver {
         let peer = est.peer;
         let remote = est.conn.remote_address();
         self.dialing.remove(&remote);
+        self.dialing_tcp.remove(&remote);
+        let over_tcp = self
+            .tcp
+            .as_ref()
+            .is_some_and(|t| t.datagrams.carries(&remote));
         if let Some(old) = self.links.get(&peer) {
             // Two connections between the same nodes: keep the one the lower id opened
             // (both ends decide the same), or the newer when one node opened both (the
@@ -978,9 +1043,13 @@ impl Driver {
         ));
         tokio::spawn(conn::accept_groups(inbox.clone(), est.conn.clone()));
         tokio::spawn(conn::write_loop(inbox, est.conn.clone(), est.send, out_rx));
-        self.addrs.insert(peer, remote);
+        // A TCP link's address is no QUIC address to pass on or redial.
+        if !over_tcp {
+            self.addrs.insert(peer, remote);
+        }
         self.gateway.found(&peer);
-        tracing::info!(%peer, %remote, dialed = est.dialed, "mesh neighbour up");
+        let transport = if over_tcp { "tcp" } else { "quic" };
+        tracing::info!(%peer, %remote, dialed = est.dialed, transport, "mesh neighbour up");
         let rtt = est.conn.rtt();
         self.links.insert(
             peer,
@@ -988,6 +1057,7 @@ impl Driver {
                 conn: est.conn,
                 conn_id,
                 dialed: est.dialed,
+                over_tcp,
                 out,
                 datagrams_seen: 0,
                 datagrams_out: self.metrics.mesh_datagram_out(&peer),
@@ -1045,7 +1115,50 @@ impl Driver {
             };
             let _ = tx.send(match result {
                 Ok(est) => Input::Up(Box::new(est)),
-                Err(reason) => Input::DialFailed { addr, reason },
+                Err(reason) => Input::DialFailed {
+                    addr,
+                    reason,
+                    tcp: false,
+                },
+            });
+        });
+    }
+
+    /// Dials `addr` over TCP: a TCP connection first, then QUIC through it.
+    fn dial_tcp(&mut self, addr: SocketAddr) {
+        let Some(tcp) = self.tcp.clone() else {
+            return;
+        };
+        let held = self.hold_until.get(&addr);
+        if held.is_some_and(|t| Instant::now() < *t) || !self.dialing_tcp.insert(addr) {
+            return;
+        }
+        let name = tls::server_name_for(None);
+        let tx = self.tx.clone();
+        let me = self.me.clone();
+        let hello = self.hello.clone();
+        tokio::spawn(async move {
+            let result = async {
+                tcp.datagrams
+                    .connect(addr)
+                    .await
+                    .map_err(|e| Refusal::Other(format!("TCP: {e}")))?;
+                let conn = tcp
+                    .endpoint
+                    .connect(addr, &name)
+                    .map_err(|e| Refusal::Other(e.to_string()))?
+                    .await
+                    .map_err(|e| Refusal::Other(e.to_string()))?;
+                conn::establish(conn, true, &me, &hello).await
+            }
+            .await;
+            let _ = tx.send(match result {
+                Ok(est) => Input::Up(Box::new(est)),
+                Err(reason) => Input::DialFailed {
+                    addr,
+                    reason,
+                    tcp: true,
+                },
             });
         });
     }
@@ -1381,6 +1494,16 @@ impl Driver {
         for addr in wanted {
             self.dial(addr, None);
         }
+        let wanted_tcp: Vec<SocketAddr> = self
+            .static_tcp_peers
+            .values()
+            .flatten()
+            .copied()
+            .filter(|a| !connected.contains(a))
+            .collect();
+        for addr in wanted_tcp {
+            self.dial_tcp(addr);
+        }
         // Broadcasts nobody watches any more, or that left the mesh, are let go; their
         // writers close, which ends any viewer still attached.
         let gone: Vec<BroadcastId> = self
@@ -1490,9 +1613,17 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(10);
 
 /// Resolves a static peer's `HOST:PORT` off the driver's loop, so a slow DNS server never
 /// holds up the core; the driver redials what it resolved to while not connected.
+/// The TCP side of the mesh: the connections, and the QUIC endpoint that runs over them.
+#[derive(Debug, Clone)]
+struct TcpSide {
+    datagrams: Arc<tcp::TcpDatagrams>,
+    endpoint: quinn::Endpoint,
+}
+
 async fn resolve_static_peer(peer: String, tx: mpsc::UnboundedSender<Input>) {
+    let host = peer.strip_prefix("tcp://").unwrap_or(&peer).to_owned();
     loop {
-        match tokio::net::lookup_host(peer.as_str()).await {
+        match tokio::net::lookup_host(host.as_str()).await {
             Ok(addrs) => {
                 let addrs = addrs.collect();
                 if tx

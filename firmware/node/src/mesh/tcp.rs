@@ -1,0 +1,217 @@
+//! Mesh links over TCP, for networks that drop UDP between sites: the very same QUIC
+//! connection, its datagrams carried over a TCP connection, each after its 16-bit length
+//! (as RFC 4571 frames RTP). Everything above the datagrams is unchanged: the TLS 1.3
+//! handshake, the node certificates and the admission, the messages, a stream per group.
+//!
+//! To quinn this is one more UDP socket ([`quinn::AsyncUdpSocket`]) whose peers are TCP
+//! connections, keyed by the connection's remote address. A datagram for a connection
+//! whose queue is full is dropped, as a full UDP socket drops it: QUIC sees loss, its
+//! congestion control slows down, and the relay above drops whole stale groups. The queue
+//! is small, so a slow TCP link behaves like a slow QUIC link (whole groups lost, never a
+//! broken group) instead of hiding seconds of video in a kernel buffer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use quinn::udp::{RecvMeta, Transmit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Datagrams queued towards one TCP connection: about 90 KB, a fraction of a second at
+/// the rates a box relays.
+const QUEUE: usize = 64;
+/// Datagrams received and not yet taken by quinn, from all connections.
+const INBOUND: usize = 1024;
+/// A TCP dial that takes longer is given up (then the link is not there, as over QUIC).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that sends nothing for this long is closed (QUIC keeps a live one busy).
+const SILENCE: Duration = Duration::from_secs(10);
+
+type Conns = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The TCP side of a mesh node: connections in and out, as one datagram socket.
+pub struct TcpDatagrams {
+    /// The listener's address (what quinn calls the socket's local address).
+    local: SocketAddr,
+    conns: Conns,
+    inbound_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    inbound: Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+}
+
+impl fmt::Debug for TcpDatagrams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpDatagrams")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpDatagrams {
+    /// Listens on `addr` and takes every connection that comes.
+    pub async fn listen(addr: SocketAddr) -> io::Result<Arc<TcpDatagrams>> {
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen for mesh links over TCP on {addr}: {e}"),
+            )
+        })?;
+        let (inbound_tx, inbound) = mpsc::channel(INBOUND);
+        let me = Arc::new(TcpDatagrams {
+            local: listener.local_addr()?,
+            conns: Conns::default(),
+            inbound_tx,
+            inbound: Mutex::new(inbound),
+        });
+        let accepting = me.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, remote)) => accepting.carry(stream, remote),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        Ok(me)
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Opens a TCP connection to `addr`, over which quinn may then connect to `addr`.
+    pub async fn connect(&self, addr: SocketAddr) -> io::Result<()> {
+        if lock(&self.conns).contains_key(&addr) {
+            return Ok(());
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+        self.carry(stream, addr);
+        Ok(())
+    }
+
+    /// Whether a TCP connection to or from `addr` is open.
+    pub fn carries(&self, addr: &SocketAddr) -> bool {
+        lock(&self.conns).contains_key(addr)
+    }
+
+    /// Moves datagrams between `stream` and quinn until either side stops.
+    fn carry(&self, stream: TcpStream, remote: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        lock(&self.conns).insert(remote, out_tx.clone());
+        let writer = tokio::spawn(async move {
+            while let Some(d) = out_rx.recv().await {
+                let Ok(len) = u16::try_from(d.len()) else {
+                    continue;
+                };
+                let mut framed = Vec::with_capacity(2 + d.len());
+                framed.extend_from_slice(&len.to_be_bytes());
+                framed.extend_from_slice(&d);
+                if wr.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (inbound, conns) = (self.inbound_tx.clone(), self.conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let frame = async {
+                    let len = rd.read_u16().await?;
+                    let mut d = vec![0u8; usize::from(len)];
+                    rd.read_exact(&mut d).await?;
+                    Ok::<_, io::Error>(d)
+                };
+                match tokio::time::timeout(SILENCE, frame).await {
+                    Ok(Ok(d)) => {
+                        // Full: dropped, as a UDP socket's full buffer drops.
+                        let _ = inbound.try_send((remote, d));
+                    }
+                    _ => break,
+                }
+            }
+            writer.abort();
+            let mut c = lock(&conns);
+            if c.get(&remote).is_some_and(|tx| tx.same_channel(&out_tx)) {
+                c.remove(&remote);
+            }
+        });
+    }
+}
+
+impl quinn::AsyncUdpSocket for TcpDatagrams {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, t: &Transmit) -> io::Result<()> {
+        let Some(out) = lock(&self.conns).get(&t.destination).cloned() else {
+            // No connection (it closed): lost, as a datagram to a gone peer is.
+            return Ok(());
+        };
+        let size = t.segment_size.unwrap_or(t.contents.len()).max(1);
+        for d in t.contents.chunks(size) {
+            let _ = out.try_send(d.to_vec());
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        match lock(&self.inbound).poll_recv(cx) {
+            Poll::Ready(Some((from, d))) => {
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                *m = RecvMeta {
+                    addr: from,
+                    len: n,
+                    stride: n,
+                    ecn: None,
+                    dst_ip: Some(self.local.ip()),
+                };
+                Poll::Ready(Ok(1))
+            }
+            Poll::Ready(None) => Poll::Ready(Err(io::Error::other("the TCP side stopped"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    /// TCP carries any size up to 64 KiB; QUIC's path MTU discovery finds what the
+    /// datagrams may be.
+    fn may_fragment(&self) -> bool {
+        false
+    }
+}
+
+/// Sending never waits: a full connection queue drops, as a full UDP socket does.
+#[derive(Debug)]
+struct AlwaysWritable;
+
+impl quinn::UdpPoller for AlwaysWritable {
+    fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
