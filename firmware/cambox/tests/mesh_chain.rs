@@ -289,3 +289,115 @@ fn a_link_over_tcp_carries_the_mesh_as_quic_does() {
     let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
     println!("b's links: {peers}");
 }
+
+/// A TCP port free on both addresses: the mesh's one TCP port for two boxes.
+fn port_free_on(ips: &[&str]) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind((ips[0], 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if ips
+            .iter()
+            .all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn a_box_quic_cannot_reach_is_linked_over_tcp_and_moves_back_to_quic_when_udp_returns() {
+    require("ffmpeg");
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // While this file exists, a's mesh drops every UDP datagram that reaches it.
+    let firewall = dir.path().join("udp-dropped");
+    std::fs::write(&firewall, "").unwrap();
+    let port = port_free_on(&["127.0.0.2", "127.0.0.3"]);
+    let a = BoxProc::start_with_env(
+        &[
+            "--live",
+            "--source",
+            "testsrc",
+            "--width",
+            "640",
+            "--height",
+            "360",
+            "--name",
+            "a",
+            "--site",
+            "berlin",
+            "--listen",
+            "127.0.0.2:0",
+            "--mesh-tcp",
+            &format!("127.0.0.2:{port}"),
+        ],
+        &[(
+            "CAMBOX_MESH_TEST_DROP_UDP_WHILE",
+            firewall.to_str().unwrap(),
+        )],
+    );
+    a.wait_live(true);
+    // b knows a's QUIC address only; QUIC gets no answer, so b dials a's TCP port.
+    let started = Instant::now();
+    let b = BoxProc::start(&[
+        "--name",
+        "b",
+        "--site",
+        "munich",
+        "--listen",
+        "127.0.0.3:0",
+        "--mesh-tcp",
+        &format!("127.0.0.3:{port}"),
+        "--peer",
+        &a.mesh_addr,
+    ]);
+    wait_until("b to link to a over TCP", Duration::from_secs(15), || {
+        transports(&b) == ["tcp"]
+    });
+    println!("linked over TCP {:?} after b started", started.elapsed());
+    let path = format!("/live/a@{}.mp4", a.node_id);
+    wait_for_stream(&b, &path, "b to learn a's broadcast");
+    // A viewer at b records across the move.
+    let out = dir.path().join("b.mp4");
+    let record = Command::new("curl")
+        .args(["-s", "-m", "16", "-o"])
+        .arg(&out)
+        .arg(b.url(&path))
+        .spawn()
+        .expect("curl");
+    thread::sleep(Duration::from_secs(5));
+    std::fs::remove_file(&firewall).unwrap();
+    let opened = Instant::now();
+    wait_until(
+        "the link to move back to QUIC",
+        Duration::from_secs(30),
+        || transports(&b) == ["quic"],
+    );
+    println!(
+        "back on QUIC {:?} after UDP got through again",
+        opened.elapsed()
+    );
+    let _ = record.wait_with_output();
+    // Every picture whole, none repeated, and the move left no hole of a second.
+    let readings = strip_via_ffmpeg(&out, W, H);
+    assert!(readings.len() > 200, "only {} frames", readings.len());
+    let frames: Vec<StripReading> = readings.into_iter().flatten().collect();
+    let mut worst_ms = 0;
+    for pair in frames.windows(2) {
+        assert!(
+            pair[1].frame > pair[0].frame,
+            "frame {} after {}",
+            pair[1].frame,
+            pair[0].frame
+        );
+        worst_ms = worst_ms.max(pair[1].capture_ms - pair[0].capture_ms);
+    }
+    println!("largest gap in capture time across the move: {worst_ms} ms");
+    assert!(
+        worst_ms < 1000,
+        "the viewer went {worst_ms} ms without a new frame"
+    );
+}

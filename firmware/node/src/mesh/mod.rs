@@ -55,6 +55,9 @@ const MAX_ADDRESSES: usize = 8192;
 /// A box found to hold this box's own key, or refused admission at either end, is dialed
 /// again after this long (it may have been given a key or a certificate meanwhile).
 const HOLD_REDIAL: Duration = Duration::from_secs(30);
+/// How often a node linked over TCP tries QUIC again (a firewall may let UDP through
+/// again; QUIC then takes the link over).
+const RETRY_QUIC: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -152,6 +155,8 @@ pub enum Input {
         reason: Refusal,
         /// The dial was over TCP.
         tcp: bool,
+        /// The node the dial was for, if known.
+        expect: Option<NodeId>,
     },
     Message {
         peer: NodeId,
@@ -343,11 +348,14 @@ impl Mesh {
             addr: settings.listen,
             source,
         })?;
-        let mut endpoint = quinn::Endpoint::new(
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let socket = quinn::Runtime::wrap_udp_socket(&*runtime, socket)
+            .map_err(|e| MeshError::Transport(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server.clone()),
-            socket,
-            Arc::new(quinn::TokioRuntime),
+            tcp::FirewalledUdp::wrap(socket),
+            runtime,
         )
         .map_err(|e| MeshError::Transport(e.to_string()))?;
         endpoint.set_default_client_config(client.clone());
@@ -833,11 +841,19 @@ impl Driver {
         let now = Instant::now();
         match input {
             Input::Up(est) => self.link_up(now, *est),
-            Input::DialFailed { addr, reason, tcp } => {
+            Input::DialFailed {
+                addr,
+                reason,
+                tcp,
+                expect,
+            } => {
                 if tcp {
                     self.dialing_tcp.remove(&addr);
                 } else {
                     self.dialing.remove(&addr);
+                    if let Refusal::Other(_) = reason {
+                        self.fall_back_to_tcp(addr, expect);
+                    }
                 }
                 match reason {
                     Refusal::Itself => {
@@ -1007,13 +1023,23 @@ impl Driver {
             .tcp
             .as_ref()
             .is_some_and(|t| t.datagrams.carries(&remote));
+        if !over_tcp {
+            self.hold_until.remove(&remote);
+        }
         if let Some(old) = self.links.get(&peer) {
-            // Two connections between the same nodes: keep the one the lower id opened
-            // (both ends decide the same), or the newer when one node opened both (the
-            // old one is a dead link not yet timed out).
+            // Two connections between the same nodes: QUIC over UDP before QUIC over TCP
+            // (UDP works again); else keep the one the lower id opened (both ends decide
+            // the same), or the newer when one node opened both (the old one is a dead
+            // link not yet timed out).
             let opener = |dialed: bool| if dialed { self.id } else { peer };
-            let keep_new =
-                opener(old.dialed) == opener(est.dialed) || opener(est.dialed) == self.id.min(peer);
+            let keep_new = match (old.over_tcp, over_tcp) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => {
+                    opener(old.dialed) == opener(est.dialed)
+                        || opener(est.dialed) == self.id.min(peer)
+                }
+            };
             if !keep_new {
                 est.conn
                     .close(CLOSE_DUPLICATE.into(), b"duplicate connection");
@@ -1119,9 +1145,28 @@ impl Driver {
                     addr,
                     reason,
                     tcp: false,
+                    expect,
                 },
             });
         });
+    }
+
+    /// QUIC got no answer at `addr`: the box there is dialed over TCP, at its address and
+    /// the mesh's TCP port (the one this box listens on; one port for the whole company,
+    /// 443 by default). Not when a link over TCP to that box is up already: the failed
+    /// dial was a try to move it back to QUIC, tried again in [`RETRY_QUIC`].
+    fn fall_back_to_tcp(&mut self, addr: SocketAddr, expect: Option<NodeId>) {
+        let Some(port) = self.tcp.as_ref().map(|t| t.datagrams.local().port()) else {
+            return;
+        };
+        let over_tcp_there = self.links.iter().any(|(peer, l)| {
+            l.over_tcp && (Some(*peer) == expect || l.conn.remote_address().ip() == addr.ip())
+        });
+        if over_tcp_there {
+            self.hold_until.insert(addr, Instant::now() + RETRY_QUIC);
+            return;
+        }
+        self.dial_tcp(SocketAddr::new(addr.ip(), port));
     }
 
     /// Dials `addr` over TCP: a TCP connection first, then QUIC through it.
@@ -1158,6 +1203,7 @@ impl Driver {
                     addr,
                     reason,
                     tcp: true,
+                    expect: None,
                 },
             });
         });
@@ -1493,6 +1539,17 @@ impl Driver {
             .collect();
         for addr in wanted {
             self.dial(addr, None);
+        }
+        // Links over TCP try QUIC again where the box's QUIC address is known (each
+        // failed try holds that address for RETRY_QUIC).
+        let quic_again: Vec<(SocketAddr, NodeId)> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.over_tcp)
+            .filter_map(|(peer, _)| self.addrs.get(peer).map(|a| (*a, *peer)))
+            .collect();
+        for (addr, peer) in quic_again {
+            self.dial(addr, Some(peer));
         }
         let wanted_tcp: Vec<SocketAddr> = self
             .static_tcp_peers

@@ -215,3 +215,68 @@ impl quinn::UdpPoller for AlwaysWritable {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Names a file; while it exists, the mesh's UDP socket drops every datagram that comes
+/// in, as a firewall that drops UDP would (tests only: a test machine without root has no
+/// such firewall). Removing the file lets UDP through again.
+pub const DROP_UDP_ENV: &str = "CAMBOX_MESH_TEST_DROP_UDP_WHILE";
+
+/// The mesh's UDP socket, dropping what comes in while [`DROP_UDP_ENV`]'s file exists.
+#[derive(Debug)]
+pub struct FirewalledUdp {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    flag: std::path::PathBuf,
+}
+
+impl FirewalledUdp {
+    /// `inner`, or `inner` behind the emulated firewall when the environment asks.
+    pub fn wrap(inner: Arc<dyn quinn::AsyncUdpSocket>) -> Arc<dyn quinn::AsyncUdpSocket> {
+        match std::env::var_os(DROP_UDP_ENV) {
+            Some(flag) => Arc::new(FirewalledUdp {
+                inner,
+                flag: flag.into(),
+            }),
+            None => inner,
+        }
+    }
+}
+
+impl quinn::AsyncUdpSocket for FirewalledUdp {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, t: &Transmit) -> io::Result<()> {
+        self.inner.try_send(t)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(Ok(_)) if self.flag.exists() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
