@@ -50,6 +50,11 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_MESH_TCP", value_name = "ADDR|off")]
     pub mesh_tcp: Option<String>,
 
+    /// An HTTP proxy that mesh links over TCP go out through (CONNECT), for a network
+    /// that lets boxes out only that way: `http://proxy.example.com:3128`.
+    #[arg(long, env = "CAMBOX_PROXY", value_name = "URL")]
+    pub proxy: Option<String>,
+
     /// WebRTC media of every viewer on this UDP port (one socket per address of the box)
     /// [default: 8189, or one the kernel picks when 8189 is taken].
     #[arg(long, env = "CAMBOX_WEBRTC_UDP", value_name = "PORT")]
@@ -361,6 +366,7 @@ impl RunConfig {
             rtsp: self.rtsp.or(file.rtsp),
             webrtc_udp: self.webrtc_udp.or(file.webrtc_udp),
             mesh_tcp: self.mesh_tcp.or(file.mesh_tcp),
+            proxy: self.proxy.or(file.proxy),
             webrtc_tcp: self.webrtc_tcp.or(file.webrtc_tcp),
             live: self.live.or(file.live),
             name: self.name.or(file.name),
@@ -488,6 +494,28 @@ impl RunConfig {
         }
     }
 
+    /// The proxy's HOST:PORT, checked.
+    pub fn proxy_addr(&self) -> anyhow::Result<Option<String>> {
+        let Some(url) = self.proxy.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let bad = || {
+            anyhow::anyhow!(
+                "--proxy '{url}' is not an HTTP proxy URL like http://proxy.example.com:3128"
+            )
+        };
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let host_port = rest.trim_end_matches('/');
+        match host_port.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok() =>
+            {
+                Ok(Some(host_port.to_owned()))
+            }
+            _ => Err(bad()),
+        }
+    }
+
     /// The WebRTC UDP port and ICE-TCP address (None: off); `required` is false for the
     /// defaults, which a second box on one machine finds taken.
     pub fn webrtc_ports(&self) -> anyhow::Result<(u16, Option<SocketAddr>, bool)> {
@@ -547,6 +575,7 @@ impl RunConfig {
             watch: box_settings.watch.clone(),
             watchers: Default::default(),
             tcp_listen: self.mesh_tcp_addr()?,
+            proxy: self.proxy_addr()?,
         })
     }
 
@@ -854,6 +883,34 @@ mod tests {
         };
         assert!(bad.settings().is_err());
         assert!(toml::from_str::<RunConfig>("fps = \"fast\"").is_err());
+    }
+
+    #[test]
+    fn a_proxy_is_an_http_url_with_a_port() {
+        let proxy = |url: &str| {
+            RunConfig {
+                proxy: Some(url.into()),
+                ..RunConfig::default()
+            }
+            .proxy_addr()
+        };
+        assert_eq!(
+            proxy("http://proxy.example.com:3128").unwrap().as_deref(),
+            Some("proxy.example.com:3128")
+        );
+        assert_eq!(
+            proxy("http://10.0.0.1:8080/").unwrap().as_deref(),
+            Some("10.0.0.1:8080")
+        );
+        for bad in [
+            "proxy:3128",
+            "https://proxy:3128",
+            "http://proxy",
+            "http://:3128",
+        ] {
+            let e = proxy(bad).unwrap_err().to_string();
+            assert!(e.contains("is not an HTTP proxy URL"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -401,3 +401,144 @@ fn a_box_quic_cannot_reach_is_linked_over_tcp_and_moves_back_to_quic_when_udp_re
         "the viewer went {worst_ms} ms without a new frame"
     );
 }
+
+/// tinyproxy (Debian's, nobody here wrote it) on 127.0.0.1, letting CONNECT through to
+/// `port` only, as a company proxy lets it through to 443. Killed when dropped.
+struct Proxy {
+    child: std::process::Child,
+    url: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proxy {
+    fn start(dir: &std::path::Path, port: u16) -> Proxy {
+        require("tinyproxy");
+        let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = listen.local_addr().unwrap().port();
+        drop(listen);
+        let conf = dir.join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {proxy_port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 16\n\
+                 Allow 127.0.0.1\nConnectPort {port}\nUser nobody\nGroup nogroup\nLogLevel Connect\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tinyproxy");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        wait_until("tinyproxy to listen", Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_ok()
+        });
+        Proxy {
+            child,
+            url: format!("http://127.0.0.1:{proxy_port}"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
+    require("ffprobe");
+    require("curl");
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let firewall = dir.path().join("udp-dropped");
+    std::fs::write(&firewall, "").unwrap();
+    let port = port_free_on(&["127.0.0.2", "127.0.0.3"]);
+    let proxy = Proxy::start(dir.path(), port);
+    let a = BoxProc::start_with_env(
+        &[
+            "--live",
+            "--source",
+            "testsrc",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--name",
+            "a",
+            "--site",
+            "berlin",
+            "--listen",
+            "127.0.0.2:0",
+            "--mesh-tcp",
+            &format!("127.0.0.2:{port}"),
+        ],
+        &[(
+            "CAMBOX_MESH_TEST_DROP_UDP_WHILE",
+            firewall.to_str().unwrap(),
+        )],
+    );
+    a.wait_live(true);
+    let b = BoxProc::start(&[
+        "--name",
+        "b",
+        "--site",
+        "munich",
+        "--listen",
+        "127.0.0.3:0",
+        "--mesh-tcp",
+        &format!("127.0.0.3:{port}"),
+        "--peer",
+        &a.mesh_addr,
+        "--proxy",
+        &proxy.url,
+    ]);
+    wait_until(
+        "b to link to a through the proxy",
+        Duration::from_secs(15),
+        || transports(&b) == ["tcp via proxy"],
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("CONNECT 127.0.0.2:{port}")),
+        "tinyproxy saw no CONNECT to a:\n{log}"
+    );
+    let path = format!("/live/a@{}.mp4", a.node_id);
+    wait_for_stream(&b, &path, "b to learn a's broadcast");
+    let out = dir.path().join("b.mp4");
+    let got = Command::new("curl")
+        .args(["-s", "-m", "6", "-o"])
+        .arg(&out)
+        .args(["-w", "%{http_code}"])
+        .arg(b.url(&path))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
+    let frames = decoded_video_frames(&out);
+    assert!(frames > 60, "only {frames} frames through the proxy in 6 s");
+    let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
+    println!("b's link through tinyproxy: {peers}");
+}

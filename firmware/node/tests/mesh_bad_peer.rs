@@ -29,6 +29,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         watch: String::new(),
         watchers: Default::default(),
         tcp_listen: None,
+        proxy: None,
     }
 }
 

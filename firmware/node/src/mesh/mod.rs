@@ -113,6 +113,8 @@ pub struct MeshSettings {
     pub watchers: Arc<crate::watchers::Watchers>,
     /// Where links over TCP are taken (for networks that drop UDP); None: none.
     pub tcp_listen: Option<SocketAddr>,
+    /// An HTTP proxy (HOST:PORT) that links over TCP are dialed through.
+    pub proxy: Option<String>,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -364,7 +366,7 @@ impl Mesh {
             .map_err(|e| MeshError::Transport(e.to_string()))?;
         let tcp = match settings.tcp_listen {
             Some(addr) => {
-                let datagrams = tcp::TcpDatagrams::listen(addr)
+                let datagrams = tcp::TcpDatagrams::listen(addr, settings.proxy.clone())
                     .await
                     .map_err(|source| MeshError::Bind { addr, source })?;
                 let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
@@ -971,7 +973,7 @@ impl Driver {
                         id: id.short(),
                         addr: l.conn.remote_address().to_string(),
                         rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
-                        transport: if l.over_tcp { "tcp" } else { "quic" }.into(),
+                        transport: self.transport(l).into(),
                     })
                     .collect();
                 let _ = reply.send(peers);
@@ -1149,6 +1151,20 @@ impl Driver {
                 },
             });
         });
+    }
+
+    /// How a link is carried, for people: "quic", "tcp" or "tcp via proxy".
+    fn transport(&self, link: &Link) -> &'static str {
+        let proxied = || {
+            self.tcp
+                .as_ref()
+                .is_some_and(|t| t.datagrams.proxied(&link.conn.remote_address()))
+        };
+        match (link.over_tcp, link.over_tcp && proxied()) {
+            (false, _) => "quic",
+            (true, false) => "tcp",
+            (true, true) => "tcp via proxy",
+        }
     }
 
     /// QUIC got no answer at `addr`: the box there is dialed over TCP, at its address and

@@ -34,7 +34,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection that sends nothing for this long is closed (QUIC keeps a live one busy).
 const SILENCE: Duration = Duration::from_secs(10);
 
-type Conns = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+/// One TCP connection's queue out, and whether it goes through the proxy.
+#[derive(Debug, Clone)]
+struct Conn {
+    out: mpsc::Sender<Vec<u8>>,
+    proxied: bool,
+}
+
+type Conns = Arc<Mutex<HashMap<SocketAddr, Conn>>>;
+
+/// The longest answer head a proxy may give to CONNECT.
+const MAX_PROXY_HEAD: usize = 8192;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -44,6 +54,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct TcpDatagrams {
     /// The listener's address (what quinn calls the socket's local address).
     local: SocketAddr,
+    /// An HTTP proxy (HOST:PORT) every dial goes through (CONNECT), if the box may only
+    /// leave its network that way.
+    proxy: Option<String>,
     conns: Conns,
     inbound_tx: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     inbound: Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
@@ -58,8 +71,9 @@ impl fmt::Debug for TcpDatagrams {
 }
 
 impl TcpDatagrams {
-    /// Listens on `addr` and takes every connection that comes.
-    pub async fn listen(addr: SocketAddr) -> io::Result<Arc<TcpDatagrams>> {
+    /// Listens on `addr` and takes every connection that comes; dials through `proxy`
+    /// (HOST:PORT of an HTTP proxy) if given.
+    pub async fn listen(addr: SocketAddr, proxy: Option<String>) -> io::Result<Arc<TcpDatagrams>> {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -69,6 +83,7 @@ impl TcpDatagrams {
         let (inbound_tx, inbound) = mpsc::channel(INBOUND);
         let me = Arc::new(TcpDatagrams {
             local: listener.local_addr()?,
+            proxy,
             conns: Conns::default(),
             inbound_tx,
             inbound: Mutex::new(inbound),
@@ -77,7 +92,7 @@ impl TcpDatagrams {
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, remote)) => accepting.carry(stream, remote),
+                    Ok((stream, remote)) => accepting.carry(stream, remote, false),
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
@@ -89,15 +104,21 @@ impl TcpDatagrams {
         self.local
     }
 
-    /// Opens a TCP connection to `addr`, over which quinn may then connect to `addr`.
+    /// Opens a TCP connection to `addr` (through the proxy, if there is one), over which
+    /// quinn may then connect to `addr`.
     pub async fn connect(&self, addr: SocketAddr) -> io::Result<()> {
         if lock(&self.conns).contains_key(&addr) {
             return Ok(());
         }
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
-        self.carry(stream, addr);
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            match &self.proxy {
+                Some(proxy) => through_proxy(proxy, addr).await,
+                None => TcpStream::connect(addr).await,
+            }
+        })
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+        self.carry(stream, addr, self.proxy.is_some());
         Ok(())
     }
 
@@ -106,12 +127,23 @@ impl TcpDatagrams {
         lock(&self.conns).contains_key(addr)
     }
 
+    /// Whether the TCP connection to `addr` goes through the proxy.
+    pub fn proxied(&self, addr: &SocketAddr) -> bool {
+        lock(&self.conns).get(addr).is_some_and(|c| c.proxied)
+    }
+
     /// Moves datagrams between `stream` and quinn until either side stops.
-    fn carry(&self, stream: TcpStream, remote: SocketAddr) {
+    fn carry(&self, stream: TcpStream, remote: SocketAddr, proxied: bool) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-        lock(&self.conns).insert(remote, out_tx.clone());
+        lock(&self.conns).insert(
+            remote,
+            Conn {
+                out: out_tx.clone(),
+                proxied,
+            },
+        );
         let writer = tokio::spawn(async move {
             while let Some(d) = out_rx.recv().await {
                 let Ok(len) = u16::try_from(d.len()) else {
@@ -144,10 +176,38 @@ impl TcpDatagrams {
             }
             writer.abort();
             let mut c = lock(&conns);
-            if c.get(&remote).is_some_and(|tx| tx.same_channel(&out_tx)) {
+            if c.get(&remote).is_some_and(|c| c.out.same_channel(&out_tx)) {
                 c.remove(&remote);
             }
         });
+    }
+}
+
+/// A TCP connection to `addr` through the HTTP proxy at `proxy` (HOST:PORT), by
+/// `CONNECT` (RFC 9110, 9.3.6): what proxies of company networks let out, to port 443.
+async fn through_proxy(proxy: &str, addr: SocketAddr) -> io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(proxy)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("the proxy {proxy}: {e}")))?;
+    let ask = format!("CONNECT {addr} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(ask.as_bytes()).await?;
+    // Byte by byte up to the blank line: nothing of the tunnel may be read past it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= MAX_PROXY_HEAD {
+            return Err(io::Error::other(format!(
+                "the proxy {proxy} answered no HTTP"
+            )));
+        }
+        head.push(stream.read_u8().await?);
+    }
+    let status = String::from_utf8_lossy(&head);
+    let line = status.lines().next().unwrap_or_default();
+    match line.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') => Ok(stream),
+        _ => Err(io::Error::other(format!(
+            "the proxy {proxy} refused CONNECT {addr}: {line}"
+        ))),
     }
 }
 
@@ -157,7 +217,7 @@ impl quinn::AsyncUdpSocket for TcpDatagrams {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        let Some(out) = lock(&self.conns).get(&t.destination).cloned() else {
+        let Some(out) = lock(&self.conns).get(&t.destination).map(|c| c.out.clone()) else {
             // No connection (it closed): lost, as a datagram to a gone peer is.
             return Ok(());
         };
