@@ -52,8 +52,11 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     // Claimed for as long as the box runs: a second box with this key is refused here.
     let (identity, _key_claim) = crate::box_files::claim_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
-    let client =
-        cambox_node::client::ApiClient::new(cfg.ca_file.as_deref()).context("--ca-file")?;
+    let client = cambox_node::client::ApiClient::through(
+        cfg.ca_file.as_deref(),
+        cfg.proxy_addr()?.as_deref(),
+    )
+    .context("--ca-file")?;
     let trust_files = TrustFiles {
         mesh_ca: cfg.mesh_ca.clone(),
         node_cert: cfg.node_cert_path(),

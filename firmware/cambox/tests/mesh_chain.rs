@@ -476,8 +476,12 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
     let dir = tempfile::tempdir().unwrap();
     let firewall = dir.path().join("udp-dropped");
     std::fs::write(&firewall, "").unwrap();
-    let port = port_free_on(&["127.0.0.2", "127.0.0.3"]);
+    let port = port_free_on(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     let proxy = Proxy::start(dir.path(), port);
+    // The registry too is reachable only through the proxy (it lets CONNECT through to
+    // `port` only, as a company's to 443).
+    let registry = RegistryProc::start(&format!("127.0.0.4:{port}"), &["--heartbeat", "1"]);
+    let registry_url = format!("http://{}", registry.addr);
     let a = BoxProc::start_with_env(
         &[
             "--live",
@@ -515,6 +519,8 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
         &a.mesh_addr,
         "--proxy",
         &proxy.url,
+        "--registry",
+        &registry_url,
     ]);
     wait_until(
         "b to link to a through the proxy",
@@ -526,6 +532,16 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
         log.contains(&format!("CONNECT 127.0.0.2:{port}")),
         "tinyproxy saw no CONNECT to a:\n{log}"
     );
+    wait_until(
+        "b to register through the proxy",
+        Duration::from_secs(10),
+        || {
+            http(&registry.addr, "GET", "/api/v1/nodes", "")
+                .1
+                .contains(&b.node_id[..12])
+        },
+    );
+    assert!(proxy.log().contains(&format!("CONNECT 127.0.0.4:{port}")));
     let path = format!("/live/a@{}.mp4", a.node_id);
     wait_for_stream(&b, &path, "b to learn a's broadcast");
     let out = dir.path().join("b.mp4");

@@ -58,10 +58,58 @@ impl BodyStream {
 /// (built in, so a box needs no CA bundle) and, if given, a company's own CA.
 #[derive(Clone)]
 pub struct ApiClient {
-    client: Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Full<Bytes>,
-    >,
+    client: Transport,
+}
+
+/// Straight out, or through an HTTP proxy.
+#[derive(Clone)]
+enum Transport {
+    Direct(
+        Client<
+            hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+            Full<Bytes>,
+        >,
+    ),
+    Proxied(Client<hyper_rustls::HttpsConnector<ProxyConnector>, Full<Bytes>>),
+}
+
+/// Opens every connection as a tunnel through an HTTP proxy (`CONNECT host:port`), so
+/// TLS to an https:// registry runs end to end through it.
+#[derive(Clone, Debug)]
+struct ProxyConnector {
+    proxy: String,
+}
+
+impl tower_service::Service<hyper::Uri> for ProxyConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let proxy = self.proxy.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("{uri}: no host")))?;
+            let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                Some("https") => 443,
+                _ => 80,
+            });
+            let target = format!("{host}:{port}");
+            crate::mesh::tcp::through_proxy(&proxy, &target)
+                .await
+                .map(hyper_util::rt::TokioIo::new)
+        })
+    }
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -80,6 +128,15 @@ impl ApiClient {
 
     /// `ca_file`: PEM certificates to trust besides the built-in roots.
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<Self, ClientError> {
+        Self::through(ca_file, None)
+    }
+
+    /// As [`Self::new`], every connection through the HTTP proxy at `proxy` (HOST:PORT)
+    /// if given.
+    pub fn through(
+        ca_file: Option<&std::path::Path>,
+        proxy: Option<&str>,
+    ) -> Result<Self, ClientError> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::CertificateDer;
         let mut roots = rustls::RootCertStore::empty();
@@ -110,14 +167,19 @@ impl ApiClient {
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(https),
-        })
+            .enable_http1();
+        let client = match proxy {
+            None => Transport::Direct(Client::builder(TokioExecutor::new()).build(builder.build())),
+            Some(proxy) => Transport::Proxied(Client::builder(TokioExecutor::new()).build(
+                builder.wrap_connector(ProxyConnector {
+                    proxy: proxy.to_owned(),
+                }),
+            )),
+        };
+        Ok(Self { client })
     }
 
     /// POSTs a JSON body (with a bearer token, if any) and returns the status and body
@@ -236,14 +298,14 @@ impl ApiClient {
             let req = req
                 .body(Full::new(bytes))
                 .map_err(|_| ClientError::BadUrl(url.clone()))?;
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Connect {
-                    url: url.clone(),
-                    reason: format!("{e:?}"),
-                })?;
+            let resp = match &self.client {
+                Transport::Direct(c) => c.request(req).await,
+                Transport::Proxied(c) => c.request(req).await,
+            }
+            .map_err(|e| ClientError::Connect {
+                url: url.clone(),
+                reason: format!("{e:?}"),
+            })?;
             let upgrade = resp
                 .headers()
                 .get(hyper::header::LOCATION)

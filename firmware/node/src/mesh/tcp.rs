@@ -112,7 +112,7 @@ impl TcpDatagrams {
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
             match &self.proxy {
-                Some(proxy) => through_proxy(proxy, addr).await,
+                Some(proxy) => through_proxy(proxy, &addr.to_string()).await,
                 None => TcpStream::connect(addr).await,
             }
         })
@@ -183,9 +183,9 @@ impl TcpDatagrams {
     }
 }
 
-/// A TCP connection to `addr` through the HTTP proxy at `proxy` (HOST:PORT), by
-/// `CONNECT` (RFC 9110, 9.3.6): what proxies of company networks let out, to port 443.
-async fn through_proxy(proxy: &str, addr: SocketAddr) -> io::Result<TcpStream> {
+/// A TCP connection to `addr` (HOST:PORT) through the HTTP proxy at `proxy` (HOST:PORT),
+/// by `CONNECT` (RFC 9110, 9.3.6): what proxies of company networks let out, to port 443.
+pub async fn through_proxy(proxy: &str, addr: &str) -> io::Result<TcpStream> {
     let mut stream = TcpStream::connect(proxy)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("the proxy {proxy}: {e}")))?;
