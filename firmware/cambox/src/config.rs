@@ -494,6 +494,16 @@ impl RunConfig {
         }
     }
 
+    /// The port of the mesh's TCP links, the same on every box (443 unless `mesh_tcp` says).
+    pub fn mesh_tcp_port(&self) -> anyhow::Result<u16> {
+        match self.mesh_tcp.as_deref().map(str::trim) {
+            None | Some("off") => Ok(DEFAULT_MESH_TCP_PORT),
+            Some(a) => a.parse::<SocketAddr>().map(|a| a.port()).map_err(|_| {
+                anyhow::anyhow!("--mesh-tcp '{a}' is not an address like 0.0.0.0:443 (or 'off')")
+            }),
+        }
+    }
+
     /// The proxy's HOST:PORT, checked.
     pub fn proxy_addr(&self) -> anyhow::Result<Option<String>> {
         let Some(url) = self.proxy.as_deref().map(str::trim) else {

@@ -6,6 +6,7 @@ mod box_files;
 mod bus_cli;
 mod ca_cmd;
 mod config;
+mod doctor;
 mod duration;
 mod mesh_cli;
 mod record;
@@ -67,6 +68,9 @@ enum Command {
     Cmd(bus_cli::CmdArgs),
     /// Follow a chat room (site:SITE, live:STREAM@ORIGIN, ...) or send to it with --send.
     Chat(bus_cli::ChatArgs),
+    /// What this box can reach, the way it would reach it (proxy, registries, peers by
+    /// QUIC over UDP and over TCP), and what to open in the firewall for the rest.
+    Doctor(Box<doctor::DoctorArgs>),
     /// Run a registry: boxes announce themselves and their streams here so that boxes and
     /// viewers at other sites find them. Soft state, signed by node keys, no database.
     Registry(registry_cmd::RegistryArgs),
@@ -115,6 +119,7 @@ fn main() -> std::process::ExitCode {
             Command::Sensors(args) => bus_cli::sensors(args).await,
             Command::Cmd(args) => bus_cli::cmd(args).await,
             Command::Chat(args) => bus_cli::chat(args).await,
+            Command::Doctor(args) => doctor::run(*args).await,
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Ca(args) => ca_cmd::run(args).await,
             Command::User(args) => user_cmd::run(args),

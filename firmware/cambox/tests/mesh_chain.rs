@@ -290,6 +290,45 @@ fn a_link_over_tcp_carries_the_mesh_as_quic_does() {
     println!("b's links: {peers}");
 }
 
+#[test]
+fn cambox_doctor_fails_and_says_what_to_open_when_a_peer_answers_no_way() {
+    // Nobody listens at either address.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (udp_addr, tcp_port) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap().port());
+    drop((udp, tcp));
+    let (passed, report) = doctor(&[
+        "--peer",
+        &udp_addr.to_string(),
+        "--mesh-tcp",
+        &format!("127.0.0.1:{tcp_port}"),
+    ]);
+    assert!(!passed, "{report}");
+    assert!(report.contains("FAIL peer"), "{report}");
+    assert!(
+        report.contains(&format!("TCP {tcp_port} to 127.0.0.1 as a way through")),
+        "{report}"
+    );
+    assert!(report.contains("cannot reach all it needs"), "{report}");
+}
+
+/// `cambox doctor ARGS`: whether it passed, and what it printed.
+fn doctor(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cambox"))
+        .arg("doctor")
+        .args(["--mdns", "false"])
+        .args(args)
+        .output()
+        .expect("cambox doctor");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    (out.status.success(), text)
+}
+
 /// A TCP port free on both addresses: the mesh's one TCP port for two boxes.
 fn port_free_on(ips: &[&str]) -> u16 {
     loop {
@@ -358,6 +397,29 @@ fn a_box_quic_cannot_reach_is_linked_over_tcp_and_moves_back_to_quic_when_udp_re
         transports(&b) == ["tcp"]
     });
     println!("linked over TCP {:?} after b started", started.elapsed());
+    // `cambox doctor` on b's configuration finds the same: no answer over UDP, a over TCP.
+    let report = doctor(&[
+        "--peer",
+        &a.mesh_addr,
+        "--mesh-tcp",
+        &format!("127.0.0.3:{port}"),
+    ]);
+    assert!(report.0, "{}", report.1);
+    let udp_port = a.mesh_addr.rsplit(':').next().unwrap();
+    for expected in [
+        format!("QUIC over UDP {}: no answer", a.mesh_addr),
+        format!(
+            "QUIC over TCP 127.0.0.2:{port}: node {} answers",
+            &a.node_id[..12]
+        ),
+        format!("UDP {udp_port} to 127.0.0.2 for QUIC"),
+    ] {
+        assert!(
+            report.1.contains(&expected),
+            "{expected:?} not in:\n{}",
+            report.1
+        );
+    }
     let path = format!("/live/a@{}.mp4", a.node_id);
     wait_for_stream(&b, &path, "b to learn a's broadcast");
     // A viewer at b records across the move.
@@ -542,6 +604,30 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
         },
     );
     assert!(proxy.log().contains(&format!("CONNECT 127.0.0.4:{port}")));
+    let report = doctor(&[
+        "--peer",
+        &a.mesh_addr,
+        "--mesh-tcp",
+        &format!("127.0.0.3:{port}"),
+        "--proxy",
+        &proxy.url,
+        "--registry",
+        &registry_url,
+    ]);
+    assert!(report.0, "{}", report.1);
+    for expected in [
+        format!("registry {registry_url}: answers through the proxy"),
+        format!(
+            "QUIC over TCP 127.0.0.2:{port} through the proxy: node {}",
+            &a.node_id[..12]
+        ),
+    ] {
+        assert!(
+            report.1.contains(&expected),
+            "{expected:?} not in:\n{}",
+            report.1
+        );
+    }
     let path = format!("/live/a@{}.mp4", a.node_id);
     wait_for_stream(&b, &path, "b to learn a's broadcast");
     let out = dir.path().join("b.mp4");

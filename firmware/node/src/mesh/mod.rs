@@ -9,6 +9,7 @@
 pub mod bus;
 pub mod conn;
 pub mod discovery;
+pub mod probe;
 pub mod tcp;
 pub mod tls;
 pub mod trust;
