@@ -188,8 +188,14 @@ fn a_box_page_lists_and_plays_a_broadcast_from_another_box_of_the_mesh() {
     let origin = BoxProc::start(&["--live", "--source", "testsrc", "--name", "yard"]);
     origin.wait_live(true);
     let other = BoxProc::start(&["--name", "lobby", "--peer", &origin.mesh_addr]);
-    // The other box is not live; its page offers the yard camera of the mesh.
-    play_in_chromium(&other, "yard");
+    // The other box is not live; its page offers the yard camera of the mesh, and lists
+    // its link to the yard box and how it runs.
+    let r = play_in_chromium(&other, "yard");
+    let links = r["links"].as_str().unwrap_or_default();
+    assert!(
+        links.contains(&origin.node_id[..12]) && links.contains("QUIC"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -24,7 +24,8 @@
 //   when box and browser share a machine);
 // - stalls: 'waiting' events while sampling; video: where the element stood at the end;
 // - mime: the Content-Type the box sent with the stream; errors: the page's console errors;
-// - admission: what the page's header says of who may join the box's mesh.
+// - admission: what the page's header says of who may join the box's mesh;
+// - links: what the page lists of the box's mesh links (who, QUIC or TCP, RTT).
 // Exits 0 when the picture advanced by at least 50 frames in 3 s and sound was heard
 // (max RMS > 0.01), else 1 with the reason on stderr (2 for bad usage).
 // --media-log prints Chromium's media log (chrome://media-internals) to stderr.
@@ -386,8 +387,9 @@ async function main() {
     if (raw.videoError) errors.push(`test: video element error ${raw.videoError}`);
     const via = await page.locator('#st-transport').textContent().catch(() => null);
     const admission = await page.locator('#admission').textContent().catch(() => null);
+    const links = await page.locator('#links-list').textContent().catch(() => null);
     const webrtc = await page.evaluate(() => window.cambox.rtcStats());
-    result = { ...summarise(raw), transport: via, admission, frames, webrtc, mime, errors, led };
+    result = { ...summarise(raw), transport: via, admission, links, frames, webrtc, mime, errors, led };
     if (screenshot) await page.screenshot({ path: screenshot });
   } catch (e) {
     failure = e.message || String(e);
