@@ -32,9 +32,16 @@
 # Every box serves RTSP on 8554 (advertised as _rtsp._tcp): a player at site s3 opens the
 # s1 broadcast on a box of its own site.
 #
-# Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl and ffprobe.
-# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--grain] [--sites N] [--seconds N]
-#        [--keep]
+# With --no-udp, the router drops all UDP between sites (nftables), as company firewalls
+# do: links across sites must form over TCP (port 443) by themselves, with the same
+# checks. Then UDP is let through again: every link must be back on QUIC within 30 s,
+# and a viewer at the deepest site must see no frame missing across the move. The delay
+# there is printed over TCP and over QUIC.
+#
+# Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl, ffprobe (and nft for
+# --no-udp).
+# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--grain] [--no-udp] [--sites N]
+#        [--seconds N] [--keep]
 #        (binary: $CAMBOX_BIN)
 set -euo pipefail
 
@@ -45,6 +52,7 @@ CHAIN=false
 SITES=3
 HEARTBEAT=3
 GRAIN=false
+NO_UDP=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift 2 ;;
@@ -52,8 +60,9 @@ while [ $# -gt 0 ]; do
         --registry) REGISTRY=true; shift ;;
         --chain) CHAIN=true; shift ;;
         --grain) GRAIN=true; shift ;;
+        --no-udp) NO_UDP=true; shift ;;
         --sites) SITES=$2; shift 2 ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
         *) echo "netns-mesh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -74,7 +83,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CAMBOX_BIN:-${CARGO_TARGET_DIR:-$here/target}/debug/cambox}
 [ -x "$BIN" ] || { echo "netns-mesh: no cambox binary at $BIN (build first or set CAMBOX_BIN)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "netns-mesh: needs root (network namespaces)" >&2; exit 2; }
-for tool in ip avahi-daemon avahi-browse dbus-daemon curl ffprobe; do
+needs=(ip avahi-daemon avahi-browse dbus-daemon curl ffprobe)
+$NO_UDP && needs+=(nft)
+for tool in "${needs[@]}"; do
     command -v "$tool" >/dev/null || { echo "netns-mesh: $tool is missing (scripts/setup-deps test installs it)" >&2; exit 2; }
 done
 
@@ -126,6 +137,12 @@ for s in $(seq "$SITES"); do
     done
 done
 say "$SITES sites x 3 boxes and a router are up (namespaces ${run}*)"
+if $NO_UDP; then
+    in_ns "$router" nft add table inet cambox
+    in_ns "$router" nft 'add chain inet cambox between { type filter hook forward priority 0; policy accept; }'
+    in_ns "$router" nft add rule inet cambox between meta l4proto udp drop
+    say "the router drops all UDP between sites"
+fi
 
 origin_ip=10.9.1.11
 registry_url=http://10.9.1.1:8090
@@ -353,6 +370,46 @@ for s in $(seq "$SITES"); do
     idle_site "$s" && { awk -v r="$into" -v hi="$max_in" 'BEGIN { exit !(r <= hi) }' || ok=false; }
 done
 $ok || { say "FAIL: an uplink carried more than one copy in, or more than the fan-out out"; exit 1; }
+# Links across sites: over TCP while the router drops UDP.
+links_by_transport() {
+    for s in $(seq "$SITES"); do
+        for b in 1 2 3; do
+            in_ns "${run}s${s}b$b" curl -s http://127.0.0.1:8080/api/v1/peers |
+                grep -o '"transport":"[a-z ]*"' || true
+        done
+    done | sort | uniq -c | tr -s ' ' | tr '\n' ' '
+}
+if $NO_UDP; then
+    now_links=$(links_by_transport)
+    say "links while UDP is dropped:$now_links"
+    echo "$now_links" | grep -q '"transport":"tcp"' || { say "FAIL: no link across sites runs over TCP"; exit 1; }
+    over_tcp=$(median "$deepest")
+    # A viewer at the deepest site reads the strip across the move back to QUIC.
+    ip netns exec "$deepest" "$BIN" strip "http://127.0.0.1:8080/live/$broadcast.mp4" --duration 30s \
+        --json >"$work/move.strip.json" 2>/dev/null &
+    mover=$!
+    pids+=("$mover")
+    sleep 3
+    in_ns "$router" nft flush chain inet cambox between
+    lifted=$(date +%s%N)
+    back=false
+    for _ in $(seq 60); do
+        if ! links_by_transport | grep -q '"transport":"tcp"'; then back=true; break; fi
+        sleep 0.5
+    done
+    took=$(( ($(date +%s%N) - lifted) / 1000000 ))
+    $back || { say "FAIL: links still over TCP 30 s after UDP got through again:$(links_by_transport)"; exit 1; }
+    say "every link back on QUIC $took ms after UDP got through again:$(links_by_transport)"
+    wait "$mover" || true
+    missing=$(sed -n 's/.*"missing":\([0-9]*\).*/\1/p' "$work/move.strip.json")
+    frames=$(sed -n 's/.*"frames":\([0-9]*\).*/\1/p' "$work/move.strip.json")
+    say "a viewer at $deepest across the move: $frames frames, ${missing:-?} missing"
+    if [ "${missing:-1}" != 0 ] || [ "${frames:-0}" -lt 600 ]; then
+        say "FAIL: frames lost across the move"; cat "$work/move.strip.json"; exit 1
+    fi
+    strip_json "$deepest" "$broadcast"
+    say "delay from the strip at $deepest, median: over TCP $over_tcp ms, over QUIC $(median "$deepest") ms"
+fi
 if $REGISTRY; then
     start_registry
     started=$(date +%s%N)
