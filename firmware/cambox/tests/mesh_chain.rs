@@ -644,3 +644,68 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
     let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
     println!("b's link through tinyproxy: {peers}");
 }
+
+/// `cambox strip` of `path` at `b` for `secs` seconds, started now: its JSON summary.
+fn strip_later(b: &BoxProc, path: &str, secs: u32) -> thread::JoinHandle<serde_json::Value> {
+    let url = b.url(path);
+    thread::spawn(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_cambox"))
+            .args(["strip", &url, "--duration", &format!("{secs}s"), "--json"])
+            .output()
+            .expect("cambox strip");
+        json(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+#[test]
+fn a_slow_tcp_link_gets_whole_groups_only_and_its_sibling_every_frame() {
+    let _serial = serial();
+    let a = BoxProc::start(&[
+        "--live",
+        "--source",
+        "testsrc:grain",
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--bitrate",
+        "1M",
+        "--name",
+        "a",
+        "--site",
+        "berlin",
+    ]);
+    a.wait_live(true);
+    let tcp = format!("tcp://{}", mesh_tcp_addr(&a));
+    // Both reach a over TCP; the slow one reads at 400 kbit/s, under half the stream.
+    let slow = BoxProc::start_with_env(
+        &["--name", "slow", "--site", "munich", "--peer", &tcp],
+        &[("CAMBOX_MESH_TEST_TCP_READ_KBPS", "400")],
+    );
+    let fast = BoxProc::start(&["--name", "fast", "--site", "paris", "--peer", &tcp]);
+    let broadcast = format!("a@{}", a.node_id);
+    let path = format!("/live/{broadcast}.mp4");
+    wait_for_stream(&slow, &path, "the slow box to learn a's broadcast");
+    wait_for_stream(&fast, &path, "the fast box to learn a's broadcast");
+    let (at_slow, at_fast) = (strip_later(&slow, &path, 12), strip_later(&fast, &path, 12));
+    // Siblings: the slow box links to a only, and the fast one receives from a.
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(transports(&slow), ["tcp"]);
+    assert_eq!(
+        parent_of(&fast, &broadcast).as_deref(),
+        Some(a.node_id.as_str())
+    );
+    let (at_slow, at_fast) = (at_slow.join().unwrap(), at_fast.join().unwrap());
+    println!("strip at the slow box: {at_slow}\nstrip at its sibling: {at_fast}");
+    // The slow link loses whole groups: every picture that arrives is whole.
+    assert_eq!(at_slow["unreadable"], 0, "{at_slow}");
+    assert!(at_slow["missing"].as_u64().unwrap() > 0, "{at_slow}");
+    assert!(at_slow["frames"].as_u64().unwrap() > 0, "{at_slow}");
+    // Its sibling on the same relay misses nothing.
+    assert_eq!(
+        (&at_fast["unreadable"], &at_fast["missing"]),
+        (&0.into(), &0.into()),
+        "{at_fast}"
+    );
+    assert!(at_fast["frames"].as_u64().unwrap() >= 300, "{at_fast}");
+}

@@ -24,6 +24,8 @@ pub const CLOSE_DUPLICATE: u32 = 2;
 pub const CLOSE_LIMIT: u32 = 3;
 /// The mesh's CA does not admit the peer (the reason says why).
 pub const CLOSE_NOT_ADMITTED: u32 = 4;
+/// The stream error code of a group stream reset because a newer group overtook it.
+const STALE_GROUP: u32 = 1;
 
 /// A connection whose peer proved its node id and said hello.
 #[derive(Debug)]
@@ -340,6 +342,12 @@ pub async fn write_loop(
     // the first as `ObjectNext`.
     let mut groups: HashMap<(BroadcastId, u8), (u64, GroupEncoder, quinn::SendStream)> =
         HashMap::new();
+    // Each track's previous group, finished but perhaps not all delivered yet. When the
+    // group after the current one starts, what is left of it is stale: it is reset, so a
+    // slow link loses that group's tail instead of queueing it ahead of newer ones.
+    let mut finished: HashMap<(BroadcastId, u8), quinn::SendStream> = HashMap::new();
+    // Newer groups go first on a congested link.
+    let mut priority: i32 = 0;
     let mut frame = Vec::new();
     while let Some(msg) = rx.recv().await {
         frame.clear();
@@ -354,11 +362,17 @@ pub async fn write_loop(
                 let key = (broadcast.clone(), *track);
                 let current = groups.get(&key).is_some_and(|(g, ..)| g == group);
                 if !current {
+                    if let Some(mut stale) = finished.remove(&key) {
+                        let _ = stale.reset(STALE_GROUP.into());
+                    }
                     if let Some((.., mut old)) = groups.remove(&key) {
                         let _ = old.finish();
+                        finished.insert(key.clone(), old);
                     }
                     match conn.open_uni().await {
                         Ok(s) => {
+                            priority = priority.wrapping_add(1);
+                            let _ = s.set_priority(priority);
                             groups.insert(key.clone(), (*group, GroupEncoder::new(), s));
                         }
                         Err(_) => break,

@@ -327,17 +327,9 @@ impl Mesh {
         on_air: watch::Receiver<Option<Broadcast>>,
         metrics: Arc<Metrics>,
     ) -> Result<Mesh, MeshError> {
-        let mut transport = quinn::TransportConfig::default();
         // A dead neighbour must be noticed well under a second; keep-alives keep a quiet
         // link from looking dead.
-        transport
-            .max_idle_timeout(Some(
-                Duration::from_millis(900)
-                    .try_into()
-                    .map_err(|e| MeshError::Transport(format!("{e}")))?,
-            ))
-            .keep_alive_interval(Some(Duration::from_millis(300)))
-            .max_concurrent_uni_streams(1024u32.into());
+        let transport = transport_config(Duration::from_millis(900), Duration::from_millis(300))?;
         let tls::QuicConfigs {
             server,
             client,
@@ -370,14 +362,23 @@ impl Mesh {
                 let datagrams = tcp::TcpDatagrams::listen(addr, settings.proxy.clone())
                     .await
                     .map_err(|source| MeshError::Bind { addr, source })?;
+                // Over TCP a congested path delays every packet, keep-alives too, by what
+                // its buffers hold: a link is given three seconds of silence, not 0.9.
+                let tcp_transport = Arc::new(transport_config(
+                    Duration::from_secs(3),
+                    Duration::from_secs(1),
+                )?);
+                let (mut tcp_server, mut tcp_client) = (server.clone(), client.clone());
+                tcp_server.transport_config(tcp_transport.clone());
+                tcp_client.transport_config(tcp_transport);
                 let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
                     quinn::EndpointConfig::default(),
-                    Some(server.clone()),
+                    Some(tcp_server),
                     datagrams.clone(),
                     Arc::new(quinn::TokioRuntime),
                 )
                 .map_err(|e| MeshError::Transport(e.to_string()))?;
-                endpoint.set_default_client_config(client.clone());
+                endpoint.set_default_client_config(tcp_client);
                 Some(TcpSide {
                     datagrams,
                     endpoint,
@@ -1687,6 +1688,23 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(10);
 
 /// Resolves a static peer's `HOST:PORT` off the driver's loop, so a slow DNS server never
 /// holds up the core; the driver redials what it resolved to while not connected.
+/// The mesh's QUIC transport: a link silent for `idle` is dead; `keep_alive` keeps a
+/// quiet one from looking so.
+fn transport_config(
+    idle: Duration,
+    keep_alive: Duration,
+) -> Result<quinn::TransportConfig, MeshError> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(
+            idle.try_into()
+                .map_err(|e| MeshError::Transport(format!("{e}")))?,
+        ))
+        .keep_alive_interval(Some(keep_alive))
+        .max_concurrent_uni_streams(1024u32.into());
+    Ok(transport)
+}
+
 /// The TCP side of the mesh: the connections, and the QUIC endpoint that runs over them.
 #[derive(Debug, Clone)]
 struct TcpSide {

@@ -24,9 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-/// Datagrams queued towards one TCP connection: about 90 KB, a fraction of a second at
-/// the rates a box relays.
-const QUEUE: usize = 64;
+/// Datagrams queued towards one TCP connection: about 20 KB, 0.1 s at the 2 Mbit/s of a
+/// camera. Queues are measured in time: at a slow link's rate every kilobyte queued is
+/// delay, and the group dropping above only starts once this is full.
+const QUEUE: usize = 16;
+/// The kernel's send buffer for a mesh TCP connection (it doubles what is asked). Left to
+/// itself Linux grows it to megabytes, seconds of video at a slow link's rate.
+const SEND_BUFFER: usize = 16 * 1024;
 /// Datagrams received and not yet taken by quinn, from all connections.
 const INBOUND: usize = 1024;
 /// A TCP dial that takes longer is given up (then the link is not there, as over QUIC).
@@ -135,6 +139,14 @@ impl TcpDatagrams {
     /// Moves datagrams between `stream` and quinn until either side stops.
     fn carry(&self, stream: TcpStream, remote: SocketAddr, proxied: bool) {
         let _ = stream.set_nodelay(true);
+        let socket = socket2::SockRef::from(&stream);
+        let _ = socket.set_send_buffer_size(SEND_BUFFER);
+        let mut slow = SlowLink::from_env();
+        if slow.is_some() {
+            // The emulated link holds little in flight, as a real one does; the bytes it
+            // holds back wait in the sender's buffer, not in this box's.
+            let _ = socket.set_recv_buffer_size(4 * 1024);
+        }
         let (mut rd, mut wr) = stream.into_split();
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         lock(&self.conns).insert(
@@ -168,6 +180,9 @@ impl TcpDatagrams {
                 };
                 match tokio::time::timeout(SILENCE, frame).await {
                     Ok(Ok(d)) => {
+                        if let Some(slow) = slow.as_mut() {
+                            slow.pace(d.len() + 2).await;
+                        }
                         // Full: dropped, as a UDP socket's full buffer drops.
                         let _ = inbound.try_send((remote, d));
                     }
@@ -273,6 +288,36 @@ struct AlwaysWritable;
 impl quinn::UdpPoller for AlwaysWritable {
     fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A rate in kbit/s at which this box reads its mesh TCP connections, as a slow link
+/// would deliver (tests only: there is no `tc netem` on a test machine).
+pub const SLOW_TCP_ENV: &str = "CAMBOX_MESH_TEST_TCP_READ_KBPS";
+
+/// Reads no faster than a slow link delivers: TCP's window then fills and the sender's
+/// small queue drops, as over a slow path.
+#[derive(Debug)]
+struct SlowLink {
+    bytes_per_sec: f64,
+    since: tokio::time::Instant,
+    read: f64,
+}
+
+impl SlowLink {
+    fn from_env() -> Option<SlowLink> {
+        let kbps: f64 = std::env::var(SLOW_TCP_ENV).ok()?.parse().ok()?;
+        (kbps > 0.0).then(|| SlowLink {
+            bytes_per_sec: kbps * 1000.0 / 8.0,
+            since: tokio::time::Instant::now(),
+            read: 0.0,
+        })
+    }
+
+    async fn pace(&mut self, bytes: usize) {
+        self.read += bytes as f64;
+        let due = self.since + Duration::from_secs_f64(self.read / self.bytes_per_sec);
+        tokio::time::sleep_until(due).await;
     }
 }
 
