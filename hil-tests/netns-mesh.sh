@@ -38,10 +38,14 @@
 # and a viewer at the deepest site must see no frame missing across the move. The delay
 # there is printed over TCP and over QUIC.
 #
+# With --nat, site s2 sits behind NAT (the router masquerades it and lets no new
+# connection in): its boxes dial out, and over the links they opened they play the others'
+# broadcast, and a box at site s3 plays the broadcast of s2's first box (live too).
+#
 # Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl, ffprobe (and nft for
-# --no-udp).
-# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--grain] [--no-udp] [--sites N]
-#        [--seconds N] [--keep]
+# --no-udp and --nat).
+# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--grain] [--no-udp] [--nat]
+#        [--sites N] [--seconds N] [--keep]
 #        (binary: $CAMBOX_BIN)
 set -euo pipefail
 
@@ -53,6 +57,7 @@ SITES=3
 HEARTBEAT=3
 GRAIN=false
 NO_UDP=false
+NAT=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift 2 ;;
@@ -61,8 +66,9 @@ while [ $# -gt 0 ]; do
         --chain) CHAIN=true; shift ;;
         --grain) GRAIN=true; shift ;;
         --no-udp) NO_UDP=true; shift ;;
+        --nat) NAT=true; shift ;;
         --sites) SITES=$2; shift 2 ;;
-        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "netns-mesh: unknown option $1 (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -84,7 +90,7 @@ BIN=${CAMBOX_BIN:-${CARGO_TARGET_DIR:-$here/target}/debug/cambox}
 [ -x "$BIN" ] || { echo "netns-mesh: no cambox binary at $BIN (build first or set CAMBOX_BIN)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "netns-mesh: needs root (network namespaces)" >&2; exit 2; }
 needs=(ip avahi-daemon avahi-browse dbus-daemon curl ffprobe)
-$NO_UDP && needs+=(nft)
+{ $NO_UDP || $NAT; } && needs+=(nft)
 for tool in "${needs[@]}"; do
     command -v "$tool" >/dev/null || { echo "netns-mesh: $tool is missing (scripts/setup-deps test installs it)" >&2; exit 2; }
 done
@@ -137,11 +143,20 @@ for s in $(seq "$SITES"); do
     done
 done
 say "$SITES sites x 3 boxes and a router are up (namespaces ${run}*)"
-if $NO_UDP; then
+if $NO_UDP || $NAT; then
     in_ns "$router" nft add table inet cambox
     in_ns "$router" nft 'add chain inet cambox between { type filter hook forward priority 0; policy accept; }'
+fi
+if $NO_UDP; then
     in_ns "$router" nft add rule inet cambox between meta l4proto udp drop
     say "the router drops all UDP between sites"
+fi
+if $NAT; then
+    in_ns "$router" nft add table ip nat
+    in_ns "$router" nft 'add chain ip nat out { type nat hook postrouting priority 100; }'
+    in_ns "$router" nft add rule ip nat out ip saddr 10.9.2.0/24 oifname != "up2" masquerade
+    in_ns "$router" nft add rule inet cambox between ip daddr 10.9.2.0/24 ct state new drop
+    say "site s2 is behind NAT: nothing from outside reaches it unasked"
 fi
 
 origin_ip=10.9.1.11
@@ -162,6 +177,7 @@ for s in $(seq "$SITES"); do
               --site "s$s" --name "b$s$b" --node "b$s$b" --source "$source" --width "$width"
               --height "$height" --bitrate 2M)
         if [ "$s$b" = 11 ]; then args+=(--live); fi
+        if $NAT && [ "$s$b" = 21 ]; then args+=(--live); fi
         $REGISTRY && args+=(--registry "$registry_url")
         if $CHAIN && [ "$s" -gt 1 ]; then
             args+=(--peer "10.9.$((s - 1)).11:4433")
@@ -370,6 +386,26 @@ for s in $(seq "$SITES"); do
     idle_site "$s" && { awk -v r="$into" -v hi="$max_in" 'BEGIN { exit !(r <= hi) }' || ok=false; }
 done
 $ok || { say "FAIL: an uplink carried more than one copy in, or more than the fan-out out"; exit 1; }
+# The NATed site's broadcast, played at a site outside over the links s2 opened.
+if $NAT; then
+    nat_id=$(in_ns "${run}s2b1" curl -s http://127.0.0.1:8080/api/v1/status |
+        sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p')
+    nat_broadcast="b21@${nat_id:0:12}"
+    ok=false
+    for _ in $(seq 100); do
+        if in_ns "${run}s3b2" curl -s http://127.0.0.1:8080/api/v1/streams | grep -q "/live/$nat_broadcast.mp4"; then
+            ok=true; break
+        fi
+        sleep 0.2
+    done
+    $ok || { say "FAIL: site s3 never learned $nat_broadcast from behind the NAT"; exit 1; }
+    ip netns exec "${run}s3b2" "$BIN" watch "$nat_broadcast" --http 127.0.0.1:8080 --duration 6s \
+        -o "$work/nat.mp4" >"$work/nat.watch.log" 2>&1 || true
+    n=$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$work/nat.mp4" 2>/dev/null || true)
+    say "site s3 played $nat_broadcast from behind the NAT: ${n:-0} frames in 6 s"
+    [ "${n:-0}" -ge 100 ] || { say "FAIL: the NATed site's broadcast did not play outside"; tail -3 "$work/nat.watch.log"; exit 1; }
+fi
+
 # Links across sites: over TCP while the router drops UDP.
 links_by_transport() {
     for s in $(seq "$SITES"); do

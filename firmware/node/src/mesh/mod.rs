@@ -59,6 +59,8 @@ const HOLD_REDIAL: Duration = Duration::from_secs(30);
 /// How often a node linked over TCP tries QUIC again (a firewall may let UDP through
 /// again; QUIC then takes the link over).
 const RETRY_QUIC: Duration = Duration::from_secs(10);
+/// How long a failed TCP dial holds that address.
+const RETRY_TCP: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -853,6 +855,11 @@ impl Driver {
             } => {
                 if tcp {
                     self.dialing_tcp.remove(&addr);
+                    // A TCP dial that failed is not tried again at once (it may take the
+                    // whole connect timeout each time).
+                    if let Refusal::Other(_) = reason {
+                        self.hold_until.insert(addr, now + RETRY_TCP);
+                    }
                 } else {
                     self.dialing.remove(&addr);
                     if let Refusal::Other(_) = reason {
