@@ -288,6 +288,18 @@ fn a_link_over_tcp_carries_the_mesh_as_quic_does() {
     }
     let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
     println!("b's links: {peers}");
+    // What a firewall inspecting the port sees: TLS 1.3, as OpenSSL (nobody here wrote
+    // it) reads it.
+    let hello = Command::new("openssl")
+        .args(["s_client", "-alpn", "cambox-tcp/1", "-connect"])
+        .arg(mesh_tcp_addr(&a))
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let said = String::from_utf8_lossy(&hello.stderr).to_string()
+        + &String::from_utf8_lossy(&hello.stdout);
+    assert!(said.contains("TLSv1.3"), "{said}");
+    assert!(said.contains("ALPN protocol: cambox-tcp/1"), "{said}");
 }
 
 #[test]

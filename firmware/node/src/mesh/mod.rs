@@ -11,6 +11,7 @@ pub mod conn;
 pub mod discovery;
 pub mod probe;
 pub mod tcp;
+pub mod tcp_tls;
 pub mod tls;
 pub mod trust;
 

@@ -1,6 +1,6 @@
 //! Mesh links over TCP, for networks that drop UDP between sites: the very same QUIC
-//! connection, its datagrams carried over a TCP connection, each after its 16-bit length
-//! (as RFC 4571 frames RTP). Everything above the datagrams is unchanged: the TLS 1.3
+//! connection, its datagrams carried over a TLS connection on TCP ([`super::tcp_tls`]),
+//! each after its 16-bit length (as RFC 4571 frames RTP). Everything above the datagrams is unchanged: the TLS 1.3
 //! handshake, the node certificates and the admission, the messages, a stream per group.
 //!
 //! To quinn this is one more UDP socket ([`quinn::AsyncUdpSocket`]) whose peers are TCP
@@ -58,6 +58,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct TcpDatagrams {
     /// The listener's address (what quinn calls the socket's local address).
     local: SocketAddr,
+    tls: super::tcp_tls::OuterTls,
     /// An HTTP proxy (HOST:PORT) every dial goes through (CONNECT), if the box may only
     /// leave its network that way.
     proxy: Option<String>,
@@ -85,8 +86,10 @@ impl TcpDatagrams {
             )
         })?;
         let (inbound_tx, inbound) = mpsc::channel(INBOUND);
+        let tls = super::tcp_tls::OuterTls::new().map_err(io::Error::other)?;
         let me = Arc::new(TcpDatagrams {
             local: listener.local_addr()?,
+            tls,
             proxy,
             conns: Conns::default(),
             inbound_tx,
@@ -96,7 +99,17 @@ impl TcpDatagrams {
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, remote)) => accepting.carry(stream, remote, false),
+                    Ok((stream, remote)) => {
+                        tune(&stream);
+                        let me = accepting.clone();
+                        // Each handshake in a task of its own: a slow one holds up nobody.
+                        tokio::spawn(async move {
+                            let tls = me.tls.acceptor.accept(stream);
+                            if let Ok(Ok(tls)) = tokio::time::timeout(CONNECT_TIMEOUT, tls).await {
+                                me.carry(tls, remote, false);
+                            }
+                        });
+                    }
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
@@ -115,10 +128,13 @@ impl TcpDatagrams {
             return Ok(());
         }
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            match &self.proxy {
-                Some(proxy) => through_proxy(proxy, &addr.to_string()).await,
-                None => TcpStream::connect(addr).await,
-            }
+            let stream = match &self.proxy {
+                Some(proxy) => through_proxy(proxy, &addr.to_string()).await?,
+                None => TcpStream::connect(addr).await?,
+            };
+            tune(&stream);
+            let server = super::tcp_tls::OuterTls::server_name();
+            self.tls.connector.connect(server, stream).await
         })
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
@@ -137,17 +153,12 @@ impl TcpDatagrams {
     }
 
     /// Moves datagrams between `stream` and quinn until either side stops.
-    fn carry(&self, stream: TcpStream, remote: SocketAddr, proxied: bool) {
-        let _ = stream.set_nodelay(true);
-        let socket = socket2::SockRef::from(&stream);
-        let _ = socket.set_send_buffer_size(SEND_BUFFER);
+    fn carry<S>(&self, stream: S, remote: SocketAddr, proxied: bool)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
         let mut slow = SlowLink::from_env();
-        if slow.is_some() {
-            // The emulated link holds little in flight, as a real one does; the bytes it
-            // holds back wait in the sender's buffer, not in this box's.
-            let _ = socket.set_recv_buffer_size(4 * 1024);
-        }
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(QUEUE);
         lock(&self.conns).insert(
             remote,
@@ -164,7 +175,7 @@ impl TcpDatagrams {
                 let mut framed = Vec::with_capacity(2 + d.len());
                 framed.extend_from_slice(&len.to_be_bytes());
                 framed.extend_from_slice(&d);
-                if wr.write_all(&framed).await.is_err() {
+                if wr.write_all(&framed).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }
             }
@@ -195,6 +206,19 @@ impl TcpDatagrams {
                 c.remove(&remote);
             }
         });
+    }
+}
+
+/// Socket options for a mesh TCP connection, before TLS wraps it: no Nagle delay, and a
+/// small kernel send buffer (see [`SEND_BUFFER`]).
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let socket = socket2::SockRef::from(stream);
+    let _ = socket.set_send_buffer_size(SEND_BUFFER);
+    if std::env::var_os(SLOW_TCP_ENV).is_some() {
+        // The emulated slow link holds little in flight, as a real one does: the bytes it
+        // holds back wait in the sender's buffer, not in this box's.
+        let _ = socket.set_recv_buffer_size(4 * 1024);
     }
 }
 
