@@ -31,6 +31,8 @@ const QUEUE: usize = 16;
 /// The kernel's send buffer for a mesh TCP connection (it doubles what is asked). Left to
 /// itself Linux grows it to megabytes, seconds of video at a slow link's rate.
 const SEND_BUFFER: usize = 16 * 1024;
+/// The most bytes of queued datagrams written at once: TLS's largest record.
+const BATCH: usize = 16 * 1024;
 /// Datagrams received and not yet taken by quinn, from all connections.
 const INBOUND: usize = 1024;
 /// A TCP dial that takes longer is given up (then the link is not there, as over QUIC).
@@ -168,13 +170,21 @@ impl TcpDatagrams {
             },
         );
         let writer = tokio::spawn(async move {
-            while let Some(d) = out_rx.recv().await {
-                let Ok(len) = u16::try_from(d.len()) else {
-                    continue;
-                };
-                let mut framed = Vec::with_capacity(2 + d.len());
-                framed.extend_from_slice(&len.to_be_bytes());
-                framed.extend_from_slice(&d);
+            let mut framed = Vec::with_capacity(BATCH);
+            while let Some(first) = out_rx.recv().await {
+                // Whatever else is queued goes in the same write: one TLS record and as
+                // few TCP segments as it takes, not a record and a segment per datagram.
+                framed.clear();
+                let mut next = Some(first);
+                while let Some(d) = next.take() {
+                    if let Ok(len) = u16::try_from(d.len()) {
+                        framed.extend_from_slice(&len.to_be_bytes());
+                        framed.extend_from_slice(&d);
+                    }
+                    if framed.len() < BATCH {
+                        next = out_rx.try_recv().ok();
+                    }
+                }
                 if wr.write_all(&framed).await.is_err() || wr.flush().await.is_err() {
                     return;
                 }
