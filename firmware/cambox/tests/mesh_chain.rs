@@ -133,30 +133,8 @@ fn a_chain_of_four_boxes_relays_and_heals_when_the_middle_relay_is_killed() {
 
     // Every decoded picture is whole (its strip reads), the frames advance, and the
     // largest hole in capture time, the repair, stays under a second.
-    let readings = strip_via_ffmpeg(&out, W, H);
-    assert!(
-        readings.len() > 250,
-        "only {} frames in 14 s",
-        readings.len()
-    );
-    let unreadable = readings.iter().filter(|r| r.is_none()).count();
-    assert_eq!(unreadable, 0, "pictures with a broken strip: {unreadable}");
-    let frames: Vec<StripReading> = readings.into_iter().flatten().collect();
-    let mut worst_ms = 0;
-    for pair in frames.windows(2) {
-        assert!(
-            pair[1].frame > pair[0].frame,
-            "frame {} after {}: repeated or backwards",
-            pair[1].frame,
-            pair[0].frame
-        );
-        worst_ms = worst_ms.max(pair[1].capture_ms - pair[0].capture_ms);
-    }
+    let worst_ms = whole_and_in_order(&out, 250);
     eprintln!("largest gap in capture time through the repair: {worst_ms} ms");
-    assert!(
-        worst_ms < 1000,
-        "the viewer went {worst_ms} ms without a new frame"
-    );
 }
 
 #[test]
@@ -272,19 +250,9 @@ fn a_link_over_tcp_carries_the_mesh_as_quic_does() {
     let mut at_b = transports(&b);
     at_b.sort();
     assert_eq!(at_b, ["quic", "tcp"]);
-    let dir = tempfile::tempdir().unwrap();
-    for (viewer, name) in [(&b, "b"), (&c, "c")] {
-        let out = dir.path().join(format!("{name}.mp4"));
-        let got = Command::new("curl")
-            .args(["-s", "-m", "6", "-o"])
-            .arg(&out)
-            .args(["-w", "%{http_code}"])
-            .arg(viewer.url(&path))
-            .output()
-            .expect("curl");
-        assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
-        let frames = decoded_video_frames(&out);
-        assert!(frames > 60, "only {frames} frames at {name} in 6 s");
+    for viewer in [&b, &c] {
+        let frames = frames_in_6s(viewer, &path);
+        assert!(frames > 60, "only {frames} frames in 6 s");
     }
     let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
     println!("b's links: {peers}");
@@ -322,6 +290,81 @@ fn cambox_doctor_fails_and_says_what_to_open_when_a_peer_answers_no_way() {
         "{report}"
     );
     assert!(report.contains("cannot reach all it needs"), "{report}");
+}
+
+/// Box a, live at 127.0.0.2 with its mesh TCP port on `port`, its UDP dropped while the
+/// file `firewall` exists.
+fn behind_a_udp_firewall(firewall: &std::path::Path, port: u16, w: u32, h: u32) -> BoxProc {
+    let (w, h, tcp) = (w.to_string(), h.to_string(), format!("127.0.0.2:{port}"));
+    let a = BoxProc::start_with_env(
+        &[
+            "--live",
+            "--source",
+            "testsrc",
+            "--width",
+            &w,
+            "--height",
+            &h,
+            "--name",
+            "a",
+            "--site",
+            "berlin",
+            "--listen",
+            "127.0.0.2:0",
+            "--mesh-tcp",
+            &tcp,
+        ],
+        &[(
+            "CAMBOX_MESH_TEST_DROP_UDP_WHILE",
+            firewall.to_str().unwrap(),
+        )],
+    );
+    a.wait_live(true);
+    a
+}
+
+/// The pictures ffmpeg decodes of 6 s of `path` played at `b` as MP4.
+fn frames_in_6s(b: &BoxProc, path: &str) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("6s.mp4");
+    let got = Command::new("curl")
+        .args(["-s", "-m", "6", "-o"])
+        .arg(&out)
+        .args(["-w", "%{http_code}"])
+        .arg(b.url(path))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "200", "{}", b.logs());
+    decoded_video_frames(&out)
+}
+
+/// Checks a recording's strip: more than `min_frames` pictures, each whole, none repeated
+/// or backwards, and no hole of a second in capture time. The largest hole, in ms.
+fn whole_and_in_order(out: &std::path::Path, min_frames: usize) -> u64 {
+    let readings = strip_via_ffmpeg(out, W, H);
+    assert!(
+        readings.len() > min_frames,
+        "only {} frames",
+        readings.len()
+    );
+    let unreadable = readings.iter().filter(|r| r.is_none()).count();
+    assert_eq!(unreadable, 0, "pictures with a broken strip: {unreadable}");
+    let frames: Vec<StripReading> = readings.into_iter().flatten().collect();
+    let mut worst_ms = 0;
+    for pair in frames.windows(2) {
+        assert!(
+            pair[1].frame > pair[0].frame,
+            "frame {} after {}: repeated or backwards",
+            pair[1].frame,
+            pair[0].frame
+        );
+        worst_ms = worst_ms.max(pair[1].capture_ms - pair[0].capture_ms);
+    }
+    assert!(
+        worst_ms < 1000,
+        "the viewer went {worst_ms} ms without a new frame"
+    );
+    worst_ms
 }
 
 /// `cambox doctor ARGS`: whether it passed, and what it printed.
@@ -367,30 +410,7 @@ fn a_box_quic_cannot_reach_is_linked_over_tcp_and_moves_back_to_quic_when_udp_re
     let firewall = dir.path().join("udp-dropped");
     std::fs::write(&firewall, "").unwrap();
     let port = port_free_on(&["127.0.0.2", "127.0.0.3"]);
-    let a = BoxProc::start_with_env(
-        &[
-            "--live",
-            "--source",
-            "testsrc",
-            "--width",
-            "640",
-            "--height",
-            "360",
-            "--name",
-            "a",
-            "--site",
-            "berlin",
-            "--listen",
-            "127.0.0.2:0",
-            "--mesh-tcp",
-            &format!("127.0.0.2:{port}"),
-        ],
-        &[(
-            "CAMBOX_MESH_TEST_DROP_UDP_WHILE",
-            firewall.to_str().unwrap(),
-        )],
-    );
-    a.wait_live(true);
+    let a = behind_a_udp_firewall(&firewall, port, W, H);
     // b knows a's QUIC address only; QUIC gets no answer, so b dials a's TCP port.
     let started = Instant::now();
     let b = BoxProc::start(&[
@@ -455,25 +475,8 @@ fn a_box_quic_cannot_reach_is_linked_over_tcp_and_moves_back_to_quic_when_udp_re
         opened.elapsed()
     );
     let _ = record.wait_with_output();
-    // Every picture whole, none repeated, and the move left no hole of a second.
-    let readings = strip_via_ffmpeg(&out, W, H);
-    assert!(readings.len() > 200, "only {} frames", readings.len());
-    let frames: Vec<StripReading> = readings.into_iter().flatten().collect();
-    let mut worst_ms = 0;
-    for pair in frames.windows(2) {
-        assert!(
-            pair[1].frame > pair[0].frame,
-            "frame {} after {}",
-            pair[1].frame,
-            pair[0].frame
-        );
-        worst_ms = worst_ms.max(pair[1].capture_ms - pair[0].capture_ms);
-    }
+    let worst_ms = whole_and_in_order(&out, 200);
     println!("largest gap in capture time across the move: {worst_ms} ms");
-    assert!(
-        worst_ms < 1000,
-        "the viewer went {worst_ms} ms without a new frame"
-    );
 }
 
 /// tinyproxy (Debian's, nobody here wrote it) on 127.0.0.1, letting CONNECT through to
@@ -556,30 +559,7 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
     // `port` only, as a company's to 443).
     let registry = RegistryProc::start(&format!("127.0.0.4:{port}"), &["--heartbeat", "1"]);
     let registry_url = format!("http://{}", registry.addr);
-    let a = BoxProc::start_with_env(
-        &[
-            "--live",
-            "--source",
-            "testsrc",
-            "--width",
-            "320",
-            "--height",
-            "180",
-            "--name",
-            "a",
-            "--site",
-            "berlin",
-            "--listen",
-            "127.0.0.2:0",
-            "--mesh-tcp",
-            &format!("127.0.0.2:{port}"),
-        ],
-        &[(
-            "CAMBOX_MESH_TEST_DROP_UDP_WHILE",
-            firewall.to_str().unwrap(),
-        )],
-    );
-    a.wait_live(true);
+    let a = behind_a_udp_firewall(&firewall, port, 320, 180);
     let b = BoxProc::start(&[
         "--name",
         "b",
@@ -642,16 +622,7 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
     }
     let path = format!("/live/a@{}.mp4", a.node_id);
     wait_for_stream(&b, &path, "b to learn a's broadcast");
-    let out = dir.path().join("b.mp4");
-    let got = Command::new("curl")
-        .args(["-s", "-m", "6", "-o"])
-        .arg(&out)
-        .args(["-w", "%{http_code}"])
-        .arg(b.url(&path))
-        .output()
-        .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
-    let frames = decoded_video_frames(&out);
+    let frames = frames_in_6s(&b, &path);
     assert!(frames > 60, "only {frames} frames through the proxy in 6 s");
     let (_, peers) = http(&b.addr(), "GET", "/api/v1/peers", "");
     println!("b's link through tinyproxy: {peers}");
