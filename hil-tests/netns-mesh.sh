@@ -159,6 +159,15 @@ if $NAT; then
     say "site s2 is behind NAT: nothing from outside reaches it unasked"
 fi
 
+# Whether box $1 lists broadcast $2 within 20 s.
+learns() {
+    for _ in $(seq 100); do
+        in_ns "$1" curl -s http://127.0.0.1:8080/api/v1/streams | grep -q "/live/$2.mp4" && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
 origin_ip=10.9.1.11
 registry_url=http://10.9.1.1:8090
 start_registry() {
@@ -205,14 +214,7 @@ for s in $(seq "$SITES"); do
     for b in 1 2 3; do
         [ "$s$b" = 11 ] && continue
         host=${run}s${s}b$b
-        ok=false
-        for _ in $(seq 100); do
-            if in_ns "$host" curl -s http://127.0.0.1:8080/api/v1/streams | grep -q "/live/$broadcast.mp4"; then
-                ok=true; break
-            fi
-            sleep 0.2
-        done
-        $ok || { say "FAIL: $host never learned $broadcast"; tail -20 "$work/$host.log"; exit 1; }
+        learns "$host" "$broadcast" || { say "FAIL: $host never learned $broadcast"; tail -20 "$work/$host.log"; exit 1; }
     done
 done
 
@@ -391,14 +393,7 @@ if $NAT; then
     nat_id=$(in_ns "${run}s2b1" curl -s http://127.0.0.1:8080/api/v1/status |
         sed -n 's/.*"node_id":"\([0-9a-f]*\)".*/\1/p')
     nat_broadcast="b21@${nat_id:0:12}"
-    ok=false
-    for _ in $(seq 100); do
-        if in_ns "${run}s3b2" curl -s http://127.0.0.1:8080/api/v1/streams | grep -q "/live/$nat_broadcast.mp4"; then
-            ok=true; break
-        fi
-        sleep 0.2
-    done
-    $ok || { say "FAIL: site s3 never learned $nat_broadcast from behind the NAT"; exit 1; }
+    learns "${run}s3b2" "$nat_broadcast" || { say "FAIL: site s3 never learned $nat_broadcast from behind the NAT"; exit 1; }
     ip netns exec "${run}s3b2" "$BIN" watch "$nat_broadcast" --http 127.0.0.1:8080 --duration 6s \
         -o "$work/nat.mp4" >"$work/nat.watch.log" 2>&1 || true
     n=$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$work/nat.mp4" 2>/dev/null || true)

@@ -126,33 +126,36 @@ impl TrustFiles<'_> {
             }
             return Ok(None);
         };
-        if let Some(token) = self.join_token {
-            if let Some(ca) = &self.mesh_ca {
-                let rule = admission(ca)?;
-                if rule.ca_key() != &token.ca_key {
-                    anyhow::bail!(
-                        "the join token is from another CA than mesh_ca {} ({:?})",
-                        ca.display(),
-                        rule.ca_name()
-                    );
-                }
+        if let (Some(token), Some(ca)) = (self.join_token, &self.mesh_ca) {
+            let rule = admission(ca)?;
+            if rule.ca_key() != &token.ca_key {
+                anyhow::bail!(
+                    "the join token is from another CA than mesh_ca {} ({:?})",
+                    ca.display(),
+                    rule.ca_name()
+                );
             }
-            if let Err(why) = self.current(&ca_path) {
+        }
+        // Whether the node certificate is good, read once (and again after enrolling).
+        let mut node = self.current(&ca_path);
+        match (self.join_token, &node) {
+            (Some(token), Err(why)) => {
                 eprintln!("cambox: enrolling with the join token ({why})");
                 if let Err(e) = self.enrol(Proof::Token(token), ENROL_FOR).await {
                     eprintln!("cambox: not enrolled: {e:#}");
                 }
+                node = self.current(&ca_path);
             }
+            (None, Err(why)) => {
+                eprintln!("cambox: {why}; a join_token in cambox.toml would enrol this box again");
+            }
+            (_, Ok(())) => {}
         }
-        if let (None, Err(why)) = (self.join_token, self.current(&ca_path)) {
-            eprintln!("cambox: {why}; a join_token in cambox.toml would enrol this box again");
-        }
-        let wants_web = !self.web_names.is_empty();
-        if let (true, Ok(()), Err(why)) = (
-            wants_web,
-            self.current(&ca_path),
-            self.web_current(&ca_path),
-        ) {
+        let web = match (self.web_names.is_empty(), &node) {
+            (false, Ok(())) => self.web_current(&ca_path),
+            _ => Ok(()),
+        };
+        if let Err(why) = web {
             if self.registries.is_empty() {
                 eprintln!("cambox: no HTTPS certificate ({why}) and no registry to ask for one");
             } else {

@@ -293,8 +293,9 @@ fn cambox_doctor_fails_and_says_what_to_open_when_a_peer_answers_no_way() {
 }
 
 /// Box a, live at 127.0.0.2 with its mesh TCP port on `port`, its UDP dropped while the
-/// file `firewall` exists.
+/// file `firewall` exists (made here; removing it lets UDP through).
 fn behind_a_udp_firewall(firewall: &std::path::Path, port: u16, w: u32, h: u32) -> BoxProc {
+    std::fs::write(firewall, "").unwrap();
     let (w, h, tcp) = (w.to_string(), h.to_string(), format!("127.0.0.2:{port}"));
     let a = BoxProc::start_with_env(
         &[
@@ -367,6 +368,26 @@ fn whole_and_in_order(out: &std::path::Path, min_frames: usize) -> u64 {
     worst_ms
 }
 
+/// Box b at 127.0.0.3 (site munich, the same mesh TCP port) with `a` as its static peer,
+/// and `extra` options.
+fn dialing(a: &BoxProc, port: u16, extra: &[&str]) -> BoxProc {
+    let tcp = format!("127.0.0.3:{port}");
+    let mut args = vec![
+        "--name",
+        "b",
+        "--site",
+        "munich",
+        "--listen",
+        "127.0.0.3:0",
+        "--mesh-tcp",
+        &tcp,
+        "--peer",
+        &a.mesh_addr,
+    ];
+    args.extend(extra);
+    BoxProc::start(&args)
+}
+
 /// `cambox doctor ARGS`: whether it passed, and what it printed.
 fn doctor(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cambox"))
@@ -406,25 +427,12 @@ fn a_box_quic_cannot_reach_is_linked_over_tcp_and_moves_back_to_quic_when_udp_re
     require("ffmpeg");
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    // While this file exists, a's mesh drops every UDP datagram that reaches it.
     let firewall = dir.path().join("udp-dropped");
-    std::fs::write(&firewall, "").unwrap();
     let port = port_free_on(&["127.0.0.2", "127.0.0.3"]);
     let a = behind_a_udp_firewall(&firewall, port, W, H);
     // b knows a's QUIC address only; QUIC gets no answer, so b dials a's TCP port.
     let started = Instant::now();
-    let b = BoxProc::start(&[
-        "--name",
-        "b",
-        "--site",
-        "munich",
-        "--listen",
-        "127.0.0.3:0",
-        "--mesh-tcp",
-        &format!("127.0.0.3:{port}"),
-        "--peer",
-        &a.mesh_addr,
-    ]);
+    let b = dialing(&a, port, &[]);
     wait_until("b to link to a over TCP", Duration::from_secs(15), || {
         transports(&b) == ["tcp"]
     });
@@ -552,7 +560,6 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let firewall = dir.path().join("udp-dropped");
-    std::fs::write(&firewall, "").unwrap();
     let port = port_free_on(&["127.0.0.2", "127.0.0.3", "127.0.0.4"]);
     let proxy = Proxy::start(dir.path(), port);
     // The registry too is reachable only through the proxy (it lets CONNECT through to
@@ -560,22 +567,11 @@ fn a_box_that_may_only_leave_through_an_http_proxy_links_through_it() {
     let registry = RegistryProc::start(&format!("127.0.0.4:{port}"), &["--heartbeat", "1"]);
     let registry_url = format!("http://{}", registry.addr);
     let a = behind_a_udp_firewall(&firewall, port, 320, 180);
-    let b = BoxProc::start(&[
-        "--name",
-        "b",
-        "--site",
-        "munich",
-        "--listen",
-        "127.0.0.3:0",
-        "--mesh-tcp",
-        &format!("127.0.0.3:{port}"),
-        "--peer",
-        &a.mesh_addr,
-        "--proxy",
-        &proxy.url,
-        "--registry",
-        &registry_url,
-    ]);
+    let b = dialing(
+        &a,
+        port,
+        &["--proxy", &proxy.url, "--registry", &registry_url],
+    );
     wait_until(
         "b to link to a through the proxy",
         Duration::from_secs(15),

@@ -279,6 +279,8 @@ impl ApiClient {
         bearer: Option<&str>,
     ) -> Result<(String, hyper::Response<Incoming>), ClientError> {
         let mut url = url.to_owned();
+        // Sent again after a redirect: shared, not copied.
+        let body = body.map(|(b, content_type)| (Bytes::from(b), content_type));
         loop {
             let uri: hyper::Uri = url.parse().map_err(|_| ClientError::BadUrl(url.clone()))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
@@ -291,10 +293,7 @@ impl ApiClient {
             if let Some(t) = bearer {
                 req = req.header("authorization", format!("Bearer {t}"));
             }
-            let bytes = body
-                .as_ref()
-                .map(|(b, _)| Bytes::from(b.clone()))
-                .unwrap_or_default();
+            let bytes = body.as_ref().map(|(b, _)| b.clone()).unwrap_or_default();
             let req = req
                 .body(Full::new(bytes))
                 .map_err(|_| ClientError::BadUrl(url.clone()))?;

@@ -63,7 +63,9 @@ struct Routes {
 #[derive(Debug)]
 pub struct Ports {
     udp_port: u16,
-    udp: Mutex<HashMap<IpAddr, Arc<UdpSocket>>>,
+    /// The socket on each address offered so far, with its local address (asked of the
+    /// kernel once, not per packet).
+    udp: Mutex<HashMap<IpAddr, (SocketAddr, Arc<UdpSocket>)>>,
     tcp: Option<SocketAddr>,
     routes: Arc<Mutex<Routes>>,
 }
@@ -102,8 +104,8 @@ impl Ports {
     /// The UDP address on `ip`, bound at its first use.
     pub fn udp_addr(&self, ip: IpAddr) -> io::Result<SocketAddr> {
         let mut udp = lock(&self.udp);
-        if let Some(s) = udp.get(&ip) {
-            return s.local_addr();
+        if let Some((local, _)) = udp.get(&ip) {
+            return Ok(*local);
         }
         let want = SocketAddr::new(ip, self.udp_port);
         let std_socket = std::net::UdpSocket::bind(want).map_err(|e| {
@@ -116,7 +118,7 @@ impl Ports {
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let local = socket.local_addr()?;
         tokio::spawn(read_udp(socket.clone(), self.routes.clone()));
-        udp.insert(ip, socket);
+        udp.insert(ip, (local, socket));
         Ok(local)
     }
 
@@ -139,10 +141,7 @@ impl Ports {
 
     /// UDP sockets open now (one per address offered so far).
     pub fn udp_sockets(&self) -> Vec<SocketAddr> {
-        lock(&self.udp)
-            .values()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+        lock(&self.udp).values().map(|(local, _)| *local).collect()
     }
 
     /// The packets for the session whose ICE username fragment is `ufrag`, and its way out.
@@ -162,9 +161,9 @@ impl Ports {
         match t.proto {
             Protocol::Udp => {
                 let socket = lock(&self.udp)
-                    .values()
-                    .find(|s| s.local_addr().ok() == Some(t.source))
-                    .cloned()
+                    .get(&t.source.ip())
+                    .filter(|(local, _)| *local == t.source)
+                    .map(|(_, socket)| socket.clone())
                     .ok_or_else(|| {
                         io::Error::other(format!("no WebRTC UDP socket on {}", t.source))
                     })?;
