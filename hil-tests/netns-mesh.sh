@@ -14,9 +14,10 @@
 # checks every recording, and each site's uplink must carry about one copy in and at most
 # the fan-out of the tree of sites (4) out.
 #
-# With --registry, boxes know no peer: a `cambox registry` in the router namespace is the
-# only way across sites. It is killed while the boxes play (they must keep playing) and
-# restarted (it must list every box again within one heartbeat).
+# With --registry, boxes know no peer: a `cambox registry` at a head office (its own
+# namespace behind the router, 10.9.0.2) is the only way across sites. It is killed while
+# the boxes play (they must keep playing) and restarted (it must list every box again
+# within one heartbeat).
 #
 # With --grain, the origin's picture has grain, so that its encoder sends the whole
 # 2 Mbit/s a camera would (the clean test picture compresses to a tenth), and one box per
@@ -40,7 +41,10 @@
 #
 # With --nat, site s2 sits behind NAT (the router masquerades it and lets no new
 # connection in): its boxes dial out, and over the links they opened they play the others'
-# broadcast, and a box at site s3 plays the broadcast of s2's first box (live too).
+# broadcast, and a box at site s3 plays the broadcast of s2's first box (live too). With
+# --registry as well, the registry must find s2's boxes reached from their site only (and
+# no others), and no box outside may even try to dial into s2: the router counts every
+# new connection towards s2, and the count must stay 0.
 #
 # Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl, ffprobe (and nft for
 # --no-udp and --nat).
@@ -121,6 +125,14 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 router=${run}r
 ns_add "$router"
 in_ns "$router" sysctl -qw net.ipv4.ip_forward=1
+hq=${run}hq
+ns_add "$hq"
+ip link add up0 netns "$router" type veth peer name e0 netns "$hq"
+ip -n "$router" addr add 10.9.0.1/24 dev up0
+ip -n "$router" link set up0 up
+ip -n "$hq" addr add 10.9.0.2/24 dev e0
+ip -n "$hq" link set e0 up
+ip -n "$hq" route add default via 10.9.0.1
 
 for s in $(seq "$SITES"); do
     site=${run}s$s
@@ -143,19 +155,21 @@ for s in $(seq "$SITES"); do
     done
 done
 say "$SITES sites x 3 boxes and a router are up (namespaces ${run}*)"
+# Two chains: the NAT's stays when UDP is let through again (the udp_dropped chain is flushed).
 if $NO_UDP || $NAT; then
     in_ns "$router" nft add table inet cambox
-    in_ns "$router" nft 'add chain inet cambox between { type filter hook forward priority 0; policy accept; }'
 fi
 if $NO_UDP; then
-    in_ns "$router" nft add rule inet cambox between meta l4proto udp drop
+    in_ns "$router" nft 'add chain inet cambox udp_dropped { type filter hook forward priority 0; policy accept; }'
+    in_ns "$router" nft add rule inet cambox udp_dropped meta l4proto udp drop
     say "the router drops all UDP between sites"
 fi
 if $NAT; then
     in_ns "$router" nft add table ip nat
     in_ns "$router" nft 'add chain ip nat out { type nat hook postrouting priority 100; }'
     in_ns "$router" nft add rule ip nat out ip saddr 10.9.2.0/24 oifname != "up2" masquerade
-    in_ns "$router" nft add rule inet cambox between ip daddr 10.9.2.0/24 ct state new drop
+    in_ns "$router" nft 'add chain inet cambox nat_in { type filter hook forward priority -1; policy accept; }'
+    in_ns "$router" nft add rule inet cambox nat_in ip daddr 10.9.2.0/24 ct state new counter drop
     say "site s2 is behind NAT: nothing from outside reaches it unasked"
 fi
 
@@ -169,10 +183,10 @@ learns() {
 }
 
 origin_ip=10.9.1.11
-registry_url=http://10.9.1.1:8090
+registry_url=http://10.9.0.2:8090
 start_registry() {
     # `ip netns exec` directly (not through a function), so that $! is the registry.
-    ip netns exec "$router" "$BIN" registry --http 0.0.0.0:8090 --heartbeat "$HEARTBEAT" >>"$work/registry.log" 2>&1 &
+    ip netns exec "$hq" "$BIN" registry --http 0.0.0.0:8090 --heartbeat "$HEARTBEAT" >>"$work/registry.log" 2>&1 &
     registry_pid=$!
     pids+=("$registry_pid")
 }
@@ -193,7 +207,7 @@ for s in $(seq "$SITES"); do
         elif ! $REGISTRY && ! $CHAIN && [ "$s$b" != 11 ]; then
             args+=(--peer "$origin_ip:4433")
         fi
-        ip netns exec "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
+        CAMBOX_LOG=${BOX_LOG:-info} ip netns exec "$host" "$BIN" "${args[@]}" >"$work/$host.log" 2>&1 &
         pids+=($!)
     done
 done
@@ -399,6 +413,11 @@ if $NAT; then
     n=$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames -of csv=p=0 "$work/nat.mp4" 2>/dev/null || true)
     say "site s3 played $nat_broadcast from behind the NAT: ${n:-0} frames in 6 s"
     [ "${n:-0}" -ge 100 ] || { say "FAIL: the NATed site's broadcast did not play outside"; tail -3 "$work/nat.watch.log"; exit 1; }
+    tried=$(in_ns "$router" nft list chain inet cambox nat_in | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')
+    say "new connections from outside towards the NATed site, all dropped: ${tried:-?}"
+    if $REGISTRY; then
+        [ "${tried:-1}" = 0 ] || { say "FAIL: boxes outside tried to dial into the NATed site"; exit 1; }
+    fi
 fi
 
 # Links across sites: over TCP while the router drops UDP.
@@ -421,7 +440,7 @@ if $NO_UDP; then
     mover=$!
     pids+=("$mover")
     sleep 3
-    in_ns "$router" nft flush chain inet cambox between
+    in_ns "$router" nft flush chain inet cambox udp_dropped
     lifted=$(date +%s%N)
     back=false
     for _ in $(seq 60); do
@@ -454,6 +473,20 @@ if $REGISTRY; then
     say "restarted registry lists $count of $boxes boxes after $took ms (heartbeat ${HEARTBEAT} s)"
     if [ "$count" != "$boxes" ] || [ "$took" -gt $(( HEARTBEAT * 1000 + 1000 )) ]; then
         say "FAIL: the registry was not complete again within one heartbeat"; exit 1
+    fi
+    if $NAT; then
+        reach=$(in_ns "$hq" curl -s "http://127.0.0.1:8090/api/v1/nodes" |
+            grep -o '"site":"s[0-9]*"\|"reachable":"[a-z]*"' | paste -d' ' - - | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+        say "the registry finds (boxes, site, reach):$reach"
+        want_closed=$(echo "$reach" | grep -o ' 3 "site":"s2" "reachable":"site"' || true)
+        others_closed=$(echo "$reach" | tr ';' '\n' | grep '"reachable":"site"' | grep -vc '"s2"' || true)
+        if [ -z "$want_closed" ] || [ "$others_closed" != 0 ]; then
+            say "FAIL: the registry should find s2's 3 boxes (and only those) reached from their site only"; exit 1
+        fi
+        found=$(ip netns exec "${run}s2b2" "$BIN" doctor --registry "$registry_url" --mdns false 2>&1 | grep "reach:" || true)
+        say "cambox doctor behind the NAT:${found#*reach:}"
+        echo "$found" | grep -q "sees 10.9.0.1, this box is 10.9.2.12: behind NAT" ||
+            { say "FAIL: cambox doctor did not find the NAT"; exit 1; }
     fi
     if $CHAIN; then
         say "PASS: sites joined by a chain and a registry; streams outlived the registry"

@@ -42,6 +42,8 @@ fn registration(id: &Identity, i: usize, ts: u64) -> Registration {
         capabilities: vec!["video".into(), "audio".into()],
         timestamp_ms: ts,
         ttl_s: 300,
+        tcp: None,
+        reachable: None,
     }
 }
 

@@ -55,6 +55,14 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_PROXY", value_name = "URL")]
     pub proxy: Option<String>,
 
+    /// From where other sites can dial this box: `auto` (registries compare the address
+    /// it has with the one its registrations come from, and so find a NAT or a proxy),
+    /// `anywhere` (a NAT forwards the mesh ports to it: its outside address stands), or
+    /// `site` (a firewall lets nothing in). A box reached from its site only dials out,
+    /// and nobody outside dials it [default: auto].
+    #[arg(long, env = "CAMBOX_REACHABLE", value_name = "auto|anywhere|site")]
+    pub reachable: Option<String>,
+
     /// WebRTC media of every viewer on this UDP port (one socket per address of the box)
     /// [default: 8189, or one the kernel picks when 8189 is taken].
     #[arg(long, env = "CAMBOX_WEBRTC_UDP", value_name = "PORT")]
@@ -367,6 +375,7 @@ impl RunConfig {
             webrtc_udp: self.webrtc_udp.or(file.webrtc_udp),
             mesh_tcp: self.mesh_tcp.or(file.mesh_tcp),
             proxy: self.proxy.or(file.proxy),
+            reachable: self.reachable.or(file.reachable),
             webrtc_tcp: self.webrtc_tcp.or(file.webrtc_tcp),
             live: self.live.or(file.live),
             name: self.name.or(file.name),
@@ -501,6 +510,14 @@ impl RunConfig {
             Some(a) => a.parse::<SocketAddr>().map(|a| a.port()).map_err(|_| {
                 anyhow::anyhow!("--mesh-tcp '{a}' is not an address like 0.0.0.0:443 (or 'off')")
             }),
+        }
+    }
+
+    /// `reachable`, checked.
+    pub fn reachable(&self) -> anyhow::Result<cambox_node::registry_client::Reachable> {
+        match &self.reachable {
+            None => Ok(Default::default()),
+            Some(r) => r.parse().map_err(|e| anyhow::anyhow!("--{e}")),
         }
     }
 
@@ -893,6 +910,23 @@ mod tests {
         };
         assert!(bad.settings().is_err());
         assert!(toml::from_str::<RunConfig>("fps = \"fast\"").is_err());
+    }
+
+    #[test]
+    fn reachable_is_auto_anywhere_or_site() {
+        use cambox_node::registry_client::Reachable;
+        let reach = |r: Option<&str>| {
+            RunConfig {
+                reachable: r.map(Into::into),
+                ..Default::default()
+            }
+            .reachable()
+        };
+        assert_eq!(reach(None).unwrap(), Reachable::Auto);
+        assert_eq!(reach(Some("site")).unwrap(), Reachable::Site);
+        assert_eq!(reach(Some(" anywhere ")).unwrap(), Reachable::Anywhere);
+        let e = reach(Some("outside")).unwrap_err().to_string();
+        assert_eq!(e, "--reachable 'outside' is not auto, anywhere or site");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cambox_node::mesh::probe;
+use cambox_node::registry_client;
+use cambox_registry::model::SeenAddress;
 
 use crate::config::RunConfig;
 
@@ -49,7 +51,12 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     }
     let client = cambox_node::client::ApiClient::through(cfg.ca_file.as_deref(), proxy.as_deref())?;
     for r in &registries {
-        findings.push(check_registry(&client, r, proxy.is_some()).await);
+        let answered = check_registry(&client, r, proxy.is_some()).await;
+        let ok = answered.ok;
+        findings.push(answered);
+        if ok {
+            findings.push(check_reach(&client, r, proxy.as_deref(), cfg.reachable()?).await);
+        }
     }
     for peer in &cfg.peers {
         findings.extend(check_peer(peer, tcp_port, proxy.as_deref()).await);
@@ -138,6 +145,64 @@ async fn check_registry(
                 format!("TCP to {registry}, or set `proxy` if this network leaves only through one")
             }),
         },
+    }
+}
+
+/// From where other sites can dial this box: the address the registry sees against the
+/// one the box has on its way there (as the box's own registration compares them).
+async fn check_reach(
+    client: &cambox_node::client::ApiClient,
+    registry: &str,
+    proxy: Option<&str>,
+    reachable: registry_client::Reachable,
+) -> Finding {
+    let url = format!("{}/api/v1/address", registry.trim_end_matches('/'));
+    let seen = match client.get_whole(&url).await {
+        Ok((200, body)) => serde_json::from_slice::<SeenAddress>(&body).ok(),
+        _ => None,
+    };
+    let first_hop = proxy
+        .map(str::to_owned)
+        .or_else(|| registry_client::host_port(registry));
+    let own = match first_hop {
+        Some(hop) => registry_client::local_ip_toward(&hop).await,
+        None => None,
+    };
+    let line = match (seen, own) {
+        (None, _) => format!(
+            "reach: registry {registry} cannot tell where this box is seen from (an older \
+             registry?)"
+        ),
+        (Some(seen), own) => {
+            let own = own.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+            let behind = seen.address != own || proxy.is_some();
+            match (reachable, behind) {
+                (registry_client::Reachable::Site, _) => format!(
+                    "reach: set to its own site only: boxes of other sites wait for it to dial \
+                     them (registry {registry} sees {}, it is {own} here)",
+                    seen.address
+                ),
+                (registry_client::Reachable::Anywhere, _) => format!(
+                    "reach: set to anywhere: boxes of other sites dial {} (forward the mesh's \
+                     UDP and TCP ports to this box)",
+                    seen.address
+                ),
+                (_, true) => format!(
+                    "reach: registry {registry} sees {}, this box is {own}: behind NAT or a \
+                     proxy, it dials the boxes of other sites and they never dial it",
+                    seen.address
+                ),
+                (_, false) => format!(
+                    "reach: registry {registry} sees this box at its own address {own}: boxes \
+                     of other sites dial it here"
+                ),
+            }
+        }
+    };
+    Finding {
+        ok: true,
+        line,
+        advice: None,
     }
 }
 

@@ -40,6 +40,13 @@ pub struct RegistryArgs {
     /// Seconds between a box's renewals (boxes are told this).
     #[arg(long, default_value_t = 10)]
     pub heartbeat: u64,
+    /// The registry runs behind a reverse proxy that appends each client's address to
+    /// X-Forwarded-For (Caddy does by default; nginx with `proxy_set_header
+    /// X-Forwarded-For $proxy_add_x_forwarded_for`): read sources from there, for the
+    /// per-source rate and for finding boxes behind NAT. Only behind such a proxy: a client
+    /// could otherwise name any address.
+    #[arg(long)]
+    pub forwarded_for: bool,
     /// The company CA's certificate (`cambox ca init`): only boxes it enrolled register,
     /// and the registry hands boxes the CA's newest revocation list.
     #[arg(long, env = "CAMBOX_REGISTRY_CA", value_name = "FILE")]
@@ -103,13 +110,14 @@ pub fn parse_allow(ids: &[String]) -> anyhow::Result<Vec<NodeId>> {
         .collect()
 }
 
-pub fn limits(rate: u32, heartbeat: u64) -> anyhow::Result<Limits> {
+pub fn limits(rate: u32, heartbeat: u64, forwarded_for: bool) -> anyhow::Result<Limits> {
     if !(1..=3600).contains(&heartbeat) {
         anyhow::bail!("--heartbeat {heartbeat} is out of range (1-3600 s)");
     }
     Ok(Limits {
         per_source_per_minute: rate.max(1),
         heartbeat: Duration::from_secs(heartbeat),
+        forwarded_for,
         ..Limits::default()
     })
 }
@@ -127,7 +135,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         None => None,
     };
     let registry = Arc::new(Registry::new(
-        limits(args.rate, args.heartbeat)?,
+        limits(args.rate, args.heartbeat, args.forwarded_for)?,
         Admission {
             allow: parse_allow(&args.allow)?,
             token: args.token,

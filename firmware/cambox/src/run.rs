@@ -52,6 +52,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     // Claimed for as long as the box runs: a second box with this key is refused here.
     let (identity, _key_claim) = crate::box_files::claim_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
+    let reach = cfg.reachable()?;
     let client = cambox_node::client::ApiClient::through(
         cfg.ca_file.as_deref(),
         cfg.proxy_addr()?.as_deref(),
@@ -124,9 +125,13 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     cambox_node::bus::start(station.clone(), mesh.clone(), sensors, actuators);
     if !registries.is_empty() {
         registry_client::spawn(
-            registries,
-            cfg.registry_token.clone(),
-            client,
+            registry_client::Registering {
+                urls: registries,
+                token: cfg.registry_token.clone(),
+                client,
+                reachable: reach,
+                proxy: cfg.proxy_addr()?,
+            },
             identity,
             station.clone(),
             mesh.clone(),

@@ -688,3 +688,93 @@ fn a_slow_tcp_link_gets_whole_groups_only_and_its_sibling_every_frame() {
     );
     assert!(at_fast["frames"].as_u64().unwrap() >= 300, "{at_fast}");
 }
+
+/// `(transport, dialed)` of each of `b`'s links.
+fn links(b: &BoxProc) -> Vec<(String, bool)> {
+    let (_, body) = http(&b.addr(), "GET", "/api/v1/peers", "");
+    json(&body)["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let transport = p["transport"].as_str().unwrap_or_default().to_string();
+            (transport, p["dialed"].as_bool().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Box b's firewall lets nothing in and drops UDP both ways; it says it is reached from
+/// its own site only. The registry tells a that nobody can dial b, and b that it must dial
+/// out: b links to a over TCP, at the TCP port a registered (not b's own), and a never
+/// dials at all. a plays b's stream over the link b opened.
+#[test]
+fn a_box_reached_from_its_site_only_dials_out_and_nobody_dials_it() {
+    require("ffprobe");
+    require("curl");
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let firewall = dir.path().join("udp-dropped");
+    std::fs::write(&firewall, "").unwrap();
+    let registry = RegistryProc::start("127.0.0.1:0", &["--heartbeat", "1"]);
+    let url = format!("http://{}", registry.addr);
+    let a = BoxProc::start(&["--name", "a", "--site", "berlin", "--registry", &url]);
+    let b = BoxProc::start_with_env(
+        &[
+            "--live",
+            "--source",
+            "testsrc",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--name",
+            "b",
+            "--site",
+            "munich",
+            "--registry",
+            &url,
+            "--reachable",
+            "site",
+        ],
+        &[(
+            "CAMBOX_MESH_TEST_DROP_UDP_WHILE",
+            firewall.to_str().unwrap(),
+        )],
+    );
+    wait_until(
+        "the registry to tell each box its reach",
+        Duration::from_secs(10),
+        || a.status()["reachable"] == "anywhere" && b.status()["reachable"] == "site",
+    );
+    wait_until("b to dial a over TCP", Duration::from_secs(15), || {
+        links(&b) == [("tcp".to_string(), true)]
+    });
+    assert_eq!(links(&a), [("tcp".to_string(), false)], "{}", a.logs());
+    let path = format!("/live/b@{}.mp4", b.node_id);
+    wait_for_stream(&a, &path, "a to learn b's broadcast");
+    let frames = frames_in_6s(&a, &path);
+    assert!(
+        frames > 60,
+        "only {frames} frames in 6 s over the link b opened"
+    );
+    for transport in ["quic", "tcp"] {
+        let dials = a.metric(&format!(
+            "cambox_mesh_dials_total{{transport=\"{transport}\"}}"
+        ));
+        assert_eq!(dials, 0.0, "a dialed b over {transport}: {}", a.logs());
+    }
+    let (passed, report) = doctor(&["--registry", &url]);
+    assert!(passed, "{report}");
+    let own = "sees this box at its own address 127.0.0.1: boxes of other sites dial it";
+    assert!(report.contains(own), "{report}");
+    let (_, report) = doctor(&["--registry", &url, "--reachable", "site"]);
+    assert!(
+        report.contains("reach: set to its own site only"),
+        "{report}"
+    );
+    let failed = b.metric("cambox_mesh_dial_failures_total{transport=\"quic\"}");
+    println!(
+        "b: {failed} QUIC dials failed before TCP; b's status: {}",
+        b.status()
+    );
+}

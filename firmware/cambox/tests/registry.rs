@@ -51,6 +51,8 @@ fn registration(id: &Identity, ts: u64) -> Registration {
         capabilities: vec![],
         timestamp_ms: ts,
         ttl_s: 30,
+        tcp: None,
+        reachable: None,
     }
 }
 
@@ -244,4 +246,46 @@ fn idle_connections_to_the_registry_from_one_address_are_bounded() {
         cambox_node::connection_limit::MAX_PER_SOURCE,
         "/api/v1/nodes",
     );
+}
+
+/// Behind a reverse proxy (`--forwarded-for`) the registry takes a request's source from
+/// the address the proxy appended last to X-Forwarded-For; otherwise the header is the
+/// client's word and is ignored.
+#[test]
+fn a_registry_behind_a_reverse_proxy_reads_sources_from_x_forwarded_for() {
+    let forwarded = [("X-Forwarded-For", "192.0.2.1, 203.0.113.9")];
+    for (flags, want) in [
+        (&["--forwarded-for"][..], "203.0.113.9"),
+        (&[][..], "127.0.0.1"),
+    ] {
+        let reg = RegistryProc::start("127.0.0.1:0", flags);
+        let (status, _, body) =
+            http_full_headers(&reg.addr, "GET", "/api/v1/address", &forwarded, "");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["address"], want, "with {flags:?}");
+        // A registration seen from there: its own address (127.0.0.1) is not it.
+        let id = Identity::from_seed([9; 32]);
+        let signed = sign(
+            &id,
+            Registration {
+                addrs: vec!["127.0.0.1:4433".into()],
+                ..registration(&id, now_ms())
+            },
+        );
+        let (status, _, body) = http_full_headers(
+            &reg.addr,
+            "POST",
+            "/api/v1/register",
+            &[forwarded[0], ("Content-Type", "application/json")],
+            &serde_json::to_string(&signed).unwrap(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let reach = if want == "127.0.0.1" {
+            "anywhere"
+        } else {
+            "site"
+        };
+        assert_eq!(json(&body)["reachable"], reach, "{body}");
+        assert_eq!(json(&body)["seen_from"], want, "{body}");
+    }
 }

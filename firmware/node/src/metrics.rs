@@ -47,6 +47,9 @@ pub struct Metrics {
     mesh_disconnected: Family<Vec<(String, String)>, Counter>,
     /// Connections refused because the mesh's CA does not admit the peer, by reason.
     mesh_refused: Family<Vec<(String, String)>, Counter>,
+    /// Links this box tried to open, and those that failed, by transport.
+    mesh_dials: Family<Vec<(String, String)>, Counter>,
+    mesh_dial_failures: Family<Vec<(String, String)>, Counter>,
     /// Connections a peer closed because its CA does not admit this box.
     pub mesh_refused_by_peer: Counter,
 }
@@ -86,6 +89,8 @@ impl Metrics {
             mesh_routed: Family::default(),
             mesh_disconnected: Family::default(),
             mesh_refused: Family::default(),
+            mesh_dials: Family::default(),
+            mesh_dial_failures: Family::default(),
             mesh_refused_by_peer: Counter::default(),
             registry: Registry::default(),
         };
@@ -207,6 +212,16 @@ impl Metrics {
             "Overlay connections a peer closed because its CA does not admit this box",
             m.mesh_refused_by_peer.clone(),
         );
+        registry.register(
+            "cambox_mesh_dials",
+            "Overlay links this box tried to open, by transport (quic, tcp)",
+            m.mesh_dials.clone(),
+        );
+        registry.register(
+            "cambox_mesh_dial_failures",
+            "Overlay links this box tried to open and could not, by transport (quic, tcp)",
+            m.mesh_dial_failures.clone(),
+        );
         // Every protocol and limit shows from the start, at 0, so a graph has no holes.
         for p in ["mp4", "whep", "rtsp"] {
             m.viewers_of(p);
@@ -217,6 +232,10 @@ impl Metrics {
         for reason in cambox_trust::Refused::LABELS {
             m.mesh_refused(reason);
         }
+        for transport in ["quic", "tcp"] {
+            m.mesh_dial(transport, false);
+            m.mesh_dial(transport, true);
+        }
         Self { registry, ..m }
     }
 
@@ -224,6 +243,18 @@ impl Metrics {
     pub fn mesh_refused(&self, reason: &str) -> Counter {
         self.mesh_refused
             .get_or_create(&vec![("reason".into(), reason.into())])
+            .clone()
+    }
+
+    /// The counter of dials over `transport` ("quic", "tcp"), or of those that failed.
+    pub fn mesh_dial(&self, transport: &str, failed: bool) -> Counter {
+        let family = if failed {
+            &self.mesh_dial_failures
+        } else {
+            &self.mesh_dials
+        };
+        family
+            .get_or_create(&vec![("transport".into(), transport.into())])
             .clone()
     }
 

@@ -57,6 +57,11 @@ pub struct Status {
     pub sound: bool,
     /// Who watches this box's streams now: name, site, protocol, since when.
     pub watching: Vec<crate::watchers::Watching>,
+    /// From where other sites can dial this box, as a registry last saw it: "anywhere",
+    /// or "site" (behind NAT or a proxy: it dials out); null before any registry answered.
+    pub reachable: Option<&'static str>,
+    /// The address that registry saw this box's registration come from.
+    pub seen_from: Option<String>,
 }
 
 /// The board as the rest of the box sees it.
@@ -100,6 +105,8 @@ pub struct Station {
     pub audit: OnceLock<Arc<crate::audit::AuditLog>>,
     /// Who may watch and act (set once by `cambox run`; unset: nobody logs in).
     pub auth: OnceLock<Arc<crate::auth::Auth>>,
+    /// From where a registry last said this box can be reached, and the address it saw.
+    reach: Mutex<Option<(cambox_registry::model::Reach, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +136,7 @@ impl Station {
             webrtc: tokio::sync::OnceCell::new(),
             rtsp_addr: OnceLock::new(),
             auth: OnceLock::new(),
+            reach: Mutex::new(None),
             watchers: Default::default(),
             audit: OnceLock::new(),
         }
@@ -333,6 +341,17 @@ impl Station {
                 .map_or_else(TrustView::lab, |t| t.view()),
             sound: slot.as_ref().is_some_and(|p| p.broadcast.audio.is_some()),
             watching: self.watchers.list(),
+            reachable: self.reach().map(|r| r.0.as_str()),
+            seen_from: self.reach().map(|r| r.1),
         }
+    }
+
+    /// What the last registry answer said of this box's reach.
+    pub fn reach(&self) -> Option<(cambox_registry::model::Reach, String)> {
+        lock(&self.reach).clone()
+    }
+
+    pub fn set_reach(&self, reach: cambox_registry::model::Reach, seen_from: String) {
+        *lock(&self.reach) = Some((reach, seen_from));
     }
 }

@@ -2,7 +2,7 @@
 //! handlers and the model types, and its web page.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,8 @@ use utoipa::{IntoParams, OpenApi};
 
 use crate::model::{
     BroadcastInfo, BroadcastList, BroadcastView, EnrolReply, Enrolment, ErrorBody, NodeList,
-    NodeView, RegisterReply, Registration, RevocationsReply, SignedEnrolment, SignedRegistration,
+    NodeView, Reach, RegisterReply, Registration, RevocationsReply, SeenAddress, SignedEnrolment,
+    SignedRegistration,
 };
 use crate::store::{Change, Registry, RegistryError};
 
@@ -41,7 +42,8 @@ const PAGE: &str = include_str!("page.html");
         enrol,
         get_revocations,
         put_revocations,
-        get_ca
+        get_ca,
+        get_address
     ),
     components(schemas(
         Registration,
@@ -54,6 +56,8 @@ const PAGE: &str = include_str!("page.html");
         NodeView,
         BroadcastView,
         RegisterReply,
+        Reach,
+        SeenAddress,
         NodeList,
         BroadcastList,
         ErrorBody
@@ -96,6 +100,7 @@ pub fn router(registry: Arc<Registry>, base: &str) -> Router {
             get(get_revocations).put(put_revocations),
         )
         .route("/api/v1/ca", get(get_ca))
+        .route("/api/v1/address", get(get_address))
         .route("/api/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(App {
@@ -192,6 +197,7 @@ async fn register(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RegisterReply>, ApiError> {
+    let source = source(&app, peer, &headers);
     let bytes = read_body(body, app.registry.limits.max_body_bytes).await?;
     let token = headers
         .get(header::AUTHORIZATION)
@@ -199,7 +205,7 @@ async fn register(
         .and_then(|v| v.strip_prefix("Bearer "));
     let reply = app
         .registry
-        .register(Instant::now(), wall_ms(), peer.ip(), token, &bytes)?;
+        .register(Instant::now(), wall_ms(), source, token, &bytes)?;
     Ok(Json(reply))
 }
 
@@ -230,10 +236,12 @@ fn company_ca(app: &App) -> Result<&crate::CompanyCa, ApiError> {
 async fn enrol(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EnrolReply>, ApiError> {
     let ca = company_ca(&app)?;
-    app.registry.count_source(wall_ms(), peer.ip())?;
+    app.registry
+        .count_source(wall_ms(), source(&app, peer, &headers))?;
     let bytes = read_body(body, app.registry.limits.max_body_bytes).await?;
     let signed: SignedEnrolment = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an enrolment: {e}")))?;
@@ -321,6 +329,38 @@ async fn get_ca(State(app): State<App>) -> Result<Response, ApiError> {
     let pem =
         cambox_trust::pem::encode_certificates(std::slice::from_ref(ca.rule().ca_certificate()));
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+}
+
+/// The address a request comes from, as the registry sees it: a box compares it with its
+/// own to find a NAT or a proxy between (`cambox doctor`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/address",
+    responses((status = 200, body = SeenAddress))
+)]
+async fn get_address(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Json<SeenAddress> {
+    Json(SeenAddress {
+        address: source(&app, peer, &headers).to_string(),
+    })
+}
+
+/// Where a request comes from: the connection's address, or behind a reverse proxy
+/// (`forwarded_for`) the last address the proxy appended to `X-Forwarded-For` (earlier
+/// ones are the client's word, and could be anything).
+fn source(app: &App, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    let forwarded = || {
+        let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+        last.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
+    };
+    let ip = match app.registry.limits.forwarded_for {
+        true => forwarded().unwrap_or(peer.ip()),
+        false => peer.ip(),
+    };
+    ip.to_canonical()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -47,6 +47,37 @@ pub struct Registration {
     /// How long the entry lives without a renewal, seconds (capped by the registry).
     #[serde(deserialize_with = "whole_number")]
     pub ttl_s: u32,
+    /// Where its mesh endpoint over TLS on TCP is reached (for networks that drop UDP),
+    /// `ip:port`, with the same rule for an unspecified IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0.0.0.0:443", max_length = 256)]
+    pub tcp: Option<String>,
+    /// `site` when the box's operator says it cannot be reached from outside its site
+    /// (a firewall that lets nothing in); left out, the registry finds that out itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<Reach>,
+}
+
+/// From where a box can be dialed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// From any site: its registration came from the address it listens on.
+    #[default]
+    Anywhere,
+    /// From its own site only: it sits behind NAT or a proxy (its registration came from
+    /// another address than the one it listens on), or its operator says so. It dials
+    /// out to the boxes of other sites, and they wait for it instead of dialing it.
+    Site,
+}
+
+impl Reach {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Anywhere => "anywhere",
+            Reach::Site => "site",
+        }
+    }
 }
 
 /// JSON Schema's `integer` includes `30.0`: accept a number with no fraction in range,
@@ -161,6 +192,13 @@ pub struct NodeView {
     pub site: String,
     /// Mesh endpoints, with unspecified IPs replaced by the registration's source.
     pub addrs: Vec<String>,
+    /// Its mesh endpoint over TCP, the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// From where it can be dialed; boxes of other sites never dial a box reached from
+    /// its own site only (it dials them).
+    #[serde(default)]
+    pub reachable: Reach,
     pub http: Option<String>,
     pub broadcasts: Vec<BroadcastInfo>,
     pub capabilities: Vec<String>,
@@ -195,6 +233,21 @@ pub struct RegisterReply {
     /// or no CA); a box with an older one fetches `/api/v1/revocations`.
     #[serde(default)]
     pub revocations: u64,
+    /// From where the registry takes the box to be reachable.
+    #[serde(default)]
+    pub reachable: Reach,
+    /// The address the registration came from (a NAT's or a proxy's, when it is not the
+    /// box's own).
+    #[serde(default)]
+    pub seen_from: String,
+}
+
+/// Where a request came from, as the registry sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SeenAddress {
+    /// An IP address (a NAT's or a proxy's, when one stands between).
+    #[schema(example = "203.0.113.7")]
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -68,7 +68,30 @@ pub(crate) mod tests {
             capabilities: vec!["camera".into()],
             timestamp_ms: ts,
             ttl_s: 30,
+            tcp: None,
+            reachable: None,
         }
+    }
+
+    /// Fields added since version 1 are left out when empty, so a box that does not send
+    /// them signs the same bytes as before.
+    #[test]
+    fn fields_a_box_does_not_send_are_not_signed() {
+        let id = Identity::from_seed([3; 32]);
+        let bytes = String::from_utf8(signed_bytes(&registration(&id, 1))).unwrap();
+        assert!(
+            bytes.ends_with(r#""timestamp_ms":1,"ttl_s":30}"#),
+            "{bytes}"
+        );
+        let with_tcp = Registration {
+            tcp: Some("0.0.0.0:443".into()),
+            ..registration(&id, 1)
+        };
+        let bytes = String::from_utf8(signed_bytes(&with_tcp)).unwrap();
+        assert!(
+            bytes.ends_with(r#""ttl_s":30,"tcp":"0.0.0.0:443"}"#),
+            "{bytes}"
+        );
     }
 
     #[test]

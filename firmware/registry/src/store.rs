@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use cambox_mesh::{site_graph, NodeId};
 use tokio::sync::broadcast;
 
-use crate::model::{BroadcastView, NodeView, RegisterReply, Registration, SignedRegistration};
+use crate::model::{
+    BroadcastView, NodeView, Reach, RegisterReply, Registration, SignedRegistration,
+};
 use crate::signing::{self, SignatureError};
 
 /// What one box may put in the registry, and how often.
@@ -31,6 +33,10 @@ pub struct Limits {
     pub max_skew: Duration,
     /// What boxes are told to renew at.
     pub heartbeat: Duration,
+    /// The registry sits behind a reverse proxy that appends each client's address to
+    /// `X-Forwarded-For`: sources are read from there, for the per-source limit and for
+    /// finding boxes behind NAT (behind the proxy, every request comes from the proxy).
+    pub forwarded_for: bool,
 }
 
 impl Default for Limits {
@@ -47,6 +53,7 @@ impl Default for Limits {
             min_ttl: Duration::from_secs(5),
             max_skew: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
+            forwarded_for: false,
         }
     }
 }
@@ -106,6 +113,9 @@ struct State {
     last_ts: HashMap<NodeId, u64>,
     /// Node ids per site, lowest first.
     by_site: HashMap<String, BTreeSet<NodeId>>,
+    /// The boxes of each site that can be reached from their own site only. Such a site
+    /// is *closed*: other sites do not pick it to link to; it picks among the open ones.
+    closed: HashMap<String, BTreeSet<NodeId>>,
     /// Per source: (minute number, registrations in it).
     rate: HashMap<IpAddr, (u64, u32)>,
 }
@@ -182,6 +192,8 @@ impl Registry {
             .map(|a| resolve(a, source))
             .collect::<Result<Vec<_>, _>>()?;
         let http = r.http.as_deref().map(|a| resolve(a, source)).transpose()?;
+        let tcp = r.tcp.as_deref().map(|a| resolve(a, source)).transpose()?;
+        let reachable = reach(r, source);
         let ttl =
             Duration::from_secs(u64::from(r.ttl_s)).clamp(self.limits.min_ttl, self.limits.max_ttl);
 
@@ -203,6 +215,8 @@ impl Registry {
             name: r.name.clone(),
             site: r.site.clone(),
             addrs: view_addrs,
+            tcp,
+            reachable,
             http,
             broadcasts: r.broadcasts.clone(),
             capabilities: r.capabilities.clone(),
@@ -219,11 +233,15 @@ impl Registry {
             if o.view.site != view.site {
                 unindex(&mut st.by_site, &o.view.site, &node);
             }
+            unindex(&mut st.closed, &o.view.site, &node);
         }
         st.by_site
             .entry(view.site.clone())
             .or_default()
             .insert(node);
+        if reachable == Reach::Site {
+            st.closed.entry(view.site.clone()).or_default().insert(node);
+        }
         let nodes = self.neighbours(&st, node, &view.site, now);
         drop(st);
         match old {
@@ -237,6 +255,8 @@ impl Registry {
             heartbeat_s: self.limits.heartbeat.as_secs(),
             nodes,
             revocations: self.revocations_number(),
+            reachable,
+            seen_from: source.to_canonical().to_string(),
         })
     }
 
@@ -251,9 +271,15 @@ impl Registry {
     /// Whom a box should know: every other box of its site, and the gateways (lowest
     /// ids) of the few sites its site links to (`site_graph`). The reply has the same
     /// small size however many boxes and sites register, and no box is asked to link to
-    /// every site.
+    /// every site. Sites link only to open sites (those reached from anywhere): a closed
+    /// site behind NAT links to open ones by dialing out, and nobody dials into it.
     fn neighbours(&self, st: &State, me: NodeId, site: &str, now: Instant) -> Vec<NodeView> {
-        let sites: Vec<&str> = st.by_site.keys().map(String::as_str).collect();
+        let sites: Vec<&str> = st
+            .by_site
+            .keys()
+            .map(String::as_str)
+            .filter(|s| *s == site || !st.closed.contains_key(*s))
+            .collect();
         let linked = site_graph::linked_sites(site, &sites);
         let own = st.by_site.get(site).into_iter().flatten();
         let gateways = linked
@@ -344,6 +370,7 @@ impl Registry {
         for id in gone {
             if let Some(e) = st.nodes.remove(&id) {
                 unindex(&mut st.by_site, &e.view.site, &id);
+                unindex(&mut st.closed, &e.view.site, &id);
                 self.emit(Change::Remove(e.view.node));
             }
         }
@@ -436,11 +463,32 @@ fn resolve(addr: &str, source: IpAddr) -> Result<String, RegistryError> {
         .parse()
         .map_err(|_| RegistryError::Malformed(format!("'{addr}' is not ip:port")))?;
     let ip = if a.ip().is_unspecified() {
-        source
+        source.to_canonical()
     } else {
         a.ip()
     };
     Ok(SocketAddr::new(ip, a.port()).to_string())
+}
+
+/// From where a box can be dialed: from its site only when it says so, or when it names
+/// an address of its own that is not where its registration came from (a NAT or a proxy
+/// stands between; the address it names is then good on its own site only). Addresses
+/// were checked by `resolve` already.
+fn reach(r: &Registration, source: IpAddr) -> Reach {
+    let source = source.to_canonical();
+    let elsewhere = r
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .any(|a| {
+            let ip = a.ip().to_canonical();
+            !ip.is_unspecified() && ip != source
+        });
+    if r.reachable == Some(Reach::Site) || elsewhere {
+        Reach::Site
+    } else {
+        Reach::Anywhere
+    }
 }
 
 #[cfg(test)]
@@ -519,6 +567,105 @@ mod tests {
             "{:?}",
             reply.nodes
         );
+    }
+
+    #[test]
+    fn a_box_that_names_an_address_its_registration_did_not_come_from_is_reached_from_its_site_only(
+    ) {
+        let r = Registry::new(Limits::default(), Admission::default());
+        let t = Instant::now();
+        let outside: IpAddr = "203.0.113.7".parse().unwrap();
+        let cases = [
+            // (the mesh address it names, what it claims, where it registers from, reach)
+            ("0.0.0.0:4433", None, outside, Reach::Anywhere),
+            ("203.0.113.7:4433", None, outside, Reach::Anywhere),
+            ("10.1.0.5:4433", None, outside, Reach::Site),
+            ("203.0.113.7:4433", Some(Reach::Site), outside, Reach::Site),
+            // A registry on a dual-stack socket sees IPv4 sources as mapped IPv6.
+            (
+                "10.1.0.5:4433",
+                None,
+                "::ffff:10.1.0.5".parse().unwrap(),
+                Reach::Anywhere,
+            ),
+        ];
+        for (i, (addr, claim, source, want)) in cases.into_iter().enumerate() {
+            let id = Identity::from_seed([i as u8 + 1; 32]);
+            let reg = Registration {
+                addrs: vec![addr.into()],
+                tcp: Some("0.0.0.0:443".into()),
+                reachable: claim,
+                ..reg(&id, T0, 30)
+            };
+            let reply = r.register(t, T0, source, None, &body(&id, reg)).unwrap();
+            assert_eq!(reply.reachable, want, "{addr} {claim:?} from {source}");
+            assert_eq!(reply.seen_from, source.to_canonical().to_string());
+            let view = r.node(t, &id.node_id().to_hex()).unwrap();
+            assert_eq!(view.reachable, want);
+            assert_eq!(
+                view.tcp,
+                Some(format!("{}:443", source.to_canonical())),
+                "the TCP address stands for the source like the UDP one"
+            );
+        }
+    }
+
+    /// 30 sites of three boxes, the first ten behind NAT: the open sites link among
+    /// themselves as before; a closed site links to open ones (it dials them), and no site
+    /// is told to link to a closed one (the dial could not succeed).
+    #[test]
+    fn sites_behind_nat_link_to_open_sites_and_nobody_dials_them() {
+        let r = Registry::new(Limits::default(), Admission::default());
+        let t = Instant::now();
+        let nat: IpAddr = "203.0.113.1".parse().unwrap();
+        let closed = |site: usize| site < 10;
+        let mut replies = Vec::new();
+        for round in 0..2u64 {
+            for i in 0..90u8 {
+                let id = Identity::from_seed([i + 1; 32]);
+                let site = usize::from(i) % 30;
+                let reg = Registration {
+                    site: format!("site-{site}"),
+                    addrs: vec![format!("10.{site}.0.{i}:4433")],
+                    ..reg(&id, T0 + round, 30)
+                };
+                let source = if closed(site) {
+                    nat
+                } else {
+                    format!("10.{site}.0.{i}").parse().unwrap()
+                };
+                let reply = r
+                    .register(t, T0 + round, source, None, &body(&id, reg))
+                    .unwrap();
+                if round == 1 {
+                    replies.push((site, reply));
+                }
+            }
+        }
+        for (site, reply) in &replies {
+            let me = format!("site-{site}");
+            let others: BTreeSet<&str> = reply
+                .nodes
+                .iter()
+                .filter(|n| n.site != me)
+                .map(|n| n.site.as_str())
+                .collect();
+            assert_eq!(
+                others.len(),
+                1 + site_graph::RANDOM_LINKS,
+                "{me}: {others:?}"
+            );
+            for n in reply.nodes.iter().filter(|n| n.site != me) {
+                assert_eq!(n.reachable, Reach::Anywhere, "{me} was told of {}", n.site);
+            }
+            let mates = reply.nodes.iter().filter(|n| n.site == me);
+            let want = if closed(*site) {
+                Reach::Site
+            } else {
+                Reach::Anywhere
+            };
+            assert!(mates.clone().count() == 2 && mates.into_iter().all(|n| n.reachable == want));
+        }
     }
 
     #[test]

@@ -361,7 +361,7 @@ impl Node {
     }
 
     /// A neighbour of this node's site (known, and said its site in `Hello`).
-    fn is_site_mate(&self, id: &NodeId) -> bool {
+    pub fn is_site_mate(&self, id: &NodeId) -> bool {
         self.peers.get(id).is_some_and(|p| p.site_mate)
     }
 
@@ -673,6 +673,24 @@ impl Node {
             Msg::Goodbye => self.handle_peer_down(now, from),
         }
         self.flush();
+    }
+
+    /// The transport cannot dial `peer` (it knows no address of it that a dial from here
+    /// could reach): trees waiting on that dial try elsewhere now, not after
+    /// `subscribe_timeout`, which may cost a viewer a picture.
+    pub fn handle_unreachable(&mut self, now: Instant, peer: NodeId) {
+        let mut waited = false;
+        for s in self.subs.values_mut() {
+            if s.dialing.is_some_and(|(p, _)| p == peer) {
+                s.dialing = None;
+                s.tried.insert(peer);
+                waited = true;
+            }
+        }
+        if waited {
+            self.dirty = true;
+            self.handle_timeout(now);
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -147,8 +147,10 @@ pub struct PeerInfo {
     pub id: String,
     pub addr: String,
     pub rtt_ms: f64,
-    /// "quic", or "tcp" for a link carried over TCP.
+    /// "quic", "tcp", or "tcp via proxy".
     pub transport: String,
+    /// This box opened the link (else the other end did).
+    pub dialed: bool,
 }
 
 /// What the network and the box's own media tell the driver task: links, messages,
@@ -207,6 +209,10 @@ pub struct SiteAnswer {
     pub mates: Vec<(NodeId, SocketAddr)>,
     /// The boxes listed of each site this site links to (`site_graph::linked_sites`).
     pub linked: Vec<Vec<(NodeId, SocketAddr)>>,
+    /// Where the boxes listed take links over TCP.
+    pub tcp: Vec<(NodeId, SocketAddr)>,
+    /// This box can be reached from its own site only (behind NAT or a proxy).
+    pub closed: bool,
 }
 
 impl SiteAnswer {
@@ -456,6 +462,9 @@ impl Mesh {
             links: HashMap::new(),
             next_conn: 0,
             addrs: HashMap::new(),
+            tcp_addrs: HashMap::new(),
+            site_mates: HashSet::new(),
+            closed: false,
             dialing: HashSet::new(),
             dialing_tcp: HashSet::new(),
             tcp,
@@ -756,6 +765,13 @@ struct Driver {
     next_conn: usize,
     /// Where each known node's endpoint is: from connections, discovery and peers' hints.
     addrs: HashMap<NodeId, SocketAddr>,
+    /// Where nodes take links over TCP, as registries list them.
+    tcp_addrs: HashMap<NodeId, SocketAddr>,
+    /// Boxes of this site (mDNS, registries): their addresses are this site's.
+    site_mates: HashSet<NodeId>,
+    /// A registry found this box reached from its own site only: so are its site-mates,
+    /// and their addresses are of no use to boxes of other sites.
+    closed: bool,
     dialing: HashSet<SocketAddr>,
     dialing_tcp: HashSet<SocketAddr>,
     /// Links over TCP, when on.
@@ -854,6 +870,8 @@ impl Driver {
                 tcp,
                 expect,
             } => {
+                let transport = if tcp { "tcp" } else { "quic" };
+                self.metrics.mesh_dial(transport, true).inc();
                 if tcp {
                     self.dialing_tcp.remove(&addr);
                     // A TCP dial that failed is not tried again at once (it may take the
@@ -943,9 +961,15 @@ impl Driver {
             Input::Discovered { node, addr } => self.discovered(node, addr),
             Input::SiteAnswer(answer) => {
                 let (mates, linked) = answer.ids();
+                self.closed = answer.closed;
                 self.gateway.answer(mates, linked);
                 for &(node, addr) in answer.linked.iter().flatten() {
                     self.addrs.insert(node, addr);
+                }
+                for (node, addr) in answer.tcp {
+                    if self.tcp_addrs.len() < MAX_ADDRESSES || self.tcp_addrs.contains_key(&node) {
+                        self.tcp_addrs.insert(node, addr);
+                    }
                 }
                 for (node, addr) in answer.mates {
                     self.discovered(node, addr);
@@ -984,6 +1008,7 @@ impl Driver {
                         addr: l.conn.remote_address().to_string(),
                         rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
                         transport: self.transport(l).into(),
+                        dialed: l.dialed,
                     })
                     .collect();
                 let _ = reply.send(peers);
@@ -1114,6 +1139,9 @@ impl Driver {
     /// which redials a lost link.
     fn discovered(&mut self, node: NodeId, addr: SocketAddr) {
         self.addrs.insert(node, addr);
+        if self.site_mates.len() < MAX_ADDRESSES {
+            self.site_mates.insert(node);
+        }
         if !self.links.contains_key(&node) && self.id < node {
             self.dial(addr, Some(node));
         }
@@ -1138,6 +1166,7 @@ impl Driver {
         if !self.dialing.insert(addr) {
             return;
         }
+        self.metrics.mesh_dial("quic", false).inc();
         let name = tls::server_name_for(expect);
         let tx = self.tx.clone();
         let me = self.me.clone();
@@ -1177,14 +1206,16 @@ impl Driver {
         }
     }
 
-    /// QUIC got no answer at `addr`: the box there is dialed over TCP, at its address and
-    /// the mesh's TCP port (the one this box listens on; one port for the whole company,
-    /// 443 by default). Not when a link over TCP to that box is up already: the failed
-    /// dial was a try to move it back to QUIC, tried again in [`RETRY_QUIC`].
+    /// QUIC got no answer at `addr`: the box there is dialed over TCP, where a registry
+    /// said it takes TCP links, else at its address and the mesh's TCP port (the one this
+    /// box listens on; one port for the whole company, 443 by default). Not when a link
+    /// over TCP to that box is up already: the failed dial was a try to move it back to
+    /// QUIC, tried again in [`RETRY_QUIC`].
     fn fall_back_to_tcp(&mut self, addr: SocketAddr, expect: Option<NodeId>) {
         let Some(port) = self.tcp.as_ref().map(|t| t.datagrams.local().port()) else {
             return;
         };
+        let listed = expect.and_then(|node| self.tcp_addrs.get(&node)).copied();
         let over_tcp_there = self.links.iter().any(|(peer, l)| {
             l.over_tcp && (Some(*peer) == expect || l.conn.remote_address().ip() == addr.ip())
         });
@@ -1192,7 +1223,7 @@ impl Driver {
             self.hold_until.insert(addr, Instant::now() + RETRY_QUIC);
             return;
         }
-        self.dial_tcp(SocketAddr::new(addr.ip(), port));
+        self.dial_tcp(listed.unwrap_or(SocketAddr::new(addr.ip(), port)));
     }
 
     /// Dials `addr` over TCP: a TCP connection first, then QUIC through it.
@@ -1204,6 +1235,7 @@ impl Driver {
         if held.is_some_and(|t| Instant::now() < *t) || !self.dialing_tcp.insert(addr) {
             return;
         }
+        self.metrics.mesh_dial("tcp", false).inc();
         let name = tls::server_name_for(None);
         let tx = self.tx.clone();
         let me = self.me.clone();
@@ -1287,14 +1319,18 @@ impl Driver {
                     };
                     // Tell a redirected node where the nodes it is sent to listen, and
                     // an asker (and each hop back to it) where the node it looked up does.
+                    // Behind a NAT, this site's addresses stay in it: a box elsewhere could
+                    // only dial them in vain.
                     let named: &[NodeId] = match &msg {
                         Msg::Redirect { to: targets, .. } => targets,
                         Msg::Found { target, .. } => std::slice::from_ref(target),
                         _ => &[],
                     };
+                    let private = self.closed && !self.core.is_site_mate(&to);
                     if !named.is_empty() {
                         let entries: Vec<(NodeId, String)> = named
                             .iter()
+                            .filter(|n| !(private && self.site_mates.contains(n)))
                             .filter_map(|n| self.addrs.get(n).map(|a| (*n, a.to_string())))
                             .collect();
                         if !entries.is_empty() {
@@ -1310,7 +1346,8 @@ impl Driver {
                     match self.addrs.get(&peer).copied() {
                         Some(addr) => self.dial(addr, Some(peer)),
                         None => {
-                            tracing::debug!(%peer, "redirected to a node with no known address")
+                            tracing::debug!(%peer, "redirected to a node with no known address");
+                            self.core.handle_unreachable(now, peer);
                         }
                     }
                 }
@@ -1566,12 +1603,13 @@ impl Driver {
         for addr in wanted {
             self.dial(addr, None);
         }
-        // Links over TCP try QUIC again where the box's QUIC address is known (each
-        // failed try holds that address for RETRY_QUIC).
+        // Links over TCP this box opened try QUIC again where the other box's QUIC address
+        // is known (each failed try holds that address for RETRY_QUIC). The end that took
+        // the link may have been dialed from behind a NAT: it waits.
         let quic_again: Vec<(SocketAddr, NodeId)> = self
             .links
             .iter()
-            .filter(|(_, l)| l.over_tcp)
+            .filter(|(_, l)| l.over_tcp && l.dialed)
             .filter_map(|(peer, _)| self.addrs.get(peer).map(|a| (*a, *peer)))
             .collect();
         for (addr, peer) in quic_again {
