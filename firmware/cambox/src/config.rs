@@ -260,6 +260,11 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_AUDIT_MAX_AGE", value_name = "DURATION")]
     pub audit_max_age: Option<String>,
 
+    /// After an update, how long the new version has to reach a neighbour or a registry
+    /// before the box gives it up and boots the old one again [default: 180s].
+    #[arg(long, env = "CAMBOX_UPDATE_HEALTH", value_name = "DURATION")]
+    pub update_health: Option<String>,
+
     /// The audit log's size limit, MiB [default: 4].
     #[arg(long, env = "CAMBOX_AUDIT_MAX_MIB", value_name = "MIB")]
     pub audit_max_mib: Option<u32>,
@@ -428,6 +433,7 @@ impl RunConfig {
             },
             audit: self.audit.or(file.audit),
             audit_max_age: self.audit_max_age.or(file.audit_max_age),
+            update_health: self.update_health.or(file.update_health),
             audit_max_mib: self.audit_max_mib.or(file.audit_max_mib),
             uplink: self.uplink.or(file.uplink),
             board: self.board.or(file.board),
@@ -510,6 +516,15 @@ impl RunConfig {
             Some(a) => a.parse::<SocketAddr>().map(|a| a.port()).map_err(|_| {
                 anyhow::anyhow!("--mesh-tcp '{a}' is not an address like 0.0.0.0:443 (or 'off')")
             }),
+        }
+    }
+
+    /// `update_health`, checked.
+    pub fn update_health(&self) -> anyhow::Result<std::time::Duration> {
+        match &self.update_health {
+            None => Ok(cambox_node::update::DEFAULT_HEALTH_BOUND),
+            Some(d) => crate::duration::parse_duration(d)
+                .map_err(|e| anyhow::anyhow!("--update-health: {e}")),
         }
     }
 

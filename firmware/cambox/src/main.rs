@@ -11,6 +11,7 @@ mod duration;
 mod mesh_cli;
 mod record;
 mod registry_cmd;
+mod release_cmd;
 mod reset;
 mod run;
 mod strip;
@@ -77,6 +78,8 @@ enum Command {
     /// The company CA (on an administrator's machine): make it, certify boxes, make join
     /// tokens and enrolment keys for registries, revoke boxes.
     Ca(ca_cmd::CaArgs),
+    /// The company's release key and signed update bundles (where releases are built).
+    Release(release_cmd::ReleaseArgs),
     /// The box's local accounts (for a site without single sign-on): add, remove, list.
     User(user_cmd::UserArgs),
     /// Who watched which stream from when to when, and who pressed what, from the box's
@@ -122,6 +125,7 @@ fn main() -> std::process::ExitCode {
             Command::Doctor(args) => doctor::run(*args).await,
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Ca(args) => ca_cmd::run(args).await,
+            Command::Release(args) => release_cmd::run(args),
             Command::User(args) => user_cmd::run(args),
             Command::Audit(args) => audit_cmd::run(args),
             Command::ImportConfig(args) => boot_config::import_cmd(args),

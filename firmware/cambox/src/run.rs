@@ -53,6 +53,7 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let (identity, _key_claim) = crate::box_files::claim_node_key(&cfg.key_path())?;
     let registries = cfg.registries()?;
     let reach = cfg.reachable()?;
+    let update_health = cfg.update_health()?;
     let client = cambox_node::client::ApiClient::through(
         cfg.ca_file.as_deref(),
         cfg.proxy_addr()?.as_deref(),
@@ -122,6 +123,17 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             .map_or(String::new(), |a| format!(" and tcp {a}"))
     );
     let _ = station.mesh.set(mesh.clone());
+    // Updates keep their record and bundles beside the node key (the data partition).
+    let key_dir = cfg
+        .key_path()
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            std::path::Path::to_path_buf,
+        );
+    let _ = station.update_dir.set(key_dir.clone());
+    cambox_node::update::health::spawn(station.clone(), mesh.clone(), key_dir, update_health);
     cambox_node::bus::start(station.clone(), mesh.clone(), sensors, actuators);
     if !registries.is_empty() {
         registry_client::spawn(

@@ -70,6 +70,7 @@ pub fn router(station: Arc<Station>) -> Router {
         .merge(crate::bus_api::routes())
         .merge(crate::whep::routes())
         .merge(crate::auth::routes())
+        .merge(crate::update::api::routes())
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(

@@ -23,6 +23,7 @@ pub mod registry_client;
 pub mod rtsp;
 pub mod settings;
 pub mod station;
+pub mod update;
 pub mod viewing;
 pub mod watchers;
 pub mod whep;

@@ -62,6 +62,8 @@ pub struct Status {
     pub reachable: Option<&'static str>,
     /// The address that registry saw this box's registration come from.
     pub seen_from: Option<String>,
+    /// The last update: its version, slot and state (trying, committed, failed, why).
+    pub update: Option<crate::update::Record>,
 }
 
 /// The board as the rest of the box sees it.
@@ -107,6 +109,9 @@ pub struct Station {
     pub auth: OnceLock<Arc<crate::auth::Auth>>,
     /// From where a registry last said this box can be reached, and the address it saw.
     reach: Mutex<Option<(cambox_registry::model::Reach, String)>>,
+    update: Mutex<Option<crate::update::Record>>,
+    /// Where updates are kept: the record and bundles on their way (the data partition).
+    pub update_dir: OnceLock<std::path::PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +142,8 @@ impl Station {
             rtsp_addr: OnceLock::new(),
             auth: OnceLock::new(),
             reach: Mutex::new(None),
+            update: Mutex::new(None),
+            update_dir: OnceLock::new(),
             watchers: Default::default(),
             audit: OnceLock::new(),
         }
@@ -343,12 +350,17 @@ impl Station {
             watching: self.watchers.list(),
             reachable: self.reach().map(|r| r.0.as_str()),
             seen_from: self.reach().map(|r| r.1),
+            update: lock(&self.update).clone(),
         }
     }
 
     /// What the last registry answer said of this box's reach.
     pub fn reach(&self) -> Option<(cambox_registry::model::Reach, String)> {
         lock(&self.reach).clone()
+    }
+
+    pub fn set_update(&self, record: Option<crate::update::Record>) {
+        *lock(&self.update) = record;
     }
 
     pub fn set_reach(&self, reach: cambox_registry::model::Reach, seen_from: String) {

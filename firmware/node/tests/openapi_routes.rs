@@ -15,6 +15,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("bus_api", include_str!("../src/bus_api.rs")),
     ("whep", include_str!("../src/whep/mod.rs")),
     ("auth", include_str!("../src/auth/mod.rs")),
+    ("update", include_str!("../src/update/api.rs")),
 ];
 
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];

@@ -160,8 +160,10 @@ fn need(method: &Method, path: &str) -> Need {
         return Need::Nothing;
     }
     let acts = *method == Method::POST
-        && (matches!(path, "/api/v1/live" | "/api/v1/button" | "/api/v1/cmd")
-            || path.starts_with("/api/v1/chat/"));
+        && (matches!(
+            path,
+            "/api/v1/live" | "/api/v1/button" | "/api/v1/cmd" | "/api/v1/update"
+        ) || path.starts_with("/api/v1/chat/"));
     if acts {
         Need::Operator
     } else {
