@@ -107,7 +107,7 @@ make_root() {
 root_image() { # dir version [broken] -> $work/root-<version>.ext4
   make_root "$work/tree" "$2" "${3:-}"
   local mb=$(( $(du -sm "$work/tree" | cut -f1) + 16 ))
-  mkfs.ext4 -q -F -L cambox-root -d "$work/tree" "$1" "${mb}M"
+  mkfs.ext4 -q -F -L cambox-root -d "$work/tree" "$1" "${mb}M" >/dev/null
 }
 # A bundle of a root file system; its boot files are the slot's cmdline.txt (the kernel
 # is QEMU's). $1 version, $2 key dir, $3 board, [$4 broken]
@@ -116,14 +116,14 @@ bundle() {
   out=$work/bundle-$1-$3-$(basename "$2")${4:+-$4}.cbx
   root_image "$work/root.ext4" "$1" "${4:-}"
   mkdir -p "$work/slot-boot"
-  printf 'root=/dev/vda2 ro console=ttyAMA0 panic=-1 cambox.trial=40\n' >"$work/slot-boot/cmdline.txt"
+  printf 'root=/dev/vda2 ro console=ttyAMA0 panic=-1 cambox.trial=25\n' >"$work/slot-boot/cmdline.txt"
   "$cambox_host" release pack --key "$2/release.key" --board "$3" --version "$1" \
     --rootfs "$work/root.ext4" --boot-dir "$work/slot-boot" -o "$out" >/dev/null
   echo "$out"
 }
 
 # ---- the initramfs (what the Pi's kernel has built in): busybox, drivers, /init
-rm -rf "$work/initrd" && mkdir -p "$work/initrd"/{bin,lib/modules,proc,sys,dev,newroot}
+rm -rf "$work/initrd" && mkdir -p "$work/initrd"/{bin,sbin,usr/bin,usr/sbin,lib/modules,proc,sys,dev,newroot}
 cp "$busybox" "$work/initrd/bin/busybox"
 : >"$work/initrd/lib/modules/load-order"
 for m in drivers/net/failover net/core/failover drivers/net/net_failover \
@@ -165,13 +165,13 @@ mkfs.vfat -n CAMBOX-BOOT -C "$work/boot.vfat" 16384 >/dev/null
 mcopy -i "$work/boot.vfat" "$work/config.txt" "$work/cambox.toml" ::
 mmd -i "$work/boot.vfat" ::a
 mcopy -i "$work/boot.vfat" "$work/cmdline-a.txt" ::a/cmdline.txt
-truncate -s 64M "$work/data.ext4"
+truncate -s 256M "$work/data.ext4"
 mkfs.ext4 -q -F -L cambox-data "$work/data.ext4"
 # MBR: 1 boot (FAT), 2 root A, 3 root B, 4 data; the card ends with the data partition.
 python3 - "$work" "$root_mb" <<'PY'
 import struct, sys
 work, root_mb = sys.argv[1], int(sys.argv[2])
-parts = [("boot.vfat", 16, 0x0C), ("rootA.ext4", root_mb, 0x83), (None, root_mb, 0x83), ("data.ext4", 64, 0x83)]
+parts = [("boot.vfat", 16, 0x0C), ("rootA.ext4", root_mb, 0x83), (None, root_mb, 0x83), ("data.ext4", 256, 0x83)]
 mib, at, mbr = 1 << 20, 1, bytearray(512)
 with open(f"{work}/disk.img", "wb") as disk:
     for i, (image, size, kind) in enumerate(parts):
@@ -184,7 +184,7 @@ with open(f"{work}/disk.img", "wb") as disk:
     mbr[510:512] = b"\x55\xaa"
     disk.seek(0)
     disk.write(mbr)
-print(f"{at} MiB")
+print(f"qemu-boot: the card: {at} MiB, root slots of {root_mb} MiB")
 PY
 fat="$work/disk.img@@1M"
 slot_b_offset=$(( (17 + root_mb) << 20 ))

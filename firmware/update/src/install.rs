@@ -12,12 +12,19 @@ use crate::slots::{Card, Slot, SlotError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    /// Not `#[from]`: the reason is the whole message, not a cause to repeat after it.
     #[error("refused: {0}")]
-    Refused(#[from] Refusal),
+    Refused(Refusal),
     #[error("the bundle is damaged: {0}")]
     Damaged(String),
     #[error(transparent)]
     Slot(#[from] SlotError),
+}
+
+impl From<Refusal> for InstallError {
+    fn from(r: Refusal) -> Self {
+        InstallError::Refused(r)
+    }
 }
 
 impl InstallError {

@@ -102,7 +102,7 @@ async fn upload(
     };
     tracing::info!(version = %record.version, slot = %record.slot, "update installed; rebooting to try it{}", if q.now || !st.is_live() { "" } else { " when the box stops being live" });
     st.set_update(Some(record.clone()));
-    tokio::spawn(reboot_when_idle(st, facts, q.now));
+    tokio::spawn(reboot_when_idle(st, facts, record.clone(), data, q.now));
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "update": record })),
@@ -137,7 +137,13 @@ async fn receive(body: Body, file: &PathBuf) -> Result<(), Response> {
 }
 
 /// A live box finishes what it films first: the reboot waits until it is not live.
-async fn reboot_when_idle(st: Arc<Station>, facts: Facts, now: bool) {
+async fn reboot_when_idle(
+    st: Arc<Station>,
+    facts: Facts,
+    record: crate::update::Record,
+    data: PathBuf,
+    now: bool,
+) {
     let mut on_air = st.on_air();
     while !now && on_air.borrow_and_update().is_some() {
         if on_air.changed().await.is_err() {
@@ -146,7 +152,9 @@ async fn reboot_when_idle(st: Arc<Station>, facts: Facts, now: bool) {
     }
     // Time for the answer to leave.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    if let Err(e) = tokio::task::spawn_blocking(move || apply::reboot_to_try(&facts)).await {
-        tracing::warn!("cannot reboot to try the update: {e}");
+    match tokio::task::spawn_blocking(move || apply::reboot_to_try(&facts, &record, &data)).await {
+        Ok(Err(e)) => tracing::warn!("cannot reboot to try the update: {e:#}"),
+        Err(e) => tracing::warn!("cannot reboot to try the update: {e}"),
+        Ok(Ok(())) => {}
     }
 }

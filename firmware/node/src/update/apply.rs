@@ -103,7 +103,7 @@ pub fn install_file(
         install(&bundle, r, &facts.card, &facts.policy(), force, progress)?
     };
     let record = Record {
-        state: "trying".into(),
+        state: "installed".into(),
         bundle: installed.bundle,
         version: installed.version,
         from: facts.release.version.to_string(),
@@ -116,8 +116,15 @@ pub fn install_file(
 }
 
 /// Reboots into the slot `tryboot.txt` names, once: the firmware clears its flag before
-/// it starts the kernel, so any failure after brings back the default slot.
-pub fn reboot_to_try(facts: &Facts) -> anyhow::Result<()> {
+/// it starts the kernel, so any failure after brings back the default slot. The record
+/// says `trying` from here on.
+pub fn reboot_to_try(facts: &Facts, record: &Record, data: &Path) -> anyhow::Result<()> {
+    Record {
+        state: "trying".into(),
+        at: now_secs(),
+        ..record.clone()
+    }
+    .save(&record_path(data))?;
     if facts.release.tryboot == TryBoot::FlagFile {
         let _rw = Writable::new(&facts.card.boot)?;
         let flag = facts.card.boot.join("TRYBOOT");

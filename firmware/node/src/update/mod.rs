@@ -111,7 +111,8 @@ pub fn detect_card(cmdline: &str, boot: PathBuf) -> anyhow::Result<(Card, Slot)>
 /// Where an update stands, kept on the data partition (`update.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// `trying`: installed into `slot` and rebooted to try it; `committed`; `failed`.
+    /// `installed` into `slot`; `trying` it (the reboot was asked for); `committed`;
+    /// `failed`.
     pub state: String,
     pub bundle: String,
     pub version: String,
@@ -167,9 +168,16 @@ pub enum AtStart {
 }
 
 pub fn at_start(record: Option<Record>, booted: Slot, default: Slot) -> AtStart {
+    let pending = |r: &Record| r.state == "installed" || r.state == "trying";
     match record {
-        Some(r) if r.state == "trying" && booted == r.slot && default != r.slot => {
-            AtStart::Check(r)
+        Some(r) if pending(&r) && booted == r.slot && default != r.slot => AtStart::Check(r),
+        // Installed, and the box restarted before it asked for the try.
+        Some(r) if r.state == "installed" && booted != r.slot => {
+            let reason = format!(
+                "the box restarted before it tried version {}; send the bundle again",
+                r.version
+            );
+            AtStart::Settled(r.with("failed", Some(reason)))
         }
         Some(r) if r.state == "trying" && booted != r.slot => {
             let reason = format!(
@@ -178,9 +186,7 @@ pub fn at_start(record: Option<Record>, booted: Slot, default: Slot) -> AtStart 
             );
             AtStart::Settled(r.with("failed", Some(reason)))
         }
-        Some(r) if r.state == "trying" && booted == r.slot => {
-            AtStart::Settled(r.with("committed", None))
-        }
+        Some(r) if pending(&r) && booted == r.slot => AtStart::Settled(r.with("committed", None)),
         _ => AtStart::Nothing,
     }
 }
@@ -241,6 +247,20 @@ mod tests {
             AtStart::Settled(r) => assert_eq!(r.state, "committed"),
             other => panic!("{other:?}"),
         }
+        match at_start(Some(record("installed", Slot::B)), Slot::A, Slot::A) {
+            AtStart::Settled(r) => {
+                let reason = r.reason.unwrap();
+                assert!(
+                    reason.contains("restarted before it tried version 2"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            at_start(Some(record("installed", Slot::B)), Slot::B, Slot::A),
+            AtStart::Check(record("installed", Slot::B))
+        );
         assert_eq!(
             at_start(Some(record("committed", Slot::B)), Slot::B, Slot::B),
             AtStart::Nothing
