@@ -14,6 +14,7 @@ pub mod routed;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod site_graph;
+pub mod swarm;
 pub mod wire;
 
 pub use msg::{BroadcastId, CatalogEntry, Msg, NodeId, ResumePoint};
