@@ -44,6 +44,9 @@ fn registration(id: &Identity, i: usize, ts: u64) -> Registration {
         ttl_s: 300,
         tcp: None,
         reachable: None,
+        board: None,
+        version: None,
+        update: None,
     }
 }
 

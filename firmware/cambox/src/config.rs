@@ -260,6 +260,16 @@ pub struct RunConfig {
     #[arg(long, env = "CAMBOX_AUDIT_MAX_AGE", value_name = "DURATION")]
     pub audit_max_age: Option<String>,
 
+    /// The release keys whose bundles this box checks, passes on and installs
+    /// [default: /etc/cambox/release.pub, which the image carries].
+    #[arg(long, env = "CAMBOX_RELEASE_KEYS", value_name = "FILE")]
+    pub release_keys: Option<PathBuf>,
+
+    /// What this box runs, `board=` and `version=` lines [default: /etc/cambox/release,
+    /// which the image carries; elsewhere the box only passes updates on].
+    #[arg(long, env = "CAMBOX_RELEASE_FILE", value_name = "FILE")]
+    pub release_file: Option<PathBuf>,
+
     /// After an update, how long the new version has to reach a neighbour or a registry
     /// before the box gives it up and boots the old one again [default: 180s].
     #[arg(long, env = "CAMBOX_UPDATE_HEALTH", value_name = "DURATION")]
@@ -434,6 +444,8 @@ impl RunConfig {
             audit: self.audit.or(file.audit),
             audit_max_age: self.audit_max_age.or(file.audit_max_age),
             update_health: self.update_health.or(file.update_health),
+            release_keys: self.release_keys.or(file.release_keys),
+            release_file: self.release_file.or(file.release_file),
             audit_max_mib: self.audit_max_mib.or(file.audit_max_mib),
             uplink: self.uplink.or(file.uplink),
             board: self.board.or(file.board),
@@ -618,6 +630,7 @@ impl RunConfig {
             watchers: Default::default(),
             tcp_listen: self.mesh_tcp_addr()?,
             proxy: self.proxy_addr()?,
+            updates: None,
         })
     }
 

@@ -16,6 +16,7 @@ mod reset;
 mod run;
 mod strip;
 mod trust_files;
+mod update_cmd;
 mod user_cmd;
 
 use clap::{Parser, Subcommand};
@@ -80,6 +81,8 @@ enum Command {
     Ca(ca_cmd::CaArgs),
     /// The company's release key and signed update bundles (where releases are built).
     Release(release_cmd::ReleaseArgs),
+    /// Publish a signed update bundle to the mesh through a box.
+    Update(update_cmd::UpdateArgs),
     /// The box's local accounts (for a site without single sign-on): add, remove, list.
     User(user_cmd::UserArgs),
     /// Who watched which stream from when to when, and who pressed what, from the box's
@@ -126,6 +129,7 @@ fn main() -> std::process::ExitCode {
             Command::Registry(args) => registry_cmd::run(args).await,
             Command::Ca(args) => ca_cmd::run(args).await,
             Command::Release(args) => release_cmd::run(args),
+            Command::Update(args) => update_cmd::run(args).await,
             Command::User(args) => user_cmd::run(args),
             Command::Audit(args) => audit_cmd::run(args),
             Command::ImportConfig(args) => boot_config::import_cmd(args),

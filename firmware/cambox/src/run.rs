@@ -45,6 +45,9 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     let rtsp_local = rtsp.as_ref().and_then(|l| l.local_addr().ok());
     mesh_settings.rtsp_port = rtsp_local.map(|a| a.port());
     let station = Arc::new(Station::new(settings, Arc::new(Metrics::new())));
+    if let Some(path) = &cfg.release_file {
+        station.load_release(path);
+    }
     mesh_settings.watchers = station.watchers.clone();
     if let Some(a) = rtsp_local {
         station.set_rtsp_addr(a);
@@ -106,6 +109,16 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
     });
     let (sensors, actuators) = cfg.bus_devices()?;
     let board = cambox_node::board::open(cfg.gpio_pins()?)?;
+    // Updates keep their record and bundles beside the node key (the data partition).
+    let key_dir = cfg
+        .key_path()
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            std::path::Path::to_path_buf,
+        );
+    mesh_settings.updates = crate::update_cmd::mesh_settings(&cfg, &station, &key_dir);
     cambox_node::board::runner::spawn(board, station.clone(), crate::reset::action(&cli_config))
         .context("cannot start the board thread")?;
     let mesh = Mesh::start(
@@ -123,15 +136,6 @@ pub async fn run(cli: RunConfig) -> anyhow::Result<()> {
             .map_or(String::new(), |a| format!(" and tcp {a}"))
     );
     let _ = station.mesh.set(mesh.clone());
-    // Updates keep their record and bundles beside the node key (the data partition).
-    let key_dir = cfg
-        .key_path()
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(
-            || std::path::PathBuf::from("."),
-            std::path::Path::to_path_buf,
-        );
     let _ = station.update_dir.set(key_dir.clone());
     cambox_node::update::health::spawn(station.clone(), mesh.clone(), key_dir, update_health);
     cambox_node::bus::start(station.clone(), mesh.clone(), sensors, actuators);

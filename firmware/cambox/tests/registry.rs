@@ -53,6 +53,9 @@ fn registration(id: &Identity, ts: u64) -> Registration {
         ttl_s: 30,
         tcp: None,
         reachable: None,
+        board: None,
+        version: None,
+        update: None,
     }
 }
 

@@ -4,21 +4,10 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 fn cambox(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cambox"))
-        .args(args)
-        .output()
-        .expect("run cambox");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    cambox_says(args)
 }
 
 #[test]
@@ -45,22 +34,25 @@ fn a_bundle_is_packed_signed_and_checked_chunk_by_chunk() {
     std::fs::write(d("boot/overlays/cam.dtbo"), [7u8; 3000]).unwrap();
     let rootfs: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(d("rootfs.ext4"), &rootfs).unwrap();
-    let (ok, said) = cambox(&[
-        "release",
-        "pack",
-        "--key",
-        &d("key/release.key"),
-        "--board",
-        "rpi4_64",
-        "--version",
-        "2026.12.1",
-        "--rootfs",
-        &d("rootfs.ext4"),
-        "--boot-dir",
-        &d("boot"),
-        "-o",
-        &d("b.cbx"),
-    ]);
+    let pack = |version: &str, out: &str| {
+        cambox(&[
+            "release",
+            "pack",
+            "--key",
+            &d("key/release.key"),
+            "--board",
+            "rpi4_64",
+            "--version",
+            version,
+            "--rootfs",
+            &d("rootfs.ext4"),
+            "--boot-dir",
+            &d("boot"),
+            "-o",
+            &d(out),
+        ])
+    };
+    let (ok, said) = pack("2026.12.1", "b.cbx");
     assert!(ok, "{said}");
     assert!(said.contains("3 images"), "{said}");
     println!("{said}");
@@ -98,20 +90,7 @@ fn a_bundle_is_packed_signed_and_checked_chunk_by_chunk() {
         !ok && said.contains("chunk 2 does not match its hash"),
         "{said}"
     );
-    let (ok, said) = cambox(&[
-        "release",
-        "pack",
-        "--key",
-        &d("key/release.key"),
-        "--board",
-        "rpi4_64",
-        "--version",
-        "2026.12-rc1",
-        "--rootfs",
-        &d("rootfs.ext4"),
-        "-o",
-        &d("c.cbx"),
-    ]);
+    let (ok, said) = pack("2026.12-rc1", "c.cbx");
     assert!(
         !ok && said.contains("is not dot-separated whole numbers"),
         "{said}"

@@ -145,6 +145,13 @@ pub const ROUTED_WATCHING: u8 = 3;
 pub const MAX_ROUTED_BODY: usize = 16 * 1024;
 /// Largest revocation list a box passes on (about 900 revoked nodes).
 pub const MAX_REVOCATIONS: usize = 64 * 1024;
+/// Largest update offer: a bundle's signed manifest (16 384 chunk hashes, 4 GiB in
+/// 256 KiB chunks, take about 1.1 MB).
+pub const MAX_OFFER: usize = 2 << 20;
+/// Largest chunk of a bundle carried in one frame.
+pub const MAX_CHUNK: usize = 1 << 20;
+/// Largest have-bitmap (65 536 chunks).
+pub const MAX_HAVE: usize = 8 * 1024;
 
 /// A message addressed to one node, passed from neighbour to neighbour: along the route
 /// to that node's [`NODE_BROADCAST`] within a site, along routes found by `Find` beyond. Signed by the sender, so relays cannot change it
@@ -359,6 +366,31 @@ pub enum Msg {
     /// the core ignores it.
     Revocations {
         list: Bytes,
+    },
+    /// An update bundle's head, as the release key signed it (`cambox_update::Bundle`'s
+    /// head bytes). Passed on, like revocation lists, by each box that checks it and
+    /// finds it new; the transport handles it, the core ignores it.
+    UpdateOffer {
+        head: Bytes,
+    },
+    /// Which chunks of bundle `bundle` (its id: the first 8 bytes of its manifest's
+    /// SHA-256) the sender has: bit `i` of `bits` (least significant first) is chunk
+    /// `from + i`. Whole on a new link, one chunk at a time after.
+    ChunkHave {
+        bundle: u64,
+        from: u32,
+        bits: Bytes,
+    },
+    /// Asks for one chunk (`cambox_mesh::swarm`).
+    ChunkGet {
+        bundle: u64,
+        chunk: u32,
+    },
+    /// One chunk, checked by the receiver against the signed manifest.
+    ChunkData {
+        bundle: u64,
+        chunk: u32,
+        data: Bytes,
     },
     Ping {
         nonce: u64,

@@ -5,11 +5,13 @@
 //! names them).
 //!
 //! The rule that keeps uplinks to one copy: a box asks a site-mate that has the chunk;
-//! when none has it, it asks the site-mate on the way to the publisher; only when no
-//! site-mate is on the way (the box itself links beyond its site) does it ask a box of
-//! another site. A box asked for a chunk it lacks fetches it once, however many ask, and
-//! serves every asker when it arrives. So a site's boxes ask their gateway, and only the
-//! gateway fetches across the uplink.
+//! when none has it, it asks its site's *fetcher*, the site-mate of the lowest id; only
+//! the fetcher itself (no site-mate below it) asks beyond: a box of another site that has
+//! the chunk, else the neighbour on the way to the publisher. A box asked for a chunk it
+//! lacks fetches it once, however many ask, and serves every asker when it arrives, and
+//! never asks one of those askers for it. A site's lowest id is its first gateway (it
+//! links beyond), so its boxes ask it, and only it fetches across the uplink, even when
+//! the site's other gateways link beyond too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -44,6 +46,7 @@ struct Neighbour {
 
 #[derive(Debug, Clone)]
 pub struct Swarm {
+    me: NodeId,
     have: Vec<bool>,
     missing: usize,
     /// This box wants the whole file (to install it), not just what it is asked for.
@@ -63,11 +66,12 @@ pub struct Swarm {
 impl Swarm {
     /// A swarm for a file of `chunks` chunks, of which this box has those in `have`
     /// (all of them at the publisher; what a broken transfer left elsewhere).
-    pub fn new(chunks: usize, have: Vec<bool>) -> Swarm {
+    pub fn new(me: NodeId, chunks: usize, have: Vec<bool>) -> Swarm {
         let mut have = have;
         have.resize(chunks, false);
         let missing = have.iter().filter(|h| !**h).count();
         Swarm {
+            me,
             have,
             missing,
             wants_all: false,
@@ -252,25 +256,46 @@ impl Swarm {
 
     fn try_ask(&mut self, now: Instant, chunk: usize) -> bool {
         let tried = self.failed.get(&chunk);
-        let ok = |id: &NodeId, n: &Neighbour| {
-            n.asked < PER_NEIGHBOUR && !tried.is_some_and(|t| t.contains(id))
+        let askers = self.askers.get(&chunk);
+        // May be asked for this chunk at all (it did not fail us, it does not wait on us).
+        let eligible = |id: &NodeId| {
+            !tried.is_some_and(|t| t.contains(id)) && !askers.is_some_and(|a| a.contains(id))
         };
-        let having = |site_mate: bool| {
-            self.neighbours
+        let free = |n: &Neighbour| n.asked < PER_NEIGHBOUR;
+        let mates_having: Vec<(NodeId, usize)> = self
+            .neighbours
+            .iter()
+            .filter(|(id, n)| n.site_mate && n.has[chunk] && eligible(id))
+            .map(|(id, n)| (*id, n.asked))
+            .collect();
+        // The site's fetcher: the lowest site-mate, when it is below this box.
+        let fetcher = self
+            .neighbours
+            .iter()
+            .find(|(id, n)| n.site_mate && **id < self.me)
+            .map(|(id, _)| *id)
+            .filter(|id| eligible(id));
+        let peer = if !mates_having.is_empty() || fetcher.is_some() {
+            // Within the site only: a site-mate that has it, else the fetcher. When they
+            // are busy this waits; going beyond the site would bring a second copy in.
+            mates_having
                 .iter()
-                .filter(|(id, n)| n.site_mate == site_mate && n.has[chunk] && ok(id, n))
-                .min_by_key(|(id, n)| (n.asked, **id))
+                .filter(|(_, asked)| *asked < PER_NEIGHBOUR)
+                .min_by_key(|(id, asked)| (*asked, *id))
                 .map(|(id, _)| *id)
+                .or(fetcher.filter(|id| free(&self.neighbours[id])))
+        } else {
+            let beyond = self
+                .neighbours
+                .iter()
+                .filter(|(id, n)| !n.site_mate && n.has[chunk] && eligible(id) && free(n))
+                .min_by_key(|(id, n)| (n.asked, **id))
+                .map(|(id, _)| *id);
+            beyond.or(self
+                .toward_origin
+                .filter(|id| eligible(id) && self.neighbours.get(id).is_some_and(free)))
         };
-        let toward = self
-            .toward_origin
-            .filter(|id| self.neighbours.get(id).is_some_and(|n| ok(id, n)));
-        let toward_mate = toward.filter(|id| self.neighbours[id].site_mate);
-        let Some(peer) = having(true)
-            .or(toward_mate)
-            .or_else(|| having(false))
-            .or(toward)
-        else {
+        let Some(peer) = peer else {
             return false;
         };
         if let Some(n) = self.neighbours.get_mut(&peer) {
@@ -308,15 +333,17 @@ mod tests {
     }
 
     impl World {
-        fn new(sites: usize, per_site: usize, chunks: usize) -> World {
+        /// `all_across`: every box links to every box of the sites beside its own (as
+        /// when each site has as many gateways as boxes), not only the gateways.
+        fn new(sites: usize, per_site: usize, chunks: usize, all_across: bool) -> World {
             let n = sites * per_site;
             let site: Vec<usize> = (0..n).map(|i| i / per_site).collect();
             let gateway = |s: usize| s * per_site;
             let mut links = BTreeSet::new();
             for i in 0..n {
                 for j in i + 1..n {
-                    let beside =
-                        site[j] == site[i] + 1 && i == gateway(site[i]) && j == gateway(site[j]);
+                    let gateways = all_across || (i == gateway(site[i]) && j == gateway(site[j]));
+                    let beside = site[j] == site[i] + 1 && gateways;
                     if site[i] == site[j] || beside {
                         links.insert((i, j));
                     }
@@ -324,7 +351,7 @@ mod tests {
             }
             let now = Instant::now();
             let mut swarms: Vec<Swarm> = (0..n)
-                .map(|i| Swarm::new(chunks, vec![i == 0; chunks]))
+                .map(|i| Swarm::new(id(i), chunks, vec![i == 0; chunks]))
                 .collect();
             for &(a, b) in &links {
                 swarms[a].neighbour_up(now, id(b), site[a] == site[b]);
@@ -431,7 +458,7 @@ mod tests {
     #[test]
     fn every_box_gets_every_chunk_and_each_site_takes_one_copy_in() {
         let chunks = 200;
-        let mut w = World::new(4, 3, chunks);
+        let mut w = World::new(4, 3, chunks, false);
         w.run();
         assert_eq!(w.complete.len(), 11, "boxes complete: {:?}", w.complete);
         for site in 1..4 {
@@ -440,15 +467,45 @@ mod tests {
         assert!(!w.into_site.contains_key(&0));
     }
 
+    /// Every box of a site links beyond it, and the publisher's neighbours all have every
+    /// chunk: still only the site's lowest box fetches across; the others ask it.
+    #[test]
+    fn a_site_whose_every_box_links_beyond_still_takes_one_copy_in() {
+        let chunks = 100;
+        let mut w = World::new(3, 3, chunks, true);
+        let all: Vec<usize> = (0..chunks).collect();
+        for b in 1..3 {
+            for j in 3..6 {
+                if w.linked(b, j) {
+                    let now = w.now;
+                    w.swarms[j].neighbour_has(now, id(0), &all);
+                }
+            }
+        }
+        w.run();
+        assert_eq!(w.complete.len(), 8, "boxes complete: {:?}", w.complete);
+        for site in 1..3 {
+            assert_eq!(
+                w.into_site[&site], chunks,
+                "chunks into site {site}: {:?}",
+                w.into_site
+            );
+        }
+        assert!(!w.into_site.contains_key(&0), "{:?}", w.into_site);
+    }
+
     #[test]
     fn a_link_lost_midway_and_a_damaged_chunk_are_fetched_again_elsewhere() {
         let chunks = 120;
-        let mut w = World::new(3, 3, chunks);
+        let mut w = World::new(3, 3, chunks, false);
         // Site 1's gateway sends chunk 5 damaged to its site-mates once.
         w.damage = Some((3, 5));
         assert!(!w.steps(600), "the transfer is under way, not done");
         let left = w.swarms[6].missing();
-        assert!(left > 0 && left < chunks, "site 2's gateway is midway: {left} missing");
+        assert!(
+            left > 0 && left < chunks,
+            "site 2's gateway is midway: {left} missing"
+        );
         // The link between the gateways of sites 1 and 2 goes; site 2's gateway links to
         // site 0's instead, the way the mesh repairs.
         let (g1, g2) = (3, 6);

@@ -18,8 +18,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::msg::{
-    BroadcastId, CatalogEntry, Hop, Msg, NodeId, ResumePoint, Routed, MAX_REVOCATIONS,
-    MAX_ROUTED_BODY,
+    BroadcastId, CatalogEntry, Hop, Msg, NodeId, ResumePoint, Routed, MAX_CHUNK, MAX_HAVE,
+    MAX_OFFER, MAX_REVOCATIONS, MAX_ROUTED_BODY,
 };
 
 mod group;
@@ -70,6 +70,10 @@ mod kind {
     pub const LINK_DOWN: u8 = 0x12;
     pub const INTEREST_CHANGE: u8 = 0x13;
     pub const REVOCATIONS: u8 = 0x14;
+    pub const UPDATE_OFFER: u8 = 0x15;
+    pub const CHUNK_HAVE: u8 = 0x16;
+    pub const CHUNK_GET: u8 = 0x17;
+    pub const CHUNK_DATA: u8 = 0x18;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -144,6 +148,10 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::LinkDown { .. } => kind::LINK_DOWN,
         Msg::InterestChange { .. } => kind::INTEREST_CHANGE,
         Msg::Revocations { .. } => kind::REVOCATIONS,
+        Msg::UpdateOffer { .. } => kind::UPDATE_OFFER,
+        Msg::ChunkHave { .. } => kind::CHUNK_HAVE,
+        Msg::ChunkGet { .. } => kind::CHUNK_GET,
+        Msg::ChunkData { .. } => kind::CHUNK_DATA,
     }
 }
 
@@ -175,6 +183,10 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::LINK_DOWN => "LinkDown",
         kind::INTEREST_CHANGE => "InterestChange",
         kind::REVOCATIONS => "Revocations",
+        kind::UPDATE_OFFER => "UpdateOffer",
+        kind::CHUNK_HAVE => "ChunkHave",
+        kind::CHUNK_GET => "ChunkGet",
+        kind::CHUNK_DATA => "ChunkData",
         _ => return None,
     })
 }
@@ -251,6 +263,10 @@ fn body_len(msg: &Msg) -> usize {
         Msg::SiteMates { .. } => 4 + 8 + 1,
         Msg::LinkDown { .. } => HOP_LEN + HOP_LEN,
         Msg::Revocations { list } => 4 + list.len(),
+        Msg::UpdateOffer { head } => 4 + head.len(),
+        Msg::ChunkHave { bits, .. } => 8 + 4 + 4 + bits.len(),
+        Msg::ChunkGet { .. } => 8 + 4,
+        Msg::ChunkData { data, .. } => 8 + 4 + 4 + data.len(),
     }
 }
 
@@ -359,9 +375,29 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             out.extend_from_slice(&a.0);
             out.extend_from_slice(&b.0);
         }
-        Msg::Revocations { list } => {
+        Msg::Revocations { list } | Msg::UpdateOffer { head: list } => {
             put_u32(out, list.len() as u32);
             out.extend_from_slice(list);
+        }
+        Msg::ChunkHave { bundle, from, bits } => {
+            put_u64(out, *bundle);
+            put_u32(out, *from);
+            put_u32(out, bits.len() as u32);
+            out.extend_from_slice(bits);
+        }
+        Msg::ChunkGet { bundle, chunk } => {
+            put_u64(out, *bundle);
+            put_u32(out, *chunk);
+        }
+        Msg::ChunkData {
+            bundle,
+            chunk,
+            data,
+        } => {
+            put_u64(out, *bundle);
+            put_u32(out, *chunk);
+            put_u32(out, data.len() as u32);
+            out.extend_from_slice(data);
         }
     }
 }
@@ -488,6 +524,10 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         }
         Msg::Routed(r) => c.count("body", r.body.len(), MAX_ROUTED_BODY)?,
         Msg::Revocations { list } => c.count("list", list.len(), MAX_REVOCATIONS)?,
+        Msg::UpdateOffer { head } => c.count("head", head.len(), MAX_OFFER)?,
+        Msg::ChunkHave { bits, .. } => c.count("bits", bits.len(), MAX_HAVE)?,
+        Msg::ChunkGet { .. } => {}
+        Msg::ChunkData { data, .. } => c.count("data", data.len(), MAX_CHUNK)?,
     }
     check_frame_len(encoded_len(msg))
 }
@@ -739,6 +779,23 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         },
         kind::REVOCATIONS => Msg::Revocations {
             list: r.bytes("list", MAX_REVOCATIONS)?,
+        },
+        kind::UPDATE_OFFER => Msg::UpdateOffer {
+            head: r.bytes("head", MAX_OFFER)?,
+        },
+        kind::CHUNK_HAVE => Msg::ChunkHave {
+            bundle: r.u64("bundle")?,
+            from: r.u32("from")?,
+            bits: r.bytes("bits", MAX_HAVE)?,
+        },
+        kind::CHUNK_GET => Msg::ChunkGet {
+            bundle: r.u64("bundle")?,
+            chunk: r.u32("chunk")?,
+        },
+        kind::CHUNK_DATA => Msg::ChunkData {
+            bundle: r.u64("bundle")?,
+            chunk: r.u32("chunk")?,
+            data: r.bytes("data", MAX_CHUNK)?,
         },
         _ => Msg::Goodbye,
     };
@@ -1319,7 +1376,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x15, 0xff] {
+        for kind in [0, 0x19, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })

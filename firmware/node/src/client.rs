@@ -190,13 +190,29 @@ impl ApiClient {
         body: Vec<u8>,
         bearer: Option<&str>,
     ) -> Result<(u16, Bytes), ClientError> {
-        self.send(
-            hyper::Method::POST,
-            url,
-            Some((body, "application/json")),
-            bearer,
-        )
-        .await
+        self.post(url, body, "application/json", bearer).await
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        content_type: &'static str,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        self.send(hyper::Method::POST, url, Some((body, content_type)), bearer)
+            .await
+    }
+
+    /// POSTs bytes (`application/octet-stream`); the answer as [`Self::post_json`] gives it.
+    pub async fn post_bytes(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        self.post(url, body, "application/octet-stream", bearer)
+            .await
     }
 
     /// POSTs a form (`application/x-www-form-urlencoded`); the answer as

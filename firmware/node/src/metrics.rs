@@ -47,6 +47,10 @@ pub struct Metrics {
     mesh_disconnected: Family<Vec<(String, String)>, Counter>,
     /// Connections refused because the mesh's CA does not admit the peer, by reason.
     mesh_refused: Family<Vec<(String, String)>, Counter>,
+    /// The image this box runs (board, version): 1.
+    release: Family<Vec<(String, String)>, Gauge>,
+    /// The state of the box's last update: 1 for the current one, 0 for the others.
+    update_state: Family<Vec<(String, String)>, Gauge>,
     /// Links this box tried to open, and those that failed, by transport.
     mesh_dials: Family<Vec<(String, String)>, Counter>,
     mesh_dial_failures: Family<Vec<(String, String)>, Counter>,
@@ -89,6 +93,8 @@ impl Metrics {
             mesh_routed: Family::default(),
             mesh_disconnected: Family::default(),
             mesh_refused: Family::default(),
+            release: Family::default(),
+            update_state: Family::default(),
             mesh_dials: Family::default(),
             mesh_dial_failures: Family::default(),
             mesh_refused_by_peer: Counter::default(),
@@ -213,6 +219,16 @@ impl Metrics {
             m.mesh_refused_by_peer.clone(),
         );
         registry.register(
+            "cambox_release",
+            "The image this box runs, by board and version (1)",
+            m.release.clone(),
+        );
+        registry.register(
+            "cambox_update_state",
+            "The box's last update: 1 for its state (installed, trying, committed, failed)",
+            m.update_state.clone(),
+        );
+        registry.register(
             "cambox_mesh_dials",
             "Overlay links this box tried to open, by transport (quic, tcp)",
             m.mesh_dials.clone(),
@@ -244,6 +260,24 @@ impl Metrics {
         self.mesh_refused
             .get_or_create(&vec![("reason".into(), reason.into())])
             .clone()
+    }
+
+    pub fn set_release(&self, board: &str, version: &str) {
+        self.release
+            .get_or_create(&vec![
+                ("board".into(), board.into()),
+                ("version".into(), version.into()),
+            ])
+            .set(1);
+    }
+
+    /// The last update's state: that label 1, the others 0.
+    pub fn set_update_state(&self, state: Option<&str>) {
+        for s in ["installed", "trying", "committed", "failed"] {
+            self.update_state
+                .get_or_create(&vec![("state".into(), s.into())])
+                .set(i64::from(Some(s) == state));
+        }
     }
 
     /// The counter of dials over `transport` ("quic", "tcp"), or of those that failed.

@@ -201,6 +201,12 @@ pub fn registration(
         addrs: vec![at.mesh.to_string()],
         tcp: at.tcp.map(|a| a.to_string()),
         reachable,
+        board: station.release().map(|r| r.board.clone()),
+        version: station.release().map(|r| r.version.to_string()),
+        update: status
+            .update
+            .as_ref()
+            .map(|u| format!("{} {}", u.state, u.version)),
         http: Some(at.http.to_string()),
         broadcasts: vec![BroadcastInfo {
             name: status.stream,
@@ -337,6 +343,9 @@ mod tests {
             addrs: vec![format!("10.0.0.{id}:4433")],
             tcp: Some(format!("10.0.0.{id}:443")),
             reachable: Reach::Anywhere,
+            board: None,
+            version: None,
+            update: None,
             http: None,
             broadcasts: vec![],
             capabilities: vec![],

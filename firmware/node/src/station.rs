@@ -112,6 +112,8 @@ pub struct Station {
     update: Mutex<Option<crate::update::Record>>,
     /// Where updates are kept: the record and bundles on their way (the data partition).
     pub update_dir: OnceLock<std::path::PathBuf>,
+    /// The image this box runs (board, release version), read once; None off an image.
+    release: OnceLock<Option<crate::update::Release>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,6 +146,7 @@ impl Station {
             reach: Mutex::new(None),
             update: Mutex::new(None),
             update_dir: OnceLock::new(),
+            release: OnceLock::new(),
             watchers: Default::default(),
             audit: OnceLock::new(),
         }
@@ -359,7 +362,24 @@ impl Station {
         lock(&self.reach).clone()
     }
 
+    /// Reads what this box runs from `path` (instead of the image's file); before anyone
+    /// asks.
+    pub fn load_release(&self, path: &std::path::Path) {
+        let _ = self.release.set(crate::update::Release::load(path).ok());
+    }
+
+    /// The image's release file (`/etc/cambox/release`), read at the first ask.
+    pub fn release(&self) -> Option<&crate::update::Release> {
+        self.release
+            .get_or_init(|| {
+                crate::update::Release::load(std::path::Path::new(crate::update::RELEASE_FILE)).ok()
+            })
+            .as_ref()
+    }
+
     pub fn set_update(&self, record: Option<crate::update::Record>) {
+        self.metrics
+            .set_update_state(record.as_ref().map(|r| r.state.as_str()));
         *lock(&self.update) = record;
     }
 

@@ -30,6 +30,7 @@ fn settings(site: &str, peers: Vec<String>) -> MeshSettings {
         watchers: Default::default(),
         tcp_listen: None,
         proxy: None,
+        updates: None,
     }
 }
 

@@ -56,6 +56,17 @@ pub struct Registration {
     /// (a firewall that lets nothing in); left out, the registry finds that out itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable: Option<Reach>,
+    /// The image it runs: board and release version (absent off an image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "rpi4_64", max_length = 256)]
+    pub board: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026.12.1", max_length = 256)]
+    pub version: Option<String>,
+    /// Its last update: state and version (`committed 2026.12.1`, `failed 2026.12.2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "committed 2026.12.1", max_length = 256)]
+    pub update: Option<String>,
 }
 
 /// From where a box can be dialed.
@@ -199,6 +210,13 @@ pub struct NodeView {
     /// its own site only (it dials them).
     #[serde(default)]
     pub reachable: Reach,
+    /// The image it runs, and its last update, as it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
     pub http: Option<String>,
     pub broadcasts: Vec<BroadcastInfo>,
     pub capabilities: Vec<String>,

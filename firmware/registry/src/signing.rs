@@ -70,6 +70,9 @@ pub(crate) mod tests {
             ttl_s: 30,
             tcp: None,
             reachable: None,
+            board: None,
+            version: None,
+            update: None,
         }
     }
 

@@ -217,6 +217,9 @@ impl Registry {
             addrs: view_addrs,
             tcp,
             reachable,
+            board: r.board.clone(),
+            version: r.version.clone(),
+            update: r.update.clone(),
             http,
             broadcasts: r.broadcasts.clone(),
             capabilities: r.capabilities.clone(),
@@ -335,6 +338,10 @@ impl Registry {
         let strings = [&r.name, &r.site]
             .into_iter()
             .chain(r.http.iter())
+            .chain(r.tcp.iter())
+            .chain(r.board.iter())
+            .chain(r.version.iter())
+            .chain(r.update.iter())
             .chain(r.addrs.iter())
             .chain(r.capabilities.iter())
             .chain(r.broadcasts.iter().map(|b| &b.name));

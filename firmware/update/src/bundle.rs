@@ -27,7 +27,8 @@ pub const MAGIC: &[u8] = b"cambox-bundle-v1\n";
 /// 256 KiB: a few QUIC flights, and 4 096 chunks for a 1 GiB bundle.
 pub const DEFAULT_CHUNK: u32 = 256 * 1024;
 const MIN_CHUNK: u32 = 4 * 1024;
-const MAX_CHUNK: u32 = 16 * 1024 * 1024;
+/// What one mesh frame carries (`cambox_mesh::msg::MAX_CHUNK`).
+const MAX_CHUNK: u32 = 1024 * 1024;
 /// A 4 GiB bundle in 256 KiB chunks lists 16 384 hashes (about 1.1 MB of JSON).
 const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 const MAX_IMAGES: usize = 256;

@@ -142,14 +142,7 @@ mod tests {
     use std::path::Path;
 
     fn card(dir: &Path) -> Card {
-        fs::write(dir.join("config.txt"), "kernel=Image\nos_prefix=a/\n").unwrap();
-        fs::write(dir.join("root_a"), b"root A").unwrap();
-        fs::write(dir.join("root_b"), b"").unwrap();
-        Card {
-            boot: dir.to_path_buf(),
-            root_a: dir.join("root_a"),
-            root_b: dir.join("root_b"),
-        }
+        crate::slots::test_card(dir, "kernel=Image\nos_prefix=a/\n", b"root A")
     }
 
     #[test]

@@ -263,6 +263,20 @@ pub fn cmdline_for(template: &str, root_device: &str, slot: Slot) -> String {
     words.join(" ") + "\n"
 }
 
+/// A card in a directory: `config.txt` as given, root A holding `root_a`, root B empty
+/// (regular files stand in for the partitions).
+#[cfg(test)]
+pub(crate) fn test_card(dir: &Path, config: &str, root_a: &[u8]) -> Card {
+    fs::write(dir.join("config.txt"), config).unwrap();
+    fs::write(dir.join("root_a"), root_a).unwrap();
+    fs::write(dir.join("root_b"), b"").unwrap();
+    Card {
+        boot: dir.to_path_buf(),
+        root_a: dir.join("root_a"),
+        root_b: dir.join("root_b"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,20 +284,13 @@ mod tests {
     const CONFIG: &str = "# firmware\narm_64bit=1\nkernel=Image\nos_prefix=a/\ngpu_mem=128\n";
 
     fn card(dir: &Path) -> Card {
-        fs::write(dir.join("config.txt"), CONFIG).unwrap();
         fs::create_dir(dir.join("a")).unwrap();
         fs::write(
             dir.join("a/cmdline.txt"),
             "root=/dev/mmcblk0p2 ro cambox.slot=a\n",
         )
         .unwrap();
-        fs::write(dir.join("root_a"), b"old root").unwrap();
-        fs::write(dir.join("root_b"), b"").unwrap();
-        Card {
-            boot: dir.to_path_buf(),
-            root_a: dir.join("root_a"),
-            root_b: dir.join("root_b"),
-        }
+        test_card(dir, CONFIG, b"old root")
     }
 
     #[test]

@@ -279,6 +279,17 @@ pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
+/// `cambox ARGS`: whether it succeeded, and what it printed (stdout, then stderr).
+pub fn cambox_says(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().expect("run cambox");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Runs a command to completion; panics with its stderr when it fails.
 pub fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd

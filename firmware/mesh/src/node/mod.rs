@@ -668,8 +668,14 @@ impl Node {
             }
             Msg::LinkDown { a, b } => self.on_link_down(now, from, a, b),
             Msg::Ping { nonce } => self.send(from, Msg::Pong { nonce }),
-            // Addresses and revocations are the transport's business.
-            Msg::Pong { .. } | Msg::Addresses { .. } | Msg::Revocations { .. } => {}
+            // Addresses, revocations and updates are the transport's business.
+            Msg::Pong { .. }
+            | Msg::Addresses { .. }
+            | Msg::Revocations { .. }
+            | Msg::UpdateOffer { .. }
+            | Msg::ChunkHave { .. }
+            | Msg::ChunkGet { .. }
+            | Msg::ChunkData { .. } => {}
             Msg::Goodbye => self.handle_peer_down(now, from),
         }
         self.flush();

@@ -141,6 +141,22 @@ fn msg() -> impl Strategy<Value = Msg> {
             b: Hop(b)
         }),
         vec(any::<u8>(), 0..200).prop_map(|list| Msg::Revocations { list: list.into() }),
+        vec(any::<u8>(), 0..200).prop_map(|head| Msg::UpdateOffer { head: head.into() }),
+        (any::<u64>(), any::<u32>(), vec(any::<u8>(), 0..64)).prop_map(|(bundle, from, bits)| {
+            Msg::ChunkHave {
+                bundle,
+                from,
+                bits: bits.into(),
+            }
+        }),
+        (any::<u64>(), any::<u32>()).prop_map(|(bundle, chunk)| Msg::ChunkGet { bundle, chunk }),
+        (any::<u64>(), any::<u32>(), payload()).prop_map(|(bundle, chunk, data)| {
+            Msg::ChunkData {
+                bundle,
+                chunk,
+                data,
+            }
+        }),
     ]
 }
 

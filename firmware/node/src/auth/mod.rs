@@ -162,7 +162,11 @@ fn need(method: &Method, path: &str) -> Need {
     let acts = *method == Method::POST
         && (matches!(
             path,
-            "/api/v1/live" | "/api/v1/button" | "/api/v1/cmd" | "/api/v1/update"
+            "/api/v1/live"
+                | "/api/v1/button"
+                | "/api/v1/cmd"
+                | "/api/v1/update"
+                | "/api/v1/update/publish"
         ) || path.starts_with("/api/v1/chat/"));
     if acts {
         Need::Operator

@@ -299,7 +299,7 @@ async fn read_group(inbox: Inbox, conn: quinn::Connection, mut recv: quinn::Recv
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match decoder.next() {
-            Ok(Some(msg @ Msg::Object { .. })) => {
+            Ok(Some(msg @ (Msg::Object { .. } | Msg::ChunkData { .. }))) => {
                 if !inbox.msg(msg) {
                     return;
                 }
@@ -390,6 +390,21 @@ pub async fn write_loop(
                     bytes: cambox_mesh::node::media_len(&msg),
                 });
                 r.is_ok()
+            }
+            // An update's chunk on a stream of its own, below every live group: it must
+            // neither hold up the control stream nor wait for this loop's next message.
+            Msg::ChunkData { .. } => {
+                wire::encode(&msg, &mut frame);
+                let (conn, bytes) = (conn.clone(), frame.clone());
+                tokio::spawn(async move {
+                    if let Ok(mut s) = conn.open_uni().await {
+                        let _ = s.set_priority(i32::MIN);
+                        if s.write_all(&bytes).await.is_ok() {
+                            let _ = s.finish();
+                        }
+                    }
+                });
+                true
             }
             Msg::Goodbye => {
                 wire::encode(&msg, &mut frame);

@@ -14,6 +14,7 @@ pub mod tcp;
 pub mod tcp_tls;
 pub mod tls;
 pub mod trust;
+pub mod updates;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -119,6 +120,8 @@ pub struct MeshSettings {
     pub tcp_listen: Option<SocketAddr>,
     /// An HTTP proxy (HOST:PORT) that links over TCP are dialed through.
     pub proxy: Option<String>,
+    /// Updates over the mesh (None: offers are neither kept nor passed on).
+    pub updates: Option<updates::UpdateSettings>,
 }
 
 /// A broadcast as `cambox list` and the page show it.
@@ -270,6 +273,11 @@ pub enum Request {
     Revocations {
         list: Bytes,
         reply: oneshot::Sender<Result<bool, String>>,
+    },
+    /// A bundle file to keep and offer to the mesh; the answer is its id.
+    PublishUpdate {
+        file: std::path::PathBuf,
+        reply: oneshot::Sender<Result<String, String>>,
     },
     Shutdown(oneshot::Sender<()>),
 }
@@ -484,6 +492,10 @@ impl Mesh {
             watch_rule: settings.watch.clone(),
             watchers: settings.watchers.clone(),
             told: HashMap::new(),
+            updates: settings
+                .updates
+                .clone()
+                .map(|u| updates::Updates::new(id, u)),
         };
         tokio::spawn(driver.run(rx, requests_rx, on_air));
         Ok(Mesh {
@@ -501,6 +513,16 @@ impl Mesh {
     /// the mesh. `Ok(false)`: this box already has it or a newer one.
     pub async fn revocations(&self, list: Bytes) -> Result<Result<bool, String>, MeshError> {
         self.ask(|reply| Request::Revocations { list, reply }).await
+    }
+
+    /// Keeps the bundle at `file` and offers it to the mesh: every box of its board that
+    /// runs an older version fetches and installs it. The answer is the bundle's id.
+    pub async fn publish_update(
+        &self,
+        file: std::path::PathBuf,
+    ) -> Result<Result<String, String>, MeshError> {
+        self.ask(|reply| Request::PublishUpdate { file, reply })
+            .await
     }
 
     /// The commands other nodes send this box; the first caller gets them.
@@ -804,6 +826,8 @@ struct Driver {
     watchers: Arc<crate::watchers::Watchers>,
     /// What each origin was last told of who watches its stream here, and when.
     told: HashMap<NodeId, (Vec<crate::watchers::Watching>, Instant)>,
+    /// Update bundles on their way through this box.
+    updates: Option<updates::Updates>,
 }
 
 impl Driver {
@@ -912,6 +936,16 @@ impl Driver {
                     }
                     return;
                 }
+                if matches!(
+                    msg,
+                    Msg::UpdateOffer { .. }
+                        | Msg::ChunkHave { .. }
+                        | Msg::ChunkGet { .. }
+                        | Msg::ChunkData { .. }
+                ) {
+                    self.update_message(now, peer, msg);
+                    return;
+                }
                 if let Msg::Addresses { entries } = &msg {
                     // Hints from a neighbour: bounded like every table peers feed.
                     for (node, addr) in entries.iter().take(MAX_ADDRESS_HINTS) {
@@ -935,6 +969,10 @@ impl Driver {
                     self.metrics.mesh_peers.set(self.links.len() as i64);
                     tracing::info!(%peer, %reason, "mesh neighbour gone");
                     self.core.handle_peer_down(now, peer);
+                    if let Some(u) = self.updates.as_mut() {
+                        u.link_down(now, peer);
+                    }
+                    self.send_updates();
                     if self.gateway.lost(&peer) {
                         tracing::info!(rank = ?self.gateway.rank(), "standing in as one of this site's gateways");
                         self.dial_across();
@@ -1042,6 +1080,14 @@ impl Driver {
             Request::Revocations { list, reply } => {
                 let _ = reply.send(self.revocations(list, None));
             }
+            Request::PublishUpdate { file, reply } => {
+                let result = match self.updates.as_mut() {
+                    Some(u) => u.publish(now, &file),
+                    None => Err("this box keeps no release keys: it cannot check a bundle".into()),
+                };
+                self.send_updates();
+                let _ = reply.send(result);
+            }
             // Answered by the run loop, which says goodbye and stops.
             Request::Shutdown(_) => {}
         }
@@ -1132,6 +1178,13 @@ impl Driver {
         }
         self.core.handle_peer_up(now, peer, rtt);
         self.core.handle_message(now, peer, est.hello);
+        let site_mate = self.core.is_site_mate(&peer);
+        if let Some(u) = self.updates.as_mut() {
+            for msg in u.link_up(now, peer, site_mate) {
+                self.send_direct(peer, msg);
+            }
+        }
+        self.send_updates();
     }
 
     /// A box seen on the LAN or listed by a registry. The lower id dials, so two boxes that
@@ -1265,6 +1318,52 @@ impl Driver {
                 },
             });
         });
+    }
+
+    /// An update message from a neighbour.
+    fn update_message(&mut self, now: Instant, peer: NodeId, msg: Msg) {
+        let Some(u) = self.updates.as_mut() else {
+            return;
+        };
+        match msg {
+            Msg::UpdateOffer { head } => {
+                if let Err(e) = u.offer(now, head, Some(peer)) {
+                    tracing::warn!(%peer, "an update offer is not taken: {e}");
+                }
+            }
+            Msg::ChunkHave { bundle, from, bits } => u.chunk_have(now, peer, bundle, from, &bits),
+            Msg::ChunkGet { bundle, chunk } => u.chunk_get(now, peer, bundle, chunk),
+            Msg::ChunkData {
+                bundle,
+                chunk,
+                data,
+            } => u.chunk_data(now, peer, bundle, chunk, &data),
+            _ => {}
+        }
+        self.send_updates();
+    }
+
+    /// Sends what the update swarms decided.
+    fn send_updates(&mut self) {
+        let Some(u) = self.updates.as_mut() else {
+            return;
+        };
+        for out in u.poll() {
+            match out {
+                updates::Out::To(peer, msg) => {
+                    if let Some(link) = self.links.get(&peer) {
+                        let _ = link.out.send(msg);
+                    }
+                }
+                updates::Out::All(msg, except) => {
+                    for (peer, link) in &self.links {
+                        if Some(*peer) != except {
+                            let _ = link.out.send(msg.clone());
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// A message of the transport's own to one neighbour, beside the core's.
@@ -1574,6 +1673,10 @@ impl Driver {
 
     fn tick(&mut self) {
         let now = Instant::now();
+        if let Some(u) = self.updates.as_mut() {
+            u.tick(now);
+        }
+        self.send_updates();
         self.core.set_wall_clock(now, crate::bus::wall_ms());
         // The catalog as it stands, once for everything below that follows it.
         let catalog = self.core.known_broadcasts(now);

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -22,10 +22,54 @@ use crate::station::Station;
 const MAX_BUNDLE: u64 = 2 << 30;
 
 pub fn routes() -> Router<Arc<Station>> {
-    Router::new().route(
-        "/api/v1/update",
-        get(status).post(upload).layer(DefaultBodyLimit::disable()),
-    )
+    Router::new()
+        .route(
+            "/api/v1/update",
+            get(status).post(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/update/publish",
+            post(publish).layer(DefaultBodyLimit::disable()),
+        )
+}
+
+/// An operator publishes a bundle through this box: it keeps it and offers it to the
+/// mesh, whose boxes of its board fetch it and install it.
+async fn publish(State(st): State<Arc<Station>>, body: Body) -> Response {
+    let (Some(data), Some(mesh)) = (st.update_dir.get().cloned(), st.mesh.get().cloned()) else {
+        return error(StatusCode::CONFLICT, "this box is not in a mesh");
+    };
+    let file = data.join("publish.cbx");
+    if let Err(e) = receive(body, &file).await {
+        return e;
+    }
+    // Every chunk checked here, off the mesh's driver, before the mesh keeps it.
+    let checking = file.clone();
+    let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let f = std::fs::File::open(&checking).map_err(|e| e.to_string())?;
+        let mut r = std::io::BufReader::new(f);
+        cambox_update::Bundle::read_head(&mut r)?.check_payload(&mut r, |_| {})
+    })
+    .await;
+    if let Ok(Err(e)) | Err(e) = checked.map_err(|e| e.to_string()) {
+        let _ = tokio::fs::remove_file(&file).await;
+        return error(StatusCode::BAD_REQUEST, format!("not a whole bundle: {e}"));
+    }
+    match mesh.publish_update(file.clone()).await {
+        Ok(Ok(id)) => {
+            tracing::info!(bundle = %id, "update published to the mesh");
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "bundle": id })),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_file(&file).await;
+            error(StatusCode::FORBIDDEN, e)
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {

@@ -13,6 +13,11 @@ use crate::station::Station;
 /// Starts the check when this start is a try; does nothing on a machine that is not a
 /// cambox image with two slots.
 pub fn spawn(station: Arc<Station>, mesh: Mesh, data: PathBuf, bound: Duration) {
+    if let Some(r) = station.release() {
+        station
+            .metrics
+            .set_release(&r.board, &r.version.to_string());
+    }
     let facts = match Facts::of_this_box() {
         Ok(f) => f,
         Err(e) => {

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apply;
 pub mod health;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

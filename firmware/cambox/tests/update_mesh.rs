@@ -1,0 +1,146 @@
+//! An update bundle published at one box reaches the boxes of another site through the
+//! mesh, chunk by chunk, with one copy across the sites' link, and is kept whole.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn cambox(args: &[&str]) -> String {
+    let (ok, text) = cambox_says(args);
+    assert!(ok, "cambox {args:?}: {text}");
+    text
+}
+
+/// Bytes `b` sent to all its mesh neighbours.
+fn sent_bytes(b: &BoxProc) -> f64 {
+    let (_, body) = http(&b.addr(), "GET", "/metrics", "");
+    body.lines()
+        .filter(|l| l.starts_with("cambox_mesh_sent_bytes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn kept_whole(b: &BoxProc, id: &str, original: &[u8]) -> bool {
+    let dir = b.state_dir().join("bundles");
+    let have = std::fs::read(dir.join(format!("{id}.have"))).unwrap_or_default();
+    !have.is_empty()
+        && have.iter().all(|c| *c == b'1')
+        && std::fs::read(dir.join(format!("{id}.cbx"))).is_ok_and(|f| f == original)
+}
+
+#[test]
+fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    cambox(&["release", "init", "--dir", &d("key")]);
+    // 8 MB that do not compress: 32 chunks.
+    let rootfs: Vec<u8> = (0..8u64 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(d("rootfs.ext4"), &rootfs).unwrap();
+    cambox(&[
+        "release",
+        "pack",
+        "--key",
+        &d("key/release.key"),
+        "--board",
+        "qemu_aarch64",
+        "--version",
+        "2",
+        "--rootfs",
+        &d("rootfs.ext4"),
+        "-o",
+        &d("v2.cbx"),
+    ]);
+    let original = std::fs::read(d("v2.cbx")).unwrap();
+    std::fs::write(d("release"), "board=qemu_aarch64\nversion=1\n").unwrap();
+    let keys = d("key/release.pub");
+    let release = d("release");
+
+    // The publisher at site a; two boxes of site b that both link to it and to each other.
+    let p = BoxProc::start(&["--name", "p", "--site", "a", "--release-keys", &keys]);
+    let box_b = |name: &str, peers: &[&str]| {
+        let mut args = vec![
+            "--name",
+            name,
+            "--site",
+            "b",
+            "--release-keys",
+            &keys,
+            "--release-file",
+            &release,
+        ];
+        for peer in peers {
+            args.extend(["--peer", peer]);
+        }
+        BoxProc::start(&args)
+    };
+    let b1 = box_b("b1", &[&p.mesh_addr]);
+    let b2 = box_b("b2", &[&p.mesh_addr, &b1.mesh_addr]);
+    wait_until("every link up", Duration::from_secs(15), || {
+        let n = |b: &BoxProc| {
+            json(&http(&b.addr(), "GET", "/api/v1/peers", "").1)["peers"]
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        n(&p) == 2 && n(&b1) == 2 && n(&b2) == 2
+    });
+    let before = sent_bytes(&p);
+    let said = cambox(&["update", "publish", &d("v2.cbx"), "--http", &p.addr()]);
+    let id = said
+        .split_whitespace()
+        .nth(1)
+        .expect("the bundle's id")
+        .to_string();
+    let took = wait_until(
+        "both boxes of site b to keep the bundle whole",
+        Duration::from_secs(60),
+        || kept_whole(&b1, &id, &original) && kept_whole(&b2, &id, &original),
+    );
+    let across = sent_bytes(&p) - before;
+    let ratio = across / original.len() as f64;
+    println!(
+        "bundle {id}: {} bytes to both boxes of site b in {took:?}; the publisher sent {across} bytes ({ratio:.3} copies)",
+        original.len()
+    );
+    assert!(ratio < 1.1, "{ratio:.3} copies crossed into site b");
+    assert!(ratio > 0.99, "{ratio:.3}: the bundle did not cross at all?");
+    // Neither box is an image with two slots: each says so instead of installing.
+    for b in [&b1, &b2] {
+        wait_until(
+            "the box to say it cannot install",
+            Duration::from_secs(10),
+            || b.logs().contains("this box cannot install it"),
+        );
+    }
+    // A stranger's bundle is not taken.
+    cambox(&["release", "init", "--dir", &d("stranger")]);
+    cambox(&[
+        "release",
+        "pack",
+        "--key",
+        &d("stranger/release.key"),
+        "--board",
+        "qemu_aarch64",
+        "--version",
+        "3",
+        "--rootfs",
+        &d("rootfs.ext4"),
+        "-o",
+        &d("v3.cbx"),
+    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_cambox"))
+        .args(["update", "publish", &d("v3.cbx"), "--http", &p.addr()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("answered 403") && said.contains("not signed by a release key"),
+        "{said}"
+    );
+}
