@@ -11,9 +11,10 @@
 #      registry on this machine; a button press makes it live and ffmpeg decodes it;
 #   2. bundles signed by a stranger's key, for another board, or not newer are refused
 #      with their reason, and nothing is written to either slot;
-#   3. a good bundle sent to the box (POST /api/v1/update) is written into slot B; the
-#      box reboots to try it, reaches the registry from it, commits it (config.txt names
-#      b/ now), and keeps its node id;
+#   3. a good bundle published to the mesh at a box on this machine (`cambox update
+#      publish`) reaches the emulated box over its mesh link; while it is live it waits;
+#      stopped, it writes the bundle into slot B, reboots to try it, reaches the registry
+#      from it, commits it (config.txt names b/ now), and keeps its node id;
 #   4. a bundle whose cambox cannot run is tried in slot A and given up: the next boot is
 #      slot B again, and the box reports the failed update;
 #   5. power cuts (QEMU killed) at random points of an install: the box always boots a
@@ -143,6 +144,8 @@ cp "$root/hil-tests/qemu-init" "$work/initrd/init"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 reg_port=$(free_port)
 http_port=$(free_port)
+mesh_port=$(free_port)
+host_http=$(free_port)
 cat >"$work/cambox.toml" <<TOML
 name = "qemu-cam"
 node = "qemu-box"
@@ -155,6 +158,7 @@ fps = 10
 bitrate = "300k"
 mdns = false
 registry = ["http://10.0.2.2:$reg_port"]
+peers = ["10.0.2.2:$mesh_port"]
 update_health = "90s"
 TOML
 root_image "$work/rootA.ext4" 1
@@ -193,6 +197,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 "$cambox_host" registry --http "127.0.0.1:$reg_port" --heartbeat 2 >"$work/registry.log" 2>&1 &
+pids+=($!)
+# A box on this machine, at another site: where updates are published to the mesh.
+"$cambox_host" run --name host-box --site hq --listen "127.0.0.1:$mesh_port" --mesh-tcp off \
+  --http "127.0.0.1:$host_http" --https off --rtsp off --webrtc-udp 0 --webrtc-tcp off --mdns false \
+  --key "$work/host-box.key" --release-keys "$work/release/release.pub" >"$work/host-box.log" 2>&1 &
 pids+=($!)
 
 # The firmware: config.txt, or tryboot.txt once when the flag is set (and cleared before
@@ -286,20 +295,28 @@ for spec in "2 $work/stranger qemu_aarch64|signed by no release key" \
   if [ "$code" != 403 ] || ! grep -q "$want" "$work/post.json"; then
     fail "bundle ($args): $code $(cat "$work/post.json"), want 403 '$want'"
   fi
-  say "refused: $(sed -n 's/.*"error":"\([^"]*\)".*/\1/p' "$work/post.json")"
+  say "$(sed -n 's/.*"error":"\([^"]*\)".*/\1/p' "$work/post.json")"
 done
 slot_b_empty || fail "a refused bundle wrote to slot B"
 if mtype -i "$fat" ::tryboot.txt >/dev/null 2>&1; then fail "a refused bundle wrote tryboot.txt"; fi
 say "PASS: a stranger's, another board's and an older bundle refused; nothing written"
 
-say "3. version 2: installed into slot B, tried, committed"
+say "3. version 2, published to the mesh: fetched, installed into slot B, tried, committed"
 good=$(bundle 2 "$work/release" qemu_aarch64)
+sent() { curl -fsS "http://127.0.0.1:$host_http/metrics" | awk '/^cambox_mesh_sent_bytes_total/ {s += $2} END {print s + 0}'; }
+sent_before=$(sent)
 t0=$SECONDS
-code=$(post_bundle "$good" '?now=true')
-[ "$code" = 202 ] || fail "the good bundle: $code $(cat "$work/post.json")"
-install_s=$((SECONDS - t0))
-say "installed in $install_s s ($(stat -c %s "$good") bytes); the box reboots to try it"
-wait_stopped 120 || fail "the box did not reboot after the install"
+"$cambox_host" update publish "$good" --http "127.0.0.1:$host_http" || fail "cambox update publish failed"
+arrived() { grep -q "update bundle complete" "$work/console.log"; }
+wait_for 180 arrived || fail "the bundle did not arrive over the mesh: $(grep -c . "$work/host-box.log") host log lines"
+say "the bundle came over the mesh in $((SECONDS - t0)) s: the host box sent $(( $(sent) - sent_before )) bytes for $(stat -c %s "$good")"
+# Live: the box waits.
+sleep 5
+if ! kill -0 "$qemu_pid" || ! is_live; then fail "the box did not wait while it was live"; fi
+update_state | grep -q '"update":null' || fail "the box installed while it was live: $(update_state)"
+curl -fsS -X POST -d '{"live":false}' "http://127.0.0.1:$http_port/api/v1/live" >/dev/null
+say "PASS: it waited while live; stopped, it installs and reboots"
+wait_stopped 180 || fail "the box did not reboot after the install"
 boot
 [ "$slot" = b ] || fail "the firmware did not try slot B"
 wait_for 300 status || fail "version 2 did not come up"
@@ -321,8 +338,11 @@ say "4. version 3, whose cambox cannot run: tried in slot A, given up"
 boot
 wait_for 300 status || fail "slot B did not come back up"
 bad=$(bundle 3 "$work/release" qemu_aarch64 broken)
+t0=$SECONDS
 code=$(post_bundle "$bad" '?now=true')
 [ "$code" = 202 ] || fail "the broken bundle: $code $(cat "$work/post.json")"
+install_s=$((SECONDS - t0))
+say "sent to the box and installed in $install_s s"
 wait_stopped 120 || fail "the box did not reboot after installing version 3"
 boot
 [ "$slot" = a ] || fail "the firmware did not try slot A"
