@@ -46,9 +46,15 @@
 # no others), and no box outside may even try to dial into s2: the router counts every
 # new connection towards s2, and the count must stay 0.
 #
+# With --update, every box trusts a release key made for the run, and at the end a 16 MB
+# update bundle is published at the origin's box (`cambox update publish`): every other
+# box runs an older version of the bundle's board and must keep it whole, and each
+# site's uplink must carry at most 1.1 times its size in (the control traffic measured
+# just before is subtracted).
+#
 # Needs root, iproute2, avahi-daemon, avahi-utils, dbus, curl, ffprobe (and nft for
 # --no-udp and --nat).
-# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--grain] [--no-udp] [--nat]
+# Usage: hil-tests/netns-mesh.sh [--registry] [--chain] [--grain] [--no-udp] [--nat] [--update]
 #        [--sites N] [--seconds N] [--keep]
 #        (binary: $CAMBOX_BIN)
 set -euo pipefail
@@ -62,6 +68,7 @@ HEARTBEAT=3
 GRAIN=false
 NO_UDP=false
 NAT=false
+UPDATE=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) SECS=$2; shift 2 ;;
@@ -71,6 +78,7 @@ while [ $# -gt 0 ]; do
         --grain) GRAIN=true; shift ;;
         --no-udp) NO_UDP=true; shift ;;
         --nat) NAT=true; shift ;;
+        --update) UPDATE=true; shift ;;
         --sites) SITES=$2; shift 2 ;;
         -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
         *) echo "netns-mesh: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -182,6 +190,10 @@ learns() {
     return 1
 }
 
+if $UPDATE; then
+    "$BIN" release init --dir "$work/release" >/dev/null
+    printf 'board=netns\nversion=1\n' >"$work/release.txt"
+fi
 origin_ip=10.9.1.11
 registry_url=http://10.9.0.2:8090
 start_registry() {
@@ -196,12 +208,14 @@ for s in $(seq "$SITES"); do
         host=${run}s${s}b$b
         source=testsrc
         $GRAIN && [ "$s$b" = 11 ] && source=testsrc:grain
-        args=(run --http 0.0.0.0:8080 --listen 0.0.0.0:4433 --key "$work/$host.key"
+        mkdir -p "$work/$host"
+        args=(run --http 0.0.0.0:8080 --listen 0.0.0.0:4433 --key "$work/$host/node.key"
               --site "s$s" --name "b$s$b" --node "b$s$b" --source "$source" --width "$width"
               --height "$height" --bitrate 2M)
         if [ "$s$b" = 11 ]; then args+=(--live); fi
         if $NAT && [ "$s$b" = 21 ]; then args+=(--live); fi
         $REGISTRY && args+=(--registry "$registry_url")
+        $UPDATE && args+=(--release-keys "$work/release/release.pub" --release-file "$work/release.txt")
         if $CHAIN && [ "$s" -gt 1 ]; then
             args+=(--peer "10.9.$((s - 1)).11:4433")
         elif ! $REGISTRY && ! $CHAIN && [ "$s$b" != 11 ]; then
@@ -459,6 +473,48 @@ if $NO_UDP; then
     fi
     strip_json "$deepest" "$broadcast"
     say "delay from the strip at $deepest, median: over TCP $over_tcp ms, over QUIC $(median "$deepest") ms"
+fi
+if $UPDATE; then
+    head -c $((16 << 20)) /dev/urandom >"$work/rootfs.ext4"
+    "$BIN" release pack --key "$work/release/release.key" --board netns --version 2 \
+        --rootfs "$work/rootfs.ext4" -o "$work/v2.cbx" >/dev/null
+    size=$(stat -c %s "$work/v2.cbx")
+    # Control traffic into each site over 3 s, to subtract (tx: from the router into the site).
+    declare -A base upd
+    for s in $(seq "$SITES"); do base[$s]=$(uplink "$s" tx); done
+    sleep 3
+    for s in $(seq "$SITES"); do base[$s]=$(( ($(uplink "$s" tx) - base[$s]) / 3 )); upd[$s]=$(uplink "$s" tx); done
+    started=$(date +%s%N)
+    id=$(ip netns exec "${run}s1b1" "$BIN" update publish "$work/v2.cbx" --http 127.0.0.1:8080 | awk '{print $2}')
+    whole() {
+        local have
+        for s in $(seq "$SITES"); do
+            for b in 1 2 3; do
+                [ "$s$b" = 11 ] && continue
+                have=$(cat "$work/${run}s${s}b$b/bundles/$id.have" 2>/dev/null || true)
+                [ -n "$have" ] && [ -z "${have//1/}" ] || return 1
+            done
+        done
+    }
+    for _ in $(seq 600); do whole && break; sleep 0.2; done
+    took=$(( ($(date +%s%N) - started) / 1000000 ))
+    whole || { say "FAIL: not every box kept update bundle $id whole within 120 s"; exit 1; }
+    for s in $(seq "$SITES"); do
+        for b in 1 2 3; do
+            [ "$s$b" = 11 ] && continue
+            cmp -s "$work/v2.cbx" "$work/${run}s${s}b$b/bundles/$id.cbx" ||
+                { say "FAIL: ${run}s${s}b$b's copy of the bundle differs"; exit 1; }
+        done
+    done
+    say "update bundle $id ($size bytes) whole at all $(( boxes - 1 )) other boxes after $took ms"
+    ok=true
+    for s in $(seq 2 "$SITES"); do
+        into=$(( $(uplink "$s" tx) - upd[$s] - base[$s] * took / 1000 ))
+        copies=$(awk -v b="$into" -v z="$size" 'BEGIN { printf "%.3f", b / z }')
+        say "site s$s uplink: $into bytes of the bundle in = $copies copies"
+        awk -v c="$copies" 'BEGIN { exit !(c <= 1.1) }' || ok=false
+    done
+    $ok || { say "FAIL: a site's uplink carried the bundle more than 1.1 times"; exit 1; }
 fi
 if $REGISTRY; then
     start_registry
