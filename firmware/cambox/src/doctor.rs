@@ -161,13 +161,7 @@ async fn check_reach(
         Ok((200, body)) => serde_json::from_slice::<SeenAddress>(&body).ok(),
         _ => None,
     };
-    let first_hop = proxy
-        .map(str::to_owned)
-        .or_else(|| registry_client::host_port(registry));
-    let own = match first_hop {
-        Some(hop) => registry_client::local_ip_toward(&hop).await,
-        None => None,
-    };
+    let own = registry_client::own_ip_toward(registry, proxy).await;
     let line = match (seen, own) {
         (None, _) => format!(
             "reach: registry {registry} cannot tell where this box is seen from (an older \

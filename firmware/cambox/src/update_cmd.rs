@@ -116,12 +116,11 @@ async fn install_arrivals(
     mut arrived: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
 ) {
     while let Some(path) = arrived.recv().await {
-        let mut on_air = station.on_air();
-        while on_air.borrow_and_update().is_some() {
+        if station.is_live() {
             tracing::info!("an update is here; it is installed when the box is no longer live");
-            if on_air.changed().await.is_err() {
-                return;
-            }
+        }
+        if !station.until_not_live().await {
+            return;
         }
         let facts = match Facts::of_this_box() {
             Ok(f) => f,

@@ -108,9 +108,17 @@ pub struct Registering {
     pub proxy: Option<String>,
 }
 
+/// The address this box has on its way to `registry`: toward the proxy when it goes out
+/// through one (`HOST:PORT`), else toward the registry itself. What a box names as its
+/// own when it registers, and what `cambox doctor` compares with what the registry sees.
+pub async fn own_ip_toward(registry: &str, proxy: Option<&str>) -> Option<IpAddr> {
+    let first_hop = proxy.map(str::to_owned).or_else(|| host_port(registry))?;
+    local_ip_toward(&first_hop).await
+}
+
 /// The address this box has on the way to `host_port` (the one a packet to it would
 /// leave from); no packet is sent.
-pub async fn local_ip_toward(host_port: &str) -> Option<IpAddr> {
+async fn local_ip_toward(host_port: &str) -> Option<IpAddr> {
     let target = tokio::net::lookup_host(host_port).await.ok()?.next()?;
     let any: SocketAddr = match target {
         SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
@@ -122,7 +130,7 @@ pub async fn local_ip_toward(host_port: &str) -> Option<IpAddr> {
 }
 
 /// `HOST:PORT` of a registry URL, with the scheme's port when it names none.
-pub fn host_port(url: &str) -> Option<String> {
+fn host_port(url: &str) -> Option<String> {
     let uri: hyper::Uri = url.parse().ok()?;
     let port = uri
         .port_u16()
@@ -252,10 +260,7 @@ async fn renew_forever(
         // The box's own address on the way out, looked up every time: it may have moved.
         let own_ip = match reachable {
             Reachable::Anywhere => None,
-            _ => match proxy.clone().or_else(|| host_port(&base)) {
-                Some(first_hop) => local_ip_toward(&first_hop).await,
-                None => None,
-            },
+            _ => own_ip_toward(&base, proxy.as_deref()).await,
         };
         let at = Listening {
             mesh: named(mesh.local_addr, own_ip),

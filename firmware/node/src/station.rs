@@ -309,6 +309,7 @@ impl Station {
     }
 
     pub fn status(&self) -> Status {
+        let reach = self.reach();
         let mut slot = lock(&self.pipeline);
         self.reap(&mut slot);
         let s = &self.settings;
@@ -351,8 +352,8 @@ impl Station {
                 .map_or_else(TrustView::lab, |t| t.view()),
             sound: slot.as_ref().is_some_and(|p| p.broadcast.audio.is_some()),
             watching: self.watchers.list(),
-            reachable: self.reach().map(|r| r.0.as_str()),
-            seen_from: self.reach().map(|r| r.1),
+            reachable: reach.as_ref().map(|r| r.0.as_str()),
+            seen_from: reach.map(|r| r.1),
             update: lock(&self.update).clone(),
         }
     }
@@ -366,6 +367,18 @@ impl Station {
     /// asks.
     pub fn load_release(&self, path: &std::path::Path) {
         let _ = self.release.set(crate::update::Release::load(path).ok());
+    }
+
+    /// Returns once the box is not live (at once when it is not); false when the box is
+    /// shutting down. A box that films finishes first: updates wait here.
+    pub async fn until_not_live(&self) -> bool {
+        let mut on_air = self.on_air();
+        while on_air.borrow_and_update().is_some() {
+            if on_air.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// The image's release file (`/etc/cambox/release`), read at the first ask.

@@ -174,6 +174,9 @@ pub struct Bundle {
     pub manifest: Manifest,
     manifest_json: Vec<u8>,
     pub signature: [u8; 64],
+    /// The first 8 bytes of the manifest's SHA-256, hashed once: every chunk message
+    /// names its bundle by them.
+    digest8: [u8; 8],
 }
 
 impl Bundle {
@@ -189,8 +192,12 @@ impl Bundle {
     /// The bundle's name everywhere (mesh, registry, logs): the first 8 bytes of its
     /// manifest's SHA-256, in hex.
     pub fn id(&self) -> String {
-        let digest = ring::digest::digest(&SHA256, &self.manifest_json);
-        to_hex(&digest.as_ref()[..8])
+        to_hex(&self.digest8)
+    }
+
+    /// The same 8 bytes as a number, as the mesh's chunk messages carry it.
+    pub fn number(&self) -> u64 {
+        u64::from_be_bytes(self.digest8)
     }
 
     /// The head as it stands in the file; the payload follows.
@@ -239,10 +246,14 @@ impl Bundle {
         let manifest: Manifest = serde_json::from_slice(&manifest_json)
             .map_err(|e| format!("unreadable manifest: {e}"))?;
         manifest.check_shape()?;
+        let digest = ring::digest::digest(&SHA256, &manifest_json);
+        let mut digest8 = [0u8; 8];
+        digest8.copy_from_slice(&digest.as_ref()[..8]);
         Ok(Bundle {
             manifest,
             manifest_json,
             signature,
+            digest8,
         })
     }
 

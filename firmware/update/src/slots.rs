@@ -133,13 +133,18 @@ impl Card {
         }
     }
 
-    /// The slot `config.txt` boots when nobody asks for a try.
-    pub fn default_slot(&self) -> Result<Slot, SlotError> {
+    /// `config.txt`: its text, where the letter of its default slot stands, and the slot.
+    fn read_config(&self) -> Result<(String, usize, Slot), SlotError> {
         let path = self.config();
         let text = fs::read_to_string(&path).map_err(io(&path))?;
-        default_at(&text)
-            .map(|(_, s)| s)
-            .ok_or_else(|| SlotError::NoSlots(path.display().to_string()))
+        let (at, slot) =
+            default_at(&text).ok_or_else(|| SlotError::NoSlots(path.display().to_string()))?;
+        Ok((text, at, slot))
+    }
+
+    /// The slot `config.txt` boots when nobody asks for a try.
+    pub fn default_slot(&self) -> Result<Slot, SlotError> {
+        self.read_config().map(|(_, _, slot)| slot)
     }
 
     /// Writes one image of `size` bytes from `data` to `slot`'s root partition, and syncs
@@ -218,10 +223,7 @@ impl Card {
     /// Writes `tryboot.txt`: `config.txt` with `slot` in place of the default. The
     /// firmware reads it only after a reboot that asks for a try.
     pub fn prepare_try(&self, slot: Slot) -> Result<(), SlotError> {
-        let config = self.config();
-        let text = fs::read_to_string(&config).map_err(io(&config))?;
-        let (at, _) =
-            default_at(&text).ok_or_else(|| SlotError::NoSlots(config.display().to_string()))?;
+        let (text, at, _) = self.read_config()?;
         let mut tried = text.into_bytes();
         tried[at] = slot.letter() as u8;
         let path = self.boot.join("tryboot.txt");
@@ -234,13 +236,11 @@ impl Card {
     /// Makes `slot` the default: its letter written over the old one in `config.txt`, in
     /// place (one byte of one sector; the file is never rewritten or renamed).
     pub fn commit(&self, slot: Slot) -> Result<(), SlotError> {
-        let config = self.config();
-        let text = fs::read_to_string(&config).map_err(io(&config))?;
-        let (at, current) =
-            default_at(&text).ok_or_else(|| SlotError::NoSlots(config.display().to_string()))?;
+        let (_, at, current) = self.read_config()?;
         if current == slot {
             return Ok(());
         }
+        let config = self.config();
         let mut f = OpenOptions::new()
             .write(true)
             .open(&config)

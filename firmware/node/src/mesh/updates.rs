@@ -57,10 +57,6 @@ pub struct Updates {
     out: Vec<Out>,
 }
 
-fn id_of(bundle: &Bundle) -> u64 {
-    u64::from_str_radix(&bundle.id(), 16).unwrap_or(0)
-}
-
 impl Updates {
     pub fn new(me: NodeId, settings: UpdateSettings) -> Updates {
         Updates {
@@ -141,7 +137,7 @@ impl Updates {
             old.stored.remove();
         }
         self.out.push(Out::All(Msg::UpdateOffer { head }, from));
-        self.settle(now);
+        self.settle();
         Ok(true)
     }
 
@@ -183,7 +179,7 @@ impl Updates {
             });
             msgs.push(have_msg(&o.stored));
         }
-        self.settle(now);
+        self.settle();
         msgs
     }
 
@@ -201,13 +197,13 @@ impl Updates {
                 .copied();
             o.swarm.set_toward_origin(now, toward);
         }
-        self.settle(now);
+        self.settle();
     }
 
     fn by_id(&mut self, bundle: u64) -> Option<&mut Offer> {
         self.offers
             .values_mut()
-            .find(|o| id_of(&o.stored.bundle) == bundle)
+            .find(|o| o.stored.bundle.number() == bundle)
     }
 
     pub fn chunk_have(&mut self, now: Instant, peer: NodeId, bundle: u64, from: u32, bits: &[u8]) {
@@ -218,14 +214,14 @@ impl Updates {
                 .collect();
             o.swarm.neighbour_has(now, peer, &chunks);
         }
-        self.settle(now);
+        self.settle();
     }
 
     pub fn chunk_get(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32) {
         if let Some(o) = self.by_id(bundle) {
             o.swarm.asked(now, peer, chunk as usize);
         }
-        self.settle(now);
+        self.settle();
     }
 
     pub fn chunk_data(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32, data: &[u8]) {
@@ -239,7 +235,7 @@ impl Updates {
                         o.stored.bundle.id()
                     );
                     o.swarm.received(now, peer, i, false);
-                    self.settle(now);
+                    self.settle();
                     return;
                 }
             }
@@ -248,14 +244,14 @@ impl Updates {
             }
             o.swarm.received(now, peer, i, ok);
         }
-        self.settle(now);
+        self.settle();
     }
 
     pub fn tick(&mut self, now: Instant) {
         for o in self.offers.values_mut() {
             o.swarm.tick(now);
         }
-        self.settle(now);
+        self.settle();
     }
 
     pub fn poll(&mut self) -> Vec<Out> {
@@ -263,9 +259,9 @@ impl Updates {
     }
 
     /// What the swarms decided, as messages; a complete bundle this box wants is handed on.
-    fn settle(&mut self, _now: Instant) {
+    fn settle(&mut self) {
         for o in self.offers.values_mut() {
-            let id = id_of(&o.stored.bundle);
+            let id = o.stored.bundle.number();
             for action in o.swarm.poll_actions() {
                 match action {
                     Action::Ask { peer, chunk } => self.out.push(Out::To(
@@ -315,7 +311,7 @@ fn have_msg(stored: &Stored) -> Msg {
         }
     }
     Msg::ChunkHave {
-        bundle: id_of(&stored.bundle),
+        bundle: stored.bundle.number(),
         from: 0,
         bits: bits.into(),
     }

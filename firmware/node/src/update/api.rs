@@ -188,11 +188,8 @@ async fn reboot_when_idle(
     data: PathBuf,
     now: bool,
 ) {
-    let mut on_air = st.on_air();
-    while !now && on_air.borrow_and_update().is_some() {
-        if on_air.changed().await.is_err() {
-            return;
-        }
+    if !now && !st.until_not_live().await {
+        return;
     }
     // Time for the answer to leave.
     tokio::time::sleep(Duration::from_millis(500)).await;

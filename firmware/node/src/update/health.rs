@@ -33,8 +33,9 @@ pub fn spawn(station: Arc<Station>, mesh: Mesh, data: PathBuf, bound: Duration) 
             return;
         }
     };
-    station.set_update(Record::load(&path));
-    match at_start(Record::load(&path), facts.booted, default) {
+    let record = Record::load(&path);
+    station.set_update(record.clone());
+    match at_start(record, facts.booted, default) {
         AtStart::Nothing => {}
         AtStart::Settled(r) => {
             match &r.reason {
