@@ -49,6 +49,30 @@ enum ReleaseCommand {
         #[arg(long, short, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Sign a rollout of a bundle: the sites and the share of boxes that install it, or a
+    /// pause. Publish it with `cambox update publish`; a newer rollout of the same bundle
+    /// replaces the one before (widen it, resume it).
+    Rollout {
+        /// The release key (release.key in the key's directory).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The bundle (its file, or its 16-hex-digit id).
+        #[arg(long)]
+        bundle: String,
+        /// The percentage of boxes that install it, by node id: the same boxes go first
+        /// in every release, and a wider share keeps them.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+        share: u8,
+        /// A site that gets it (repeat for more); none named: every site.
+        #[arg(long = "site", value_name = "SITE")]
+        sites: Vec<String>,
+        /// Boxes that have not started installing it wait until a rollout resumes it.
+        #[arg(long)]
+        pause: bool,
+        /// Where to write the signed rollout.
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// What a bundle holds, whether every chunk checks, and whether a release key signed
     /// it.
     Inspect {
@@ -70,8 +94,58 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
             boot_dir,
             out,
         } => pack(&key, &board, &version, rootfs, boot_dir.as_deref(), &out),
+        ReleaseCommand::Rollout {
+            key,
+            bundle,
+            share,
+            sites,
+            pause,
+            out,
+        } => rollout(&key, &bundle, share, sites, pause, &out),
         ReleaseCommand::Inspect { bundle, trust } => inspect(&bundle, trust.as_deref()),
     }
+}
+
+fn rollout(
+    key: &Path,
+    bundle: &str,
+    share: u8,
+    sites: Vec<String>,
+    paused: bool,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let key = read_key(key)?;
+    let is_id = bundle.len() == 16 && bundle.bytes().all(|b| b.is_ascii_hexdigit());
+    let bundle = if is_id {
+        bundle.to_ascii_lowercase()
+    } else {
+        let file = std::fs::File::open(bundle).with_context(|| {
+            format!("cannot open {bundle} (--bundle is a bundle file or its 16-hex-digit id)")
+        })?;
+        Bundle::read_head(&mut std::io::BufReader::new(file))
+            .map_err(|e| anyhow::anyhow!("{bundle}: {e}"))?
+            .id()
+    };
+    let plan = cambox_update::Plan {
+        bundle,
+        // Later plans win; a clock behind the last signer's loses to it, so say so below.
+        issued: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        paused,
+        share,
+        sites,
+    };
+    let signed = cambox_update::Rollout::sign(plan, &key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_atomic(out, &signed.to_bytes())?;
+    println!(
+        "rollout of bundle {}: {}, signed at {} ms; publish it with: cambox update publish {}",
+        signed.plan.bundle,
+        signed.plan.describe(),
+        signed.plan.issued,
+        out.display()
+    );
+    Ok(())
 }
 
 fn init(dir: &Path) -> anyhow::Result<()> {
@@ -119,6 +193,12 @@ fn files_under(dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+fn read_key(path: &Path) -> anyhow::Result<ReleaseKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the release key {}", path.display()))?;
+    ReleaseKey::from_pem(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 fn pack(
     key: &Path,
     board: &str,
@@ -127,9 +207,7 @@ fn pack(
     boot_dir: Option<&Path>,
     out: &Path,
 ) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(key)
-        .with_context(|| format!("cannot read the release key {}", key.display()))?;
-    let key = ReleaseKey::from_pem(&text).map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let key = read_key(key)?;
     let mut images = Vec::new();
     if let Some(dir) = boot_dir {
         for (rel, path) in files_under(dir)? {

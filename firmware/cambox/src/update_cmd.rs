@@ -1,11 +1,12 @@
-//! `cambox update`: an operator publishes a bundle to the mesh through a box; and the box's
-//! side of updates that arrive over the mesh (installed when the box is not live).
+//! `cambox update`: an operator publishes a bundle or its rollout to the mesh through a
+//! box; and the box's side of updates that arrive over the mesh (installed when the box
+//! is not live and its rollout lets it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use cambox_node::mesh::updates::UpdateSettings;
+use cambox_node::mesh::updates::{Arrival, UpdateSettings};
 use cambox_node::station::Station;
 use cambox_node::update::apply::{self, Facts};
 use cambox_update::ReleasePublic;
@@ -21,13 +22,19 @@ pub struct UpdateArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum UpdateCommand {
-    /// Publish a signed bundle to the mesh through a box (operators): every box of its
-    /// board that runs an older version fetches it, peer to peer, each site's uplink
-    /// carrying it once, and installs it when it is not live.
+    /// Publish a signed bundle, or a signed rollout of one, to the mesh through a box
+    /// (operators). Every box of the bundle's board that runs an older version fetches
+    /// it, peer to peer, each site's uplink carrying it once, and installs it when it is
+    /// not live; a rollout (`cambox release rollout`) narrows that to sites or a share of
+    /// boxes, or pauses and resumes it.
     Publish {
         /// The bundle (`cambox release pack`, or beside the image from
-        /// `scripts/build-image --release-key`).
-        bundle: PathBuf,
+        /// `scripts/build-image --release-key`), or a rollout of one already published.
+        file: PathBuf,
+        /// A rollout to publish right after the bundle, so that no box starts installing
+        /// before it hears which boxes the bundle is for.
+        #[arg(long, value_name = "FILE")]
+        rollout: Option<PathBuf>,
         #[command(flatten)]
         target: BoxAddr,
     },
@@ -35,30 +42,70 @@ enum UpdateCommand {
 
 pub async fn run(args: UpdateArgs) -> anyhow::Result<()> {
     match args.command {
-        UpdateCommand::Publish { bundle, target } => {
-            let body = std::fs::read(&bundle)
-                .with_context(|| format!("cannot read {}", bundle.display()))?;
-            let client = cambox_node::client::ApiClient::from_env()?;
-            let url = target.url("/api/v1/update/publish");
-            let (status, answer) = client
-                .post_bytes(&url, body, target.session.token.as_deref())
-                .await
-                .with_context(|| format!("cannot reach {url}"))?;
-            let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-            if status != 202 {
-                anyhow::bail!(
-                    "{url} answered {status}: {}",
-                    json["error"].as_str().unwrap_or("(no reason given)")
+        UpdateCommand::Publish {
+            file,
+            rollout,
+            target,
+        } => {
+            let body =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if body.starts_with(cambox_update::rollout::MAGIC) {
+                anyhow::ensure!(
+                    rollout.is_none(),
+                    "{} is a rollout; --rollout goes with a bundle",
+                    file.display()
                 );
+                return publish_rollout(&target, body).await;
             }
+            let rollout = rollout
+                .map(|r| std::fs::read(&r).with_context(|| format!("cannot read {}", r.display())))
+                .transpose()?;
+            let json = post(&target, "/api/v1/update/publish", body).await?;
             println!(
                 "bundle {} published through {}: boxes of its board fetch it now",
                 json["bundle"].as_str().unwrap_or("?"),
                 target.http
             );
-            Ok(())
+            match rollout {
+                Some(r) => publish_rollout(&target, r).await,
+                None => Ok(()),
+            }
         }
     }
+}
+
+async fn publish_rollout(target: &BoxAddr, doc: Vec<u8>) -> anyhow::Result<()> {
+    let json = post(target, "/api/v1/update/rollout", doc).await?;
+    println!(
+        "rollout of bundle {} ({}) {} through {}",
+        json["bundle"].as_str().unwrap_or("?"),
+        json["rollout"].as_str().unwrap_or("?"),
+        if json["newer"].as_bool() == Some(false) {
+            "not published: the box has it or a newer one already"
+        } else {
+            "published"
+        },
+        target.http
+    );
+    Ok(())
+}
+
+/// POSTs `body` to the box; its JSON answer, or its reason for refusing.
+async fn post(target: &BoxAddr, path: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+    let client = cambox_node::client::ApiClient::from_env()?;
+    let url = target.url(path);
+    let (status, answer) = client
+        .post_bytes(&url, body, target.session.token.as_deref())
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+    if status != 202 {
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            json["error"].as_str().unwrap_or("(no reason given)")
+        );
+    }
+    Ok(json)
 }
 
 /// Updates over the mesh for `cambox run`: on when the release keys can be read (the
@@ -99,47 +146,86 @@ pub fn mesh_settings(
         key_dir.to_path_buf(),
         arrived,
     ));
+    let (offers, mut seen) = tokio::sync::watch::channel(Vec::new());
+    let st = station.clone();
+    tokio::spawn(async move {
+        while seen.changed().await.is_ok() {
+            let now = seen.borrow_and_update().clone();
+            st.set_offers(now);
+        }
+    });
     Some(UpdateSettings {
         keys,
         board: station.release().map(|r| r.board.clone()),
         running: station.release().map(|r| r.version.clone()),
         dir: key_dir.join("bundles"),
+        site: station.status().site,
         ready,
+        offers,
     })
 }
 
-/// Installs each bundle the mesh completed for this box, once the box is not live, and
-/// reboots to try it.
+/// Installs each bundle the mesh completed for this box and its rollout lets it install,
+/// once the box is not live, and reboots to try it; a paused rollout holds a bundle that
+/// waits for the box to stop being live.
 async fn install_arrivals(
     station: Arc<Station>,
     data: PathBuf,
-    mut arrived: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    mut arrived: tokio::sync::mpsc::UnboundedReceiver<Arrival>,
 ) {
-    while let Some(path) = arrived.recv().await {
-        if station.is_live() {
-            tracing::info!("an update is here; it is installed when the box is no longer live");
+    let mut pending: Option<PathBuf> = None;
+    loop {
+        let told = match &pending {
+            None => arrived.recv().await,
+            Some(path) => tokio::select! {
+                told = arrived.recv() => told,
+                idle = station.until_not_live() => {
+                    if !idle {
+                        return;
+                    }
+                    install(&station, &data, path.clone()).await;
+                    pending = None;
+                    continue;
+                }
+            },
+        };
+        match told {
+            Some(Arrival::Install(path)) => {
+                if station.is_live() {
+                    tracing::info!(
+                        "an update is here; it is installed when the box is no longer live"
+                    );
+                }
+                pending = Some(path);
+            }
+            Some(Arrival::Hold) => {
+                if pending.take().is_some() {
+                    tracing::info!("the update's rollout was paused or narrowed: it waits");
+                }
+            }
+            None => return,
         }
-        if !station.until_not_live().await {
+    }
+}
+
+async fn install(station: &Arc<Station>, data: &Path, path: PathBuf) {
+    let facts = match Facts::of_this_box() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(bundle = %path.display(), "an update arrived, and this box cannot install it: {e:#}");
             return;
         }
-        let facts = match Facts::of_this_box() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(bundle = %path.display(), "an update arrived, and this box cannot install it: {e:#}");
-                continue;
-            }
-        };
-        let (st, data) = (station.clone(), data.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            let record = apply::install_file(&facts, &path, &data, false, |_| {})?;
-            st.set_update(Some(record.clone()));
-            apply::reboot_to_try(&facts, &record, &data)
-        })
-        .await;
-        match done {
-            Ok(Err(e)) => tracing::warn!("cannot install the update from the mesh: {e:#}"),
-            Err(e) => tracing::warn!("cannot install the update from the mesh: {e}"),
-            Ok(Ok(())) => {}
-        }
+    };
+    let (st, data) = (station.clone(), data.to_path_buf());
+    let done = tokio::task::spawn_blocking(move || {
+        let record = apply::install_file(&facts, &path, &data, false, |_| {})?;
+        st.set_update(Some(record.clone()));
+        apply::reboot_to_try(&facts, &record, &data)
+    })
+    .await;
+    match done {
+        Ok(Err(e)) => tracing::warn!("cannot install the update from the mesh: {e:#}"),
+        Err(e) => tracing::warn!("cannot install the update from the mesh: {e}"),
+        Ok(Ok(())) => {}
     }
 }

@@ -143,4 +143,89 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
         said.contains("answered 403") && said.contains("not signed by a release key"),
         "{said}"
     );
+
+    // Version 3, rolled out to site c only: site b's boxes relay it and fetch nothing.
+    std::fs::write(d("small.ext4"), &rootfs[..1 << 20]).unwrap();
+    cambox(&[
+        "release",
+        "pack",
+        "--key",
+        &d("key/release.key"),
+        "--board",
+        "qemu_aarch64",
+        "--version",
+        "3",
+        "--rootfs",
+        &d("small.ext4"),
+        "-o",
+        &d("v3.cbx"),
+    ]);
+    let (key, v3) = (d("key/release.key"), d("v3.cbx"));
+    let rollout = |name: &str, extra: &[&str]| {
+        let out = d(name);
+        let mut args = vec![
+            "release", "rollout", "--key", &key, "--bundle", &v3, "-o", &out,
+        ];
+        args.extend(extra);
+        cambox(&args);
+        // Each rollout is signed a millisecond after the one before, at least.
+        std::thread::sleep(Duration::from_millis(5));
+        out
+    };
+    let only_c = rollout("only-c.rollout", &["--site", "c"]);
+    let said = cambox(&[
+        "update",
+        "publish",
+        &d("v3.cbx"),
+        "--rollout",
+        &only_c,
+        "--http",
+        &p.addr(),
+    ]);
+    assert!(said.contains("100 % of sites c) published"), "{said}");
+    let offer = |b: &BoxProc| {
+        let (_, body) = http(&b.addr(), "GET", "/api/v1/update", "");
+        json(&body)["offers"]
+            .as_array()
+            .and_then(|o| o.iter().find(|o| o["version"] == "3").cloned())
+            .unwrap_or_default()
+    };
+    for b in [&b1, &b2] {
+        wait_until(
+            "site b to hear of the rollout",
+            Duration::from_secs(10),
+            || offer(b)["state"] == "excluded",
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for b in [&b1, &b2] {
+        assert_eq!(offer(b)["have"], 0, "{}", offer(b));
+    }
+
+    // Every site, paused: they fetch it and wait; the metrics say so.
+    let paused = rollout("paused.rollout", &["--pause"]);
+    cambox(&["update", "publish", &paused, "--http", &p.addr()]);
+    for b in [&b1, &b2] {
+        wait_until(
+            "site b to fetch it and wait",
+            Duration::from_secs(30),
+            || offer(b)["state"] == "paused",
+        );
+        let (_, metrics) = http(&b.addr(), "GET", "/metrics", "");
+        assert!(
+            metrics.contains("cambox_update_state{state=\"paused\"} 1"),
+            "{metrics}"
+        );
+    }
+    // Resumed: they may install it (and, off an image, say they cannot).
+    let resumed = rollout("resumed.rollout", &[]);
+    cambox(&["update", "publish", &resumed, "--http", &b1.addr()]);
+    for b in [&b1, &b2] {
+        wait_until("site b to take it up", Duration::from_secs(10), || {
+            offer(b)["state"] == "ready"
+        });
+    }
+    // The paused one again is older than what the boxes hold: nothing changes.
+    let said = cambox(&["update", "publish", &paused, "--http", &b2.addr()]);
+    assert!(said.contains("has it or a newer one"), "{said}");
 }

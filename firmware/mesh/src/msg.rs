@@ -373,6 +373,11 @@ pub enum Msg {
     UpdateOffer {
         head: Bytes,
     },
+    /// Which boxes install an offered bundle, and whether they may start
+    /// (`cambox_update::Rollout`, signed by the release key). Passed on like offers.
+    UpdateRollout {
+        doc: Bytes,
+    },
     /// Which chunks of bundle `bundle` (its id: the first 8 bytes of its manifest's
     /// SHA-256) the sender has: bit `i` of `bits` (least significant first) is chunk
     /// `from + i`. Whole on a new link, one chunk at a time after.

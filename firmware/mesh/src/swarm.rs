@@ -98,7 +98,13 @@ impl Swarm {
     }
 
     pub fn want_all(&mut self, now: Instant) {
-        self.wants_all = true;
+        self.set_wants_all(now, true);
+    }
+
+    /// Whether this box wants the whole file; when it stops (its rollout no longer names
+    /// it), what it asked for still comes, and it asks only for what others ask of it.
+    pub fn set_wants_all(&mut self, now: Instant, wants: bool) {
+        self.wants_all = wants;
         self.ask_more(now);
     }
 

@@ -74,6 +74,7 @@ mod kind {
     pub const CHUNK_HAVE: u8 = 0x16;
     pub const CHUNK_GET: u8 = 0x17;
     pub const CHUNK_DATA: u8 = 0x18;
+    pub const UPDATE_ROLLOUT: u8 = 0x19;
 }
 
 /// Why bytes from a peer are not a valid frame. Every one of them means the peer is
@@ -149,6 +150,7 @@ fn kind_of(msg: &Msg) -> u8 {
         Msg::InterestChange { .. } => kind::INTEREST_CHANGE,
         Msg::Revocations { .. } => kind::REVOCATIONS,
         Msg::UpdateOffer { .. } => kind::UPDATE_OFFER,
+        Msg::UpdateRollout { .. } => kind::UPDATE_ROLLOUT,
         Msg::ChunkHave { .. } => kind::CHUNK_HAVE,
         Msg::ChunkGet { .. } => kind::CHUNK_GET,
         Msg::ChunkData { .. } => kind::CHUNK_DATA,
@@ -184,6 +186,7 @@ fn kind_name(kind: u8) -> Option<&'static str> {
         kind::INTEREST_CHANGE => "InterestChange",
         kind::REVOCATIONS => "Revocations",
         kind::UPDATE_OFFER => "UpdateOffer",
+        kind::UPDATE_ROLLOUT => "UpdateRollout",
         kind::CHUNK_HAVE => "ChunkHave",
         kind::CHUNK_GET => "ChunkGet",
         kind::CHUNK_DATA => "ChunkData",
@@ -264,6 +267,7 @@ fn body_len(msg: &Msg) -> usize {
         Msg::LinkDown { .. } => HOP_LEN + HOP_LEN,
         Msg::Revocations { list } => 4 + list.len(),
         Msg::UpdateOffer { head } => 4 + head.len(),
+        Msg::UpdateRollout { doc } => 4 + doc.len(),
         Msg::ChunkHave { bits, .. } => 8 + 4 + 4 + bits.len(),
         Msg::ChunkGet { .. } => 8 + 4,
         Msg::ChunkData { data, .. } => 8 + 4 + 4 + data.len(),
@@ -375,7 +379,9 @@ fn put_body(msg: &Msg, out: &mut Vec<u8>) {
             out.extend_from_slice(&a.0);
             out.extend_from_slice(&b.0);
         }
-        Msg::Revocations { list } | Msg::UpdateOffer { head: list } => {
+        Msg::Revocations { list }
+        | Msg::UpdateOffer { head: list }
+        | Msg::UpdateRollout { doc: list } => {
             put_u32(out, list.len() as u32);
             out.extend_from_slice(list);
         }
@@ -525,6 +531,7 @@ pub fn check(msg: &Msg) -> Result<(), WireError> {
         Msg::Routed(r) => c.count("body", r.body.len(), MAX_ROUTED_BODY)?,
         Msg::Revocations { list } => c.count("list", list.len(), MAX_REVOCATIONS)?,
         Msg::UpdateOffer { head } => c.count("head", head.len(), MAX_OFFER)?,
+        Msg::UpdateRollout { doc } => c.count("doc", doc.len(), MAX_OFFER)?,
         Msg::ChunkHave { bits, .. } => c.count("bits", bits.len(), MAX_HAVE)?,
         Msg::ChunkGet { .. } => {}
         Msg::ChunkData { data, .. } => c.count("data", data.len(), MAX_CHUNK)?,
@@ -782,6 +789,9 @@ fn decode_body(kind: u8, body: &[u8]) -> Result<Msg, WireError> {
         },
         kind::UPDATE_OFFER => Msg::UpdateOffer {
             head: r.bytes("head", MAX_OFFER)?,
+        },
+        kind::UPDATE_ROLLOUT => Msg::UpdateRollout {
+            doc: r.bytes("doc", MAX_OFFER)?,
         },
         kind::CHUNK_HAVE => Msg::ChunkHave {
             bundle: r.u64("bundle")?,

@@ -225,7 +225,8 @@ impl Metrics {
         );
         registry.register(
             "cambox_update_state",
-            "The box's last update: 1 for its state (installed, trying, committed, failed)",
+            "Where the box's update stands: 1 for its state (an offer fetching, excluded by \
+             its rollout, paused, ready; the last install installed, trying, committed, failed)",
             m.update_state.clone(),
         );
         registry.register(
@@ -271,9 +272,18 @@ impl Metrics {
             .set(1);
     }
 
-    /// The last update's state: that label 1, the others 0.
+    /// The update's state: that label 1, the others 0.
     pub fn set_update_state(&self, state: Option<&str>) {
-        for s in ["installed", "trying", "committed", "failed"] {
+        for s in [
+            "fetching",
+            "excluded",
+            "paused",
+            "ready",
+            "installed",
+            "trying",
+            "committed",
+            "failed",
+        ] {
             self.update_state
                 .get_or_create(&vec![("state".into(), s.into())])
                 .set(i64::from(Some(s) == state));

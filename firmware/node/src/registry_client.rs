@@ -211,10 +211,9 @@ pub fn registration(
         reachable,
         board: station.release().map(|r| r.board.clone()),
         version: station.release().map(|r| r.version.to_string()),
-        update: status
-            .update
-            .as_ref()
-            .map(|u| format!("{} {}", u.state, u.version)),
+        update: station
+            .update_line()
+            .map(|(state, version)| format!("{state} {version}")),
         http: Some(at.http.to_string()),
         broadcasts: vec![BroadcastInfo {
             name: status.stream,

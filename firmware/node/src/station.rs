@@ -64,6 +64,8 @@ pub struct Status {
     pub seen_from: Option<String>,
     /// The last update: its version, slot and state (trying, committed, failed, why).
     pub update: Option<crate::update::Record>,
+    /// Bundles the mesh offered, and where each stands on this box.
+    pub offers: Vec<crate::mesh::updates::OfferView>,
 }
 
 /// The board as the rest of the box sees it.
@@ -110,6 +112,7 @@ pub struct Station {
     /// From where a registry last said this box can be reached, and the address it saw.
     reach: Mutex<Option<(cambox_registry::model::Reach, String)>>,
     update: Mutex<Option<crate::update::Record>>,
+    offers: Mutex<Vec<crate::mesh::updates::OfferView>>,
     /// Where updates are kept: the record and bundles on their way (the data partition).
     pub update_dir: OnceLock<std::path::PathBuf>,
     /// The image this box runs (board, release version), read once; None off an image.
@@ -145,6 +148,7 @@ impl Station {
             auth: OnceLock::new(),
             reach: Mutex::new(None),
             update: Mutex::new(None),
+            offers: Mutex::new(Vec::new()),
             update_dir: OnceLock::new(),
             release: OnceLock::new(),
             watchers: Default::default(),
@@ -355,6 +359,7 @@ impl Station {
             reachable: reach.as_ref().map(|r| r.0.as_str()),
             seen_from: reach.map(|r| r.1),
             update: lock(&self.update).clone(),
+            offers: lock(&self.offers).clone(),
         }
     }
 
@@ -391,9 +396,29 @@ impl Station {
     }
 
     pub fn set_update(&self, record: Option<crate::update::Record>) {
-        self.metrics
-            .set_update_state(record.as_ref().map(|r| r.state.as_str()));
         *lock(&self.update) = record;
+        self.metrics
+            .set_update_state(self.update_line().as_ref().map(|(s, _)| s.as_str()));
+    }
+
+    pub fn set_offers(&self, offers: Vec<crate::mesh::updates::OfferView>) {
+        *lock(&self.offers) = offers;
+        self.metrics
+            .set_update_state(self.update_line().as_ref().map(|(s, _)| s.as_str()));
+    }
+
+    /// Where this box's update stands, as (state, version): an offer for this box on its
+    /// way (fetching, excluded, paused, ready) before the last install's record.
+    pub fn update_line(&self) -> Option<(String, String)> {
+        let offered = lock(&self.offers)
+            .iter()
+            .find(|o| o.state != "relaying")
+            .map(|o| (o.state.to_string(), o.version.clone()));
+        offered.or_else(|| {
+            lock(&self.update)
+                .as_ref()
+                .map(|r| (r.state.clone(), r.version.clone()))
+        })
     }
 
     pub fn set_reach(&self, reach: cambox_registry::model::Reach, seen_from: String) {

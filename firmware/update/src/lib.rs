@@ -10,10 +10,12 @@ pub mod bundle;
 pub mod install;
 pub mod policy;
 pub mod release_key;
+pub mod rollout;
 pub mod slots;
 pub mod version;
 
 pub use bundle::{Bundle, Image, Manifest};
 pub use policy::{Policy, Refusal};
 pub use release_key::{ReleaseKey, ReleasePublic};
+pub use rollout::{Plan, Rollout};
 pub use version::Version;

@@ -673,6 +673,7 @@ impl Node {
             | Msg::Addresses { .. }
             | Msg::Revocations { .. }
             | Msg::UpdateOffer { .. }
+            | Msg::UpdateRollout { .. }
             | Msg::ChunkHave { .. }
             | Msg::ChunkGet { .. }
             | Msg::ChunkData { .. } => {}

@@ -142,6 +142,7 @@ fn msg() -> impl Strategy<Value = Msg> {
         }),
         vec(any::<u8>(), 0..200).prop_map(|list| Msg::Revocations { list: list.into() }),
         vec(any::<u8>(), 0..200).prop_map(|head| Msg::UpdateOffer { head: head.into() }),
+        vec(any::<u8>(), 0..200).prop_map(|doc| Msg::UpdateRollout { doc: doc.into() }),
         (any::<u64>(), any::<u32>(), vec(any::<u8>(), 0..64)).prop_map(|(bundle, from, bits)| {
             Msg::ChunkHave {
                 bundle,

@@ -167,6 +167,7 @@ fn need(method: &Method, path: &str) -> Need {
                 | "/api/v1/cmd"
                 | "/api/v1/update"
                 | "/api/v1/update/publish"
+                | "/api/v1/update/rollout"
         ) || path.starts_with("/api/v1/chat/"));
     if acts {
         Need::Operator

@@ -279,6 +279,10 @@ pub enum Request {
         file: std::path::PathBuf,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    PublishRollout {
+        doc: Bytes,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -522,6 +526,13 @@ impl Mesh {
         file: std::path::PathBuf,
     ) -> Result<Result<String, String>, MeshError> {
         self.ask(|reply| Request::PublishUpdate { file, reply })
+            .await
+    }
+
+    /// Checks a signed rollout of a bundle this box keeps an offer of, and passes it
+    /// through the mesh. `Ok(false)`: this box has it or a newer one already.
+    pub async fn publish_rollout(&self, doc: Bytes) -> Result<Result<bool, String>, MeshError> {
+        self.ask(|reply| Request::PublishRollout { doc, reply })
             .await
     }
 
@@ -939,6 +950,7 @@ impl Driver {
                 if matches!(
                     msg,
                     Msg::UpdateOffer { .. }
+                        | Msg::UpdateRollout { .. }
                         | Msg::ChunkHave { .. }
                         | Msg::ChunkGet { .. }
                         | Msg::ChunkData { .. }
@@ -1084,6 +1096,14 @@ impl Driver {
                 let result = match self.updates.as_mut() {
                     Some(u) => u.publish(now, &file),
                     None => Err("this box keeps no release keys: it cannot check a bundle".into()),
+                };
+                self.send_updates();
+                let _ = reply.send(result);
+            }
+            Request::PublishRollout { doc, reply } => {
+                let result = match self.updates.as_mut() {
+                    Some(u) => u.rollout(now, doc, None),
+                    None => Err("this box keeps no release keys: it cannot check a rollout".into()),
                 };
                 self.send_updates();
                 let _ = reply.send(result);
@@ -1329,6 +1349,11 @@ impl Driver {
             Msg::UpdateOffer { head } => {
                 if let Err(e) = u.offer(now, head, Some(peer)) {
                     tracing::warn!(%peer, "an update offer is not taken: {e}");
+                }
+            }
+            Msg::UpdateRollout { doc } => {
+                if let Err(e) = u.rollout(now, doc, Some(peer)) {
+                    tracing::warn!(%peer, "an update rollout is not taken: {e}");
                 }
             }
             Msg::ChunkHave { bundle, from, bits } => u.chunk_have(now, peer, bundle, from, &bits),

@@ -4,6 +4,11 @@
 //! uplink once, and are kept on the data partition (`update::store`) so a broken transfer
 //! resumes. A box of the bundle's board that would install it fetches it whole; every box
 //! serves and relays what it is asked for.
+//!
+//! A rollout (`cambox_update::Rollout`, also signed by the release key) narrows which of
+//! those boxes install the bundle (sites, a share) and pauses or resumes them; it travels
+//! with the offer, and a box keeps it beside the bundle. A bundle without one goes to
+//! every box of its board.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use cambox_mesh::swarm::{Action, Swarm};
 use cambox_mesh::{Msg, NodeId};
-use cambox_update::{Bundle, ReleasePublic, Version};
+use cambox_update::{Bundle, ReleasePublic, Rollout, Version};
 
 use crate::update::store::{Stored, MAX_KEPT};
 
@@ -24,8 +29,37 @@ pub struct UpdateSettings {
     pub board: Option<String>,
     pub running: Option<Version>,
     pub dir: PathBuf,
-    /// Told the path of every complete bundle this box wants.
-    pub ready: tokio::sync::mpsc::UnboundedSender<PathBuf>,
+    /// This box's site, which a rollout may or may not name.
+    pub site: String,
+    /// Told of every complete bundle this box may install now, and when it may not.
+    pub ready: tokio::sync::mpsc::UnboundedSender<Arrival>,
+    /// Where each kept offer stands, for the box's page, registry and metrics.
+    pub offers: tokio::sync::watch::Sender<Vec<OfferView>>,
+}
+
+/// What the mesh tells the box's installer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// A whole bundle for this box that its rollout lets it install now.
+    Install(PathBuf),
+    /// The rollout was paused, or no longer names this box: install nothing yet.
+    Hold,
+}
+
+/// A kept offer as people see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OfferView {
+    pub bundle: String,
+    pub board: String,
+    pub version: String,
+    /// `relaying` (not for this box), `excluded` (the rollout does not name it),
+    /// `fetching`, `paused` (whole, the rollout paused), `ready` (whole, installed when
+    /// the box is not live).
+    pub state: &'static str,
+    pub chunks: usize,
+    pub have: usize,
+    /// The rollout, for people ("10 % of every site"); none: every box of the board.
+    pub rollout: Option<String>,
 }
 
 /// What the driver sends.
@@ -42,6 +76,12 @@ struct Offer {
     stored: Stored,
     swarm: Swarm,
     wanted: bool,
+    /// Heard since the last tick: not fetched yet, so that a rollout sent right behind
+    /// its offer is heard before this box asks for a chunk it may not want.
+    fresh: bool,
+    /// The installer was told to install it (and not told to hold since).
+    told: bool,
+    rollout: Option<(Rollout, Bytes)>,
     /// Neighbours that sent the offer: on the way to the publisher.
     offered_by: BTreeSet<NodeId>,
 }
@@ -68,11 +108,12 @@ impl Updates {
         }
     }
 
-    fn wants(&self, bundle: &Bundle) -> bool {
+    /// Whether `bundle` is for this box's board and newer than what it runs.
+    fn fits(settings: &UpdateSettings, bundle: &Bundle) -> bool {
         let m = &bundle.manifest;
-        self.settings.board.as_deref() == Some(m.board.as_str())
+        settings.board.as_deref() == Some(m.board.as_str())
             && m.version()
-                .is_ok_and(|v| self.settings.running.as_ref().is_some_and(|r| v > *r))
+                .is_ok_and(|v| settings.running.as_ref().is_some_and(|r| v > *r))
     }
 
     /// An offer from a neighbour (`from`) or this box's own publishing (None). Ok(true):
@@ -117,27 +158,65 @@ impl Updates {
             swarm.neighbour_up(now, peer, mate);
         }
         swarm.set_toward_origin(now, from);
-        let wanted = self.wants(&bundle);
-        if wanted {
-            swarm.want_all(now);
-            if stored.complete() {
-                // Published here, or complete from before a restart.
-                let _ = self.settings.ready.send(stored.path().to_path_buf());
-            }
-        }
+        // A rollout kept from before a restart holds until a neighbour sends a newer one.
+        let rollout = stored
+            .rollout()
+            .and_then(|doc| Some((Rollout::from_bytes(&doc).ok()?, Bytes::from(doc))))
+            .filter(|(r, _)| r.signed_by(&self.settings.keys) && r.plan.bundle == bundle.id());
         let offer = Offer {
             head: head.clone(),
             stored,
             swarm,
-            wanted,
+            wanted: false,
+            fresh: from.is_some(),
+            told: false,
+            rollout,
             offered_by: from.into_iter().collect(),
         };
-        tracing::info!(bundle = %bundle.id(), board = %board, version = %bundle.manifest.version, wanted, "update offered");
+        tracing::info!(bundle = %bundle.id(), board = %board, version = %bundle.manifest.version, "update offered");
         if let Some(old) = self.offers.insert(board, offer) {
             old.stored.remove();
         }
         self.out.push(Out::All(Msg::UpdateOffer { head }, from));
-        self.settle();
+        self.settle(now);
+        Ok(true)
+    }
+
+    /// A rollout from a neighbour or this box's operator (None). Ok(true): newer than the
+    /// one kept, kept and passed on.
+    pub fn rollout(
+        &mut self,
+        now: Instant,
+        doc: Bytes,
+        from: Option<NodeId>,
+    ) -> Result<bool, String> {
+        let r = Rollout::from_bytes(&doc)?;
+        if !r.signed_by(&self.settings.keys) {
+            return Err("the rollout is not signed by a release key this box trusts".into());
+        }
+        let Some(o) = self
+            .offers
+            .values_mut()
+            .find(|o| o.stored.bundle.id() == r.plan.bundle)
+        else {
+            return Err(format!(
+                "no offer of bundle {} is kept here: publish the bundle first",
+                r.plan.bundle
+            ));
+        };
+        if o.rollout
+            .as_ref()
+            .is_some_and(|(kept, _)| kept.plan.issued >= r.plan.issued)
+        {
+            return Ok(false);
+        }
+        if let Err(e) = o.stored.keep_rollout(&doc) {
+            tracing::warn!("cannot keep the rollout of bundle {}: {e:#}", r.plan.bundle);
+        }
+        tracing::info!(bundle = %r.plan.bundle, rollout = %r.plan.describe(), "update rollout");
+        o.rollout = Some((r, doc.clone()));
+        self.out.push(Out::All(Msg::UpdateRollout { doc }, from));
+        self.settle(now);
         Ok(true)
     }
 
@@ -169,6 +248,47 @@ impl Updates {
         Ok(id)
     }
 
+    /// Each kept offer's state, as [`OfferView`] tells it.
+    fn views(&self) -> Vec<OfferView> {
+        self.offers
+            .values()
+            .map(|o| {
+                let m = &o.stored.bundle.manifest;
+                let (fits, included, paused) = self.decision(o);
+                let complete = o.stored.complete();
+                OfferView {
+                    bundle: o.stored.bundle.id(),
+                    board: m.board.clone(),
+                    version: m.version.clone(),
+                    state: match () {
+                        _ if !fits => "relaying",
+                        _ if !included => "excluded",
+                        _ if !complete => "fetching",
+                        _ if paused => "paused",
+                        _ => "ready",
+                    },
+                    chunks: o.stored.have.len(),
+                    have: o.stored.have.iter().filter(|h| **h).count(),
+                    rollout: o.rollout.as_ref().map(|(r, _)| r.plan.describe()),
+                }
+            })
+            .collect()
+    }
+
+    /// For an offer: whether it fits this box, whether its rollout names this box, and
+    /// whether the rollout is paused.
+    fn decision(&self, o: &Offer) -> (bool, bool, bool) {
+        let fits = Self::fits(&self.settings, &o.stored.bundle);
+        match &o.rollout {
+            None => (fits, true, false),
+            Some((r, _)) => (
+                fits,
+                r.plan.includes(&self.me.0, &self.settings.site),
+                r.plan.paused,
+            ),
+        }
+    }
+
     pub fn link_up(&mut self, now: Instant, peer: NodeId, site_mate: bool) -> Vec<Msg> {
         self.neighbours.insert(peer, site_mate);
         let mut msgs = Vec::new();
@@ -178,8 +298,11 @@ impl Updates {
                 head: o.head.clone(),
             });
             msgs.push(have_msg(&o.stored));
+            if let Some((_, doc)) = &o.rollout {
+                msgs.push(Msg::UpdateRollout { doc: doc.clone() });
+            }
         }
-        self.settle();
+        self.settle(now);
         msgs
     }
 
@@ -197,7 +320,7 @@ impl Updates {
                 .copied();
             o.swarm.set_toward_origin(now, toward);
         }
-        self.settle();
+        self.settle(now);
     }
 
     fn by_id(&mut self, bundle: u64) -> Option<&mut Offer> {
@@ -214,14 +337,14 @@ impl Updates {
                 .collect();
             o.swarm.neighbour_has(now, peer, &chunks);
         }
-        self.settle();
+        self.settle(now);
     }
 
     pub fn chunk_get(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32) {
         if let Some(o) = self.by_id(bundle) {
             o.swarm.asked(now, peer, chunk as usize);
         }
-        self.settle();
+        self.settle(now);
     }
 
     pub fn chunk_data(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32, data: &[u8]) {
@@ -235,7 +358,7 @@ impl Updates {
                         o.stored.bundle.id()
                     );
                     o.swarm.received(now, peer, i, false);
-                    self.settle();
+                    self.settle(now);
                     return;
                 }
             }
@@ -244,23 +367,32 @@ impl Updates {
             }
             o.swarm.received(now, peer, i, ok);
         }
-        self.settle();
+        self.settle(now);
     }
 
     pub fn tick(&mut self, now: Instant) {
         for o in self.offers.values_mut() {
+            o.fresh = false;
             o.swarm.tick(now);
         }
-        self.settle();
+        self.settle(now);
     }
 
     pub fn poll(&mut self) -> Vec<Out> {
         std::mem::take(&mut self.out)
     }
 
-    /// What the swarms decided, as messages; a complete bundle this box wants is handed on.
-    fn settle(&mut self) {
-        for o in self.offers.values_mut() {
+    /// What the swarms and rollouts decided: messages to send, and the installer told of
+    /// a whole bundle it may install now, or to hold one it may no longer.
+    fn settle(&mut self, now: Instant) {
+        let decisions: Vec<(bool, bool, bool)> =
+            self.offers.values().map(|o| self.decision(o)).collect();
+        for (o, (fits, included, paused)) in self.offers.values_mut().zip(decisions) {
+            let want = fits && included && !o.fresh;
+            if want != o.wanted {
+                o.wanted = want;
+                o.swarm.set_wants_all(now, want);
+            }
             let id = o.stored.bundle.number();
             for action in o.swarm.poll_actions() {
                 match action {
@@ -292,13 +424,25 @@ impl Updates {
                     )),
                     Action::Complete => {
                         tracing::info!(bundle = %o.stored.bundle.id(), wanted = o.wanted, "update bundle complete");
-                        if o.wanted {
-                            let _ = self.settings.ready.send(o.stored.path().to_path_buf());
-                        }
                     }
                 }
             }
+            let go = fits && included && !paused && o.stored.complete();
+            if go != o.told {
+                o.told = go;
+                let _ = self.settings.ready.send(if go {
+                    Arrival::Install(o.stored.path().to_path_buf())
+                } else {
+                    Arrival::Hold
+                });
+            }
         }
+        let views = self.views();
+        self.settings.offers.send_if_modified(|v| {
+            let changed = *v != views;
+            *v = views;
+            changed
+        });
     }
 }
 
@@ -314,5 +458,191 @@ fn have_msg(stored: &Stored) -> Msg {
         bundle: stored.bundle.number(),
         from: 0,
         bits: bits.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cambox_update::{Plan, ReleaseKey};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    const A: NodeId = NodeId([1; 32]);
+    const B: NodeId = NodeId([2; 32]);
+
+    fn updates(
+        me: NodeId,
+        dir: &Path,
+        site: &str,
+        key: &ReleaseKey,
+    ) -> (Updates, UnboundedReceiver<Arrival>) {
+        let (ready, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let settings = UpdateSettings {
+            keys: vec![key.public()],
+            board: Some("qemu_aarch64".into()),
+            running: Some(Version::parse("1").unwrap()),
+            dir: dir.join(site),
+            site: site.into(),
+            ready,
+            offers: tokio::sync::watch::channel(Vec::new()).0,
+        };
+        (Updates::new(me, settings), arrived)
+    }
+
+    fn deliver(now: Instant, to: &mut Updates, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::UpdateOffer { head } => drop(to.offer(now, head, Some(from))),
+            Msg::UpdateRollout { doc } => drop(to.rollout(now, doc, Some(from))),
+            Msg::ChunkHave {
+                bundle,
+                from: f,
+                bits,
+            } => to.chunk_have(now, from, bundle, f, &bits),
+            Msg::ChunkGet { bundle, chunk } => to.chunk_get(now, from, bundle, chunk),
+            Msg::ChunkData {
+                bundle,
+                chunk,
+                data,
+            } => to.chunk_data(now, from, bundle, chunk, &data),
+            _ => {}
+        }
+    }
+
+    /// Moves every message between the two until neither has more to say, even after a
+    /// tick.
+    fn pump(now: Instant, a: &mut Updates, b: &mut Updates) {
+        let mut ticked = false;
+        loop {
+            let (mut from_a, mut from_b) = (a.poll(), b.poll());
+            if from_a.is_empty() && from_b.is_empty() {
+                if ticked {
+                    return;
+                }
+                a.tick(now);
+                b.tick(now);
+                (from_a, from_b) = (a.poll(), b.poll());
+            }
+            ticked = from_a.is_empty() && from_b.is_empty();
+            for (out, to, from) in [(from_a, &mut *b, A), (from_b, &mut *a, B)] {
+                for o in out {
+                    match o {
+                        Out::To(_, msg) | Out::All(msg, None) => deliver(now, to, from, msg),
+                        Out::All(msg, Some(except)) if except != to.me => {
+                            deliver(now, to, from, msg)
+                        }
+                        Out::All(..) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn told(arrived: &mut UnboundedReceiver<Arrival>) -> Vec<Arrival> {
+        std::iter::from_fn(|| arrived.try_recv().ok()).collect()
+    }
+
+    fn state(u: &Updates) -> &'static str {
+        u.views()[0].state
+    }
+
+    #[test]
+    fn a_rollout_narrows_pauses_and_resumes_who_installs_and_holds_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ReleaseKey::generate().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::write(&rootfs, vec![7u8; 40_000]).unwrap();
+        let file = dir.path().join("v2.cbx");
+        let images = [("rootfs".to_string(), rootfs)];
+        let bundle =
+            cambox_update::bundle::pack("qemu_aarch64", "2", 0, &images, 4096, &key, &file)
+                .unwrap();
+        let plan = |issued, paused, sites: &[&str]| {
+            let plan = Plan {
+                bundle: bundle.id(),
+                issued,
+                paused,
+                share: 100,
+                sites: sites.iter().map(|s| s.to_string()).collect(),
+            };
+            Bytes::from(Rollout::sign(plan, &key).unwrap().to_bytes())
+        };
+        let now = Instant::now();
+        let (mut a, _) = updates(A, dir.path(), "a", &key);
+        let (mut b, mut b_told) = updates(B, dir.path(), "b", &key);
+        a.publish(now, &file).unwrap();
+        assert!(a.rollout(now, plan(1, false, &["a"]), None).unwrap());
+        let to_b = a.link_up(now, B, false);
+        for m in to_b {
+            deliver(now, &mut b, A, m);
+        }
+        for m in b.link_up(now, A, false) {
+            deliver(now, &mut a, B, m);
+        }
+        pump(now, &mut a, &mut b);
+        // Site a only: b relays, fetches nothing, installs nothing.
+        assert_eq!(state(&b), "excluded");
+        assert_eq!(b.views()[0].have, 0);
+        assert!(told(&mut b_told).is_empty());
+
+        // Every site, paused: b fetches it whole and waits.
+        assert!(a.rollout(now, plan(2, true, &[]), None).unwrap());
+        pump(now, &mut a, &mut b);
+        assert_eq!(state(&b), "paused");
+        assert_eq!(b.views()[0].have, b.views()[0].chunks);
+        assert!(told(&mut b_told).is_empty());
+
+        // Resumed: b may install it now. Paused again: it holds.
+        assert!(a.rollout(now, plan(3, false, &[]), None).unwrap());
+        pump(now, &mut a, &mut b);
+        let path = dir.path().join("b").join(format!("{}.cbx", bundle.id()));
+        assert_eq!(told(&mut b_told), vec![Arrival::Install(path.clone())]);
+        assert_eq!(state(&b), "ready");
+        assert!(a.rollout(now, plan(4, true, &[]), None).unwrap());
+        pump(now, &mut a, &mut b);
+        assert_eq!(told(&mut b_told), vec![Arrival::Hold]);
+
+        // An older rollout changes nothing, and one signed by another key is refused.
+        assert!(!b.rollout(now, plan(3, false, &[]), None).unwrap());
+        let stranger = ReleaseKey::generate().unwrap();
+        let forged = Plan {
+            bundle: bundle.id(),
+            issued: 9,
+            paused: false,
+            share: 100,
+            sites: vec![],
+        };
+        let forged = Bytes::from(Rollout::sign(forged, &stranger).unwrap().to_bytes());
+        assert!(b
+            .rollout(now, forged, None)
+            .unwrap_err()
+            .contains("not signed"));
+        assert_eq!(state(&b), "paused");
+
+        // b restarts and hears the offer before any rollout: the kept one still holds.
+        drop(b);
+        let (mut b, mut b_told) = updates(B, dir.path(), "b", &key);
+        b.offer(now, Bytes::from(bundle.head_bytes()), Some(A))
+            .unwrap();
+        assert_eq!(state(&b), "paused");
+        assert!(told(&mut b_told).is_empty());
+        assert!(b.rollout(now, plan(5, false, &["b"]), None).unwrap());
+        assert_eq!(told(&mut b_told), vec![Arrival::Install(path)]);
+    }
+
+    #[test]
+    fn a_rollout_of_a_bundle_not_offered_here_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ReleaseKey::generate().unwrap();
+        let (mut a, _) = updates(A, dir.path(), "a", &key);
+        let plan = Plan {
+            bundle: "0011223344556677".into(),
+            issued: 1,
+            paused: false,
+            share: 10,
+            sites: vec![],
+        };
+        let doc = Bytes::from(Rollout::sign(plan, &key).unwrap().to_bytes());
+        let err = a.rollout(Instant::now(), doc, None).unwrap_err();
+        assert!(err.contains("publish the bundle first"), "{err}");
     }
 }

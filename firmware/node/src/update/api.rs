@@ -1,6 +1,7 @@
 //! `GET /api/v1/update` (the last update's record) and `POST /api/v1/update` (an operator
 //! sends a bundle: the box checks it, writes it into the other slot, and reboots to try
-//! it, at once with `?now=true`, else when it is no longer live).
+//! it, at once with `?now=true`, else when it is no longer live); publishing a bundle or
+//! a rollout to the mesh through this box.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,34 @@ pub fn routes() -> Router<Arc<Station>> {
             "/api/v1/update/publish",
             post(publish).layer(DefaultBodyLimit::disable()),
         )
+        .route("/api/v1/update/rollout", post(rollout))
+}
+
+/// An operator passes a signed rollout of an offered bundle to the mesh through this box.
+async fn rollout(State(st): State<Arc<Station>>, body: axum::body::Bytes) -> Response {
+    let Some(mesh) = st.mesh.get().cloned() else {
+        return error(StatusCode::CONFLICT, "this box is not in a mesh");
+    };
+    let plan = match cambox_update::Rollout::from_bytes(&body) {
+        Ok(r) => r.plan,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match mesh.publish_rollout(body).await {
+        Ok(Ok(newer)) => {
+            tracing::info!(bundle = %plan.bundle, rollout = %plan.describe(), newer, "update rollout published to the mesh");
+            (
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({
+                    "bundle": plan.bundle,
+                    "rollout": plan.describe(),
+                    "newer": newer,
+                })),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::FORBIDDEN, e),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 /// An operator publishes a bundle through this box: it keeps it and offers it to the
@@ -86,7 +115,13 @@ async fn status(State(st): State<Arc<Station>>) -> Response {
             "default": f.card.default_slot().ok(),
         })
     });
-    Json(serde_json::json!({ "update": st.status().update, "running": running })).into_response()
+    let status = st.status();
+    Json(serde_json::json!({
+        "update": status.update,
+        "running": running,
+        "offers": status.offers,
+    }))
+    .into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

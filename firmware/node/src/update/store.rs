@@ -146,8 +146,23 @@ impl Stored {
         Ok(buf)
     }
 
+    fn rollout_path(&self) -> PathBuf {
+        self.path.with_extension("rollout")
+    }
+
+    /// The rollout kept with the bundle (as signed; the caller checks it), so a box that
+    /// restarts holds to a paused rollout before any neighbour has told it again.
+    pub fn rollout(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.rollout_path()).ok()
+    }
+
+    pub fn keep_rollout(&self, doc: &[u8]) -> anyhow::Result<()> {
+        crate::files::write_atomic(&self.rollout_path(), doc)
+    }
+
     /// Removes the files (a newer bundle for the board replaced this one).
     pub fn remove(self) {
+        let _ = std::fs::remove_file(self.rollout_path());
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_file(&self.have_path);
     }
