@@ -67,6 +67,23 @@ pub struct RegistryArgs {
     /// enrolment directory, if any].
     #[arg(long, value_name = "FILE", requires = "ca")]
     pub revocations: Option<PathBuf>,
+    /// Take update bundles signed by these release keys (`cambox release init`'s
+    /// release.pub) and hand them to the mesh through a couple of boxes; kept in
+    /// --updates.
+    #[arg(long, value_name = "FILE", requires = "updates")]
+    pub release_keys: Option<PathBuf>,
+    /// Where the registry keeps update bundles (the newest per board) and their rollouts.
+    #[arg(long, value_name = "DIR", requires = "release_keys")]
+    pub updates: Option<PathBuf>,
+}
+
+/// The registry's update depot, from --release-keys and --updates.
+fn update_depot(keys: &Path, dir: &Path) -> anyhow::Result<cambox_registry::UpdateDepot> {
+    let text = std::fs::read_to_string(keys)
+        .with_context(|| format!("cannot read the release keys {}", keys.display()))?;
+    let keys = cambox_update::ReleasePublic::parse_all(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", keys.display()))?;
+    cambox_registry::UpdateDepot::open(dir, keys).map_err(anyhow::Error::msg)
 }
 
 /// The company CA as a registry applies it, from `--ca` and `--enroller`.
@@ -134,14 +151,18 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let registry = Arc::new(Registry::new(
+    let mut registry = Registry::new(
         limits(args.rate, args.heartbeat, args.forwarded_for)?,
         Admission {
             allow: parse_allow(&args.allow)?,
             token: args.token,
             ca,
         },
-    ));
+    );
+    if let (Some(keys), Some(dir)) = (&args.release_keys, &args.updates) {
+        registry = registry.with_updates(update_depot(keys, dir)?);
+    }
+    let registry = Arc::new(registry);
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| {
@@ -163,6 +184,13 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             }
         ),
         None => eprintln!("cambox: registry has no company CA: any box registers (a lab)"),
+    }
+    if let (Some(depot), Some(dir)) = (&registry.updates, &args.updates) {
+        eprintln!(
+            "cambox: registry takes update bundles and hands them to the mesh ({} held in {})",
+            depot.list().len(),
+            dir.display()
+        );
     }
     api::spawn_expiry(registry.clone());
     let app = api::router(registry, "");

@@ -35,6 +35,11 @@ enum UpdateCommand {
         /// before it hears which boxes the bundle is for.
         #[arg(long, value_name = "FILE")]
         rollout: Option<PathBuf>,
+        /// Publish at this registry (its URL) instead of a box: it checks and keeps the
+        /// bundle and hands it to the mesh through a couple of boxes (`cambox registry
+        /// --release-keys --updates`).
+        #[arg(long, value_name = "URL")]
+        registry: Option<String>,
         #[command(flatten)]
         target: BoxAddr,
     },
@@ -45,8 +50,13 @@ pub async fn run(args: UpdateArgs) -> anyhow::Result<()> {
         UpdateCommand::Publish {
             file,
             rollout,
+            registry,
             target,
         } => {
+            let at = match registry {
+                Some(url) => Target::Registry(url),
+                None => Target::Box(target),
+            };
             let body =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             if body.starts_with(cambox_update::rollout::MAGIC) {
@@ -55,51 +65,99 @@ pub async fn run(args: UpdateArgs) -> anyhow::Result<()> {
                     "{} is a rollout; --rollout goes with a bundle",
                     file.display()
                 );
-                return publish_rollout(&target, body).await;
+                return at.publish_rollout(body).await;
             }
             let rollout = rollout
                 .map(|r| std::fs::read(&r).with_context(|| format!("cannot read {}", r.display())))
                 .transpose()?;
-            let json = post(&target, "/api/v1/update/publish", body).await?;
-            println!(
-                "bundle {} published through {}: boxes of its board fetch it now",
-                json["bundle"].as_str().unwrap_or("?"),
-                target.http
-            );
+            at.publish_bundle(body).await?;
             match rollout {
-                Some(r) => publish_rollout(&target, r).await,
+                Some(r) => at.publish_rollout(r).await,
                 None => Ok(()),
             }
         }
     }
 }
 
-async fn publish_rollout(target: &BoxAddr, doc: Vec<u8>) -> anyhow::Result<()> {
-    let json = post(target, "/api/v1/update/rollout", doc).await?;
-    println!(
-        "rollout of bundle {} ({}) {} through {}",
-        json["bundle"].as_str().unwrap_or("?"),
-        json["rollout"].as_str().unwrap_or("?"),
-        if json["newer"].as_bool() == Some(false) {
-            "not published: the box has it or a newer one already"
-        } else {
-            "published"
-        },
-        target.http
-    );
-    Ok(())
+/// Where an operator publishes: a box of the mesh, or the registry.
+enum Target {
+    Box(BoxAddr),
+    Registry(String),
 }
 
-/// POSTs `body` to the box; its JSON answer, or its reason for refusing.
-async fn post(target: &BoxAddr, path: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+impl Target {
+    fn name(&self) -> &str {
+        match self {
+            Target::Box(b) => &b.http,
+            Target::Registry(url) => url,
+        }
+    }
+
+    async fn publish_bundle(&self, body: Vec<u8>) -> anyhow::Result<()> {
+        let json = match self {
+            Target::Box(b) => send(b.url("/api/v1/update/publish"), body, Some(b), 202).await?,
+            Target::Registry(url) => {
+                send(registry_url(url, "/api/v1/updates"), body, None, 201).await?
+            }
+        };
+        println!(
+            "bundle {} published through {}: boxes of its board fetch it now",
+            json["bundle"].as_str().unwrap_or("?"),
+            self.name()
+        );
+        Ok(())
+    }
+
+    async fn publish_rollout(&self, doc: Vec<u8>) -> anyhow::Result<()> {
+        let json = match self {
+            Target::Box(b) => send(b.url("/api/v1/update/rollout"), doc, Some(b), 202).await?,
+            Target::Registry(url) => {
+                let plan = cambox_update::Rollout::from_bytes(&doc)
+                    .map_err(|e| anyhow::anyhow!("not a rollout: {e}"))?
+                    .plan;
+                let path = format!("/api/v1/updates/{}/rollout", plan.bundle);
+                send(registry_url(url, &path), doc, None, 200).await?
+            }
+        };
+        println!(
+            "rollout of bundle {} ({}) {} through {}",
+            json["bundle"].as_str().unwrap_or("?"),
+            json["rollout"].as_str().unwrap_or("?"),
+            if json["newer"].as_bool() == Some(false) {
+                "not published: it has it or a newer one already"
+            } else {
+                "published"
+            },
+            self.name()
+        );
+        Ok(())
+    }
+}
+
+fn registry_url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+/// Sends `body` to a box (POST, with the operator's session) or the registry (PUT); its
+/// JSON answer, or its reason for refusing.
+async fn send(
+    url: String,
+    body: Vec<u8>,
+    session: Option<&BoxAddr>,
+    ok: u16,
+) -> anyhow::Result<serde_json::Value> {
     let client = cambox_node::client::ApiClient::from_env()?;
-    let url = target.url(path);
-    let (status, answer) = client
-        .post_bytes(&url, body, target.session.token.as_deref())
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let sent = match session {
+        Some(b) => {
+            client
+                .post_bytes(&url, body, b.session.token.as_deref())
+                .await
+        }
+        None => client.put_bytes(&url, body).await,
+    };
+    let (status, answer) = sent.with_context(|| format!("cannot reach {url}"))?;
     let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
-    if status != 202 {
+    if status != ok {
         anyhow::bail!(
             "{url} answered {status}: {}",
             json["error"].as_str().unwrap_or("(no reason given)")

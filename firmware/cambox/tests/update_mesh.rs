@@ -229,3 +229,131 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
     let said = cambox(&["update", "publish", &paused, "--http", &b2.addr()]);
     assert!(said.contains("has it or a newer one"), "{said}");
 }
+
+#[test]
+fn a_bundle_published_at_the_registry_reaches_the_mesh_through_two_seeds_only() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    cambox(&["release", "init", "--dir", &d("key")]);
+    let rootfs: Vec<u8> = (0..2u64 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(d("rootfs.ext4"), &rootfs).unwrap();
+    let pack = |key: &str, out: &str| {
+        cambox(&[
+            "release",
+            "pack",
+            "--key",
+            &d(key),
+            "--board",
+            "qemu_aarch64",
+            "--version",
+            "2",
+            "--rootfs",
+            &d("rootfs.ext4"),
+            "-o",
+            &d(out),
+        ])
+    };
+    pack("key/release.key", "v2.cbx");
+    let original = std::fs::read(d("v2.cbx")).unwrap();
+    std::fs::write(d("release"), "board=qemu_aarch64\nversion=1\n").unwrap();
+    let keys = d("key/release.pub");
+    let reg = RegistryProc::start(
+        "127.0.0.1:0",
+        &[
+            "--heartbeat",
+            "1",
+            "--release-keys",
+            &keys,
+            "--updates",
+            &d("depot"),
+        ],
+    );
+    let url = format!("http://{}", reg.addr);
+    let release = d("release");
+    let start = |name: &str, site: &str| {
+        BoxProc::start(&[
+            "--name",
+            name,
+            "--site",
+            site,
+            "--registry",
+            &url,
+            "--release-keys",
+            &keys,
+            "--release-file",
+            &release,
+        ])
+    };
+    let boxes = [start("a1", "a"), start("b1", "b"), start("b2", "b")];
+    wait_until("every box to link up", Duration::from_secs(20), || {
+        boxes.iter().all(|b| {
+            json(&http(&b.addr(), "GET", "/api/v1/peers", "").1)["peers"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        })
+    });
+
+    // A stranger's bundle is refused before the registry keeps it.
+    cambox(&["release", "init", "--dir", &d("stranger")]);
+    pack("stranger/release.key", "forged.cbx");
+    let (ok, said) = cambox_says(&["update", "publish", &d("forged.cbx"), "--registry", &url]);
+    assert!(
+        !ok && said.contains("answered 403") && said.contains("not signed"),
+        "{said}"
+    );
+
+    let said = cambox(&["update", "publish", &d("v2.cbx"), "--registry", &url]);
+    let id = said.split_whitespace().nth(1).expect("an id").to_string();
+    wait_until(
+        "every box to keep the bundle whole",
+        Duration::from_secs(60),
+        || boxes.iter().all(|b| kept_whole(b, &id, &original)),
+    );
+    let (_, listed) = http(&reg.addr, "GET", "/api/v1/updates", "");
+    let listed = json(&listed);
+    let seeds = listed["updates"][0]["seeds"].as_array().unwrap().len();
+    assert!((1..=2).contains(&seeds), "{listed}");
+    let fetched = boxes
+        .iter()
+        .filter(|b| b.logs().contains("fetching an update from the registry"))
+        .count();
+    println!(
+        "bundle {id}: {fetched} of 3 boxes fetched it from the registry, the rest from the mesh"
+    );
+    assert!(
+        (1..=2).contains(&fetched),
+        "{fetched} boxes fetched it from the registry"
+    );
+
+    // A rollout handed to the registry reaches the boxes at their next registration.
+    let paused = d("paused.rollout");
+    cambox(&[
+        "release",
+        "rollout",
+        "--key",
+        &d("key/release.key"),
+        "--bundle",
+        &id,
+        "--pause",
+        "-o",
+        &paused,
+    ]);
+    let said = cambox(&["update", "publish", &paused, "--registry", &url]);
+    assert!(
+        said.contains("(paused, 100 % of every site) published"),
+        "{said}"
+    );
+    for b in &boxes {
+        wait_until(
+            "the box to hold the update paused",
+            Duration::from_secs(15),
+            || {
+                let (_, body) = http(&b.addr(), "GET", "/api/v1/update", "");
+                json(&body)["offers"][0]["state"] == "paused"
+            },
+        );
+    }
+}

@@ -140,14 +140,19 @@ impl Swarm {
         self.ask_more(now);
     }
 
-    /// `peer` has these chunks (all of them, or one more).
+    /// `peer` has these chunks (all of them, or one more). One it asked this box for, and
+    /// got elsewhere after waiting too long, no longer waits here, and may be asked.
     pub fn neighbour_has(&mut self, now: Instant, peer: NodeId, chunks: &[usize]) {
         if let Some(n) = self.neighbours.get_mut(&peer) {
             for &c in chunks {
                 if let Some(h) = n.has.get_mut(c) {
                     *h = true;
                 }
+                if let Some(waiting) = self.askers.get_mut(&c) {
+                    waiting.remove(&peer);
+                }
             }
+            self.askers.retain(|_, w| !w.is_empty());
         }
         self.ask_more(now);
     }
@@ -536,5 +541,35 @@ mod tests {
         assert!(w.into_site[&2] <= chunks + WINDOW, "{:?}", w.into_site);
         // Site 1 took each chunk once: the damage was within the site.
         assert_eq!(w.into_site[&1], chunks, "{:?}", w.into_site);
+    }
+
+    #[test]
+    fn an_asker_that_got_the_chunk_elsewhere_no_longer_waits_and_may_be_asked() {
+        let (fetcher, mate, origin) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([9; 32]));
+        let t0 = Instant::now();
+        let mut f = Swarm::new(fetcher, 1, vec![false]);
+        f.neighbour_up(t0, mate, true);
+        f.neighbour_up(t0, origin, false);
+        f.set_toward_origin(t0, Some(origin));
+        // The mate asks the fetcher, which asks the origin; that copy never comes.
+        f.asked(t0, mate, 0);
+        assert_eq!(
+            f.poll_actions(),
+            vec![Action::Ask {
+                peer: origin,
+                chunk: 0
+            }]
+        );
+        // The mate got it beyond the site after waiting: the fetcher may ask it now.
+        f.neighbour_has(t0, mate, &[0]);
+        f.want_all(t0);
+        f.tick(t0 + ASK_TIMEOUT);
+        assert_eq!(
+            f.poll_actions(),
+            vec![Action::Ask {
+                peer: mate,
+                chunk: 0
+            }]
+        );
     }
 }

@@ -233,6 +233,16 @@ impl ApiClient {
             .await
     }
 
+    pub async fn put_bytes(&self, url: &str, body: Vec<u8>) -> Result<(u16, Bytes), ClientError> {
+        self.send(
+            hyper::Method::PUT,
+            url,
+            Some((body, "application/octet-stream")),
+            None,
+        )
+        .await
+    }
+
     /// GETs `url` whole; the answer as [`Self::post_json`] gives it.
     pub async fn get_whole(&self, url: &str) -> Result<(u16, Bytes), ClientError> {
         self.send(hyper::Method::GET, url, None, None).await

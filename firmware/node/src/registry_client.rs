@@ -250,6 +250,7 @@ async fn renew_forever(
     let mut heartbeat = DEFAULT_HEARTBEAT;
     let mut was_ok: Option<bool> = None;
     let mut on_air = station.on_air();
+    let seeding = crate::update::from_registry::Seeding::default();
     let certificate = mesh
         .trust
         .as_ref()
@@ -302,6 +303,15 @@ async fn renew_forever(
                         fetch_revocations(client, &base, &mesh).await;
                     }
                 }
+                crate::update::from_registry::follow(
+                    client,
+                    &base,
+                    &mesh,
+                    &station,
+                    &reply.updates,
+                    &seeding,
+                )
+                .await;
             }
             Err(e) => {
                 if was_ok != Some(false) {

@@ -24,6 +24,7 @@ use crate::model::{
     SignedRegistration,
 };
 use crate::store::{Change, Registry, RegistryError};
+use crate::updates::{UpdateDepot, UpdateRef, UpdateView};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -43,7 +44,12 @@ const PAGE: &str = include_str!("page.html");
         get_revocations,
         put_revocations,
         get_ca,
-        get_address
+        get_address,
+        list_updates,
+        put_update,
+        get_update,
+        get_rollout,
+        put_rollout
     ),
     components(schemas(
         Registration,
@@ -60,7 +66,11 @@ const PAGE: &str = include_str!("page.html");
         SeenAddress,
         NodeList,
         BroadcastList,
-        ErrorBody
+        ErrorBody,
+        UpdateRef,
+        UpdateView,
+        UpdateList,
+        RolloutReply
     ))
 )]
 struct ApiDoc;
@@ -101,6 +111,17 @@ pub fn router(registry: Arc<Registry>, base: &str) -> Router {
         )
         .route("/api/v1/ca", get(get_ca))
         .route("/api/v1/address", get(get_address))
+        .route(
+            "/api/v1/updates",
+            get(list_updates)
+                .put(put_update)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/updates/{id}", get(get_update))
+        .route(
+            "/api/v1/updates/{id}/rollout",
+            get(get_rollout).put(put_rollout),
+        )
         .route("/api/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
         .with_state(App {
@@ -457,4 +478,291 @@ fn to_event(c: &Change) -> Event {
             .event("remove")
             .data(serde_json::json!({ "node": id }).to_string()),
     }
+}
+
+/// The largest bundle taken (a root file system of a few hundred MB fits).
+const MAX_BUNDLE: u64 = 2 << 30;
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UpdateList {
+    pub updates: Vec<UpdateView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RolloutReply {
+    pub bundle: String,
+    /// The rollout, for people ("paused, 10 % of sites hq").
+    pub rollout: String,
+    /// False when the registry held it, or a newer one, already.
+    pub newer: bool,
+}
+
+fn depot(app: &App) -> Result<&UpdateDepot, ApiError> {
+    app.registry.updates.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this registry takes no updates (cambox registry --release-keys FILE --updates DIR)"
+                .into(),
+        )
+    })
+}
+
+/// The update bundles the registry holds, and the boxes seeding each now.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates",
+    responses(
+        (status = 200, description = "The bundles held", body = UpdateList),
+        (status = 404, description = "The registry takes no updates", body = ErrorBody),
+    )
+)]
+async fn list_updates(State(app): State<App>) -> Result<Json<UpdateList>, ApiError> {
+    Ok(Json(UpdateList {
+        updates: depot(&app)?.list(),
+    }))
+}
+
+/// Publish an update bundle (`cambox update publish --registry`): the release key's
+/// signature authorises it, checked before the payload is read; every chunk is checked
+/// before it is kept. A couple of boxes fetch it and publish it to the mesh.
+#[utoipa::path(
+    put,
+    path = "/api/v1/updates",
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Kept; boxes will seed it", body = UpdateView),
+        (status = 400, description = "Not a whole bundle", body = ErrorBody),
+        (status = 403, description = "Not signed by a release key the registry trusts, or not newer than the one held", body = ErrorBody),
+        (status = 404, description = "The registry takes no updates", body = ErrorBody),
+        (status = 413, description = "Over the size limit", body = ErrorBody),
+        (status = 429, description = "Too many requests from this source", body = ErrorBody),
+        (status = 507, description = "The bundle cannot be stored", body = ErrorBody),
+    )
+)]
+async fn put_update(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let depot = depot(&app)?;
+    app.registry
+        .count_source(wall_ms(), source(&app, peer, &headers))?;
+    let path = depot.upload_path();
+    let received = receive_bundle(depot, body, &path).await;
+    let checked = match received {
+        Ok(()) => {
+            let at = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<cambox_update::Bundle, String> {
+                let f = std::fs::File::open(&at).map_err(|e| e.to_string())?;
+                let mut r = std::io::BufReader::new(f);
+                let b = cambox_update::Bundle::read_head(&mut r)?;
+                b.check_payload(&mut r, |_| {})?;
+                Ok(b)
+            })
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+            .and_then(|r| {
+                r.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not a whole bundle: {e}")))
+            })
+            .and_then(|b| {
+                depot
+                    .keep(b.clone(), &path)
+                    .map(|()| b)
+                    .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))
+            })
+        }
+        Err(e) => Err(e),
+    };
+    let bundle = match checked {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+    };
+    tracing::info!(bundle = %bundle.id(), board = %bundle.manifest.board, version = %bundle.manifest.version, "update bundle published at the registry");
+    let view = depot
+        .list()
+        .into_iter()
+        .find(|v| v.bundle == bundle.id())
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "not kept".into()))?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Streams an upload to `path`: its head is read and admitted first, so a bundle nobody
+/// signed is refused before its payload is.
+async fn receive_bundle(
+    depot: &UpdateDepot,
+    body: Body,
+    path: &std::path::Path,
+) -> Result<(), ApiError> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| {
+        ApiError(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("cannot store the bundle: {e}"),
+        )
+    };
+    let mut out = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut stream = body.into_data_stream();
+    let mut head: Option<Vec<u8>> = Some(Vec::new());
+    let mut got = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+        got += chunk.len() as u64;
+        if got > MAX_BUNDLE {
+            return Err(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a bundle of more than {MAX_BUNDLE} bytes"),
+            ));
+        }
+        match head.as_mut() {
+            Some(buf) => {
+                buf.extend_from_slice(&chunk);
+                if let Some(bundle) = head_of(buf)? {
+                    depot
+                        .admit(&bundle)
+                        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+                    out.write_all(buf).await.map_err(io)?;
+                    head = None;
+                }
+            }
+            None => out.write_all(&chunk).await.map_err(io)?,
+        }
+    }
+    if head.is_some() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "not a whole bundle: it ends inside its head".into(),
+        ));
+    }
+    out.sync_all().await.map_err(io)
+}
+
+/// The bundle head at the start of `buf`, once all of it is there.
+fn head_of(buf: &[u8]) -> Result<Option<cambox_update::Bundle>, ApiError> {
+    let bad = |e: String| ApiError(StatusCode::BAD_REQUEST, format!("not a bundle: {e}"));
+    let magic = cambox_update::bundle::MAGIC;
+    let start = buf.len().min(magic.len());
+    if buf[..start] != magic[..start] {
+        return Err(bad(
+            "it does not start as one (cambox release pack makes them)".into(),
+        ));
+    }
+    let Some(len) = buf.get(magic.len()..magic.len() + 4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > cambox_update::bundle::MAX_MANIFEST {
+        return Err(bad(format!("a manifest of {len} bytes")));
+    }
+    if buf.len() < magic.len() + 4 + len + 1 + 64 {
+        return Ok(None);
+    }
+    cambox_update::Bundle::read_head(&mut &buf[..])
+        .map(Some)
+        .map_err(bad)
+}
+
+/// A bundle the registry holds, whole (seeds fetch it to publish it to the mesh).
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/{id}",
+    params(("id" = String, Path, description = "The bundle's id (16 hex digits)")),
+    responses(
+        (status = 200, description = "The bundle", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such bundle, or the registry takes no updates", body = ErrorBody),
+    )
+)]
+async fn get_update(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let (path, size) = depot(&app)?
+        .file(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no bundle {id} here")))?;
+    let file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("bundle {id}: {e}")))?;
+    let chunks = stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 << 10];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+/// The newest rollout of a bundle held here, as the release key signed it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/updates/{id}/rollout",
+    params(("id" = String, Path, description = "The bundle's id (16 hex digits)")),
+    responses(
+        (status = 200, description = "The signed rollout", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No rollout of such a bundle here", body = ErrorBody),
+    )
+)]
+async fn get_rollout(State(app): State<App>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let doc = depot(&app)?.rollout(&id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no rollout of bundle {id} here"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], doc).into_response())
+}
+
+/// Hand the registry a newer rollout of a bundle it holds (`cambox update publish
+/// ROLLOUT --registry`); the release key's signature authorises it. Boxes whose offer has
+/// an older one fetch it at their next registration.
+#[utoipa::path(
+    put,
+    path = "/api/v1/updates/{id}/rollout",
+    params(("id" = String, Path, description = "The bundle's id (16 hex digits)")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Taken, or an equal or newer one is held", body = RolloutReply),
+        (status = 400, description = "Not a rollout, or of another bundle", body = ErrorBody),
+        (status = 403, description = "Not signed by a release key the registry trusts, or no such bundle here", body = ErrorBody),
+        (status = 404, description = "The registry takes no updates", body = ErrorBody),
+        (status = 413, description = "Over the size limit", body = ErrorBody),
+    )
+)]
+async fn put_rollout(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<RolloutReply>, ApiError> {
+    let depot = depot(&app)?;
+    let bytes = read_body(body, 64 << 10).await?;
+    let plan = cambox_update::Rollout::from_bytes(&bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?
+        .plan;
+    if plan.bundle != id {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the rollout is of bundle {}, not {id}", plan.bundle),
+        ));
+    }
+    let (r, newer) = depot
+        .set_rollout(&bytes)
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
+    Ok(Json(RolloutReply {
+        bundle: r.plan.bundle.clone(),
+        rollout: r.plan.describe(),
+        newer,
+    }))
 }

@@ -8,6 +8,8 @@ pub mod company_ca;
 pub mod model;
 pub mod signing;
 pub mod store;
+pub mod updates;
 
 pub use company_ca::CompanyCa;
 pub use store::{Admission, Limits, Registry};
+pub use updates::UpdateDepot;

@@ -258,6 +258,9 @@ pub struct RegisterReply {
     /// box's own).
     #[serde(default)]
     pub seen_from: String,
+    /// The update bundles the registry holds (`cambox update publish --registry`).
+    #[serde(default)]
+    pub updates: Vec<crate::updates::UpdateRef>,
 }
 
 /// Where a request came from, as the registry sees it.

@@ -126,6 +126,8 @@ pub struct Registry {
     pub admission: Admission,
     state: Mutex<State>,
     events: broadcast::Sender<Change>,
+    /// Update bundles published here (none without release keys).
+    pub updates: Option<crate::UpdateDepot>,
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -140,7 +142,14 @@ impl Registry {
             admission,
             state: Mutex::new(State::default()),
             events: broadcast::channel(1024).0,
+            updates: None,
         }
+    }
+
+    /// The registry takes update bundles into `depot` and hands them to the mesh.
+    pub fn with_updates(mut self, depot: crate::UpdateDepot) -> Self {
+        self.updates = Some(depot);
+        self
     }
 
     /// Every change from now on (for the SSE stream).
@@ -246,6 +255,11 @@ impl Registry {
             st.closed.entry(view.site.clone()).or_default().insert(node);
         }
         let nodes = self.neighbours(&st, node, &view.site, now);
+        let updates = self.updates.as_ref().map_or_else(Vec::new, |d| {
+            d.refs_for(node, now, |n| {
+                st.nodes.get(n).is_some_and(|e| e.expires > now)
+            })
+        });
         drop(st);
         match old {
             None => self.emit(Change::Add(view)),
@@ -260,6 +274,7 @@ impl Registry {
             revocations: self.revocations_number(),
             reachable,
             seen_from: source.to_canonical().to_string(),
+            updates,
         })
     }
 

@@ -30,7 +30,7 @@ const MIN_CHUNK: u32 = 4 * 1024;
 /// What one mesh frame carries (`cambox_mesh::msg::MAX_CHUNK`).
 const MAX_CHUNK: u32 = 1024 * 1024;
 /// A 4 GiB bundle in 256 KiB chunks lists 16 384 hashes (about 1.1 MB of JSON).
-const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+pub const MAX_MANIFEST: usize = 4 * 1024 * 1024;
 const MAX_IMAGES: usize = 256;
 
 /// One file of the bundle: `rootfs` (the root file system, written whole to the slot's

@@ -60,6 +60,8 @@ pub struct OfferView {
     pub have: usize,
     /// The rollout, for people ("10 % of every site"); none: every box of the board.
     pub rollout: Option<String>,
+    /// When that rollout was signed, ms since 1970 (0: none).
+    pub rollout_issued: u64,
 }
 
 /// What the driver sends.
@@ -132,6 +134,9 @@ impl Updates {
             if o.stored.bundle.id() == bundle.id() {
                 if let Some(f) = from {
                     o.offered_by.insert(f);
+                    let toward = toward_publisher(&o.offered_by, &self.neighbours);
+                    o.swarm.set_toward_origin(now, toward);
+                    self.settle(now);
                 }
                 return Ok(false);
             }
@@ -174,10 +179,21 @@ impl Updates {
             offered_by: from.into_iter().collect(),
         };
         tracing::info!(bundle = %bundle.id(), board = %board, version = %bundle.manifest.version, "update offered");
+        // What this box holds already (all of it, where it was published) is news to
+        // neighbours that learn of the bundle now.
+        let have = offer
+            .stored
+            .have
+            .iter()
+            .any(|h| *h)
+            .then(|| have_msg(&offer.stored));
         if let Some(old) = self.offers.insert(board, offer) {
             old.stored.remove();
         }
         self.out.push(Out::All(Msg::UpdateOffer { head }, from));
+        if let Some(have) = have {
+            self.out.push(Out::All(have, None));
+        }
         self.settle(now);
         Ok(true)
     }
@@ -270,6 +286,7 @@ impl Updates {
                     chunks: o.stored.have.len(),
                     have: o.stored.have.iter().filter(|h| **h).count(),
                     rollout: o.rollout.as_ref().map(|(r, _)| r.plan.describe()),
+                    rollout_issued: o.rollout.as_ref().map_or(0, |(r, _)| r.plan.issued),
                 }
             })
             .collect()
@@ -311,13 +328,7 @@ impl Updates {
         for o in self.offers.values_mut() {
             o.offered_by.remove(&peer);
             o.swarm.neighbour_down(now, peer);
-            // The way to the publisher: a site-mate that offered it, else any.
-            let toward = o
-                .offered_by
-                .iter()
-                .find(|p| self.neighbours.get(*p) == Some(&true))
-                .or(o.offered_by.iter().next())
-                .copied();
+            let toward = toward_publisher(&o.offered_by, &self.neighbours);
             o.swarm.set_toward_origin(now, toward);
         }
         self.settle(now);
@@ -444,6 +455,19 @@ impl Updates {
             changed
         });
     }
+}
+
+/// The way to the publisher among the neighbours that offered the bundle: one beyond the
+/// site first (only a site's fetcher goes that way, and a site-mate that offered it may be
+/// waiting on the fetcher), else a site-mate.
+fn toward_publisher(
+    offered_by: &BTreeSet<NodeId>,
+    neighbours: &BTreeMap<NodeId, bool>,
+) -> Option<NodeId> {
+    let beyond = offered_by
+        .iter()
+        .find(|p| neighbours.get(*p) == Some(&false));
+    beyond.or(offered_by.iter().next()).copied()
 }
 
 /// Which chunks `stored` has, as a `ChunkHave` from chunk 0.

@@ -74,12 +74,9 @@ async fn publish(State(st): State<Arc<Station>>, body: Body) -> Response {
     }
     // Every chunk checked here, off the mesh's driver, before the mesh keeps it.
     let checking = file.clone();
-    let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let f = std::fs::File::open(&checking).map_err(|e| e.to_string())?;
-        let mut r = std::io::BufReader::new(f);
-        cambox_update::Bundle::read_head(&mut r)?.check_payload(&mut r, |_| {})
-    })
-    .await;
+    let checked =
+        tokio::task::spawn_blocking(move || super::store::Stored::check_file(&checking).map(drop))
+            .await;
     if let Ok(Err(e)) | Err(e) = checked.map_err(|e| e.to_string()) {
         let _ = tokio::fs::remove_file(&file).await;
         return error(StatusCode::BAD_REQUEST, format!("not a whole bundle: {e}"));

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod from_registry;
 pub mod health;
 pub mod store;
 

@@ -1,0 +1,146 @@
+//! Updates published at the registry reach the mesh through this box when the registry
+//! names it a seed: it fetches the bundle once, checks it, and publishes it to its
+//! neighbours as if an operator had published it here. A box that holds the bundle
+//! already does nothing; a box whose offer has an older rollout than the registry's
+//! takes the newer one into the mesh.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cambox_registry::updates::UpdateRef;
+use tokio::io::AsyncWriteExt;
+
+use crate::client::ApiClient;
+use crate::mesh::Mesh;
+use crate::station::Station;
+
+/// Bundles this box is fetching from the registry now (one fetch each).
+pub type Seeding = Arc<Mutex<BTreeSet<String>>>;
+
+/// Acts on the registry's list of bundles from one registration reply.
+pub async fn follow(
+    client: &ApiClient,
+    base: &str,
+    mesh: &Mesh,
+    station: &Arc<Station>,
+    refs: &[UpdateRef],
+    seeding: &Seeding,
+) {
+    let offers = station.status().offers;
+    for r in refs {
+        match offers.iter().find(|o| o.bundle == r.bundle) {
+            Some(held) if r.rollout > held.rollout_issued => {
+                take_rollout(client, base, mesh, &r.bundle).await;
+            }
+            Some(_) => {}
+            None if r.seed => {
+                let Some(dir) = station.update_dir.get() else {
+                    continue;
+                };
+                if !lock(seeding).insert(r.bundle.clone()) {
+                    continue;
+                }
+                let (client, base, mesh, seeding) = (
+                    client.clone(),
+                    base.to_string(),
+                    mesh.clone(),
+                    seeding.clone(),
+                );
+                let (r, file) = (r.clone(), dir.join(format!("seed-{}.part", r.bundle)));
+                tokio::spawn(async move {
+                    match seed(&client, &base, &mesh, &r, file).await {
+                        Ok(()) => {
+                            tracing::info!(bundle = %r.bundle, version = %r.version, "update from the registry published to the mesh")
+                        }
+                        Err(e) => {
+                            tracing::warn!(bundle = %r.bundle, registry = %base, "cannot seed the registry's update: {e}")
+                        }
+                    }
+                    lock(&seeding).remove(&r.bundle);
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+fn lock(s: &Seeding) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn url(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
+}
+
+async fn seed(
+    client: &ApiClient,
+    base: &str,
+    mesh: &Mesh,
+    r: &UpdateRef,
+    file: PathBuf,
+) -> Result<(), String> {
+    tracing::info!(bundle = %r.bundle, version = %r.version, board = %r.board, "fetching an update from the registry to publish it to the mesh");
+    let fetched = fetch(
+        client,
+        &url(base, &format!("/api/v1/updates/{}", r.bundle)),
+        &file,
+    )
+    .await;
+    let checked = match fetched {
+        Ok(()) => {
+            let at = file.clone();
+            tokio::task::spawn_blocking(move || super::store::Stored::check_file(&at))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| b)
+        }
+        Err(e) => Err(e),
+    };
+    let published = match checked {
+        Ok(b) if b.id() == r.bundle => mesh
+            .publish_update(file.clone())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|p| p),
+        Ok(b) => Err(format!("the registry sent bundle {}", b.id())),
+        Err(e) => Err(e),
+    };
+    if published.is_err() {
+        let _ = tokio::fs::remove_file(&file).await;
+    }
+    published?;
+    if r.rollout > 0 {
+        take_rollout(client, base, mesh, &r.bundle).await;
+    }
+    Ok(())
+}
+
+async fn fetch(client: &ApiClient, url: &str, file: &PathBuf) -> Result<(), String> {
+    let mut body = client.stream(url, None).await.map_err(|e| e.to_string())?;
+    let mut out = tokio::fs::File::create(file)
+        .await
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    while let Some(chunk) = body.chunk().await.map_err(|e| e.to_string())? {
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    out.flush().await.map_err(|e| e.to_string())
+}
+
+async fn take_rollout(client: &ApiClient, base: &str, mesh: &Mesh, bundle: &str) {
+    let outcome = match client
+        .get_whole(&url(base, &format!("/api/v1/updates/{bundle}/rollout")))
+        .await
+    {
+        Ok((200, doc)) => match mesh.publish_rollout(doc).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        },
+        Ok((status, body)) => format!("answered {status}: {}", String::from_utf8_lossy(&body)),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(registry = %base, bundle, "cannot take the registry's rollout: {outcome}");
+}
