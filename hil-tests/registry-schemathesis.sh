@@ -19,9 +19,13 @@ me=registry-schemathesis
 . "$(dirname "$0")/schemathesis-setup.sh"
 
 log=$(mktemp)
-"$BIN" registry --http 127.0.0.1:0 --rate 1000000 2>"$log" &
+# With a release key, so the update routes answer as they do for a company.
+keys=$(mktemp -d)
+"$BIN" release init --dir "$keys/key" >/dev/null
+"$BIN" registry --http 127.0.0.1:0 --rate 1000000 \
+    --release-keys "$keys/key/release.pub" --updates "$keys/depot" 2>"$log" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$keys"' EXIT
 url=""
 for _ in $(seq 100); do
     url=$(sed -n 's/^cambox: registry at \(http:[^ ]*\) .*/\1/p' "$log")
@@ -32,6 +36,6 @@ done
 
 # From a scratch directory: schemathesis keeps a cache in the directory it runs in.
 scratch=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$scratch"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$log" "$scratch" "$keys"' EXIT
 (cd "$scratch" && "$venv/bin/schemathesis" --config-file "$here/hil-tests/schemathesis.toml" run \
     "${url}api/v1/openapi.json" --checks all --max-examples "$EXAMPLES" --no-color)
