@@ -202,8 +202,19 @@ fn a_box_page_lists_and_plays_a_broadcast_from_another_box_of_the_mesh() {
 fn the_registry_page_lists_a_live_stream_and_its_link_plays_it_on_a_box() {
     require("node");
     let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    std::fs::write(&release, "board=qemu_aarch64\nversion=7.1\n").unwrap();
     let (hub, own) = start_registry_hub(&[
-        "--live", "--source", "testsrc", "--name", "gate", "--site", "east",
+        "--live",
+        "--source",
+        "testsrc",
+        "--name",
+        "gate",
+        "--site",
+        "east",
+        "--release-file",
+        release.to_str().unwrap(),
     ]);
     hub.wait_live(true);
     let out = Command::new("node")
@@ -228,6 +239,10 @@ fn the_registry_page_lists_a_live_stream_and_its_link_plays_it_on_a_box() {
         "the link opens the stream on the box that carries it"
     );
     assert_eq!(result["playing"], true);
+    assert_eq!(
+        result["rollout"], "qemu_aarch64: runs 7.1 ×1",
+        "the page counts the boxes per board and version"
+    );
 }
 
 #[test]

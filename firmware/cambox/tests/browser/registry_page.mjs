@@ -1,7 +1,8 @@
 // The registry's page in headless Chromium: the live stream is listed under its site with
-// a Watch link; following it opens the stream on a box whose page plays it.
+// a Watch link; following it opens the stream on a box whose page plays it. The page's
+// rollout list (boxes per board and version) is reported as the page shows it.
 // Usage: node registry_page.mjs <registry page URL> <stream name>
-// Prints one JSON line: {"href": ..., "playing": true}; exits 1 on failure.
+// Prints one JSON line: {"href": ..., "playing": true, "rollout": ...}; exits 1 on failure.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +25,9 @@ try {
   const link = row.getByRole('link', { name: /watch/i });
   await link.waitFor({ timeout: 15000 });
   const href = await link.getAttribute('href');
+  const rolloutList = page.getByRole('list', { name: 'Rollout' });
+  await rolloutList.getByText(/runs/).first().waitFor({ timeout: 15000 });
+  const rollout = await rolloutList.innerText();
   await link.click();
   await page.waitForFunction(
     () => {
@@ -33,7 +37,7 @@ try {
     null,
     { timeout: 20000, polling: 100 },
   );
-  result = { href, playing: true, at: page.url() };
+  result = { href, playing: true, at: page.url(), rollout };
 } catch (e) {
   failure = e.message || String(e);
 } finally {
