@@ -31,33 +31,59 @@ fn kept_whole(b: &BoxProc, id: &str, original: &[u8]) -> bool {
         && std::fs::read(dir.join(format!("{id}.cbx"))).is_ok_and(|f| f == original)
 }
 
+/// A scratch directory with a release key (`key/`), a stranger's (`stranger/`), a root
+/// file system of `mb` MB that does not compress, and a release file saying version 1.
+struct Kit {
+    dir: tempfile::TempDir,
+}
+
+impl Kit {
+    fn new(mb: u64) -> Kit {
+        let kit = Kit {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        cambox(&["release", "init", "--dir", &kit.path("key")]);
+        cambox(&["release", "init", "--dir", &kit.path("stranger")]);
+        let rootfs: Vec<u8> = (0..mb << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(kit.path("rootfs.ext4"), rootfs).unwrap();
+        std::fs::write(kit.path("release"), "board=qemu_aarch64\nversion=1\n").unwrap();
+        kit
+    }
+
+    fn path(&self, p: &str) -> String {
+        self.dir.path().join(p).to_str().unwrap().to_string()
+    }
+
+    /// Packs `rootfs` as `version`, signed by `signer` ("key" or "stranger"), into `out`;
+    /// its bytes.
+    fn pack(&self, signer: &str, version: &str, rootfs: &str, out: &str) -> Vec<u8> {
+        cambox(&[
+            "release",
+            "pack",
+            "--key",
+            &self.path(&format!("{signer}/release.key")),
+            "--board",
+            "qemu_aarch64",
+            "--version",
+            version,
+            "--rootfs",
+            &self.path(rootfs),
+            "-o",
+            &self.path(out),
+        ]);
+        std::fs::read(self.path(out)).unwrap()
+    }
+}
+
 #[test]
 fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
-    cambox(&["release", "init", "--dir", &d("key")]);
-    // 8 MB that do not compress: 32 chunks.
-    let rootfs: Vec<u8> = (0..8u64 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(d("rootfs.ext4"), &rootfs).unwrap();
-    cambox(&[
-        "release",
-        "pack",
-        "--key",
-        &d("key/release.key"),
-        "--board",
-        "qemu_aarch64",
-        "--version",
-        "2",
-        "--rootfs",
-        &d("rootfs.ext4"),
-        "-o",
-        &d("v2.cbx"),
-    ]);
-    let original = std::fs::read(d("v2.cbx")).unwrap();
-    std::fs::write(d("release"), "board=qemu_aarch64\nversion=1\n").unwrap();
+    // 8 MB: 32 chunks.
+    let kit = Kit::new(8);
+    let d = |p: &str| kit.path(p);
+    let original = kit.pack("key", "2", "rootfs.ext4", "v2.cbx");
     let keys = d("key/release.pub");
     let release = d("release");
 
@@ -118,21 +144,7 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
         );
     }
     // A stranger's bundle is not taken.
-    cambox(&["release", "init", "--dir", &d("stranger")]);
-    cambox(&[
-        "release",
-        "pack",
-        "--key",
-        &d("stranger/release.key"),
-        "--board",
-        "qemu_aarch64",
-        "--version",
-        "3",
-        "--rootfs",
-        &d("rootfs.ext4"),
-        "-o",
-        &d("v3.cbx"),
-    ]);
+    kit.pack("stranger", "3", "rootfs.ext4", "v3.cbx");
     let out = Command::new(env!("CARGO_BIN_EXE_cambox"))
         .args(["update", "publish", &d("v3.cbx"), "--http", &p.addr()])
         .output()
@@ -145,21 +157,8 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
     );
 
     // Version 3, rolled out to site c only: site b's boxes relay it and fetch nothing.
-    std::fs::write(d("small.ext4"), &rootfs[..1 << 20]).unwrap();
-    cambox(&[
-        "release",
-        "pack",
-        "--key",
-        &d("key/release.key"),
-        "--board",
-        "qemu_aarch64",
-        "--version",
-        "3",
-        "--rootfs",
-        &d("small.ext4"),
-        "-o",
-        &d("v3.cbx"),
-    ]);
+    std::fs::write(d("small.ext4"), &original[..1 << 20]).unwrap();
+    kit.pack("key", "3", "small.ext4", "v3.cbx");
     let (key, v3) = (d("key/release.key"), d("v3.cbx"));
     let rollout = |name: &str, extra: &[&str]| {
         let out = d(name);
@@ -233,32 +232,9 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
 #[test]
 fn a_bundle_published_at_the_registry_reaches_the_mesh_through_two_seeds_only() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
-    cambox(&["release", "init", "--dir", &d("key")]);
-    let rootfs: Vec<u8> = (0..2u64 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    std::fs::write(d("rootfs.ext4"), &rootfs).unwrap();
-    let pack = |key: &str, out: &str| {
-        cambox(&[
-            "release",
-            "pack",
-            "--key",
-            &d(key),
-            "--board",
-            "qemu_aarch64",
-            "--version",
-            "2",
-            "--rootfs",
-            &d("rootfs.ext4"),
-            "-o",
-            &d(out),
-        ])
-    };
-    pack("key/release.key", "v2.cbx");
-    let original = std::fs::read(d("v2.cbx")).unwrap();
-    std::fs::write(d("release"), "board=qemu_aarch64\nversion=1\n").unwrap();
+    let kit = Kit::new(2);
+    let d = |p: &str| kit.path(p);
+    let original = kit.pack("key", "2", "rootfs.ext4", "v2.cbx");
     let keys = d("key/release.pub");
     let reg = RegistryProc::start(
         "127.0.0.1:0",
@@ -297,8 +273,7 @@ fn a_bundle_published_at_the_registry_reaches_the_mesh_through_two_seeds_only() 
     });
 
     // A stranger's bundle is refused before the registry keeps it.
-    cambox(&["release", "init", "--dir", &d("stranger")]);
-    pack("stranger/release.key", "forged.cbx");
+    kit.pack("stranger", "2", "rootfs.ext4", "forged.cbx");
     let (ok, said) = cambox_says(&["update", "publish", &d("forged.cbx"), "--registry", &url]);
     assert!(
         !ok && said.contains("answered 403") && said.contains("not signed"),

@@ -1345,26 +1345,7 @@ impl Driver {
         let Some(u) = self.updates.as_mut() else {
             return;
         };
-        match msg {
-            Msg::UpdateOffer { head } => {
-                if let Err(e) = u.offer(now, head, Some(peer)) {
-                    tracing::warn!(%peer, "an update offer is not taken: {e}");
-                }
-            }
-            Msg::UpdateRollout { doc } => {
-                if let Err(e) = u.rollout(now, doc, Some(peer)) {
-                    tracing::warn!(%peer, "an update rollout is not taken: {e}");
-                }
-            }
-            Msg::ChunkHave { bundle, from, bits } => u.chunk_have(now, peer, bundle, from, &bits),
-            Msg::ChunkGet { bundle, chunk } => u.chunk_get(now, peer, bundle, chunk),
-            Msg::ChunkData {
-                bundle,
-                chunk,
-                data,
-            } => u.chunk_data(now, peer, bundle, chunk, &data),
-            _ => {}
-        }
+        u.message(now, peer, msg);
         self.send_updates();
     }
 

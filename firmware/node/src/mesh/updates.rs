@@ -306,6 +306,32 @@ impl Updates {
         }
     }
 
+    /// An update message from neighbour `peer`; others are ignored.
+    pub fn message(&mut self, now: Instant, peer: NodeId, msg: Msg) {
+        match msg {
+            Msg::UpdateOffer { head } => {
+                if let Err(e) = self.offer(now, head, Some(peer)) {
+                    tracing::warn!(%peer, "an update offer is not taken: {e}");
+                }
+            }
+            Msg::UpdateRollout { doc } => {
+                if let Err(e) = self.rollout(now, doc, Some(peer)) {
+                    tracing::warn!(%peer, "an update rollout is not taken: {e}");
+                }
+            }
+            Msg::ChunkHave { bundle, from, bits } => {
+                self.chunk_have(now, peer, bundle, from, &bits)
+            }
+            Msg::ChunkGet { bundle, chunk } => self.chunk_get(now, peer, bundle, chunk),
+            Msg::ChunkData {
+                bundle,
+                chunk,
+                data,
+            } => self.chunk_data(now, peer, bundle, chunk, &data),
+            _ => {}
+        }
+    }
+
     pub fn link_up(&mut self, now: Instant, peer: NodeId, site_mate: bool) -> Vec<Msg> {
         self.neighbours.insert(peer, site_mate);
         let mut msgs = Vec::new();
@@ -340,7 +366,7 @@ impl Updates {
             .find(|o| o.stored.bundle.number() == bundle)
     }
 
-    pub fn chunk_have(&mut self, now: Instant, peer: NodeId, bundle: u64, from: u32, bits: &[u8]) {
+    fn chunk_have(&mut self, now: Instant, peer: NodeId, bundle: u64, from: u32, bits: &[u8]) {
         if let Some(o) = self.by_id(bundle) {
             let chunks: Vec<usize> = (0..bits.len() * 8)
                 .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
@@ -351,14 +377,14 @@ impl Updates {
         self.settle(now);
     }
 
-    pub fn chunk_get(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32) {
+    fn chunk_get(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32) {
         if let Some(o) = self.by_id(bundle) {
             o.swarm.asked(now, peer, chunk as usize);
         }
         self.settle(now);
     }
 
-    pub fn chunk_data(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32, data: &[u8]) {
+    fn chunk_data(&mut self, now: Instant, peer: NodeId, bundle: u64, chunk: u32, data: &[u8]) {
         if let Some(o) = self.by_id(bundle) {
             let i = chunk as usize;
             let ok = o.stored.bundle.chunk_ok(i, data);
@@ -513,25 +539,6 @@ mod tests {
         (Updates::new(me, settings), arrived)
     }
 
-    fn deliver(now: Instant, to: &mut Updates, from: NodeId, msg: Msg) {
-        match msg {
-            Msg::UpdateOffer { head } => drop(to.offer(now, head, Some(from))),
-            Msg::UpdateRollout { doc } => drop(to.rollout(now, doc, Some(from))),
-            Msg::ChunkHave {
-                bundle,
-                from: f,
-                bits,
-            } => to.chunk_have(now, from, bundle, f, &bits),
-            Msg::ChunkGet { bundle, chunk } => to.chunk_get(now, from, bundle, chunk),
-            Msg::ChunkData {
-                bundle,
-                chunk,
-                data,
-            } => to.chunk_data(now, from, bundle, chunk, &data),
-            _ => {}
-        }
-    }
-
     /// Moves every message between the two until neither has more to say, even after a
     /// tick.
     fn pump(now: Instant, a: &mut Updates, b: &mut Updates) {
@@ -550,9 +557,9 @@ mod tests {
             for (out, to, from) in [(from_a, &mut *b, A), (from_b, &mut *a, B)] {
                 for o in out {
                     match o {
-                        Out::To(_, msg) | Out::All(msg, None) => deliver(now, to, from, msg),
+                        Out::To(_, msg) | Out::All(msg, None) => to.message(now, from, msg),
                         Out::All(msg, Some(except)) if except != to.me => {
-                            deliver(now, to, from, msg)
+                            to.message(now, from, msg)
                         }
                         Out::All(..) => {}
                     }
@@ -597,10 +604,10 @@ mod tests {
         assert!(a.rollout(now, plan(1, false, &["a"]), None).unwrap());
         let to_b = a.link_up(now, B, false);
         for m in to_b {
-            deliver(now, &mut b, A, m);
+            b.message(now, A, m);
         }
         for m in b.link_up(now, A, false) {
-            deliver(now, &mut a, B, m);
+            a.message(now, B, m);
         }
         pump(now, &mut a, &mut b);
         // Site a only: b relays, fetches nothing, installs nothing.
