@@ -237,8 +237,8 @@ async fn install_arrivals(
             None => arrived.recv().await,
             Some(path) => tokio::select! {
                 told = arrived.recv() => told,
-                idle = station.until_not_live() => {
-                    if !idle {
+                go = station.until_update_may_start() => {
+                    if !go {
                         return;
                     }
                     install(&station, &data, path.clone()).await;
@@ -251,7 +251,8 @@ async fn install_arrivals(
             Some(Arrival::Install(path)) => {
                 if station.is_live() {
                     tracing::info!(
-                        "an update is here; it is installed when the box is no longer live"
+                        "an update is here; it is installed when the box is no longer live \
+                         (or at once: POST /api/v1/update/now)"
                     );
                 }
                 pending = Some(path);

@@ -87,9 +87,10 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
     let keys = d("key/release.pub");
     let release = d("release");
 
-    // The publisher at site a; two boxes of site b that both link to it and to each other.
+    // The publisher at site a; two boxes of site b that both link to it and to each other,
+    // the second one live.
     let p = BoxProc::start(&["--name", "p", "--site", "a", "--release-keys", &keys]);
-    let box_b = |name: &str, peers: &[&str]| {
+    let box_b = |name: &str, peers: &[&str], extra: &[&str]| {
         let mut args = vec![
             "--name",
             name,
@@ -103,10 +104,14 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
         for peer in peers {
             args.extend(["--peer", peer]);
         }
+        args.extend(extra);
         BoxProc::start(&args)
     };
-    let b1 = box_b("b1", &[&p.mesh_addr]);
-    let b2 = box_b("b2", &[&p.mesh_addr, &b1.mesh_addr]);
+    let b1 = box_b("b1", &[&p.mesh_addr], &[]);
+    let live = [
+        "--live", "--source", "testsrc", "--width", "320", "--height", "180",
+    ];
+    let b2 = box_b("b2", &[&p.mesh_addr, &b1.mesh_addr], &live);
     wait_until("every link up", Duration::from_secs(15), || {
         let n = |b: &BoxProc| {
             json(&http(&b.addr(), "GET", "/api/v1/peers", "").1)["peers"]
@@ -135,14 +140,30 @@ fn a_published_bundle_reaches_another_site_once_and_is_kept_whole() {
     );
     assert!(ratio < 1.1, "{ratio:.3} copies crossed into site b");
     assert!(ratio > 0.99, "{ratio:.3}: the bundle did not cross at all?");
-    // Neither box is an image with two slots: each says so instead of installing.
-    for b in [&b1, &b2] {
-        wait_until(
-            "the box to say it cannot install",
-            Duration::from_secs(10),
-            || b.logs().contains("this box cannot install it"),
-        );
-    }
+    // Neither box is an image with two slots: each says so instead of installing, the
+    // live one only once an operator says "now".
+    let cannot = |b: &BoxProc| b.logs().contains("this box cannot install it");
+    wait_until(
+        "b1 to say it cannot install",
+        Duration::from_secs(10),
+        || cannot(&b1),
+    );
+    wait_until("b2 to wait while live", Duration::from_secs(10), || {
+        b2.logs()
+            .contains("installed when the box is no longer live")
+    });
+    assert!(!cannot(&b2), "b2 tried to install while live");
+    assert_eq!(http(&b1.addr(), "POST", "/api/v1/update/now", "").0, 409);
+    wait_until(
+        "b2 to take the operator's word",
+        Duration::from_secs(5),
+        || http(&b2.addr(), "POST", "/api/v1/update/now", "").0 == 202,
+    );
+    wait_until(
+        "b2 to install at the operator's word",
+        Duration::from_secs(10),
+        || cannot(&b2),
+    );
     // A stranger's bundle is not taken.
     kit.pack("stranger", "3", "rootfs.ext4", "v3.cbx");
     let out = Command::new(env!("CARGO_BIN_EXE_cambox"))

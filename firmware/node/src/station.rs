@@ -115,6 +115,10 @@ pub struct Station {
     offers: Mutex<Vec<crate::mesh::updates::OfferView>>,
     /// Where updates are kept: the record and bundles on their way (the data partition).
     pub update_dir: OnceLock<std::path::PathBuf>,
+    /// An update from the mesh waits for the box to stop being live; an operator may
+    /// install it at once ([`Self::install_now`]).
+    update_waits: std::sync::atomic::AtomicBool,
+    update_now: tokio::sync::Notify,
     /// The image this box runs (board, release version), read once; None off an image.
     release: OnceLock<Option<crate::update::Release>>,
 }
@@ -150,6 +154,8 @@ impl Station {
             update: Mutex::new(None),
             offers: Mutex::new(Vec::new()),
             update_dir: OnceLock::new(),
+            update_waits: std::sync::atomic::AtomicBool::new(false),
+            update_now: tokio::sync::Notify::new(),
             release: OnceLock::new(),
             watchers: Default::default(),
             audit: OnceLock::new(),
@@ -384,6 +390,39 @@ impl Station {
             }
         }
         true
+    }
+
+    /// Returns once the box is not live, or an operator asks for the waiting update now
+    /// (true); false when the box is shutting down.
+    pub async fn until_update_may_start(&self) -> bool {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Clears the flag however the wait ends (the caller may drop it midway).
+        struct Waiting<'a>(&'a AtomicBool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        // Listening before the flag says so, so that no ask falls between the two.
+        let now = self.update_now.notified();
+        tokio::pin!(now);
+        now.as_mut().enable();
+        self.update_waits.store(true, Ordering::SeqCst);
+        let _waiting = Waiting(&self.update_waits);
+        tokio::select! {
+            idle = self.until_not_live() => idle,
+            () = now => true,
+        }
+    }
+
+    /// An operator installs the update that waits for the box to stop being live. False
+    /// when none waits.
+    pub fn install_now(&self) -> bool {
+        let waits = self.update_waits.load(std::sync::atomic::Ordering::SeqCst);
+        if waits {
+            self.update_now.notify_waiters();
+        }
+        waits
     }
 
     /// The image's release file (`/etc/cambox/release`), read at the first ask.

@@ -168,6 +168,7 @@ fn need(method: &Method, path: &str) -> Need {
                 | "/api/v1/update"
                 | "/api/v1/update/publish"
                 | "/api/v1/update/rollout"
+                | "/api/v1/update/now"
         ) || path.starts_with("/api/v1/chat/"));
     if acts {
         Need::Operator

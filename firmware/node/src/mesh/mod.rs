@@ -337,6 +337,8 @@ pub struct Mesh {
     incoming: Arc<Mutex<Option<mpsc::UnboundedReceiver<Incoming>>>>,
     /// The mesh's admission rule (None: a lab mesh).
     pub trust: Option<Arc<Trust>>,
+    /// Whether this box keeps release keys, and so checks, keeps and passes on updates.
+    pub takes_updates: bool,
 }
 
 impl Mesh {
@@ -501,6 +503,7 @@ impl Mesh {
                 .clone()
                 .map(|u| updates::Updates::new(id, u)),
         };
+        let takes_updates = driver.updates.is_some();
         tokio::spawn(driver.run(rx, requests_rx, on_air));
         Ok(Mesh {
             tx,
@@ -510,6 +513,7 @@ impl Mesh {
             tcp_addr,
             incoming: Arc::new(Mutex::new(Some(incoming_rx))),
             trust: settings.trust,
+            takes_updates,
         })
     }
 

@@ -33,6 +33,24 @@ pub fn routes() -> Router<Arc<Station>> {
             post(publish).layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/update/rollout", post(rollout))
+        .route("/api/v1/update/now", post(install_now))
+}
+
+/// An operator has the update that waits for the box to stop being live installed now.
+async fn install_now(State(st): State<Arc<Station>>) -> Response {
+    if st.install_now() {
+        tracing::info!("an operator asked for the waiting update now");
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "installing": true })),
+        )
+            .into_response()
+    } else {
+        error(
+            StatusCode::CONFLICT,
+            "no update waits for this box to stop being live",
+        )
+    }
 }
 
 /// An operator passes a signed rollout of an offered bundle to the mesh through this box.

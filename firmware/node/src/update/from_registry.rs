@@ -4,9 +4,10 @@
 //! already does nothing; a box whose offer has an older rollout than the registry's
 //! takes the newer one into the mesh.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cambox_registry::updates::UpdateRef;
 use tokio::io::AsyncWriteExt;
@@ -15,8 +16,12 @@ use crate::client::ApiClient;
 use crate::mesh::Mesh;
 use crate::station::Station;
 
-/// Bundles this box is fetching from the registry now (one fetch each).
-pub type Seeding = Arc<Mutex<BTreeSet<String>>>;
+/// Bundles this box is fetching from the registry now (None), or failed to seed (when).
+pub type Seeding = Arc<Mutex<BTreeMap<String, Option<Instant>>>>;
+
+/// A seed that failed (no release keys, a full disk, a broken fetch) waits this long
+/// before it fetches again: the registry names another seed meanwhile.
+const RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Acts on the registry's list of bundles from one registration reply.
 pub async fn follow(
@@ -34,12 +39,22 @@ pub async fn follow(
                 take_rollout(client, base, mesh, &r.bundle).await;
             }
             Some(_) => {}
-            None if r.seed => {
+            // A box without release keys could not publish it: another is asked.
+            None if r.seed && mesh.takes_updates => {
                 let Some(dir) = station.update_dir.get() else {
                     continue;
                 };
-                if !lock(seeding).insert(r.bundle.clone()) {
-                    continue;
+                {
+                    let mut seeding = lock(seeding);
+                    let busy = match seeding.get(&r.bundle) {
+                        Some(None) => true,
+                        Some(Some(failed)) => failed.elapsed() < RETRY_AFTER,
+                        None => false,
+                    };
+                    if busy {
+                        continue;
+                    }
+                    seeding.insert(r.bundle.clone(), None);
                 }
                 let (client, base, mesh, seeding) = (
                     client.clone(),
@@ -49,15 +64,21 @@ pub async fn follow(
                 );
                 let (r, file) = (r.clone(), dir.join(format!("seed-{}.part", r.bundle)));
                 tokio::spawn(async move {
-                    match seed(&client, &base, &mesh, &r, file).await {
+                    let failed = match seed(&client, &base, &mesh, &r, file).await {
                         Ok(()) => {
-                            tracing::info!(bundle = %r.bundle, version = %r.version, "update from the registry published to the mesh")
+                            tracing::info!(bundle = %r.bundle, version = %r.version, "update from the registry published to the mesh");
+                            None
                         }
                         Err(e) => {
-                            tracing::warn!(bundle = %r.bundle, registry = %base, "cannot seed the registry's update: {e}")
+                            tracing::warn!(bundle = %r.bundle, registry = %base, "cannot seed the registry's update: {e}; trying again in {RETRY_AFTER:?} if still asked");
+                            Some(Instant::now())
                         }
-                    }
-                    lock(&seeding).remove(&r.bundle);
+                    };
+                    let mut seeding = lock(&seeding);
+                    match failed {
+                        Some(at) => seeding.insert(r.bundle.clone(), Some(at)),
+                        None => seeding.remove(&r.bundle),
+                    };
                 });
             }
             None => {}
@@ -65,7 +86,7 @@ pub async fn follow(
     }
 }
 
-fn lock(s: &Seeding) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+fn lock(s: &Seeding) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<Instant>>> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
