@@ -1386,7 +1386,7 @@ mod tests {
 
     #[test]
     fn unknown_type() {
-        for kind in [0, 0x19, 0xff] {
+        for kind in [0, 0x1a, 0xff] {
             assert_eq!(
                 decode_one(&raw(kind, &[])),
                 Err(WireError::UnknownType { kind })
