@@ -79,10 +79,7 @@ pub struct RegistryArgs {
 
 /// The registry's update depot, from --release-keys and --updates.
 fn update_depot(keys: &Path, dir: &Path) -> anyhow::Result<cambox_registry::UpdateDepot> {
-    let text = std::fs::read_to_string(keys)
-        .with_context(|| format!("cannot read the release keys {}", keys.display()))?;
-    let keys = cambox_update::ReleasePublic::parse_all(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", keys.display()))?;
+    let keys = cambox_update::ReleasePublic::load(keys).map_err(anyhow::Error::msg)?;
     cambox_registry::UpdateDepot::open(dir, keys).map_err(anyhow::Error::msg)
 }
 

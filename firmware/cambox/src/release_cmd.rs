@@ -256,12 +256,8 @@ fn inspect(path: &Path, trust: Option<&Path>) -> anyhow::Result<()> {
         m.images.len()
     );
     if let Some(trust) = trust {
-        let text = std::fs::read_to_string(trust)
-            .with_context(|| format!("cannot read {}", trust.display()))?;
-        let keys = ReleasePublic::parse_all(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", trust.display()))?;
-        let signed = Bundle::signed_bytes(b.manifest_json());
-        match keys.iter().find(|k| k.verify(&signed, &b.signature)) {
+        let keys = ReleasePublic::load(trust).map_err(anyhow::Error::msg)?;
+        match b.signer(&keys) {
             Some(k) => println!("  signed by release key {}", k.id()),
             None => anyhow::bail!(
                 "{} is not signed by a key in {}",

@@ -177,24 +177,14 @@ pub fn mesh_settings(
         .release_keys
         .clone()
         .unwrap_or_else(|| PathBuf::from(cambox_node::update::RELEASE_KEYS));
-    let keys = match std::fs::read_to_string(&path) {
-        Ok(text) => match ReleasePublic::parse_all(&text) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!(
-                    "cambox: updates over the mesh are off: {}: {e}",
-                    path.display()
-                );
-                return None;
-            }
-        },
+    // Off an image, with no keys named, updates are simply off.
+    if cfg.release_keys.is_none() && std::fs::metadata(&path).is_err() {
+        return None;
+    }
+    let keys = match ReleasePublic::load(&path) {
+        Ok(k) => k,
         Err(e) => {
-            if cfg.release_keys.is_some() {
-                eprintln!(
-                    "cambox: updates over the mesh are off: {}: {e}",
-                    path.display()
-                );
-            }
+            eprintln!("cambox: updates over the mesh are off: {e}");
             return None;
         }
     };

@@ -117,15 +117,9 @@ impl UpdateDepot {
     }
 
     fn check(&self, bundle: &Bundle) -> Result<(), String> {
-        let signed = Bundle::signed_bytes(bundle.manifest_json());
-        if self
-            .keys
-            .iter()
-            .any(|k| k.verify(&signed, &bundle.signature))
-        {
-            Ok(())
-        } else {
-            Err("not signed by a release key this registry trusts (--release-keys)".into())
+        match bundle.signer(&self.keys) {
+            Some(_) => Ok(()),
+            None => Err("not signed by a release key this registry trusts (--release-keys)".into()),
         }
     }
 

@@ -20,7 +20,7 @@ use cambox_mesh::hex::{from_hex, to_hex};
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
-use crate::release_key::ReleaseKey;
+use crate::release_key::{ReleaseKey, ReleasePublic};
 use crate::version::Version;
 
 pub const MAGIC: &[u8] = b"cambox-bundle-v1\n";
@@ -181,8 +181,14 @@ pub struct Bundle {
 
 impl Bundle {
     /// The bytes the release key signs.
-    pub fn signed_bytes(manifest_json: &[u8]) -> Vec<u8> {
+    fn signed_bytes(manifest_json: &[u8]) -> Vec<u8> {
         [MAGIC, manifest_json].concat()
+    }
+
+    /// The key among `keys` that signed this bundle, if one did.
+    pub fn signer<'k>(&self, keys: &'k [ReleasePublic]) -> Option<&'k ReleasePublic> {
+        let signed = Self::signed_bytes(&self.manifest_json);
+        keys.iter().find(|k| k.verify(&signed, &self.signature))
     }
 
     pub fn manifest_json(&self) -> &[u8] {
@@ -443,9 +449,7 @@ mod tests {
         let read = Bundle::read_head(&mut r).unwrap();
         assert_eq!(read.manifest, packed.manifest);
         assert_eq!(read.id(), packed.id());
-        assert!(key
-            .public()
-            .verify(&Bundle::signed_bytes(read.manifest_json()), &read.signature));
+        assert_eq!(read.signer(&[key.public()]), Some(&key.public()));
         let mut seen = 0;
         read.check_payload(&mut r, |n| seen = n).unwrap();
         assert_eq!(seen, 22_293);

@@ -41,12 +41,7 @@ impl Policy {
     /// Whether this box may install `bundle`; `force` lets an operator install an older or
     /// the same version (never another board's, never an unsigned one).
     pub fn check(&self, bundle: &Bundle, force: bool) -> Result<(), Refusal> {
-        let signed = Bundle::signed_bytes(bundle.manifest_json());
-        if !self
-            .keys
-            .iter()
-            .any(|k| k.verify(&signed, &bundle.signature))
-        {
+        if bundle.signer(&self.keys).is_none() {
             let ids: Vec<String> = self.keys.iter().map(ReleasePublic::id).collect();
             return Err(Refusal::Signature {
                 trusted: if ids.is_empty() {

@@ -91,6 +91,13 @@ impl ReleasePublic {
         format!("{PUBLIC_TAG} {}\n", self.0.to_hex())
     }
 
+    /// Every key in the file at `path` (as [`Self::parse_all`] reads it); errors name it.
+    pub fn load(path: &std::path::Path) -> Result<Vec<ReleasePublic>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the release keys {}: {e}", path.display()))?;
+        Self::parse_all(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// Every key in a file of [`Self::to_text`] lines (`#` starts a comment); a box may
     /// trust the old key and the new one while a company changes keys.
     pub fn parse_all(text: &str) -> Result<Vec<ReleasePublic>, String> {

@@ -237,16 +237,9 @@ impl Updates {
     }
 
     fn check_signed(&self, bundle: &Bundle) -> Result<(), String> {
-        let signed = Bundle::signed_bytes(bundle.manifest_json());
-        if self
-            .settings
-            .keys
-            .iter()
-            .any(|k| k.verify(&signed, &bundle.signature))
-        {
-            Ok(())
-        } else {
-            Err("not signed by a release key this box trusts".into())
+        match bundle.signer(&self.settings.keys) {
+            Some(_) => Ok(()),
+            None => Err("not signed by a release key this box trusts".into()),
         }
     }
 

@@ -31,10 +31,7 @@ impl Facts {
     /// not a cambox image with two slots, saying which.
     pub fn of_this_box() -> anyhow::Result<Facts> {
         let release = Release::load(Path::new(RELEASE_FILE))?;
-        let text = std::fs::read_to_string(RELEASE_KEYS)
-            .with_context(|| format!("cannot read the release keys {RELEASE_KEYS}"))?;
-        let keys =
-            ReleasePublic::parse_all(&text).map_err(|e| anyhow::anyhow!("{RELEASE_KEYS}: {e}"))?;
+        let keys = ReleasePublic::load(Path::new(RELEASE_KEYS)).map_err(anyhow::Error::msg)?;
         let cmdline = std::fs::read_to_string("/proc/cmdline").context("/proc/cmdline")?;
         let (card, booted) = detect_card(&cmdline, PathBuf::from("/boot"))?;
         Ok(Facts {
