@@ -207,7 +207,7 @@ pub fn mesh_settings(
         board: station.release().map(|r| r.board.clone()),
         running: station.release().map(|r| r.version.clone()),
         dir: key_dir.join("bundles"),
-        site: station.status().site,
+        site: station.settings.site.clone(),
         ready,
         offers,
     })

@@ -365,7 +365,7 @@ impl Station {
             reachable: reach.as_ref().map(|r| r.0.as_str()),
             seen_from: reach.map(|r| r.1),
             update: lock(&self.update).clone(),
-            offers: lock(&self.offers).clone(),
+            offers: self.offers(),
         }
     }
 
@@ -438,6 +438,11 @@ impl Station {
         *lock(&self.update) = record;
         self.metrics
             .set_update_state(self.update_line().as_ref().map(|(s, _)| s.as_str()));
+    }
+
+    /// Bundles the mesh offered, and where each stands on this box.
+    pub fn offers(&self) -> Vec<crate::mesh::updates::OfferView> {
+        lock(&self.offers).clone()
     }
 
     pub fn set_offers(&self, offers: Vec<crate::mesh::updates::OfferView>) {

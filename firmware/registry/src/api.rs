@@ -748,21 +748,21 @@ async fn put_rollout(
 ) -> Result<Json<RolloutReply>, ApiError> {
     let depot = depot(&app)?;
     let bytes = read_body(body, 64 << 10).await?;
-    let plan = cambox_update::Rollout::from_bytes(&bytes)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?
-        .plan;
+    let rollout = cambox_update::Rollout::from_bytes(&bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let plan = rollout.plan.clone();
     if plan.bundle != id {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("the rollout is of bundle {}, not {id}", plan.bundle),
         ));
     }
-    let (r, newer) = depot
-        .set_rollout(&bytes)
+    let newer = depot
+        .set_rollout(rollout)
         .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))?;
     Ok(Json(RolloutReply {
-        bundle: r.plan.bundle.clone(),
-        rollout: r.plan.describe(),
+        rollout: plan.describe(),
+        bundle: plan.bundle,
         newer,
     }))
 }

@@ -184,8 +184,7 @@ impl UpdateDepot {
     }
 
     /// A signed rollout of a bundle held here. Ok(true): newer than the one held.
-    pub fn set_rollout(&self, doc: &[u8]) -> Result<(Rollout, bool), String> {
-        let r = Rollout::from_bytes(doc)?;
+    pub fn set_rollout(&self, r: Rollout) -> Result<bool, String> {
         if !r.signed_by(&self.keys) {
             return Err("the rollout is not signed by a release key this registry trusts".into());
         }
@@ -203,15 +202,15 @@ impl UpdateDepot {
             .as_ref()
             .is_some_and(|old| old.plan.issued >= r.plan.issued)
         {
-            return Ok((r, false));
+            return Ok(false);
         }
         let path = k.path.with_extension("rollout");
         let tmp = path.with_extension("rollout.new");
-        std::fs::write(&tmp, doc)
+        std::fs::write(&tmp, r.to_bytes())
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| format!("cannot keep the rollout at {}: {e}", path.display()))?;
-        k.rollout = Some(r.clone());
-        Ok((r, true))
+        k.rollout = Some(r);
+        Ok(true)
     }
 
     /// The bundle file of `id`, if held.
@@ -351,10 +350,11 @@ mod tests {
             share: 10,
             sites: vec![],
         };
-        let doc = Rollout::sign(plan(5), &key).unwrap().to_bytes();
-        assert!(depot.set_rollout(&doc).unwrap().1);
-        let older = Rollout::sign(plan(4), &key).unwrap().to_bytes();
-        assert!(!depot.set_rollout(&older).unwrap().1);
+        let rollout = Rollout::sign(plan(5), &key).unwrap();
+        let doc = rollout.to_bytes();
+        assert!(depot.set_rollout(rollout).unwrap());
+        let older = Rollout::sign(plan(4), &key).unwrap();
+        assert!(!depot.set_rollout(older).unwrap());
         drop(depot);
         let depot = UpdateDepot::open(dir.path(), vec![key.public()]).unwrap();
         assert_eq!(depot.rollout(&v3.id()), Some(doc));

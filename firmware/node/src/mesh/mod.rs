@@ -280,7 +280,7 @@ pub enum Request {
         reply: oneshot::Sender<Result<String, String>>,
     },
     PublishRollout {
-        doc: Bytes,
+        rollout: cambox_update::Rollout,
         reply: oneshot::Sender<Result<bool, String>>,
     },
     Shutdown(oneshot::Sender<()>),
@@ -535,8 +535,11 @@ impl Mesh {
 
     /// Checks a signed rollout of a bundle this box keeps an offer of, and passes it
     /// through the mesh. `Ok(false)`: this box has it or a newer one already.
-    pub async fn publish_rollout(&self, doc: Bytes) -> Result<Result<bool, String>, MeshError> {
-        self.ask(|reply| Request::PublishRollout { doc, reply })
+    pub async fn publish_rollout(
+        &self,
+        rollout: cambox_update::Rollout,
+    ) -> Result<Result<bool, String>, MeshError> {
+        self.ask(|reply| Request::PublishRollout { rollout, reply })
             .await
     }
 
@@ -1104,9 +1107,9 @@ impl Driver {
                 self.send_updates();
                 let _ = reply.send(result);
             }
-            Request::PublishRollout { doc, reply } => {
+            Request::PublishRollout { rollout, reply } => {
                 let result = match self.updates.as_mut() {
-                    Some(u) => u.rollout(now, doc, None),
+                    Some(u) => u.rollout(now, rollout, None),
                     None => Err("this box keeps no release keys: it cannot check a rollout".into()),
                 };
                 self.send_updates();

@@ -83,7 +83,7 @@ struct Offer {
     fresh: bool,
     /// The installer was told to install it (and not told to hold since).
     told: bool,
-    rollout: Option<(Rollout, Bytes)>,
+    rollout: Option<Rollout>,
     /// Neighbours that sent the offer: on the way to the publisher.
     offered_by: BTreeSet<NodeId>,
 }
@@ -166,8 +166,8 @@ impl Updates {
         // A rollout kept from before a restart holds until a neighbour sends a newer one.
         let rollout = stored
             .rollout()
-            .and_then(|doc| Some((Rollout::from_bytes(&doc).ok()?, Bytes::from(doc))))
-            .filter(|(r, _)| r.signed_by(&self.settings.keys) && r.plan.bundle == bundle.id());
+            .and_then(|doc| Rollout::from_bytes(&doc).ok())
+            .filter(|r| r.signed_by(&self.settings.keys) && r.plan.bundle == bundle.id());
         let offer = Offer {
             head: head.clone(),
             stored,
@@ -203,10 +203,9 @@ impl Updates {
     pub fn rollout(
         &mut self,
         now: Instant,
-        doc: Bytes,
+        r: Rollout,
         from: Option<NodeId>,
     ) -> Result<bool, String> {
-        let r = Rollout::from_bytes(&doc)?;
         if !r.signed_by(&self.settings.keys) {
             return Err("the rollout is not signed by a release key this box trusts".into());
         }
@@ -222,15 +221,16 @@ impl Updates {
         };
         if o.rollout
             .as_ref()
-            .is_some_and(|(kept, _)| kept.plan.issued >= r.plan.issued)
+            .is_some_and(|kept| kept.plan.issued >= r.plan.issued)
         {
             return Ok(false);
         }
+        let doc = Bytes::from(r.to_bytes());
         if let Err(e) = o.stored.keep_rollout(&doc) {
             tracing::warn!("cannot keep the rollout of bundle {}: {e:#}", r.plan.bundle);
         }
         tracing::info!(bundle = %r.plan.bundle, rollout = %r.plan.describe(), "update rollout");
-        o.rollout = Some((r, doc.clone()));
+        o.rollout = Some(r);
         self.out.push(Out::All(Msg::UpdateRollout { doc }, from));
         self.settle(now);
         Ok(true)
@@ -278,8 +278,8 @@ impl Updates {
                     },
                     chunks: o.stored.have.len(),
                     have: o.stored.have.iter().filter(|h| **h).count(),
-                    rollout: o.rollout.as_ref().map(|(r, _)| r.plan.describe()),
-                    rollout_issued: o.rollout.as_ref().map_or(0, |(r, _)| r.plan.issued),
+                    rollout: o.rollout.as_ref().map(|r| r.plan.describe()),
+                    rollout_issued: o.rollout.as_ref().map_or(0, |r| r.plan.issued),
                 }
             })
             .collect()
@@ -291,7 +291,7 @@ impl Updates {
         let fits = Self::fits(&self.settings, &o.stored.bundle);
         match &o.rollout {
             None => (fits, true, false),
-            Some((r, _)) => (
+            Some(r) => (
                 fits,
                 r.plan.includes(&self.me.0, &self.settings.site),
                 r.plan.paused,
@@ -308,7 +308,9 @@ impl Updates {
                 }
             }
             Msg::UpdateRollout { doc } => {
-                if let Err(e) = self.rollout(now, doc, Some(peer)) {
+                let taken =
+                    Rollout::from_bytes(&doc).and_then(|r| self.rollout(now, r, Some(peer)));
+                if let Err(e) = taken {
                     tracing::warn!(%peer, "an update rollout is not taken: {e}");
                 }
             }
@@ -334,8 +336,10 @@ impl Updates {
                 head: o.head.clone(),
             });
             msgs.push(have_msg(&o.stored));
-            if let Some((_, doc)) = &o.rollout {
-                msgs.push(Msg::UpdateRollout { doc: doc.clone() });
+            if let Some(r) = &o.rollout {
+                msgs.push(Msg::UpdateRollout {
+                    doc: r.to_bytes().into(),
+                });
             }
         }
         self.settle(now);
@@ -588,7 +592,7 @@ mod tests {
                 share: 100,
                 sites: sites.iter().map(|s| s.to_string()).collect(),
             };
-            Bytes::from(Rollout::sign(plan, &key).unwrap().to_bytes())
+            Rollout::sign(plan, &key).unwrap()
         };
         let now = Instant::now();
         let (mut a, _) = updates(A, dir.path(), "a", &key);
@@ -635,7 +639,7 @@ mod tests {
             share: 100,
             sites: vec![],
         };
-        let forged = Bytes::from(Rollout::sign(forged, &stranger).unwrap().to_bytes());
+        let forged = Rollout::sign(forged, &stranger).unwrap();
         assert!(b
             .rollout(now, forged, None)
             .unwrap_err()
@@ -665,7 +669,7 @@ mod tests {
             share: 10,
             sites: vec![],
         };
-        let doc = Bytes::from(Rollout::sign(plan, &key).unwrap().to_bytes());
+        let doc = Rollout::sign(plan, &key).unwrap();
         let err = a.rollout(Instant::now(), doc, None).unwrap_err();
         assert!(err.contains("publish the bundle first"), "{err}");
     }

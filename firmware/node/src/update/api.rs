@@ -58,11 +58,12 @@ async fn rollout(State(st): State<Arc<Station>>, body: axum::body::Bytes) -> Res
     let Some(mesh) = st.mesh.get().cloned() else {
         return error(StatusCode::CONFLICT, "this box is not in a mesh");
     };
-    let plan = match cambox_update::Rollout::from_bytes(&body) {
-        Ok(r) => r.plan,
+    let rollout = match cambox_update::Rollout::from_bytes(&body) {
+        Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match mesh.publish_rollout(body).await {
+    let plan = rollout.plan.clone();
+    match mesh.publish_rollout(rollout).await {
         Ok(Ok(newer)) => {
             tracing::info!(bundle = %plan.bundle, rollout = %plan.describe(), newer, "update rollout published to the mesh");
             (

@@ -32,7 +32,7 @@ pub async fn follow(
     refs: &[UpdateRef],
     seeding: &Seeding,
 ) {
-    let offers = station.status().offers;
+    let offers = station.offers();
     for r in refs {
         match offers.iter().find(|o| o.bundle == r.bundle) {
             Some(held) if r.rollout > held.rollout_issued => {
@@ -155,10 +155,13 @@ async fn take_rollout(client: &ApiClient, base: &str, mesh: &Mesh, bundle: &str)
         .get_whole(&url(base, &format!("/api/v1/updates/{bundle}/rollout")))
         .await
     {
-        Ok((200, doc)) => match mesh.publish_rollout(doc).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => e,
-            Err(e) => e.to_string(),
+        Ok((200, doc)) => match cambox_update::Rollout::from_bytes(&doc) {
+            Ok(r) => match mesh.publish_rollout(r).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e,
         },
         Ok((status, body)) => format!("answered {status}: {}", String::from_utf8_lossy(&body)),
         Err(e) => e.to_string(),
