@@ -549,44 +549,33 @@ async fn put_update(
     app.registry
         .count_source(wall_ms(), source(&app, peer, &headers))?;
     let path = depot.upload_path();
-    let received = receive_bundle(depot, body, &path).await;
-    let checked = match received {
+    let kept = match receive_bundle(depot, body, &path).await {
         Ok(()) => {
             let at = path.clone();
-            tokio::task::spawn_blocking(move || -> Result<cambox_update::Bundle, String> {
-                let f = std::fs::File::open(&at).map_err(|e| e.to_string())?;
-                let mut r = std::io::BufReader::new(f);
-                let b = cambox_update::Bundle::read_head(&mut r)?;
-                b.check_payload(&mut r, |_| {})?;
-                Ok(b)
-            })
-            .await
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-            .and_then(|r| {
-                r.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not a whole bundle: {e}")))
-            })
-            .and_then(|b| {
-                depot
-                    .keep(b.clone(), &path)
-                    .map(|()| b)
-                    .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))
-            })
+            tokio::task::spawn_blocking(move || cambox_update::Bundle::check_file(&at))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+                .and_then(|r| {
+                    r.map_err(|e| {
+                        ApiError(StatusCode::BAD_REQUEST, format!("not a whole bundle: {e}"))
+                    })
+                })
+                .and_then(|b| {
+                    depot
+                        .keep(b, &path)
+                        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e))
+                })
         }
         Err(e) => Err(e),
     };
-    let bundle = match checked {
-        Ok(b) => b,
+    let view = match kept {
+        Ok(v) => v,
         Err(e) => {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(e);
         }
     };
-    tracing::info!(bundle = %bundle.id(), board = %bundle.manifest.board, version = %bundle.manifest.version, "update bundle published at the registry");
-    let view = depot
-        .list()
-        .into_iter()
-        .find(|v| v.bundle == bundle.id())
-        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "not kept".into()))?;
+    tracing::info!(bundle = %view.bundle, board = %view.board, version = %view.version, "update bundle published at the registry");
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 

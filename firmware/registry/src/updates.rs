@@ -123,29 +123,35 @@ impl UpdateDepot {
         }
     }
 
-    fn insert(&self, bundle: Bundle, path: PathBuf, rollout: Option<Rollout>) {
+    /// Keeps `bundle` (at `path`) if it is the newest of its board here, and says how it
+    /// is listed; otherwise removes its files.
+    fn insert(
+        &self,
+        bundle: Bundle,
+        path: PathBuf,
+        rollout: Option<Rollout>,
+    ) -> Option<UpdateView> {
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
         let mut kept = lock(&self.kept);
         let newer = kept
             .get(&bundle.manifest.board)
             .is_none_or(|k| k.bundle.manifest.version().ok() < bundle.manifest.version().ok());
-        if newer {
-            let old = kept.insert(
-                bundle.manifest.board.clone(),
-                Kept {
-                    bundle,
-                    path,
-                    size,
-                    rollout,
-                    seeds: Vec::new(),
-                },
-            );
-            if let Some(old) = old {
-                remove_files(&old.path);
-            }
-        } else {
+        if !newer {
             remove_files(&path);
+            return None;
         }
+        let k = Kept {
+            bundle,
+            path,
+            size,
+            rollout,
+            seeds: Vec::new(),
+        };
+        let listed = view(&k);
+        if let Some(old) = kept.insert(k.bundle.manifest.board.clone(), k) {
+            remove_files(&old.path);
+        }
+        Some(listed)
     }
 
     /// Whether a bundle with this head would be kept: signed, and newer than the one of
@@ -174,13 +180,14 @@ impl UpdateDepot {
     }
 
     /// Keeps the checked upload at `upload` (from [`Self::upload_path`]) as `bundle`.
-    pub fn keep(&self, bundle: Bundle, upload: &Path) -> Result<(), String> {
+    pub fn keep(&self, bundle: Bundle, upload: &Path) -> Result<UpdateView, String> {
         self.admit(&bundle)?;
+        let board = bundle.manifest.board.clone();
         let path = self.dir.join(format!("{}.cbx", bundle.id()));
         std::fs::rename(upload, &path)
             .map_err(|e| format!("cannot keep {}: {e}", path.display()))?;
-        self.insert(bundle, path, None);
-        Ok(())
+        self.insert(bundle, path, None)
+            .ok_or_else(|| format!("a newer bundle of board {board} arrived meanwhile"))
     }
 
     /// A signed rollout of a bundle held here. Ok(true): newer than the one held.
@@ -231,17 +238,7 @@ impl UpdateDepot {
     }
 
     pub fn list(&self) -> Vec<UpdateView> {
-        lock(&self.kept)
-            .values()
-            .map(|k| UpdateView {
-                bundle: k.bundle.id(),
-                board: k.bundle.manifest.board.clone(),
-                version: k.bundle.manifest.version.clone(),
-                size: k.size,
-                rollout: k.rollout.as_ref().map(|r| r.plan.describe()),
-                seeds: k.seeds.iter().map(|(n, _)| n.to_hex()).collect(),
-            })
-            .collect()
+        lock(&self.kept).values().map(view).collect()
     }
 
     /// What a registering box is told: every bundle held, and whether it is to seed one.
@@ -272,6 +269,17 @@ impl UpdateDepot {
                 }
             })
             .collect()
+    }
+}
+
+fn view(k: &Kept) -> UpdateView {
+    UpdateView {
+        bundle: k.bundle.id(),
+        board: k.bundle.manifest.board.clone(),
+        version: k.bundle.manifest.version.clone(),
+        size: k.size,
+        rollout: k.rollout.as_ref().map(|r| r.plan.describe()),
+        seeds: k.seeds.iter().map(|(n, _)| n.to_hex()).collect(),
     }
 }
 

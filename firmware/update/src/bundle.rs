@@ -263,6 +263,16 @@ impl Bundle {
         })
     }
 
+    /// Reads the bundle file at `path` and checks every chunk and image against its
+    /// manifest (blocking: off the async threads). Its signature is the caller's to check.
+    pub fn check_file(path: &Path) -> Result<Bundle, String> {
+        let f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut r = BufReader::new(f);
+        let bundle = Bundle::read_head(&mut r)?;
+        bundle.check_payload(&mut r, |_| {})?;
+        Ok(bundle)
+    }
+
     /// Whether `data` is chunk `i` as the manifest names it.
     pub fn chunk_ok(&self, i: usize, data: &[u8]) -> bool {
         let (_, len) = self.manifest.chunk_span(i);

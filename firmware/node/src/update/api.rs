@@ -94,7 +94,7 @@ async fn publish(State(st): State<Arc<Station>>, body: Body) -> Response {
     // Every chunk checked here, off the mesh's driver, before the mesh keeps it.
     let checking = file.clone();
     let checked =
-        tokio::task::spawn_blocking(move || super::store::Stored::check_file(&checking).map(drop))
+        tokio::task::spawn_blocking(move || cambox_update::Bundle::check_file(&checking).map(drop))
             .await;
     if let Ok(Err(e)) | Err(e) = checked.map_err(|e| e.to_string()) {
         let _ = tokio::fs::remove_file(&file).await;

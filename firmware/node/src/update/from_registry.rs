@@ -111,7 +111,7 @@ async fn seed(
     let checked = match fetched {
         Ok(()) => {
             let at = file.clone();
-            tokio::task::spawn_blocking(move || super::store::Stored::check_file(&at))
+            tokio::task::spawn_blocking(move || cambox_update::Bundle::check_file(&at))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|b| b)

@@ -77,16 +77,6 @@ impl Stored {
         Ok(stored)
     }
 
-    /// Reads a whole bundle file and checks every chunk against its manifest (blocking:
-    /// off the async threads). Its signature is the mesh's to check.
-    pub fn check_file(file: &Path) -> Result<Bundle, String> {
-        let f = File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let mut r = std::io::BufReader::new(f);
-        let bundle = Bundle::read_head(&mut r)?;
-        bundle.check_payload(&mut r, |_| {})?;
-        Ok(bundle)
-    }
-
     /// A bundle file this box was given whole (it publishes it), whose every chunk the
     /// caller checked ([`Bundle::check_payload`]).
     pub fn adopt(dir: &Path, file: &Path) -> anyhow::Result<Stored> {
